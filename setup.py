@@ -1,0 +1,34 @@
+"""flaxlm: pretrain, compare and fine-tune Transformer LMs (BERT, GPT) in JAX/Flax."""
+import setuptools
+
+setuptools.setup(
+    name="flaxlm",
+    version="0.1.0",
+    description="JAX/Flax research framework for BERT-style and GPT-style language models",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["flaxlm", "flaxlm.*"]),
+    package_data={"flaxlm": ["data/corpora/*"]},
+    install_requires=[
+        "jax>=0.7.0",
+        "flax>=0.11.0",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11.0",
+        "grain>=0.2.10",
+        "tensorflow-datasets>=4.9.7",
+        "array_record>=0.7.0",
+        "sentencepiece>=0.2.0",
+        "ml_collections>=1.0.0",
+        "absl-py>=2.1.0",
+        "numpy>=1.26",
+        "tqdm>=4.66",
+        "tensorboardX>=2.6",
+    ],
+    extras_require={
+        "test": ["pytest>=8.0"],
+        "hf": ["transformers==4.57.*", "safetensors>=0.4", "torch>=2.5"],
+        "tf": ["tensorflow>=2.16"],
+    },
+    entry_points={"console_scripts": ["flaxlm=flaxlm.cli:run"]},
+)
