@@ -13,10 +13,11 @@ setuptools.setup(
     install_requires=[
         "jax>=0.7.0",
         "flax>=0.11.0",
-        "optax>=0.2.4",
+        "optax>=0.2.5",
         "orbax-checkpoint>=0.11.0",
         "grain>=0.2.10",
         "tensorflow-datasets>=4.9.7",
+        "importlib_resources>=6.0",  # tfds needs it for builders defined outside tfds, but does not declare it
         "array_record>=0.7.0",
         "sentencepiece>=0.2.0",
         "ml_collections>=1.0.0",

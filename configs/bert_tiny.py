@@ -1,0 +1,25 @@
+"""BERT-tiny (2 layers, hidden 128) with MLM+NSP on the embedded Shakespeare corpus: the default CPU recipe.
+
+Run:
+  flaxlm train --config=configs/bert_tiny.py --workdir=/tmp/bert_tiny
+
+Remove NSP (segment pairs, MLM only):
+  flaxlm train --config=configs/bert_tiny.py --config.objective=mlm --workdir=/tmp/bert_tiny_nonsp
+
+Reaches (measured, see README "Default run"): on 2 CPU cores in a few minutes,
+MLM loss from ~9.0 to ~5.9 and NSP accuracy well above chance on the
+held-out scenes. A sentencepiece unigram vocabulary of 8000 is trained on
+the corpus on first use and cached with the prepared data in
+~/.cache/flaxlm (or $FLAXLM_DATA_DIR).
+"""
+from flaxlm.config import base_config
+
+
+def get_config():
+  c = base_config()
+  c.model.update(vocab_size=8000, hidden_size=128, num_layers=2, num_heads=2, mlp_dim=512, max_len=128)
+  c.objective = "mlm_nsp"
+  c.data.update(builder="segment_pair", seq_len=128, max_predictions=20)
+  c.train.update(batch_size=32, num_steps=1000, warmup_steps=100, learning_rate=1e-3,
+                 log_every=20, eval_every=250, checkpoint_every=500)
+  return c

@@ -1,0 +1,390 @@
+"""Text corpora as lists of documents of paragraphs, plus sentence splitting and the held-out split.
+
+A corpus is named by a *spec*:
+
+* ``"default"`` -- the embedded Shakespeare corpus (``corpora/shakespeare.jsonl.gz``,
+  one document per scene, one paragraph per speech; see tools/make_default_corpus.py).
+* a path or glob (``"data/**/*.txt"``) or a list of them:
+  ``*.txt`` -- one document per file, paragraphs separated by blank lines;
+  ``*.jsonl`` / ``*.jsonl.gz`` -- one document per non-blank line, either
+  ``{"text": "para 1\\n\\npara 2", "id": "optional"}`` or our own
+  ``{"id": ..., "paragraphs": [...]}``.
+* ``"tfds:NAME[:SPLIT][:FEATURE]"`` -- a TensorFlow Datasets dataset (default
+  split ``train``, feature ``text``); needs TensorFlow (``pip install flaxlm[tf]``).
+
+Paragraph text is whitespace-normalised (runs of whitespace, including the
+line breaks inside a paragraph, become one space). Bad input raises a one-line
+:class:`CorpusError` naming the file and the fix; documents that are empty after
+cleaning are skipped and the count is logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import gzip
+import hashlib
+import importlib.resources
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPEC = "default"
+_DEFAULT_RESOURCE = "shakespeare.jsonl.gz"
+# Bump when parsing/cleaning rules change, so corpus_fingerprint invalidates caches.
+_READER_VERSION = "1"
+_SPLIT_SALT = "flaxlm-heldout-v1"
+_BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
+
+
+class CorpusError(ValueError):
+    """Unusable corpus input; the message is one line naming the source and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+    """One document: a stable id (used for the held-out split) and its cleaned paragraphs."""
+
+    id: str
+    paragraphs: tuple[str, ...]
+
+
+# ----------------------------------------------------------------------------- cleaning
+
+
+def normalize_whitespace(text: str) -> str:
+    """Collapse all whitespace runs to single spaces and strip the ends."""
+    return " ".join(text.split())
+
+
+def split_paragraphs(text: str) -> tuple[str, ...]:
+    """Blank-line separated paragraphs of ``text``, whitespace-normalised, empties removed."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    parts = (normalize_whitespace(p) for p in _BLANK_LINE.split(text))
+    return tuple(p for p in parts if p)
+
+
+def _clean_paragraphs(paragraphs: Iterable[str]) -> tuple[str, ...]:
+    return tuple(p for p in (normalize_whitespace(x) for x in paragraphs) if p)
+
+
+# ----------------------------------------------------------------------------- file reading
+
+
+def _decode(data: bytes, source: str) -> str:
+    """UTF-8 bytes -> str, with CorpusErrors for binary / non-UTF-8 / empty content."""
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise CorpusError(f"{source}: looks binary (NUL byte at offset {nul}); "
+                          "corpus files must be UTF-8 text")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{source}: not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                          "re-encode the file as UTF-8, e.g. iconv -t UTF-8") from None
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not content
+    if not text.strip():
+        raise CorpusError(f"{source}: file is empty; remove it from the corpus spec or add text")
+    return text
+
+
+def _read_bytes(path: str) -> bytes:
+    if path.endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        except (OSError, EOFError) as e:  # BadGzipFile is an OSError
+            raise CorpusError(f"{path}: cannot decompress gzip ({e}); re-create the file") from None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _read_txt(path: str, doc_id: str) -> list[Document]:
+    return [Document(doc_id, split_paragraphs(_decode(_read_bytes(path), path)))]
+
+
+def _jsonl_document(record: object, source: str, lineno: int, default_id: str) -> Document:
+    where = f"{source}:{lineno}"
+    if not isinstance(record, dict):
+        raise CorpusError(f"{where}: expected a JSON object per line, got {type(record).__name__}")
+    doc_id = record.get("id", default_id)
+    if not isinstance(doc_id, (str, int)):
+        raise CorpusError(f"{where}: 'id' must be a string or integer")
+    if "text" in record:
+        if not isinstance(record["text"], str):
+            raise CorpusError(f"{where}: 'text' must be a string")
+        return Document(str(doc_id), split_paragraphs(record["text"]))
+    if "paragraphs" in record:
+        paras = record["paragraphs"]
+        if not isinstance(paras, list) or not all(isinstance(p, str) for p in paras):
+            raise CorpusError(f"{where}: 'paragraphs' must be a list of strings")
+        return Document(str(doc_id), _clean_paragraphs(paras))
+    raise CorpusError(f"{where}: JSON line has no 'text' field (keys: {sorted(record)[:5]}); "
+                      "each line needs {\"text\": ...}")
+
+
+def _read_jsonl(path: str, id_prefix: str) -> list[Document]:
+    text = _decode(_read_bytes(path), path)
+    docs = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CorpusError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+        docs.append(_jsonl_document(record, path, lineno, default_id=f"{id_prefix}:{lineno}"))
+    return docs
+
+
+def _read_file(path: str, rel_id: str) -> list[Document]:
+    """One matched file -> its documents (ids derived from ``rel_id`` when the file has none)."""
+    if path.endswith(".txt"):
+        return _read_txt(path, rel_id)
+    if path.endswith(".jsonl") or path.endswith(".jsonl.gz"):
+        return _read_jsonl(path, rel_id)
+    raise CorpusError(f"{path}: unsupported file type; use .txt, .jsonl or .jsonl.gz "
+                      "(or 'default' / 'tfds:NAME')")
+
+
+# ----------------------------------------------------------------------------- spec resolution
+
+
+def _glob_base(pattern: str) -> str:
+    """The directory part of ``pattern`` before its first glob character (ids are relative to it)."""
+    parts = pattern.split(os.sep)
+    fixed = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return os.sep.join(fixed) or "."
+
+
+def _match_files(pattern: str) -> list[tuple[str, str]]:
+    """(path, id relative to the pattern's fixed base directory) for each file matching pattern."""
+    pattern = os.path.expanduser(pattern)
+    if glob.has_magic(pattern):
+        paths = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+        if not paths:
+            raise CorpusError(f"{pattern}: glob matches no files; check the pattern and working directory")
+    elif os.path.isdir(pattern):
+        raise CorpusError(f"{pattern}: is a directory; give a glob such as {os.path.join(pattern, '*.txt')}")
+    elif not os.path.exists(pattern):
+        raise CorpusError(f"{pattern}: no such file; check the path or use 'default' for the embedded corpus")
+    else:
+        paths = [pattern]
+    base = _glob_base(pattern)
+    return [(p, os.path.relpath(p, base).replace(os.sep, "/")) for p in paths]
+
+
+def _as_spec_list(spec: str | Sequence[str]) -> list[str]:
+    if isinstance(spec, (str, os.PathLike)):
+        return [os.fspath(spec)]
+    specs = [os.fspath(s) for s in spec]
+    if not specs:
+        raise CorpusError("empty corpus spec list; pass 'default', a path/glob, or 'tfds:NAME'")
+    return specs
+
+
+def _parse_tfds_spec(spec: str) -> tuple[str, str, str]:
+    """'tfds:NAME[:SPLIT][:FEATURE]' -> (name, split, feature)."""
+    parts = spec.split(":")[1:]
+    if not parts[0] or len(parts) > 3:
+        raise CorpusError(f"{spec}: bad tfds spec; use tfds:NAME[:SPLIT][:FEATURE]")
+    name, split, feature = (parts + ["train", "text"][len(parts) - 1:])[:3]
+    return name, split, feature
+
+
+def _read_tfds(spec: str) -> list[Document]:
+    name, split, feature = _parse_tfds_spec(spec)
+    try:
+        import tensorflow  # noqa: F401  (tfds.load needs it; fail with an actionable message)
+    except ImportError:
+        raise CorpusError(f"{spec}: tfds corpora need TensorFlow; pip install flaxlm[tf]") from None
+    import tensorflow_datasets as tfds
+
+    try:
+        ds = tfds.load(name, split=split)
+    except Exception as e:  # tfds raises many types (DatasetNotFoundError, AssertionError, ...)
+        raise CorpusError(f"{spec}: tfds.load failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    docs = []
+    for i, example in enumerate(tfds.as_numpy(ds)):
+        if feature not in example:
+            raise CorpusError(f"{spec}: example has no feature {feature!r} (features: {sorted(example)}); "
+                              "name it as tfds:NAME:SPLIT:FEATURE")
+        value = example[feature]
+        text = value.decode("utf-8", errors="strict") if isinstance(value, bytes) else str(value)
+        docs.append(Document(f"tfds:{name}:{split}:{i}", split_paragraphs(text)))
+    return docs
+
+
+def _default_corpus_path():
+    return importlib.resources.files("flaxlm.data").joinpath("corpora", _DEFAULT_RESOURCE)
+
+
+def load_default_corpus() -> list[Document]:
+    """The embedded Shakespeare corpus: one Document per scene, one paragraph per speech."""
+    resource = _default_corpus_path()
+    with resource.open("rb") as f:
+        payload = gzip.decompress(f.read()).decode("utf-8")
+    return [Document(r["id"], tuple(r["paragraphs"])) for r in map(json.loads, payload.splitlines())]
+
+
+def _drop_empty(docs: list[Document], source: str) -> list[Document]:
+    kept = [d for d in docs if d.paragraphs]
+    if len(kept) < len(docs):
+        log.warning("skipped %d empty documents in %s", len(docs) - len(kept), source)
+    return kept
+
+
+def read_corpus(spec: str | Sequence[str]) -> list[Document]:
+    """Read all documents named by ``spec`` (see module docstring), in spec then sorted-path order.
+
+    Raises:
+      CorpusError: missing path, glob matching nothing, empty / binary / non-UTF-8 file,
+        malformed JSON line, duplicate document ids, or no documents at all.
+    """
+    docs: list[Document] = []
+    for item in _as_spec_list(spec):
+        if item == DEFAULT_SPEC:
+            docs.extend(load_default_corpus())
+        elif item.startswith("tfds:"):
+            docs.extend(_drop_empty(_read_tfds(item), item))
+        else:
+            for path, rel_id in _match_files(item):
+                docs.extend(_drop_empty(_read_file(path, rel_id), path))
+    if not docs:
+        raise CorpusError(f"{spec}: no non-empty documents; check the corpus files")
+    seen: dict[str, int] = {}
+    for d in docs:
+        seen[d.id] = seen.get(d.id, 0) + 1
+    dupes = [i for i, n in seen.items() if n > 1]
+    if dupes:
+        raise CorpusError(f"{spec}: duplicate document ids {dupes[:3]}; ids must be unique "
+                          "(give jsonl lines distinct 'id's or avoid listing a file twice)")
+    return docs
+
+
+# ----------------------------------------------------------------------------- sentences
+
+# Tokens ending in "." that do not end a sentence. Lower-cased, with the dot.
+_ABBREVIATIONS = frozenset(
+    "mr. mrs. ms. dr. st. sr. jr. prof. rev. gen. col. capt. lt. sgt. mt. ft. vs. cf. e.g. i.e. "
+    "no. vol. fig. approx. dept. est. inc. ltd. co. jan. feb. mar. apr. jun. jul. aug. sep. sept. "
+    "oct. nov. dec.".split())
+_CLOSERS = "\"')]}\u2019\u201d"
+_OPENERS = "\"'([{\u2018\u201c"
+_INITIAL = re.compile(r"^[A-HJ-Z]\.$")  # "J." in "J. R. Smith"; "I." is usually the pronoun
+
+
+def _ends_sentence(word: str) -> bool:
+    """Does ``word`` (a whitespace-free token) end with sentence-final punctuation?"""
+    core = word.rstrip(_CLOSERS)
+    if not core or core[-1] not in ".!?":
+        return False
+    if core[-1] == "." and (core.lower().lstrip(_OPENERS) in _ABBREVIATIONS
+                            or _INITIAL.match(core.lstrip(_OPENERS))):
+        return False
+    return True
+
+
+def _starts_sentence(word: str) -> bool:
+    """Does ``word`` begin like a sentence: an uppercase letter or digit, possibly after opening quotes?"""
+    core = word.lstrip(_OPENERS)
+    return bool(core) and (core[0].isupper() or core[0].isdigit())
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """Rule-based English sentence splitting of one paragraph.
+
+    Splits after ``.``, ``!`` or ``?`` (optionally followed by closing quotes or
+    brackets) when the next word starts with an uppercase letter or digit
+    (optionally after an opening quote), except after common abbreviations
+    ("Mr.", "St.", "Dr.", ...) and single-letter initials. Only whitespace is
+    ever removed: ``" ".join(split_sentences(p)) == normalize_whitespace(p)``.
+
+    Returns:
+      list[str] of sentences; [] for an all-whitespace paragraph.
+    """
+    words = paragraph.split()
+    sentences, start = [], 0
+    for i in range(len(words) - 1):
+        if _ends_sentence(words[i]) and _starts_sentence(words[i + 1]):
+            sentences.append(" ".join(words[start:i + 1]))
+            start = i + 1
+    if start < len(words):
+        sentences.append(" ".join(words[start:]))
+    return sentences
+
+
+def document_sentences(doc: Document) -> list[str]:
+    """All sentences of ``doc`` in order; paragraph ends are always sentence ends."""
+    return [s for p in doc.paragraphs for s in split_sentences(p)]
+
+
+# ----------------------------------------------------------------------------- held-out split
+
+
+def _id_score(doc_id: str, salt: str) -> float:
+    """Stable pseudo-uniform number in [0, 1) for a document id (sha1, independent of order)."""
+    digest = hashlib.sha1(f"{salt}\x00{doc_id}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+
+
+def split_train_validation(docs: Sequence[Document], validation_fraction: float = 0.02,
+                           salt: str = _SPLIT_SALT) -> tuple[list[Document], list[Document]]:
+    """Fixed held-out split BY DOCUMENT: ``doc`` is validation iff sha1(salt, id) < fraction.
+
+    A document's side depends only on its id, so the split never changes with
+    document order and adding documents never moves existing ones. If hashing
+    leaves a side empty, the document with the lowest (resp. highest) score is
+    moved there, so with >= 2 documents both sides are non-empty.
+
+    Returns:
+      (train, validation) lists, each in input order.
+    Raises:
+      CorpusError: fewer than 2 documents. ValueError: fraction outside (0, 1).
+    """
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    if len(docs) < 2:
+        raise CorpusError(f"need at least 2 documents for a train/validation split, got {len(docs)}; "
+                          "add documents or split a long text file into several")
+    scores = [_id_score(d.id, salt) for d in docs]
+    is_val = [s < validation_fraction for s in scores]
+    if not any(is_val):
+        is_val[min(range(len(docs)), key=scores.__getitem__)] = True
+    if all(is_val):
+        is_val[max(range(len(docs)), key=scores.__getitem__)] = False
+    train = [d for d, v in zip(docs, is_val) if not v]
+    validation = [d for d, v in zip(docs, is_val) if v]
+    return train, validation
+
+
+# ----------------------------------------------------------------------------- fingerprint
+
+
+def corpus_fingerprint(spec: str | Sequence[str]) -> str:
+    """Short (16 hex chars) hash identifying the corpus content, for cache invalidation.
+
+    Embedded corpus: hash of its bytes. Files: their absolute paths, sizes and
+    mtimes (cheap; touching a file rebuilds). tfds: the spec string itself.
+    Raises CorpusError for paths/globs that match nothing, like read_corpus.
+    """
+    h = hashlib.sha256(f"reader-v{_READER_VERSION}".encode())
+    for item in _as_spec_list(spec):
+        h.update(b"\x00spec\x00" + item.encode("utf-8"))
+        if item == DEFAULT_SPEC:
+            h.update(_default_corpus_path().read_bytes())
+        elif item.startswith("tfds:"):
+            continue
+        else:
+            for path, _ in _match_files(item):
+                st = os.stat(path)
+                h.update(f"\x00{os.path.abspath(path)}\x00{st.st_size}\x00{st.st_mtime_ns}".encode("utf-8"))
+    return h.hexdigest()[:16]

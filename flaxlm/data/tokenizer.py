@@ -1,0 +1,431 @@
+"""Tokenizers: our own SentencePiece models and HF-BERT-compatible WordPiece, behind one interface.
+
+Our SentencePiece models have fixed special-token ids::
+
+    [PAD]=0  [UNK]=1  [CLS]=2  [SEP]=3  [MASK]=4
+
+([CLS]/[SEP]/[MASK] are *control* symbols: text never encodes to them, so raw
+text containing "[MASK]" cannot inject a mask). WordPiece vocabularies (HF
+``vocab.txt``) keep their own ids, e.g. [MASK]=103 in bert-base-uncased.
+
+``encode`` never adds special tokens; example builders add [CLS]/[SEP] themselves.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import io
+import os
+import random
+import tempfile
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+SPECIAL_PIECES = (PAD, UNK, CLS, SEP, MASK)
+# Ids our trained SentencePiece models use (PAD/UNK are SP's pad/unk, the rest control symbols).
+SPM_SPECIAL_IDS = {PAD: 0, UNK: 1, CLS: 2, SEP: 3, MASK: 4}
+SPM_WORD_START = "\u2581"  # "▁": SentencePiece's whitespace marker, prefixes word-initial pieces
+MODEL_TYPES = ("unigram", "bpe")
+
+
+class TokenizerError(ValueError):
+    """Unusable tokenizer model/vocab or training input; one-line message naming the file."""
+
+
+def _file_fingerprint(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+class Tokenizer(abc.ABC):
+    """Common interface. Subclasses set ``_special`` (piece -> id) and implement the abstract methods."""
+
+    _special: dict[str, int]
+    fingerprint: str  # 16 hex chars: hash of the model/vocab file bytes
+
+    @property
+    @abc.abstractmethod
+    def vocab_size(self) -> int:
+        """Number of ids (embedding rows needed)."""
+
+    @abc.abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; no special tokens added."""
+
+    @abc.abstractmethod
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids``, skipping special tokens."""
+
+    @abc.abstractmethod
+    def id_to_piece(self, i: int) -> str:
+        """The vocabulary string of id ``i``."""
+
+    @abc.abstractmethod
+    def _is_word_start_piece(self, piece: str) -> bool:
+        """Does a (non-special) piece begin a new whitespace/punctuation-delimited word?"""
+
+    pad_id = property(lambda self: self._special[PAD], doc="id of [PAD]")
+    unk_id = property(lambda self: self._special[UNK], doc="id of [UNK]")
+    cls_id = property(lambda self: self._special[CLS], doc="id of [CLS]")
+    sep_id = property(lambda self: self._special[SEP], doc="id of [SEP]")
+    mask_id = property(lambda self: self._special[MASK], doc="id of [MASK]")
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """Ids of [PAD] [UNK] [CLS] [SEP] [MASK]."""
+        return frozenset(self._special.values())
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """``[encode(t) for t in texts]``."""
+        return [self.encode(t) for t in texts]
+
+    def _word_start_table(self) -> np.ndarray:
+        # Built once per tokenizer: a vocab-sized bool lookup keeps word_start_mask vectorised.
+        table = getattr(self, "_word_start_cache", None)
+        if table is None:
+            table = np.array([self._is_word_start_piece(self.id_to_piece(i)) for i in range(self.vocab_size)],
+                             dtype=bool)
+            # [CLS]/[SEP]/[PAD]/[MASK] stand alone, so each is its own "word".
+            for piece in (PAD, CLS, SEP, MASK):
+                table[self._special[piece]] = True
+            self._word_start_cache = table
+        return table
+
+    def word_start_mask(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """bool array, same shape as ``ids``: True where the token starts a new word.
+
+        SentencePiece: piece starts with "▁". WordPiece: piece does not start with
+        "##". [CLS]/[SEP]/[PAD]/[MASK] are True. Used for whole-word masking.
+        """
+        return self._word_start_table()[np.asarray(ids, dtype=np.int64)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={self.vocab_size}, fingerprint={self.fingerprint!r})"
+
+
+# ----------------------------------------------------------------------------- SentencePiece
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A SentencePiece ``.model`` containing [PAD] [UNK] [CLS] [SEP] [MASK] pieces."""
+
+    def __init__(self, model_path: str):
+        import sentencepiece as spm
+
+        self.model_path = os.fspath(model_path)
+        if not os.path.isfile(self.model_path):
+            raise TokenizerError(f"{self.model_path}: no such SentencePiece model file")
+        self._sp = spm.SentencePieceProcessor()
+        try:
+            self._sp.Load(self.model_path)
+        except (OSError, RuntimeError) as e:
+            raise TokenizerError(f"{self.model_path}: not a SentencePiece model ({e})") from None
+        self._special = {}
+        missing = []
+        for piece in SPECIAL_PIECES:
+            i = self._sp.piece_to_id(piece)
+            # piece_to_id maps absent pieces to unk_id, so check the piece round-trips.
+            if self._sp.id_to_piece(i) != piece:
+                missing.append(piece)
+            self._special[piece] = i
+        if missing:
+            raise TokenizerError(f"{self.model_path}: SentencePiece model lacks special pieces {missing}; "
+                                 "retrain it with flaxlm.data.tokenizer.train_sentencepiece")
+        self.fingerprint = _file_fingerprint(self.model_path)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._sp.encode(text, out_type=int)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return self._sp.encode(list(texts), out_type=int)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        specials = self.special_ids
+        return self._sp.decode([int(i) for i in ids if int(i) not in specials])
+
+    def id_to_piece(self, i: int) -> str:
+        return self._sp.id_to_piece(int(i))
+
+    def _is_word_start_piece(self, piece: str) -> bool:
+        return piece.startswith(SPM_WORD_START)
+
+
+def _subsample(sentences: Iterable[str], max_sentences: int, seed: int) -> list[str]:
+    """Non-empty sentences; if more than ``max_sentences``, a seeded reservoir sample kept in input order."""
+    rng = random.Random(seed)
+    reservoir: list[tuple[int, str]] = []
+    n = 0
+    for s in sentences:
+        s = s.strip()
+        if not s:
+            continue
+        if len(reservoir) < max_sentences:
+            reservoir.append((n, s))
+        else:
+            j = rng.randrange(n + 1)
+            if j < max_sentences:
+                reservoir[j] = (n, s)
+        n += 1
+    reservoir.sort()
+    return [s for _, s in reservoir]
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    """Write via a temp file in the same directory + rename, so readers never see a partial file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def auto_character_coverage(sentences: Sequence[str], vocab_size: int) -> float:
+    """1.0 when the text uses at most ``vocab_size // 4`` distinct characters, else 0.9995.
+
+    SentencePiece's usual 0.9995 drops the rarest 0.05% of character occurrences,
+    which on English text means capitals like "K", "V", "Q" ("King" -> [UNK] "ing").
+    A small alphabet is cheap to cover fully; a large one (CJK, noisy web text)
+    keeps 0.9995 so the vocabulary is not spent on rare characters.
+    """
+    alphabet = set()
+    for s in sentences:
+        alphabet.update(s)
+    return 1.0 if len(alphabet) <= vocab_size // 4 else 0.9995
+
+
+def train_sentencepiece(sentences: Iterable[str], model_path_prefix: str, vocab_size: int,
+                        model_type: str = "unigram", max_sentences: int = 2_000_000, seed: int = 0,
+                        character_coverage: float | None = None, num_threads: int = 2) -> str:
+    """Train a SentencePiece model with our fixed special ids; return the ``.model`` path.
+
+    Deterministic: the same sentences and arguments give a byte-identical model
+    (no trainer-side shuffling; subsampling above ``max_sentences`` is a seeded
+    reservoir sample). The model is written atomically to ``model_path_prefix + ".model"``.
+
+    Args:
+      sentences: training sentences (one per item; sentencepiece skips ones > 4192 bytes).
+      vocab_size: total pieces including the 5 specials.
+      model_type: "unigram" or "bpe".
+      max_sentences: cap on sentences used for training.
+      character_coverage: fraction of character occurrences the model must cover; rarer
+        characters become [UNK]. None = ``auto_character_coverage(...)``.
+    """
+    import sentencepiece as spm
+
+    if model_type not in MODEL_TYPES:
+        raise TokenizerError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    data = _subsample(sentences, max_sentences, seed)
+    if not data:
+        raise TokenizerError(f"{model_path_prefix}: no non-empty sentences to train SentencePiece on")
+    if character_coverage is None:
+        character_coverage = auto_character_coverage(data, vocab_size)
+    spm.set_random_generator_seed(seed)
+    proto = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(data), model_writer=proto,
+            vocab_size=vocab_size, model_type=model_type,
+            pad_id=SPM_SPECIAL_IDS[PAD], unk_id=SPM_SPECIAL_IDS[UNK], bos_id=-1, eos_id=-1,
+            pad_piece=PAD, unk_piece=UNK, control_symbols=[CLS, SEP, MASK],
+            character_coverage=character_coverage, num_threads=num_threads,
+            input_sentence_size=0, shuffle_input_sentence=False,
+            split_digits=True, minloglevel=2)
+    except RuntimeError as e:  # e.g. "Vocabulary size too high" for a tiny corpus
+        raise TokenizerError(f"{model_path_prefix}: SentencePiece training failed: "
+                             f"{str(e).splitlines()[0]}") from None
+    model_bytes = proto.getvalue()
+    _check_spm_ids(model_bytes, model_path_prefix)
+    model_path = model_path_prefix + ".model"
+    _atomic_write(model_path, model_bytes)
+    return model_path
+
+
+def _check_spm_ids(model_bytes: bytes, where: str) -> None:
+    """Assert the trained model put every special piece at its fixed id."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_proto=model_bytes)
+    got = {p: sp.piece_to_id(p) for p in SPECIAL_PIECES}
+    if got != SPM_SPECIAL_IDS:
+        raise TokenizerError(f"{where}: trained special ids {got} != expected {SPM_SPECIAL_IDS}")
+
+
+def spm_cache_path(cache_dir: str, vocab_size: int, model_type: str, corpus_fingerprint: str) -> str:
+    """``cache_dir/spm-<type>-<vocab>-<fingerprint>.model``."""
+    return os.path.join(cache_dir, f"spm-{model_type}-{vocab_size}-{corpus_fingerprint}.model")
+
+
+def get_or_train_tokenizer(sentences_fn: Callable[[], Iterable[str]], cache_dir: str, vocab_size: int,
+                           model_type: str, corpus_fingerprint: str, **train_kwargs) -> SentencePieceTokenizer:
+    """The cached SentencePiece tokenizer for this corpus/vocab/type, training it on a cache miss.
+
+    ``sentences_fn`` is only called on a miss (reading the corpus can be slow).
+    Concurrent trainers are harmless: training is deterministic and the final
+    rename is atomic, so every process ends up loading identical bytes.
+    """
+    path = spm_cache_path(cache_dir, vocab_size, model_type, corpus_fingerprint)
+    if not os.path.exists(path):
+        train_sentencepiece(sentences_fn(), path[: -len(".model")], vocab_size, model_type, **train_kwargs)
+    return SentencePieceTokenizer(path)
+
+
+# ----------------------------------------------------------------------------- WordPiece
+
+
+def _is_whitespace(ch: str) -> bool:
+    return ch in " \t\n\r" or unicodedata.category(ch) == "Zs"
+
+
+def _is_control(ch: str) -> bool:
+    if ch in "\t\n\r":
+        return False
+    return unicodedata.category(ch).startswith("C")
+
+
+def _is_punctuation(ch: str) -> bool:
+    # Like BERT: all non-alphanumeric ASCII ("^", "$", "`" are not Unicode P*) plus Unicode P*.
+    cp = ord(ch)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(ch).startswith("P")
+
+
+def _is_cjk(cp: int) -> bool:
+    # CJK Unified Ideographs blocks (not Hangul/Kana, which are space-separated), as in BERT.
+    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
+            or 0x2A700 <= cp <= 0x2B73F or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF
+            or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
+
+
+def _split_on_punctuation(word: str) -> list[str]:
+    out: list[str] = []
+    start_new = True
+    for ch in word:
+        if _is_punctuation(ch):
+            out.append(ch)
+            start_new = True
+        else:
+            if start_new:
+                out.append("")
+            out[-1] += ch
+            start_new = False
+    return out
+
+
+def basic_tokenize(text: str, lowercase: bool = True) -> list[str]:
+    """BERT's BasicTokenizer: clean, isolate CJK chars, (lowercase + strip accents), split on punctuation."""
+    chars = []
+    for ch in text:
+        cp = ord(ch)
+        if cp == 0 or cp == 0xFFFD or _is_control(ch):
+            continue
+        if _is_whitespace(ch):
+            chars.append(" ")
+        elif _is_cjk(cp):
+            chars.append(f" {ch} ")
+        else:
+            chars.append(ch)
+    tokens = []
+    # HF normalises to NFC after cleaning/CJK isolation; same order here for identical output.
+    for word in unicodedata.normalize("NFC", "".join(chars)).split():
+        if lowercase:
+            word = "".join(c for c in unicodedata.normalize("NFD", word.lower())
+                           if unicodedata.category(c) != "Mn")
+        tokens.extend(_split_on_punctuation(word))
+    return tokens
+
+
+class WordPieceTokenizer(Tokenizer):
+    """HF BERT ``vocab.txt`` WordPiece: BasicTokenizer + greedy longest-match-first with "##" continuations."""
+
+    max_chars_per_word = 100  # longer words become [UNK], as in BERT
+
+    def __init__(self, vocab_path: str, lowercase: bool = True):
+        self.vocab_path = os.fspath(vocab_path)
+        self.lowercase = lowercase
+        try:
+            with open(self.vocab_path, encoding="utf-8") as f:
+                pieces = [line.rstrip("\n").rstrip("\r") for line in f]
+        except FileNotFoundError:
+            raise TokenizerError(f"{self.vocab_path}: no such vocab file") from None
+        except UnicodeDecodeError as e:
+            raise TokenizerError(f"{self.vocab_path}: vocab is not UTF-8 (offset {e.start})") from None
+        self._pieces = pieces
+        self._vocab = {p: i for i, p in enumerate(pieces)}  # later duplicates win, as in HF
+        missing = [p for p in SPECIAL_PIECES if p not in self._vocab]
+        if missing:
+            raise TokenizerError(f"{self.vocab_path}: vocab lacks required special tokens {missing}; "
+                                 "add them as lines of the vocab file")
+        self._special = {p: self._vocab[p] for p in SPECIAL_PIECES}
+        self.fingerprint = _file_fingerprint(self.vocab_path)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._pieces)
+
+    def _wordpiece(self, word: str) -> list[int]:
+        if len(word) > self.max_chars_per_word:
+            return [self.unk_id]
+        ids, start = [], 0
+        while start < len(word):
+            end = len(word)
+            while end > start:
+                piece = word[start:end] if start == 0 else "##" + word[start:end]
+                if piece in self._vocab:
+                    ids.append(self._vocab[piece])
+                    break
+                end -= 1
+            else:  # no prefix matched: the whole word is unknown
+                return [self.unk_id]
+            start = end
+        return ids
+
+    def tokenize(self, text: str) -> list[str]:
+        """WordPiece strings of ``text`` (debugging aid; ``encode`` returns ids)."""
+        return [self._pieces[i] for i in self.encode(text)]
+
+    def encode(self, text: str) -> list[int]:
+        return [i for word in basic_tokenize(text, self.lowercase) for i in self._wordpiece(word)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Pieces joined by spaces with "##" continuations glued on (BERT-style, no punctuation clean-up).
+
+        ``encode(decode(ids)) == ids`` for ids produced by ``encode``.
+        """
+        specials = self.special_ids
+        text = " ".join(self._pieces[int(i)] for i in ids if int(i) not in specials)
+        return text.replace(" ##", "").removeprefix("##").strip()
+
+    def id_to_piece(self, i: int) -> str:
+        return self._pieces[int(i)]
+
+    def _is_word_start_piece(self, piece: str) -> bool:
+        return not piece.startswith("##")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_tokenizer(path: str, lowercase: bool = True) -> Tokenizer:
+    """``*.model`` -> SentencePieceTokenizer; ``*.txt`` -> WordPieceTokenizer (``lowercase`` applies)."""
+    path = os.fspath(path)
+    if path.endswith(".model"):
+        return SentencePieceTokenizer(path)
+    if path.endswith(".txt"):
+        return WordPieceTokenizer(path, lowercase=lowercase)
+    raise TokenizerError(f"{path}: unknown tokenizer file type; expected a SentencePiece .model "
+                         "or a WordPiece vocab .txt")

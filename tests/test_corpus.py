@@ -1,0 +1,228 @@
+"""Tests for flaxlm.data.corpus on the embedded Shakespeare corpus and small files cut from it."""
+
+import gzip
+import json
+import logging
+import os
+
+import pytest
+
+from flaxlm.data import corpus
+from flaxlm.data.corpus import CorpusError, Document
+
+
+@pytest.fixture(scope="module")
+def docs():
+    return corpus.load_default_corpus()
+
+
+# ----------------------------------------------------------------------------- default corpus
+
+
+def test_default_corpus_counts_and_ids(docs):
+    paragraphs = [p for d in docs for p in d.paragraphs]
+    words = sum(len(p.split()) for p in paragraphs)
+    assert 700 <= len(docs) <= 900  # one document per scene of 38 plays
+    assert 30_000 <= len(paragraphs) <= 33_000
+    assert 750_000 <= words <= 900_000
+    assert len({d.id for d in docs}) == len(docs)
+    assert all(d.paragraphs and all(p == corpus.normalize_whitespace(p) for p in d.paragraphs) for d in docs)
+    assert len({d.id.split("/")[0] for d in docs}) == 38
+
+
+def test_default_corpus_content(docs):
+    by_id = {d.id: d for d in docs}
+    othello = by_id["othello/act-1/scene-1"]
+    assert othello.paragraphs[0].startswith("Tush! never tell me; I take it much unkindly That thou, Iago,")
+    hamlet = " ".join(by_id["hamlet/act-3/scene-1"].paragraphs)
+    assert "To be, or not to be: that is the question:" in hamlet
+    # Speaker labels and stage directions are dropped; no markdown survives.
+    assert not any(p.startswith("**") or "_Enter" in p or "\\" in p for d in docs for p in d.paragraphs)
+
+
+def test_read_corpus_default_equals_loader(docs):
+    assert corpus.read_corpus("default") == docs
+    assert isinstance(docs[0], Document) and isinstance(docs[0].paragraphs, tuple)
+
+
+# ----------------------------------------------------------------------------- held-out split
+
+
+def test_split_disjoint_stable_and_about_two_percent(docs):
+    train, val = corpus.split_train_validation(docs, 0.02)
+    train_ids, val_ids = {d.id for d in train}, {d.id for d in val}
+    assert not train_ids & val_ids and len(train_ids | val_ids) == len(docs)
+    assert 0.01 <= len(val) / len(docs) <= 0.035
+    # Order-independent, and adding/removing documents never moves the others.
+    train2, val2 = corpus.split_train_validation(docs[::-1], 0.02)
+    assert {d.id for d in val2} == val_ids and {d.id for d in train2} == train_ids
+    subset = docs[: len(docs) // 2] + [d for d in docs if d.id in val_ids]
+    _, val3 = corpus.split_train_validation(subset, 0.02)
+    assert {d.id for d in val3} == val_ids
+    # Output keeps input order.
+    assert [d.id for d in val] == [d.id for d in docs if d.id in val_ids]
+
+
+def test_split_guarantees_both_sides(docs):
+    train, val = corpus.split_train_validation(docs[:2], 0.02)
+    assert len(train) == 1 and len(val) == 1
+    train, val = corpus.split_train_validation(docs[:3], 0.999)
+    assert len(train) >= 1 and len(val) >= 1
+    with pytest.raises(CorpusError, match="at least 2 documents"):
+        corpus.split_train_validation(docs[:1])
+    with pytest.raises(ValueError):
+        corpus.split_train_validation(docs, 0.0)
+
+
+# ----------------------------------------------------------------------------- file formats
+
+
+def _scene_text(doc: Document) -> str:
+    """A document as a .txt file: paragraphs wrapped over lines, blank lines between them."""
+    out = []
+    for p in doc.paragraphs:
+        words = p.split()
+        out.append("\n".join(" ".join(words[i:i + 8]) for i in range(0, len(words), 8)))
+    return "\n\n \n".join(out) + "\n"
+
+
+def test_read_txt_glob(tmp_path, docs):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_text(_scene_text(docs[0]), encoding="utf-8")
+    (tmp_path / "sub" / "b.txt").write_text(_scene_text(docs[1]), encoding="utf-8")
+    (tmp_path / "ignored.md").write_text("not matched", encoding="utf-8")
+    got = corpus.read_corpus(str(tmp_path / "**" / "*.txt"))
+    assert [d.id for d in got] == ["a.txt", "sub/b.txt"]
+    assert got[0].paragraphs == docs[0].paragraphs and got[1].paragraphs == docs[1].paragraphs
+    # A plain path and a list of specs work too.
+    both = corpus.read_corpus([str(tmp_path / "a.txt"), "default"])
+    assert both[0].paragraphs == docs[0].paragraphs and len(both) == 1 + len(docs) and both[0].id == "a.txt"
+
+
+def test_read_jsonl_and_gz(tmp_path, docs):
+    lines = [json.dumps({"text": "\n\n".join(docs[0].paragraphs)}),
+             "",
+             json.dumps({"id": "mine", "paragraphs": list(docs[1].paragraphs)})]
+    (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with gzip.open(tmp_path / "d.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write(json.dumps({"id": 7, "text": docs[2].paragraphs[0]}) + "\n")
+    got = corpus.read_corpus(str(tmp_path / "*.jsonl*"))
+    assert [d.id for d in got] == ["c.jsonl:1", "mine", "7"]
+    assert [d.paragraphs for d in got] == [docs[0].paragraphs, docs[1].paragraphs, docs[2].paragraphs[:1]]
+
+
+def test_empty_documents_skipped_and_logged(tmp_path, docs, caplog):
+    path = tmp_path / "e.jsonl"
+    path.write_text("\n".join(json.dumps({"text": t}) for t in [docs[0].paragraphs[0], "  \n\n ", ""]) + "\n",
+                    encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="flaxlm.data.corpus"):
+        got = corpus.read_corpus(str(path))
+    assert len(got) == 1
+    assert f"skipped 2 empty documents in {path}" in caplog.text
+
+
+def _bad_input_cases(tmp_path):
+    """(spec, expected message fragment) for each kind of bad input."""
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "blank.txt").write_bytes(b"  \n\n\t\n")
+    (tmp_path / "latin1.txt").write_bytes("To be, or not to be.\nCaf\u00e9".encode("latin-1"))
+    (tmp_path / "binary.txt").write_bytes(b"ELF\x00\x01\x02 text")
+    (tmp_path / "notext.jsonl").write_text('{"text": "fine"}\n{"body": "no text"}\n', encoding="utf-8")
+    (tmp_path / "badjson.jsonl").write_text('{"text": "fine"}\n\n{"text": \n', encoding="utf-8")
+    (tmp_path / "list.jsonl").write_text('["a list"]\n', encoding="utf-8")
+    (tmp_path / "doc.pdf").write_bytes(b"%PDF")
+    (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip at all")
+    return [
+        (str(tmp_path / "missing.txt"), "missing.txt: no such file"),
+        (str(tmp_path / "nothing" / "*.txt"), "glob matches no files"),
+        (str(tmp_path / "empty.txt"), "empty.txt: file is empty"),
+        (str(tmp_path / "blank.txt"), "blank.txt: file is empty"),
+        (str(tmp_path / "latin1.txt"), "latin1.txt: not valid UTF-8 (byte 0xe9 at offset 24)"),
+        (str(tmp_path / "binary.txt"), "binary.txt: looks binary (NUL byte at offset 3)"),
+        (str(tmp_path / "notext.jsonl"), "notext.jsonl:2: JSON line has no 'text' field"),
+        (str(tmp_path / "badjson.jsonl"), "badjson.jsonl:3: invalid JSON"),
+        (str(tmp_path / "list.jsonl"), "list.jsonl:1: expected a JSON object"),
+        (str(tmp_path / "doc.pdf"), "doc.pdf: unsupported file type"),
+        (str(tmp_path / "bad.jsonl.gz"), "bad.jsonl.gz: cannot decompress gzip"),
+        (str(tmp_path), "is a directory"),
+    ]
+
+
+def test_bad_inputs_raise_one_line_errors(tmp_path):
+    for spec, fragment in _bad_input_cases(tmp_path):
+        with pytest.raises(CorpusError) as info:
+            corpus.read_corpus(spec)
+        message = str(info.value)
+        assert fragment in message, (spec, message)
+        assert "\n" not in message
+
+
+def test_duplicate_ids_rejected(tmp_path):
+    path = tmp_path / "dup.jsonl"
+    path.write_text('{"id": "x", "text": "One."}\n{"id": "x", "text": "Two."}\n', encoding="utf-8")
+    with pytest.raises(CorpusError, match="duplicate document ids"):
+        corpus.read_corpus(str(path))
+
+
+def test_tfds_spec_parsing_and_missing_tensorflow():
+    assert corpus._parse_tfds_spec("tfds:wiki40b/en") == ("wiki40b/en", "train", "text")
+    assert corpus._parse_tfds_spec("tfds:imdb_reviews:test") == ("imdb_reviews", "test", "text")
+    assert corpus._parse_tfds_spec("tfds:x:validation:body") == ("x", "validation", "body")
+    with pytest.raises(CorpusError, match="bad tfds spec"):
+        corpus.read_corpus("tfds:")
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        with pytest.raises(CorpusError, match=r"pip install flaxlm\[tf\]"):
+            corpus.read_corpus("tfds:imdb_reviews")
+
+
+# ----------------------------------------------------------------------------- sentences
+
+
+def test_split_sentences_reconstructs_every_real_paragraph(docs):
+    n_sentences = 0
+    for d in docs:
+        for p in d.paragraphs:
+            sentences = corpus.split_sentences(p)
+            assert " ".join(sentences) == p
+            assert all(s and s == s.strip() for s in sentences)
+            n_sentences += len(sentences)
+    assert n_sentences > 1.3 * sum(len(d.paragraphs) for d in docs)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Tush! never tell me; I take it much unkindly.", ["Tush! never tell me; I take it much unkindly."]),
+    ("Is this a dagger which I see before me? Come, let me clutch thee.",
+     ["Is this a dagger which I see before me?", "Come, let me clutch thee."]),
+    ("Mr. Smith met Dr. Jones at St. Paul's. They talked.", ["Mr. Smith met Dr. Jones at St. Paul's.", "They talked."]),
+    ("He cried 'Away!' Then he left.", ["He cried 'Away!'", "Then he left."]),
+    ("It cost 3.50 dollars. 12 men came.", ["It cost 3.50 dollars.", "12 men came."]),
+    ("J. R. R. Tolkien wrote it. Not I. Go now.", ["J. R. R. Tolkien wrote it.", "Not I.", "Go now."]),
+    ("What, ho! 'Tis I.  \n  Open.", ["What, ho!", "'Tis I.", "Open."]),
+    ("   ", []),
+])
+def test_split_sentences_hand_cases(text, expected):
+    assert corpus.split_sentences(text) == expected
+
+
+def test_document_sentences_respects_paragraphs():
+    doc = Document("d", ("Stay, the king has thus. and so", "Go! Now."))
+    assert corpus.document_sentences(doc) == ["Stay, the king has thus. and so", "Go!", "Now."]
+
+
+# ----------------------------------------------------------------------------- fingerprint
+
+
+def test_corpus_fingerprint(tmp_path):
+    fp = corpus.corpus_fingerprint("default")
+    assert fp == corpus.corpus_fingerprint("default") and len(fp) == 16
+    path = tmp_path / "a.txt"
+    path.write_text("To be, or not to be.\n", encoding="utf-8")
+    first = corpus.corpus_fingerprint(str(tmp_path / "*.txt"))
+    assert first == corpus.corpus_fingerprint(str(tmp_path / "*.txt")) != fp
+    path.write_text("To be, or not to be: that is the question.\n", encoding="utf-8")
+    os.utime(path, ns=(1, 1))
+    assert corpus.corpus_fingerprint(str(tmp_path / "*.txt")) != first
+    with pytest.raises(CorpusError):
+        corpus.corpus_fingerprint(str(tmp_path / "none" / "*.txt"))
