@@ -10,6 +10,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 SUBCOMMANDS = ("train", "prepare", "tokenizer")
@@ -29,13 +30,16 @@ def _main(command: str):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments {argv[1:]}; " + _usage())
     from flaxlm import config as config_lib
+    from flaxlm import errors
     from flaxlm import train as train_lib
     from flaxlm.data import prepare as prepare_lib
 
     config = _CONFIG.value
     if config is None:
       raise app.UsageError("--config is required; " + _usage())
-    logging.getLogger().setLevel(logging.INFO)
+    # Our progress at INFO; the libraries' (orbax, tfds, jax) only from WARNING up.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("flaxlm").setLevel(logging.INFO)
     try:
       config_lib.validate(config)
       if command == "train":
@@ -49,7 +53,7 @@ def _main(command: str):
         tok = prepare_lib.get_tokenizer(config.data, config.model.vocab_size,
                                         config.data.data_dir or prepare_lib.default_data_dir())
         print(f"tokenizer with {tok.vocab_size} tokens: {getattr(tok, 'path', tok)}")
-    except ValueError as e:  # our config/corpus/tokenizer errors: one line, no traceback
+    except errors.FlaxlmError as e:  # config/corpus/tokenizer/data problems: one line, no traceback
       sys.stderr.write(f"flaxlm {command}: error: {e}\n")
       sys.exit(2)
   return main
@@ -61,8 +65,44 @@ def run(argv=None):
     sys.stderr.write(_usage() + "\n" + (__doc__ or ""))
     sys.exit(2)
   command = argv.pop(1)
-  app.run(_main(command), argv=argv)
+  try:  # parse here, once, so that a bad flag or override is one line, not a traceback
+    remaining = flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+    sys.stderr.write(f"flaxlm {command}: error: {_override_problem(argv) or _one_line(e)}\n")
+    sys.exit(2)
+  app.run(_main(command), argv=argv, flags_parser=lambda _: remaining)
 
 
-if __name__ == "__main__":
-  run()
+def _one_line(e: BaseException) -> str:
+  return " ".join(str(e).replace("\\n", "\n").split())
+
+
+def _override_problem(argv) -> str | None:
+  """Names the first --config.a.b override whose field does not exist, with the fields that do."""
+  import difflib
+  import importlib.util
+  paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+  if not paths:
+    return "--config=PATH is required; " + _usage()
+  try:
+    spec = importlib.util.spec_from_file_location("flaxlm_user_config", paths[-1])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+  except Exception as e:  # noqa: BLE001 - any failure to load the file is the user's to fix
+    return f"cannot load --config={paths[-1]}: {_one_line(e)}"
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    path = arg[len("--config."):].split("=", 1)[0]
+    node = config
+    for i, key in enumerate(path.split(".")):
+      fields = list(node.keys()) if hasattr(node, "keys") else []
+      if key not in fields:
+        where = ".".join(path.split(".")[:i]) or "config"
+        close = difflib.get_close_matches(key, fields, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return (f"unknown config field {path!r}: {where} has no field {key!r}{hint}; "
+                f"its fields are {', '.join(sorted(fields)) or 'none'}")
+      node = node[key]
+  return None

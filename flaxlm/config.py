@@ -7,14 +7,11 @@ otherwise surface deep inside a jit trace into one-line errors.
 """
 import ml_collections
 
+from flaxlm.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
 from flaxlm.objectives import OBJECTIVES
 
 ENCODER_BUILDERS = ("segment_pair", "sentence_pair", "full_sentences", "doc_sentences", "sop")
 DECODER_BUILDERS = ("causal",)
-
-
-class ConfigError(ValueError):
-  """A config that cannot be run; the message says which field and how to fix it."""
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -120,6 +117,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.data.seq_len > c.model.max_len:
     fail(f"config.data.seq_len={c.data.seq_len} exceeds config.model.max_len={c.model.max_len} "
          "position embeddings; lower seq_len or raise model.max_len")
+  if c.data.whole_word and c.data.span:
+    fail("config.data.whole_word and config.data.span are exclusive (spans are made of whole words); "
+         "set one of them to False")
+  for name in ("mask_prob", "validation_fraction"):
+    if not 0.0 < c.data[name] < 1.0:
+      fail(f"config.data.{name}={c.data[name]} must be between 0 and 1")
   if c.data.masking not in ("dynamic", "static"):
     fail(f"config.data.masking={c.data.masking!r} is unknown; choose 'dynamic' or 'static'")
   if c.train.schedule not in ("linear", "cosine"):

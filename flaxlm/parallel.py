@@ -3,6 +3,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from flaxlm.errors import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")  # the batch dimension is split over both
 
@@ -12,15 +14,15 @@ def make_mesh(mesh_cfg, devices=None) -> Mesh:
   devices = list(jax.devices() if devices is None else devices)
   shape = [mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor]
   if shape.count(-1) > 1:
-    raise ValueError(f"config.mesh {dict(zip(MESH_AXES, shape))}: at most one axis may be -1")
+    raise ConfigError(f"config.mesh {dict(zip(MESH_AXES, shape))}: at most one axis may be -1")
   known = int(np.prod([s for s in shape if s != -1]))
   if -1 in shape:
     if len(devices) % known:
-      raise ValueError(f"config.mesh {dict(zip(MESH_AXES, shape))} does not divide the "
+      raise ConfigError(f"config.mesh {dict(zip(MESH_AXES, shape))} does not divide the "
                        f"{len(devices)} devices")
     shape[shape.index(-1)] = len(devices) // known
   if int(np.prod(shape)) != len(devices):
-    raise ValueError(f"config.mesh {dict(zip(MESH_AXES, shape))} needs {int(np.prod(shape))} devices, "
+    raise ConfigError(f"config.mesh {dict(zip(MESH_AXES, shape))} needs {int(np.prod(shape))} devices, "
                      f"but {len(devices)} are present; set the axes so their product is {len(devices)}")
   # Plain Mesh (Auto axis types): jax.make_mesh's Explicit default breaks nn.Embed.
   return Mesh(np.array(devices).reshape(shape), MESH_AXES)
@@ -36,7 +38,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def check_batch_divisible(global_batch: int, num_shards: int, what: str = "devices"):
   if global_batch % num_shards:
-    raise ValueError(f"config.train.batch_size={global_batch} is not divisible by the {num_shards} "
+    raise ConfigError(f"config.train.batch_size={global_batch} is not divisible by the {num_shards} "
                      f"{what}; use a multiple of {num_shards}")
 
 

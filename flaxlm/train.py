@@ -231,6 +231,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.write(step, m)
     bar.set_postfix(loss=f"{m['loss']:.3f}", tok_s=f"{m['tokens_per_s']:.0f}")
 
+  def run_eval(step):
+    nonlocal eval_metrics, tokens, t_last
+    eval_metrics = evaluate(runner, state.params, eval_batches, config.pair_weight)
+    writer.write(step, eval_metrics, prefix="eval_")
+    tqdm.write(f"step {step}: " + ", ".join(f"eval_{k}={v:.4f}" for k, v in sorted(eval_metrics.items())))
+    t_last, tokens = time.perf_counter(), 0  # evaluation time is not training throughput
+
+  if start == 0:
+    run_eval(0)  # the starting point of every learning curve
   for step in range(start + 1, tc.num_steps + 1):
     batch = next(data_iter)
     tokens += pipeline.batch_tokens(batch) * jax.process_count()
@@ -245,11 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if pending is not None:
         log_train(*pending)
         pending = None
-      eval_metrics = evaluate(runner, state.params, eval_batches, config.pair_weight)
-      writer.write(step, eval_metrics, prefix="eval_")
-      tqdm.write(f"step {step}: " + ", ".join(f"eval_{k}={v:.4f}" for k, v in sorted(eval_metrics.items())))
-      t_last = time.perf_counter()  # evaluation time is not training throughput
-      tokens = 0
+      run_eval(step)
     if step % tc.checkpoint_every == 0 or step == tc.num_steps:
       ckpt.save(mngr, step, runner.host_state(state), data_iter, config.to_dict())
   if pending is not None:

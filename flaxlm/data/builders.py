@@ -38,6 +38,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from flaxlm.errors import DataError
+
 Document = Sequence[np.ndarray]
 Example = dict[str, np.ndarray]
 
@@ -234,13 +236,13 @@ def _random_other_doc(rng: np.random.Generator, nonempty: np.ndarray, current: i
 def _nonempty_index(clean: list[list[np.ndarray]], need_two: bool, name: str) -> np.ndarray:
     nonempty = np.array([i for i, d in enumerate(clean) if d], dtype=np.int64)
     if need_two and len(nonempty) < 2:
-        raise ValueError(f"{name} with NSP needs at least 2 non-empty documents, got {len(nonempty)}")
+        raise DataError(f"{name} with NSP needs at least 2 non-empty documents, got {len(nonempty)}")
     return nonempty
 
 
 def _check_seq_len(seq_len: int, minimum: int, name: str) -> None:
     if seq_len < minimum:
-        raise ValueError(f"{name}: seq_len={seq_len} too small (need >= {minimum})")
+        raise DataError(f"{name}: seq_len={seq_len} too small (need >= {minimum})")
 
 
 # ---------------------------------------------------------------- segment pairs / SOP
@@ -662,7 +664,7 @@ def pad_encoder_example(ex: Example, seq_len: int, pad_id: int) -> Example:
     tokens = ex["tokens"]
     n = len(tokens)
     if n > seq_len:
-        raise ValueError(f"example of length {n} exceeds seq_len={seq_len}")
+        raise DataError(f"example of length {n} exceeds seq_len={seq_len}")
     input_ids = np.full(seq_len, pad_id, dtype=np.int32)
     input_ids[:n] = tokens
     types = np.zeros(seq_len, dtype=np.int32)
@@ -701,5 +703,5 @@ def build_examples(
     try:
         builder = BUILDERS[name]
     except KeyError:
-        raise ValueError(f"unknown example builder {name!r}; valid: {sorted(BUILDERS)}") from None
+        raise DataError(f"unknown example builder {name!r}; valid: {sorted(BUILDERS)}") from None
     return builder(docs, seq_len, rng, special, **options)

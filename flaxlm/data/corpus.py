@@ -31,6 +31,8 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 
+from flaxlm.errors import FlaxlmError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SPEC = "default"
@@ -41,7 +43,7 @@ _SPLIT_SALT = "flaxlm-heldout-v1"
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
 
 
-class CorpusError(ValueError):
+class CorpusError(FlaxlmError):
     """Unusable corpus input; the message is one line naming the source and what to do."""
 
 

@@ -16,6 +16,8 @@ from typing import Any, Iterator
 import grain
 import numpy as np
 
+from flaxlm.errors import ConfigError
+
 from flaxlm.data import masking
 from flaxlm.data import prepare as prepare_lib
 
@@ -41,10 +43,10 @@ def masking_fn(data: prepare_lib.PreparedData):
 
 def _check_batch(num_examples: int, global_batch: int, process_count: int, split: str):
   if global_batch % process_count:
-    raise ValueError(f"global batch size {global_batch} is not divisible by the "
+    raise ConfigError(f"global batch size {global_batch} is not divisible by the "
                      f"{process_count} processes; change config.train.batch_size")
   if num_examples < global_batch:
-    raise ValueError(f"the {split} split has {num_examples} examples, fewer than one batch of "
+    raise ConfigError(f"the {split} split has {num_examples} examples, fewer than one batch of "
                      f"{global_batch}; use a larger corpus or a smaller config.train.batch_size")
 
 

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from flaxlm.errors import FlaxlmError
+
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_PIECES = (PAD, UNK, CLS, SEP, MASK)
 # Ids our trained SentencePiece models use (PAD/UNK are SP's pad/unk, the rest control symbols).
@@ -32,7 +34,7 @@ SPM_WORD_START = "\u2581"  # "▁": SentencePiece's whitespace marker, prefixes 
 MODEL_TYPES = ("unigram", "bpe")
 
 
-class TokenizerError(ValueError):
+class TokenizerError(FlaxlmError):
     """Unusable tokenizer model/vocab or training input; one-line message naming the file."""
 
 

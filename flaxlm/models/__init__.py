@@ -6,6 +6,8 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax.numpy as jnp
 
+from flaxlm.errors import ConfigError
+
 from flaxlm.models.bert import BertEncoder, BertForPreTraining
 from flaxlm.models.gpt import GPTDecoder
 from flaxlm.models.layers import TransformerConfig
@@ -22,7 +24,7 @@ def _to_dtype(name: str, value: Any) -> Any:
   if not isinstance(value, str):
     return value  # Already a dtype (e.g. jnp.bfloat16).
   if value not in _DTYPES:
-    raise ValueError(f"model.{name}={value!r}; expected one of {list(_DTYPES)}")
+    raise ConfigError(f"model.{name}={value!r}; expected one of {list(_DTYPES)}")
   return _DTYPES[value]
 
 
@@ -35,11 +37,11 @@ def get_model(model_cfg: Mapping[str, Any]) -> nn.Module:
   fields = dict(model_cfg)
   arch = fields.pop("arch", None)
   if arch not in _ARCHS:
-    raise ValueError(f"model.arch={arch!r}; expected one of {list(_ARCHS)}")
+    raise ConfigError(f"model.arch={arch!r}; expected one of {list(_ARCHS)}")
   known = {f.name for f in dataclasses.fields(TransformerConfig)}
   unknown = sorted(set(fields) - known)
   if unknown:
-    raise ValueError(f"unknown model config field(s) {unknown}; "
+    raise ConfigError(f"unknown model config field(s) {unknown}; "
                      f"TransformerConfig fields are {sorted(known)}")
   for name in ("dtype", "param_dtype"):
     if name in fields:
