@@ -20,6 +20,6 @@ def get_config():
   c.model.update(vocab_size=8000, hidden_size=128, num_layers=2, num_heads=2, mlp_dim=512, max_len=128)
   c.objective = "mlm_nsp"
   c.data.update(builder="segment_pair", seq_len=128, max_predictions=20)
-  c.train.update(batch_size=32, num_steps=1000, warmup_steps=100, learning_rate=1e-3,
-                 log_every=20, eval_every=250, checkpoint_every=500)
+  c.train.update(batch_size=32, num_steps=600, warmup_steps=60, learning_rate=1e-3,
+                 log_every=20, eval_every=200, checkpoint_every=200)
   return c

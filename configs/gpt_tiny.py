@@ -16,6 +16,6 @@ def get_config():
                  max_len=128, type_vocab_size=0, pre_ln=True, layer_norm_eps=1e-5, activation="gelu_tanh")
   c.objective = "clm"
   c.data.update(builder="causal", seq_len=128)
-  c.train.update(batch_size=32, num_steps=1000, warmup_steps=100, learning_rate=1e-3, b2=0.95,
-                 log_every=20, eval_every=250, checkpoint_every=500)
+  c.train.update(batch_size=32, num_steps=600, warmup_steps=60, learning_rate=1e-3, b2=0.95,
+                 log_every=20, eval_every=200, checkpoint_every=200)
   return c
