@@ -14,10 +14,11 @@ Reaches: not measured by flaxlm yet (the paper reports MNLI 84.6 after
 fine-tuning, with BooksCorpus + English Wikipedia). On this project's
 2-core CPU a step of batch 256 takes minutes: use it to check shapes only.
 """
+
 from flaxlm.config import base_config
 
 
 def get_config():
-  c = base_config()  # the schema's defaults are BERT-base
-  c.train.update(batch_size=256, num_steps=1_000_000, warmup_steps=10_000, learning_rate=1e-4)
-  return c
+    c = base_config()  # the schema's defaults are BERT-base
+    c.train.update(batch_size=256, num_steps=1_000_000, warmup_steps=10_000, learning_rate=1e-4)
+    return c

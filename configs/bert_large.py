@@ -6,11 +6,12 @@
 Reaches: not measured by flaxlm yet (the paper: MNLI 86.7, SQuAD v1.1 F1 90.9).
 Needs accelerators; on CPU use it only to check shapes and memory.
 """
+
 from flaxlm.config import base_config
 
 
 def get_config():
-  c = base_config()
-  c.model.update(hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096)
-  c.train.update(batch_size=256, num_steps=1_000_000, warmup_steps=10_000, learning_rate=1e-4)
-  return c
+    c = base_config()
+    c.model.update(hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096)
+    c.train.update(batch_size=256, num_steps=1_000_000, warmup_steps=10_000, learning_rate=1e-4)
+    return c

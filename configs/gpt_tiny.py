@@ -7,15 +7,35 @@ Reaches (measured, see README): on 2 CPU cores in a few minutes, held-out
 perplexity falls from ~8000 (uniform over the 8000-token vocabulary) to a
 few hundred.
 """
+
 from flaxlm.config import base_config
 
 
 def get_config():
-  c = base_config()
-  c.model.update(arch="gpt", vocab_size=8000, hidden_size=128, num_layers=2, num_heads=2, mlp_dim=512,
-                 max_len=128, type_vocab_size=0, pre_ln=True, layer_norm_eps=1e-5, activation="gelu_tanh")
-  c.objective = "clm"
-  c.data.update(builder="causal", seq_len=128)
-  c.train.update(batch_size=32, num_steps=600, warmup_steps=60, learning_rate=1e-3, b2=0.95,
-                 log_every=20, eval_every=200, checkpoint_every=200)
-  return c
+    c = base_config()
+    c.model.update(
+        arch="gpt",
+        vocab_size=8000,
+        hidden_size=128,
+        num_layers=2,
+        num_heads=2,
+        mlp_dim=512,
+        max_len=128,
+        type_vocab_size=0,
+        pre_ln=True,
+        layer_norm_eps=1e-5,
+        activation="gelu_tanh",
+    )
+    c.objective = "clm"
+    c.data.update(builder="causal", seq_len=128)
+    c.train.update(
+        batch_size=32,
+        num_steps=600,
+        warmup_steps=60,
+        learning_rate=1e-3,
+        b2=0.95,
+        log_every=20,
+        eval_every=200,
+        checkpoint_every=200,
+    )
+    return c

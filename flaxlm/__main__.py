@@ -1,4 +1,5 @@
 """`python -m flaxlm ...` is the `flaxlm` command."""
+
 from flaxlm.cli import run
 
 run()

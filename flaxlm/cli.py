@@ -5,6 +5,7 @@ Subcommands:
   prepare    tokenize and write the ArrayRecord shards for a config, nothing else
   tokenizer  train (or reuse) the sentencepiece model of a config's corpus
 """
+
 import logging
 import sys
 
@@ -15,94 +16,104 @@ from ml_collections import config_flags
 
 SUBCOMMANDS = ("train", "prepare", "tokenizer")
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file (configs/*.py).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where metrics, TensorBoard events and checkpoints go.")
 
 
 def _usage() -> str:
-  return (f"usage: flaxlm {{{','.join(SUBCOMMANDS)}}} --config=configs/bert_tiny.py [--workdir=DIR] "
-          "[--config.FIELD=VALUE ...]")
+    return (
+        f"usage: flaxlm {{{','.join(SUBCOMMANDS)}}} --config=configs/bert_tiny.py [--workdir=DIR] "
+        "[--config.FIELD=VALUE ...]"
+    )
 
 
 def _main(command: str):
-  def main(argv):
-    if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments {argv[1:]}; " + _usage())
-    from flaxlm import config as config_lib
-    from flaxlm import errors
-    from flaxlm import train as train_lib
-    from flaxlm.data import prepare as prepare_lib
+    def main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments {argv[1:]}; " + _usage())
+        from flaxlm import config as config_lib
+        from flaxlm import errors
+        from flaxlm import train as train_lib
+        from flaxlm.data import prepare as prepare_lib
 
-    config = _CONFIG.value
-    if config is None:
-      raise app.UsageError("--config is required; " + _usage())
-    # Our progress at INFO; the libraries' (orbax, tfds, jax) only from WARNING up.
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    logging.getLogger("flaxlm").setLevel(logging.INFO)
-    try:
-      config_lib.validate(config)
-      if command == "train":
-        if not _WORKDIR.value:
-          raise app.UsageError("--workdir is required for train")
-        train_lib.train_and_evaluate(config, _WORKDIR.value)
-      elif command == "prepare":
-        data = train_lib.prepare_data(config)
-        print(f"{data.path}: train {len(data.train)} examples, validation {len(data.validation)}")
-      elif command == "tokenizer":
-        tok = prepare_lib.get_tokenizer(config.data, config.model.vocab_size,
-                                        config.data.data_dir or prepare_lib.default_data_dir())
-        print(f"tokenizer with {tok.vocab_size} tokens: {getattr(tok, 'path', tok)}")
-    except errors.FlaxlmError as e:  # config/corpus/tokenizer/data problems: one line, no traceback
-      sys.stderr.write(f"flaxlm {command}: error: {e}\n")
-      sys.exit(2)
-  return main
+        config = _CONFIG.value
+        if config is None:
+            raise app.UsageError("--config is required; " + _usage())
+        # Our progress at INFO; the libraries' (orbax, tfds, jax) only from WARNING up.
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        logging.getLogger("flaxlm").setLevel(logging.INFO)
+        try:
+            config_lib.validate(config)
+            if command == "train":
+                if not _WORKDIR.value:
+                    raise app.UsageError("--workdir is required for train")
+                train_lib.train_and_evaluate(config, _WORKDIR.value)
+            elif command == "prepare":
+                data = train_lib.prepare_data(config)
+                print(f"{data.path}: train {len(data.train)} examples, validation {len(data.validation)}")
+            elif command == "tokenizer":
+                tok = prepare_lib.get_tokenizer(
+                    config.data,
+                    config.model.vocab_size,
+                    config.data.data_dir or prepare_lib.default_data_dir(),
+                )
+                print(f"tokenizer with {tok.vocab_size} tokens: {getattr(tok, 'path', tok)}")
+        except errors.FlaxlmError as e:  # config/corpus/tokenizer/data problems: one line, no traceback
+            sys.stderr.write(f"flaxlm {command}: error: {e}\n")
+            sys.exit(2)
+
+    return main
 
 
 def run(argv=None):
-  argv = list(sys.argv if argv is None else argv)
-  if len(argv) < 2 or argv[1] not in SUBCOMMANDS:
-    sys.stderr.write(_usage() + "\n" + (__doc__ or ""))
-    sys.exit(2)
-  command = argv.pop(1)
-  try:  # parse here, once, so that a bad flag or override is one line, not a traceback
-    remaining = flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
-    sys.stderr.write(f"flaxlm {command}: error: {_override_problem(argv) or _one_line(e)}\n")
-    sys.exit(2)
-  app.run(_main(command), argv=argv, flags_parser=lambda _: remaining)
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] not in SUBCOMMANDS:
+        sys.stderr.write(_usage() + "\n" + (__doc__ or ""))
+        sys.exit(2)
+    command = argv.pop(1)
+    try:  # parse here, once, so that a bad flag or override is one line, not a traceback
+        remaining = flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+        sys.stderr.write(f"flaxlm {command}: error: {_override_problem(argv) or _one_line(e)}\n")
+        sys.exit(2)
+    app.run(_main(command), argv=argv, flags_parser=lambda _: remaining)
 
 
 def _one_line(e: BaseException) -> str:
-  return " ".join(str(e).replace("\\n", "\n").split())
+    return " ".join(str(e).replace("\\n", "\n").split())
 
 
 def _override_problem(argv) -> str | None:
-  """Names the first --config.a.b override whose field does not exist, with the fields that do."""
-  import difflib
-  import importlib.util
-  paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
-  if not paths:
-    return "--config=PATH is required; " + _usage()
-  try:
-    spec = importlib.util.spec_from_file_location("flaxlm_user_config", paths[-1])
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-  except Exception as e:  # noqa: BLE001 - any failure to load the file is the user's to fix
-    return f"cannot load --config={paths[-1]}: {_one_line(e)}"
-  for arg in argv:
-    if not arg.startswith("--config."):
-      continue
-    path = arg[len("--config."):].split("=", 1)[0]
-    node = config
-    for i, key in enumerate(path.split(".")):
-      fields = list(node.keys()) if hasattr(node, "keys") else []
-      if key not in fields:
-        where = ".".join(path.split(".")[:i]) or "config"
-        close = difflib.get_close_matches(key, fields, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return (f"unknown config field {path!r}: {where} has no field {key!r}{hint}; "
-                f"its fields are {', '.join(sorted(fields)) or 'none'}")
-      node = node[key]
-  return None
+    """Names the first --config.a.b override whose field does not exist, with the fields that do."""
+    import difflib
+    import importlib.util
+
+    paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    if not paths:
+        return "--config=PATH is required; " + _usage()
+    try:
+        spec = importlib.util.spec_from_file_location("flaxlm_user_config", paths[-1])
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = module.get_config()
+    except Exception as e:  # noqa: BLE001 - any failure to load the file is the user's to fix
+        return f"cannot load --config={paths[-1]}: {_one_line(e)}"
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        path = arg[len("--config.") :].split("=", 1)[0]
+        node = config
+        for i, key in enumerate(path.split(".")):
+            fields = list(node.keys()) if hasattr(node, "keys") else []
+            if key not in fields:
+                where = ".".join(path.split(".")[:i]) or "config"
+                close = difflib.get_close_matches(key, fields, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                return (
+                    f"unknown config field {path!r}: {where} has no field {key!r}{hint}; "
+                    f"its fields are {', '.join(sorted(fields)) or 'none'}"
+                )
+            node = node[key]
+    return None

@@ -5,6 +5,7 @@ fields; the CLI then lets any field be overridden on the command line
 (`--config.model.num_layers=4`). `validate()` turns mistakes that would
 otherwise surface deep inside a jit trace into one-line errors.
 """
+
 import ml_collections
 
 from flaxlm.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
@@ -15,128 +16,151 @@ DECODER_BUILDERS = ("causal",)
 
 
 def base_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+    c = ml_collections.ConfigDict()
 
-  # Model shape: BERT-base by default. Field names are those of
-  # flaxlm.models.TransformerConfig plus `arch`.
-  c.model = ml_collections.ConfigDict(dict(
-      arch="bert",  # "bert" (encoder) | "gpt" (decoder)
-      vocab_size=30522,
-      hidden_size=768,
-      num_layers=12,
-      num_heads=12,
-      mlp_dim=3072,
-      max_len=512,
-      type_vocab_size=2,
-      dropout_rate=0.1,
-      attention_dropout_rate=0.1,
-      pre_ln=False,
-      position_embedding="learned",  # "learned" | "sinusoidal"
-      layer_norm_eps=1e-12,
-      activation="gelu",  # "gelu" (erf, BERT) | "gelu_tanh" (GPT-2)
-      initializer_range=0.02,
-      dtype="float32",  # compute dtype: "float32" | "bfloat16"
-      param_dtype="float32",
-      remat=False,
-  ))
+    # Model shape: BERT-base by default. Field names are those of
+    # flaxlm.models.TransformerConfig plus `arch`.
+    c.model = ml_collections.ConfigDict(
+        dict(
+            arch="bert",  # "bert" (encoder) | "gpt" (decoder)
+            vocab_size=30522,
+            hidden_size=768,
+            num_layers=12,
+            num_heads=12,
+            mlp_dim=3072,
+            max_len=512,
+            type_vocab_size=2,
+            dropout_rate=0.1,
+            attention_dropout_rate=0.1,
+            pre_ln=False,
+            position_embedding="learned",  # "learned" | "sinusoidal"
+            layer_norm_eps=1e-12,
+            activation="gelu",  # "gelu" (erf, BERT) | "gelu_tanh" (GPT-2)
+            initializer_range=0.02,
+            dtype="float32",  # compute dtype: "float32" | "bfloat16"
+            param_dtype="float32",
+            remat=False,
+        )
+    )
 
-  # What is learned: "mlm_nsp" (BERT), "mlm" (NSP removed), "mlm_sop" (ALBERT),
-  # "clm" (GPT, left-to-right). The pair head exists only for *_nsp/*_sop.
-  c.objective = "mlm_nsp"
-  c.pair_weight = 1.0  # total loss = MLM + pair_weight * NSP/SOP
+    # What is learned: "mlm_nsp" (BERT), "mlm" (NSP removed), "mlm_sop" (ALBERT),
+    # "clm" (GPT, left-to-right). The pair head exists only for *_nsp/*_sop.
+    c.objective = "mlm_nsp"
+    c.pair_weight = 1.0  # total loss = MLM + pair_weight * NSP/SOP
 
-  c.data = ml_collections.ConfigDict(dict(
-      corpus="default",  # "default" (embedded Shakespeare), a glob of .txt/.jsonl files, or "tfds:NAME"
-      data_dir="",  # prepared ArrayRecord shards + tokenizers; "" = $FLAXLM_DATA_DIR or ~/.cache/flaxlm
-      tokenizer="",  # a sentencepiece .model or WordPiece vocab.txt; "" = train sentencepiece on the corpus
-      tokenizer_type="unigram",  # when training one: "unigram" | "bpe"
-      builder="segment_pair",  # see flaxlm.data.builders.BUILDERS, or "causal" for decoders
-      seq_len=128,
-      max_predictions=20,  # MLM predictions per sequence (BERT: 20 for 128, 80 for 512)
-      masking="dynamic",  # "dynamic" (new mask each time seen, RoBERTa) | "static" (fixed at preparation, BERT)
-      dupe_factor=1,  # copies of the corpus with different segmentations (and masks, if static)
-      mask_prob=0.15,
-      whole_word=False,
-      span=False,  # SpanBERT geometric span masking
-      short_seq_prob=0.1,
-      validation_fraction=0.02,
-      seed=0,
-      prefetch=4,  # batches prepared ahead on background threads
-  ))
+    c.data = ml_collections.ConfigDict(
+        dict(
+            corpus="default",  # "default" (embedded Shakespeare), a glob of .txt/.jsonl files, or "tfds:NAME"
+            data_dir="",  # prepared ArrayRecord shards + tokenizers; "" = $FLAXLM_DATA_DIR or ~/.cache/flaxlm
+            # a sentencepiece .model or WordPiece vocab.txt; "" = train sentencepiece on the corpus
+            tokenizer="",
+            tokenizer_type="unigram",  # when training one: "unigram" | "bpe"
+            builder="segment_pair",  # see flaxlm.data.builders.BUILDERS, or "causal" for decoders
+            seq_len=128,
+            max_predictions=20,  # MLM predictions per sequence (BERT: 20 for 128, 80 for 512)
+            # "dynamic": new mask each time an example is seen (RoBERTa); "static": fixed when prepared (BERT)
+            masking="dynamic",
+            dupe_factor=1,  # copies of the corpus with different segmentations (and masks, if static)
+            mask_prob=0.15,
+            whole_word=False,
+            span=False,  # SpanBERT geometric span masking
+            short_seq_prob=0.1,
+            validation_fraction=0.02,
+            seed=0,
+            prefetch=4,  # batches prepared ahead on background threads
+        )
+    )
 
-  c.train = ml_collections.ConfigDict(dict(
-      batch_size=256,  # global, in sequences
-      num_steps=1_000_000,
-      grad_accum_steps=1,
-      learning_rate=1e-4,
-      warmup_steps=10_000,
-      schedule="linear",  # "linear" | "cosine" decay after warmup
-      b1=0.9,
-      b2=0.999,
-      eps=1e-6,
-      weight_decay=0.01,  # not applied to LayerNorm scales and biases
-      grad_clip_norm=1.0,
-      seed=0,
-      log_every=100,
-      eval_every=10_000,
-      eval_batches=0,  # 0 = the whole validation split
-      checkpoint_every=10_000,
-      keep_checkpoints=3,
-  ))
+    c.train = ml_collections.ConfigDict(
+        dict(
+            batch_size=256,  # global, in sequences
+            num_steps=1_000_000,
+            grad_accum_steps=1,
+            learning_rate=1e-4,
+            warmup_steps=10_000,
+            schedule="linear",  # "linear" | "cosine" decay after warmup
+            b1=0.9,
+            b2=0.999,
+            eps=1e-6,
+            weight_decay=0.01,  # not applied to LayerNorm scales and biases
+            grad_clip_norm=1.0,
+            seed=0,
+            log_every=100,
+            eval_every=10_000,
+            eval_batches=0,  # 0 = the whole validation split
+            checkpoint_every=10_000,
+            keep_checkpoints=3,
+        )
+    )
 
-  # "mesh": jax.jit over a Mesh with NamedSharding; "pmap": jax.pmap + lax.pmean.
-  c.parallelism = "mesh"
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # -1: all remaining devices
-  return c
+    # "mesh": jax.jit over a Mesh with NamedSharding; "pmap": jax.pmap + lax.pmean.
+    c.parallelism = "mesh"
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # -1: all remaining devices
+    return c
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError (one line, naming the field) for configs that cannot run."""
-  def fail(msg):
-    raise ConfigError(msg)
+    """Raises ConfigError (one line, naming the field) for configs that cannot run."""
 
-  if c.objective not in OBJECTIVES:
-    fail(f"config.objective={c.objective!r} is unknown; choose one of {', '.join(OBJECTIVES)}")
-  if c.model.arch not in ("bert", "gpt"):
-    fail(f"config.model.arch={c.model.arch!r} is unknown; choose 'bert' or 'gpt'")
-  decoder = c.model.arch == "gpt"
-  if decoder != (c.objective == "clm"):
-    fail(f"config.objective={c.objective!r} does not fit config.model.arch={c.model.arch!r}: "
-         "use objective 'clm' with arch 'gpt', and an mlm* objective with arch 'bert'")
-  builders = DECODER_BUILDERS if decoder else ENCODER_BUILDERS
-  if c.data.builder not in builders:
-    fail(f"config.data.builder={c.data.builder!r} is not valid for arch {c.model.arch!r}; "
-         f"choose one of {', '.join(builders)}")
-  if c.objective == "mlm_sop" and c.data.builder != "sop":
-    fail("config.objective='mlm_sop' needs config.data.builder='sop'")
-  if c.data.builder == "sop" and c.objective != "mlm_sop":
-    fail("config.data.builder='sop' makes sentence-order labels; set config.objective='mlm_sop'")
-  if c.objective == "mlm_nsp" and c.data.builder not in ("segment_pair", "sentence_pair"):
-    fail(f"config.objective='mlm_nsp' needs a pair builder (segment_pair or sentence_pair), "
-         f"not {c.data.builder!r}; for {c.data.builder} set config.objective='mlm'")
-  if c.data.seq_len > c.model.max_len:
-    fail(f"config.data.seq_len={c.data.seq_len} exceeds config.model.max_len={c.model.max_len} "
-         "position embeddings; lower seq_len or raise model.max_len")
-  if c.data.whole_word and c.data.span:
-    fail("config.data.whole_word and config.data.span are exclusive (spans are made of whole words); "
-         "set one of them to False")
-  for name in ("mask_prob", "validation_fraction"):
-    if not 0.0 < c.data[name] < 1.0:
-      fail(f"config.data.{name}={c.data[name]} must be between 0 and 1")
-  if c.data.masking not in ("dynamic", "static"):
-    fail(f"config.data.masking={c.data.masking!r} is unknown; choose 'dynamic' or 'static'")
-  if c.train.schedule not in ("linear", "cosine"):
-    fail(f"config.train.schedule={c.train.schedule!r} is unknown; choose 'linear' or 'cosine'")
-  if c.parallelism not in ("mesh", "pmap"):
-    fail(f"config.parallelism={c.parallelism!r} is unknown; choose 'mesh' or 'pmap'")
-  for name in ("batch_size", "num_steps", "grad_accum_steps", "log_every", "checkpoint_every"):
-    if c.train[name] < 1:
-      fail(f"config.train.{name}={c.train[name]} must be >= 1")
-  if c.train.batch_size % c.train.grad_accum_steps:
-    fail(f"config.train.batch_size={c.train.batch_size} is not divisible by "
-         f"config.train.grad_accum_steps={c.train.grad_accum_steps}")
-  if c.model.hidden_size % c.model.num_heads:
-    fail(f"config.model.hidden_size={c.model.hidden_size} is not divisible by "
-         f"config.model.num_heads={c.model.num_heads}")
-  if not decoder and c.data.max_predictions < 1:
-    fail("config.data.max_predictions must be >= 1 for masked-LM objectives")
+    def fail(msg):
+        raise ConfigError(msg)
+
+    if c.objective not in OBJECTIVES:
+        fail(f"config.objective={c.objective!r} is unknown; choose one of {', '.join(OBJECTIVES)}")
+    if c.model.arch not in ("bert", "gpt"):
+        fail(f"config.model.arch={c.model.arch!r} is unknown; choose 'bert' or 'gpt'")
+    decoder = c.model.arch == "gpt"
+    if decoder != (c.objective == "clm"):
+        fail(
+            f"config.objective={c.objective!r} does not fit config.model.arch={c.model.arch!r}: "
+            "use objective 'clm' with arch 'gpt', and an mlm* objective with arch 'bert'"
+        )
+    builders = DECODER_BUILDERS if decoder else ENCODER_BUILDERS
+    if c.data.builder not in builders:
+        fail(
+            f"config.data.builder={c.data.builder!r} is not valid for arch {c.model.arch!r}; "
+            f"choose one of {', '.join(builders)}"
+        )
+    if c.objective == "mlm_sop" and c.data.builder != "sop":
+        fail("config.objective='mlm_sop' needs config.data.builder='sop'")
+    if c.data.builder == "sop" and c.objective != "mlm_sop":
+        fail("config.data.builder='sop' makes sentence-order labels; set config.objective='mlm_sop'")
+    if c.objective == "mlm_nsp" and c.data.builder not in ("segment_pair", "sentence_pair"):
+        fail(
+            f"config.objective='mlm_nsp' needs a pair builder (segment_pair or sentence_pair), "
+            f"not {c.data.builder!r}; for {c.data.builder} set config.objective='mlm'"
+        )
+    if c.data.seq_len > c.model.max_len:
+        fail(
+            f"config.data.seq_len={c.data.seq_len} exceeds config.model.max_len={c.model.max_len} "
+            "position embeddings; lower seq_len or raise model.max_len"
+        )
+    if c.data.whole_word and c.data.span:
+        fail(
+            "config.data.whole_word and config.data.span are exclusive (spans are made of whole words); "
+            "set one of them to False"
+        )
+    for name in ("mask_prob", "validation_fraction"):
+        if not 0.0 < c.data[name] < 1.0:
+            fail(f"config.data.{name}={c.data[name]} must be between 0 and 1")
+    if c.data.masking not in ("dynamic", "static"):
+        fail(f"config.data.masking={c.data.masking!r} is unknown; choose 'dynamic' or 'static'")
+    if c.train.schedule not in ("linear", "cosine"):
+        fail(f"config.train.schedule={c.train.schedule!r} is unknown; choose 'linear' or 'cosine'")
+    if c.parallelism not in ("mesh", "pmap"):
+        fail(f"config.parallelism={c.parallelism!r} is unknown; choose 'mesh' or 'pmap'")
+    for name in ("batch_size", "num_steps", "grad_accum_steps", "log_every", "checkpoint_every"):
+        if c.train[name] < 1:
+            fail(f"config.train.{name}={c.train[name]} must be >= 1")
+    if c.train.batch_size % c.train.grad_accum_steps:
+        fail(
+            f"config.train.batch_size={c.train.batch_size} is not divisible by "
+            f"config.train.grad_accum_steps={c.train.grad_accum_steps}"
+        )
+    if c.model.hidden_size % c.model.num_heads:
+        fail(
+            f"config.model.hidden_size={c.model.hidden_size} is not divisible by "
+            f"config.model.num_heads={c.model.num_heads}"
+        )
+    if not decoder and c.data.max_predictions < 1:
+        fail("config.data.max_predictions must be >= 1 for masked-LM objectives")

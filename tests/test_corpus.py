@@ -82,7 +82,7 @@ def _scene_text(doc: Document) -> str:
     out = []
     for p in doc.paragraphs:
         words = p.split()
-        out.append("\n".join(" ".join(words[i:i + 8]) for i in range(0, len(words), 8)))
+        out.append("\n".join(" ".join(words[i : i + 8]) for i in range(0, len(words), 8)))
     return "\n\n \n".join(out) + "\n"
 
 
@@ -100,9 +100,11 @@ def test_read_txt_glob(tmp_path, docs):
 
 
 def test_read_jsonl_and_gz(tmp_path, docs):
-    lines = [json.dumps({"text": "\n\n".join(docs[0].paragraphs)}),
-             "",
-             json.dumps({"id": "mine", "paragraphs": list(docs[1].paragraphs)})]
+    lines = [
+        json.dumps({"text": "\n\n".join(docs[0].paragraphs)}),
+        "",
+        json.dumps({"id": "mine", "paragraphs": list(docs[1].paragraphs)}),
+    ]
     (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     with gzip.open(tmp_path / "d.jsonl.gz", "wt", encoding="utf-8") as f:
         f.write(json.dumps({"id": 7, "text": docs[2].paragraphs[0]}) + "\n")
@@ -113,8 +115,10 @@ def test_read_jsonl_and_gz(tmp_path, docs):
 
 def test_empty_documents_skipped_and_logged(tmp_path, docs, caplog):
     path = tmp_path / "e.jsonl"
-    path.write_text("\n".join(json.dumps({"text": t}) for t in [docs[0].paragraphs[0], "  \n\n ", ""]) + "\n",
-                    encoding="utf-8")
+    path.write_text(
+        "\n".join(json.dumps({"text": t}) for t in [docs[0].paragraphs[0], "  \n\n ", ""]) + "\n",
+        encoding="utf-8",
+    )
     with caplog.at_level(logging.WARNING, logger="flaxlm.data.corpus"):
         got = corpus.read_corpus(str(path))
     assert len(got) == 1
@@ -191,17 +195,25 @@ def test_split_sentences_reconstructs_every_real_paragraph(docs):
     assert n_sentences > 1.3 * sum(len(d.paragraphs) for d in docs)
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("Tush! never tell me; I take it much unkindly.", ["Tush! never tell me; I take it much unkindly."]),
-    ("Is this a dagger which I see before me? Come, let me clutch thee.",
-     ["Is this a dagger which I see before me?", "Come, let me clutch thee."]),
-    ("Mr. Smith met Dr. Jones at St. Paul's. They talked.", ["Mr. Smith met Dr. Jones at St. Paul's.", "They talked."]),
-    ("He cried 'Away!' Then he left.", ["He cried 'Away!'", "Then he left."]),
-    ("It cost 3.50 dollars. 12 men came.", ["It cost 3.50 dollars.", "12 men came."]),
-    ("J. R. R. Tolkien wrote it. Not I. Go now.", ["J. R. R. Tolkien wrote it.", "Not I.", "Go now."]),
-    ("What, ho! 'Tis I.  \n  Open.", ["What, ho!", "'Tis I.", "Open."]),
-    ("   ", []),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("Tush! never tell me; I take it much unkindly.", ["Tush! never tell me; I take it much unkindly."]),
+        (
+            "Is this a dagger which I see before me? Come, let me clutch thee.",
+            ["Is this a dagger which I see before me?", "Come, let me clutch thee."],
+        ),
+        (
+            "Mr. Smith met Dr. Jones at St. Paul's. They talked.",
+            ["Mr. Smith met Dr. Jones at St. Paul's.", "They talked."],
+        ),
+        ("He cried 'Away!' Then he left.", ["He cried 'Away!'", "Then he left."]),
+        ("It cost 3.50 dollars. 12 men came.", ["It cost 3.50 dollars.", "12 men came."]),
+        ("J. R. R. Tolkien wrote it. Not I. Go now.", ["J. R. R. Tolkien wrote it.", "Not I.", "Go now."]),
+        ("What, ho! 'Tis I.  \n  Open.", ["What, ho!", "'Tis I.", "Open."]),
+        ("   ", []),
+    ],
+)
 def test_split_sentences_hand_cases(text, expected):
     assert corpus.split_sentences(text) == expected
 

@@ -25,8 +25,10 @@ def real():
 @pytest.fixture(scope="module")
 def padded(real):
     """~2.5k padded segment_pair examples of real text, plus per-token word starts."""
-    exs = [builders.pad_encoder_example(e, SEQ, SP.pad)
-           for e in builders.segment_pair(real.docs, SEQ, np.random.default_rng(0), SP)]
+    exs = [
+        builders.pad_encoder_example(e, SEQ, SP.pad)
+        for e in builders.segment_pair(real.docs, SEQ, np.random.default_rng(0), SP)
+    ]
     return exs
 
 
@@ -102,8 +104,16 @@ def test_plain_bert_masking_rates(real, padded):
 def test_random_replacements_are_uniform_non_special(real):
     # All-random replacement on a long sequence: ids cover the non-special vocab.
     ids = np.r_[SP.cls, np.full(2000, 40), SP.sep].astype(np.int32)
-    out = masking.mask_tokens(ids, np.random.default_rng(0), SP, 50, mask_prob=1.0, max_predictions=2000,
-                              mask_token_prob=0.0, random_token_prob=1.0)
+    out = masking.mask_tokens(
+        ids,
+        np.random.default_rng(0),
+        SP,
+        50,
+        mask_prob=1.0,
+        max_predictions=2000,
+        mask_token_prob=0.0,
+        random_token_prob=1.0,
+    )
     new = out["input_ids"][1:-1]
     assert not np.isin(new, SP.all_ids()).any()
     counts = np.bincount(new, minlength=50)
@@ -144,8 +154,9 @@ def test_max_predictions_respected(real, padded, mode):
 def test_edge_cases(real):
     only_specials = np.array([SP.cls, SP.sep, SP.sep, SP.pad, SP.pad], np.int32)
     for kw in ({}, {"whole_word": True}, {"span": True}):
-        out = masking.mask_tokens(only_specials, np.random.default_rng(0), SP, real.vocab_size,
-                                  max_predictions=4, **kw)
+        out = masking.mask_tokens(
+            only_specials, np.random.default_rng(0), SP, real.vocab_size, max_predictions=4, **kw
+        )
         assert out["mlm_weights"].sum() == 0
         np.testing.assert_array_equal(out["input_ids"], only_specials)
     one = np.array([SP.cls, 77, SP.sep, SP.pad], np.int32)
@@ -163,8 +174,12 @@ def test_determinism(real, padded):
     def run(seed, mode):
         rng = np.random.default_rng(seed)
         c = MaskingConfig(max_predictions=20, whole_word=mode == "wwm", span=mode == "span")
-        return [masking.apply_masking(ex, rng, c, SP, real.vocab_size,
-                                      word_starts=real.word_start[ex["input_ids"]]) for ex in padded[:100]]
+        return [
+            masking.apply_masking(
+                ex, rng, c, SP, real.vocab_size, word_starts=real.word_start[ex["input_ids"]]
+            )
+            for ex in padded[:100]
+        ]
 
     for mode in ("plain", "wwm", "span"):
         a, b, c = run(0, mode), run(0, mode), run(1, mode)
@@ -331,8 +346,14 @@ def test_mask_batch_matches_rule(real, padded):
 def test_apply_masking_batch_whole_word_fallback(real, padded):
     batch = {k: np.stack([e[k] for e in padded[:16]]) for k in padded[0]}
     cfg = MaskingConfig(max_predictions=20, whole_word=True)
-    out = masking.apply_masking_batch(batch, np.random.default_rng(0), cfg, SP, real.vocab_size,
-                                      word_starts=real.word_start[batch["input_ids"]])
+    out = masking.apply_masking_batch(
+        batch,
+        np.random.default_rng(0),
+        cfg,
+        SP,
+        real.vocab_size,
+        word_starts=real.word_start[batch["input_ids"]],
+    )
     assert out["input_ids"].shape == (16, SEQ) and out["mlm_weights"].shape == (16, 20)
     for i in range(16):
         _check_common(padded[i], {k: out[k][i] for k in out}, SP, real.vocab_size, 20)

@@ -10,43 +10,38 @@ import numpy as np
 import pytest
 
 from flaxlm import models
-from flaxlm.models import (BertEncoder, BertForPreTraining, GPTDecoder,
-                           TransformerConfig)
+from flaxlm.models import BertEncoder, BertForPreTraining, GPTDecoder, TransformerConfig
 from flaxlm.models import layers
 
-TINY = TransformerConfig(vocab_size=64, hidden_size=32, num_layers=2,
-                         num_heads=4, mlp_dim=64, max_len=32)
-TINY_GPT = dataclasses.replace(TINY, pre_ln=True, layer_norm_eps=1e-5,
-                               activation="gelu_tanh")
+TINY = TransformerConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64, max_len=32)
+TINY_GPT = dataclasses.replace(TINY, pre_ln=True, layer_norm_eps=1e-5, activation="gelu_tanh")
 BF16 = dict(dtype=jnp.bfloat16, param_dtype=jnp.float32)
 
 
 def _num_params(tree) -> int:
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
 def _abstract_params(model, *args):
-  return jax.eval_shape(
-      lambda: model.init(jax.random.key(0), *args, deterministic=True))
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), *args, deterministic=True))
 
 
 def _ids(rows) -> np.ndarray:
-  return np.asarray(rows, np.int32)
+    return np.asarray(rows, np.int32)
 
 
 def _bert_inputs(ids, type_ids=None, seg=None, pos=None):
-  """int32 (ids, type_ids, segment_ids, positions); default one doc per row."""
-  ids = _ids(ids)
-  seg = np.ones_like(ids) if seg is None else _ids(seg)
-  type_ids = np.zeros_like(ids) if type_ids is None else _ids(type_ids)
-  pos = (np.broadcast_to(np.arange(ids.shape[1]), ids.shape).astype(np.int32)
-         if pos is None else _ids(pos))
-  return ids, type_ids, seg, pos
+    """int32 (ids, type_ids, segment_ids, positions); default one doc per row."""
+    ids = _ids(ids)
+    seg = np.ones_like(ids) if seg is None else _ids(seg)
+    type_ids = np.zeros_like(ids) if type_ids is None else _ids(type_ids)
+    pos = np.broadcast_to(np.arange(ids.shape[1]), ids.shape).astype(np.int32) if pos is None else _ids(pos)
+    return ids, type_ids, seg, pos
 
 
 def _gpt_inputs(ids, seg=None, pos=None):
-  ids, _, seg, pos = _bert_inputs(ids, None, seg, pos)
-  return ids, seg, pos
+    ids, _, seg, pos = _bert_inputs(ids, None, seg, pos)
+    return ids, seg, pos
 
 
 # Models are cached per config: eager init reuses compiled primitives across
@@ -54,280 +49,294 @@ def _gpt_inputs(ids, seg=None, pos=None):
 # compilation for every new input shape (each costs seconds on a small CPU).
 @functools.lru_cache(maxsize=None)
 def _bert(cfg: TransformerConfig):
-  """(jitted apply, params) of BertForPreTraining(cfg)."""
-  model = BertForPreTraining(cfg)
-  params = model.init(jax.random.key(0), *_bert_inputs(np.ones((1, 8))),
-                      deterministic=True)
-  return jax.jit(model.apply, static_argnames="deterministic"), params
+    """(jitted apply, params) of BertForPreTraining(cfg)."""
+    model = BertForPreTraining(cfg)
+    params = model.init(jax.random.key(0), *_bert_inputs(np.ones((1, 8))), deterministic=True)
+    return jax.jit(model.apply, static_argnames="deterministic"), params
 
 
 @functools.lru_cache(maxsize=None)
 def _gpt(cfg: TransformerConfig):
-  """(jitted apply, params) of GPTDecoder(cfg)."""
-  model = GPTDecoder(cfg)
-  params = model.init(jax.random.key(0), *_gpt_inputs(np.ones((1, 8))),
-                      deterministic=True)
-  return jax.jit(model.apply, static_argnames="deterministic"), params
+    """(jitted apply, params) of GPTDecoder(cfg)."""
+    model = GPTDecoder(cfg)
+    params = model.init(jax.random.key(0), *_gpt_inputs(np.ones((1, 8))), deterministic=True)
+    return jax.jit(model.apply, static_argnames="deterministic"), params
 
 
 def _assert_finite(tree):
-  for x in jax.tree.leaves(tree):
-    assert np.all(np.isfinite(np.asarray(x, np.float32)))
+    for x in jax.tree.leaves(tree):
+        assert np.all(np.isfinite(np.asarray(x, np.float32)))
 
 
 # --- Parameter counts (eval_shape: nothing is materialised) -----------------
 
 
 def test_param_counts_match_reference_models():
-  ids = jnp.zeros((1, 8), jnp.int32)
-  bert = TransformerConfig()
-  assert _num_params(_abstract_params(BertEncoder(bert), ids, ids, ids,
-                                      ids)) == 109_482_240
-  full = _num_params(_abstract_params(BertForPreTraining(bert), ids, ids, ids,
-                                      ids))
-  assert full == 110_106_428
-  no_pair = _abstract_params(
-      BertForPreTraining(dataclasses.replace(bert, pair_head=False)), ids, ids,
-      ids, ids)
-  assert "pair_head" not in no_pair["params"]
-  assert full - _num_params(no_pair) == 768 * 2 + 2
+    ids = jnp.zeros((1, 8), jnp.int32)
+    bert = TransformerConfig()
+    assert _num_params(_abstract_params(BertEncoder(bert), ids, ids, ids, ids)) == 109_482_240
+    full = _num_params(_abstract_params(BertForPreTraining(bert), ids, ids, ids, ids))
+    assert full == 110_106_428
+    no_pair = _abstract_params(
+        BertForPreTraining(dataclasses.replace(bert, pair_head=False)), ids, ids, ids, ids
+    )
+    assert "pair_head" not in no_pair["params"]
+    assert full - _num_params(no_pair) == 768 * 2 + 2
 
-  gpt2 = TransformerConfig(vocab_size=50257, max_len=1024, pre_ln=True,
-                           layer_norm_eps=1e-5, activation="gelu_tanh")
-  assert _num_params(_abstract_params(GPTDecoder(gpt2), ids, ids,
-                                      ids)) == 124_439_808
+    gpt2 = TransformerConfig(
+        vocab_size=50257, max_len=1024, pre_ln=True, layer_norm_eps=1e-5, activation="gelu_tanh"
+    )
+    assert _num_params(_abstract_params(GPTDecoder(gpt2), ids, ids, ids)) == 124_439_808
 
 
 def test_param_paths_are_addressable():
-  ids = jnp.zeros((1, 4), jnp.int32)
-  params = _abstract_params(BertForPreTraining(TINY), ids, ids, ids,
-                            ids)["params"]
-  block = params["encoder"]["block_0"]
-  assert set(block["attention"]) == {"query", "key", "value", "out"}
-  assert set(block["mlp"]) == {"fc_in", "fc_out"}
-  assert params["encoder"]["position_embeddings"]["embedding"].shape == (32, 32)
-  assert params["mlm_bias"].shape == (64,)
-  # GPT: no token types, and the LM head is the word embedding (no params).
-  gpt = _abstract_params(GPTDecoder(TINY_GPT), ids, ids, ids)["params"]
-  assert set(gpt) == {"word_embeddings", "position_embeddings", "final_norm",
-                      "block_0", "block_1"}
+    ids = jnp.zeros((1, 4), jnp.int32)
+    params = _abstract_params(BertForPreTraining(TINY), ids, ids, ids, ids)["params"]
+    block = params["encoder"]["block_0"]
+    assert set(block["attention"]) == {"query", "key", "value", "out"}
+    assert set(block["mlp"]) == {"fc_in", "fc_out"}
+    assert params["encoder"]["position_embeddings"]["embedding"].shape == (32, 32)
+    assert params["mlm_bias"].shape == (64,)
+    # GPT: no token types, and the LM head is the word embedding (no params).
+    gpt = _abstract_params(GPTDecoder(TINY_GPT), ids, ids, ids)["params"]
+    assert set(gpt) == {"word_embeddings", "position_embeddings", "final_norm", "block_0", "block_1"}
 
 
 # --- Attention mask ----------------------------------------------------------
 
 
 def test_make_attention_mask():
-  seg = jnp.array([[1, 1, 2, 0]])
-  want = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]],
-                  bool)
-  np.testing.assert_array_equal(
-      layers.make_attention_mask(seg, causal=False)[0, 0], want)
-  np.testing.assert_array_equal(
-      layers.make_attention_mask(seg, causal=True)[0, 0],
-      want & np.tri(4, dtype=bool))
+    seg = jnp.array([[1, 1, 2, 0]])
+    want = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]], bool)
+    np.testing.assert_array_equal(layers.make_attention_mask(seg, causal=False)[0, 0], want)
+    np.testing.assert_array_equal(
+        layers.make_attention_mask(seg, causal=True)[0, 0], want & np.tri(4, dtype=bool)
+    )
 
 
 # --- BERT --------------------------------------------------------------------
 
 
 def test_bert_padding_invariance():
-  apply, params = _bert(TINY)
-  real = np.random.default_rng(0).integers(1, 64, size=(2, 6))
-  type_ids = _ids([[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, 1]])
-  mlm_pos = _ids([[1, 4], [0, 5]])
-  base = apply(params, *_bert_inputs(real, type_ids), mlm_pos,
-               deterministic=True)
+    apply, params = _bert(TINY)
+    real = np.random.default_rng(0).integers(1, 64, size=(2, 6))
+    type_ids = _ids([[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, 1]])
+    mlm_pos = _ids([[1, 4], [0, 5]])
+    base = apply(params, *_bert_inputs(real, type_ids), mlm_pos, deterministic=True)
 
-  # Pad to 9 with different pad ids (and pad token types) per row.
-  pad = _ids([[0, 0, 0], [33, 7, 1]])
-  padded = _bert_inputs(
-      np.concatenate([real, pad], axis=1),
-      np.concatenate([type_ids, pad % 2], axis=1),
-      np.concatenate([np.ones((2, 6)), np.zeros((2, 3))], axis=1))
-  out = apply(params, *padded, mlm_pos, deterministic=True)
-  _assert_finite(out)
-  np.testing.assert_allclose(out["hidden"][:, :6], base["hidden"], atol=1e-5)
-  for key in ("pooled", "mlm_logits", "pair_logits"):
-    np.testing.assert_allclose(out[key], base[key], atol=1e-5)
+    # Pad to 9 with different pad ids (and pad token types) per row.
+    pad = _ids([[0, 0, 0], [33, 7, 1]])
+    padded = _bert_inputs(
+        np.concatenate([real, pad], axis=1),
+        np.concatenate([type_ids, pad % 2], axis=1),
+        np.concatenate([np.ones((2, 6)), np.zeros((2, 3))], axis=1),
+    )
+    out = apply(params, *padded, mlm_pos, deterministic=True)
+    _assert_finite(out)
+    np.testing.assert_allclose(out["hidden"][:, :6], base["hidden"], atol=1e-5)
+    for key in ("pooled", "mlm_logits", "pair_logits"):
+        np.testing.assert_allclose(out[key], base[key], atol=1e-5)
 
 
 def test_bert_encoder_packed_rows_do_not_interact():
-  _, params = _bert(TINY)
-  # The encoder alone reads its subtree of BertForPreTraining's params.
-  encoder = BertEncoder(TINY)
-  enc_params = {"params": params["params"]["encoder"]}
-  apply = jax.jit(encoder.apply, static_argnames="deterministic")
-  a, b = [5, 6, 7, 8], [9, 10, 11]
-  # Row 0 packs both documents; rows 1 and 2 hold each alone, padded (padding
-  # invariance is tested above).
-  hidden, _ = apply(enc_params, *_bert_inputs(
-      [a + b, a + [0] * 3, b + [0] * 4],
-      seg=[[1] * 4 + [2] * 3, [1] * 4 + [0] * 3, [1] * 3 + [0] * 4],
-      pos=[[0, 1, 2, 3, 0, 1, 2], [0, 1, 2, 3, 0, 0, 0], [0, 1, 2] + [0] * 4]),
-                    deterministic=True)
-  np.testing.assert_allclose(hidden[0, :4], hidden[1, :4], atol=1e-5)
-  np.testing.assert_allclose(hidden[0, 4:], hidden[2, :3], atol=1e-5)
+    _, params = _bert(TINY)
+    # The encoder alone reads its subtree of BertForPreTraining's params.
+    encoder = BertEncoder(TINY)
+    enc_params = {"params": params["params"]["encoder"]}
+    apply = jax.jit(encoder.apply, static_argnames="deterministic")
+    a, b = [5, 6, 7, 8], [9, 10, 11]
+    # Row 0 packs both documents; rows 1 and 2 hold each alone, padded (padding
+    # invariance is tested above).
+    hidden, _ = apply(
+        enc_params,
+        *_bert_inputs(
+            [a + b, a + [0] * 3, b + [0] * 4],
+            seg=[[1] * 4 + [2] * 3, [1] * 4 + [0] * 3, [1] * 3 + [0] * 4],
+            pos=[[0, 1, 2, 3, 0, 1, 2], [0, 1, 2, 3, 0, 0, 0], [0, 1, 2] + [0] * 4],
+        ),
+        deterministic=True,
+    )
+    np.testing.assert_allclose(hidden[0, :4], hidden[1, :4], atol=1e-5)
+    np.testing.assert_allclose(hidden[0, 4:], hidden[2, :3], atol=1e-5)
 
 
 def test_bert_mlm_positions_gather_before_head():
-  apply, params = _bert(TINY)
-  inputs = _bert_inputs(np.arange(1, 13).reshape(2, 6))
-  mlm_pos = _ids([[0, 3], [2, 5]])
-  gathered = apply(params, *inputs, mlm_pos, deterministic=True)
-  ids, type_ids, seg, pos = inputs
-  # Keyword names are part of the API (the train step calls by name).
-  full = apply(params, input_ids=ids, token_type_ids=type_ids, segment_ids=seg,
-               positions=pos, mlm_positions=None, deterministic=True)
-  assert gathered["mlm_logits"].shape == (2, 2, 64)
-  assert full["mlm_logits"].shape == (2, 6, 64)
-  assert full["pair_logits"].shape == (2, 2)
-  assert full["pooled"].shape == (2, 32)
-  np.testing.assert_allclose(
-      gathered["mlm_logits"],
-      np.take_along_axis(np.asarray(full["mlm_logits"]), mlm_pos[..., None],
-                         axis=1), atol=1e-5)
+    apply, params = _bert(TINY)
+    inputs = _bert_inputs(np.arange(1, 13).reshape(2, 6))
+    mlm_pos = _ids([[0, 3], [2, 5]])
+    gathered = apply(params, *inputs, mlm_pos, deterministic=True)
+    ids, type_ids, seg, pos = inputs
+    # Keyword names are part of the API (the train step calls by name).
+    full = apply(
+        params,
+        input_ids=ids,
+        token_type_ids=type_ids,
+        segment_ids=seg,
+        positions=pos,
+        mlm_positions=None,
+        deterministic=True,
+    )
+    assert gathered["mlm_logits"].shape == (2, 2, 64)
+    assert full["mlm_logits"].shape == (2, 6, 64)
+    assert full["pair_logits"].shape == (2, 2)
+    assert full["pooled"].shape == (2, 32)
+    np.testing.assert_allclose(
+        gathered["mlm_logits"],
+        np.take_along_axis(np.asarray(full["mlm_logits"]), mlm_pos[..., None], axis=1),
+        atol=1e-5,
+    )
 
 
 def test_bert_mlm_head_is_tied_to_word_embeddings():
-  apply, params = _bert(TINY)
-  p = params["params"]
-  zeroed = {"params": {**p, "encoder": {
-      **p["encoder"],
-      "word_embeddings": {"embedding": jnp.zeros((64, 32))}}}}
-  ids, type_ids, seg, pos = _bert_inputs(np.arange(1, 13).reshape(2, 6))
-  out = apply(zeroed, input_ids=ids, token_type_ids=type_ids, segment_ids=seg,
-              positions=pos, mlm_positions=None, deterministic=True)
-  # With a zero embedding table the logits are exactly the output bias.
-  np.testing.assert_array_equal(
-      out["mlm_logits"], np.broadcast_to(p["mlm_bias"], (2, 6, 64)))
+    apply, params = _bert(TINY)
+    p = params["params"]
+    zeroed = {
+        "params": {**p, "encoder": {**p["encoder"], "word_embeddings": {"embedding": jnp.zeros((64, 32))}}}
+    }
+    ids, type_ids, seg, pos = _bert_inputs(np.arange(1, 13).reshape(2, 6))
+    out = apply(
+        zeroed,
+        input_ids=ids,
+        token_type_ids=type_ids,
+        segment_ids=seg,
+        positions=pos,
+        mlm_positions=None,
+        deterministic=True,
+    )
+    # With a zero embedding table the logits are exactly the output bias.
+    np.testing.assert_array_equal(out["mlm_logits"], np.broadcast_to(p["mlm_bias"], (2, 6, 64)))
 
 
 def test_bert_options_sinusoidal_pre_ln_remat_dropout():
-  # One layer: dropout and remat compile slowly on CPU.
-  cfg = dataclasses.replace(TINY, position_embedding="sinusoidal", pre_ln=True,
-                            remat=True, pair_head=False, num_layers=1)
-  # remat does not change the params; initialising without it is faster.
-  params = _bert(dataclasses.replace(cfg, remat=False))[1]
-  apply = jax.jit(BertForPreTraining(cfg).apply,
-                  static_argnames="deterministic")
-  inputs = _bert_inputs(np.arange(1, 13).reshape(2, 6))
-  assert "position_embeddings" not in params["params"]["encoder"]
-  assert "final_norm" in params["params"]["encoder"]
-  assert "pair_head" not in params["params"]
-  eval_out = apply(params, *inputs, deterministic=True)
-  assert "pair_logits" not in eval_out
-  train_out = apply(params, *inputs, deterministic=False,
-                    rngs={"dropout": jax.random.key(1)})
-  _assert_finite(train_out)
-  assert not np.allclose(train_out["mlm_logits"], eval_out["mlm_logits"])
+    # One layer: dropout and remat compile slowly on CPU.
+    cfg = dataclasses.replace(
+        TINY, position_embedding="sinusoidal", pre_ln=True, remat=True, pair_head=False, num_layers=1
+    )
+    # remat does not change the params; initialising without it is faster.
+    params = _bert(dataclasses.replace(cfg, remat=False))[1]
+    apply = jax.jit(BertForPreTraining(cfg).apply, static_argnames="deterministic")
+    inputs = _bert_inputs(np.arange(1, 13).reshape(2, 6))
+    assert "position_embeddings" not in params["params"]["encoder"]
+    assert "final_norm" in params["params"]["encoder"]
+    assert "pair_head" not in params["params"]
+    eval_out = apply(params, *inputs, deterministic=True)
+    assert "pair_logits" not in eval_out
+    train_out = apply(params, *inputs, deterministic=False, rngs={"dropout": jax.random.key(1)})
+    _assert_finite(train_out)
+    assert not np.allclose(train_out["mlm_logits"], eval_out["mlm_logits"])
 
-  # remat only changes the backward pass: check it traces and is finite.
-  loss = lambda p: jnp.mean(
-      apply(p, *inputs, deterministic=True)["mlm_logits"]**2)
-  grads = jax.jit(jax.grad(loss))(params)
-  assert jax.tree.structure(grads) == jax.tree.structure(params)
-  _assert_finite(grads)
+    # remat only changes the backward pass: check it traces and is finite.
+    loss = lambda p: jnp.mean(apply(p, *inputs, deterministic=True)["mlm_logits"] ** 2)
+    grads = jax.jit(jax.grad(loss))(params)
+    assert jax.tree.structure(grads) == jax.tree.structure(params)
+    _assert_finite(grads)
 
 
 def test_sinusoidal_table():
-  table = layers.sinusoidal_table(16, 8)
-  assert table.shape == (16, 8)
-  np.testing.assert_allclose(table[0], [0, 1] * 4)
-  np.testing.assert_allclose(table[3, 0], np.sin(3.0), rtol=1e-6)
-  np.testing.assert_allclose(table[3, 3], np.cos(3.0 / 10000**(2 / 8)),
-                             rtol=1e-6)
+    table = layers.sinusoidal_table(16, 8)
+    assert table.shape == (16, 8)
+    np.testing.assert_allclose(table[0], [0, 1] * 4)
+    np.testing.assert_allclose(table[3, 0], np.sin(3.0), rtol=1e-6)
+    np.testing.assert_allclose(table[3, 3], np.cos(3.0 / 10000 ** (2 / 8)), rtol=1e-6)
 
 
 # --- GPT ---------------------------------------------------------------------
 
 
 def test_gpt_causality():
-  apply, params = _gpt(TINY_GPT)
-  ids = np.random.default_rng(0).integers(0, 64, size=(3, 8)).astype(np.int32)
-  changed = ids.copy()
-  ks = [0, 3, 7]  # Row r changes the token at position ks[r].
-  for r, k in enumerate(ks):
-    changed[r, k] = (changed[r, k] + 1) % 64
-  base = apply(params, *_gpt_inputs(ids), deterministic=True)
-  out = apply(params, *_gpt_inputs(changed), deterministic=True)
-  assert base.shape == (3, 8, 64)
-  for r, k in enumerate(ks):
-    np.testing.assert_allclose(out[r, :k], base[r, :k], atol=1e-6)
-    assert not np.allclose(out[r, k], base[r, k])
+    apply, params = _gpt(TINY_GPT)
+    ids = np.random.default_rng(0).integers(0, 64, size=(3, 8)).astype(np.int32)
+    changed = ids.copy()
+    ks = [0, 3, 7]  # Row r changes the token at position ks[r].
+    for r, k in enumerate(ks):
+        changed[r, k] = (changed[r, k] + 1) % 64
+    base = apply(params, *_gpt_inputs(ids), deterministic=True)
+    out = apply(params, *_gpt_inputs(changed), deterministic=True)
+    assert base.shape == (3, 8, 64)
+    for r, k in enumerate(ks):
+        np.testing.assert_allclose(out[r, :k], base[r, :k], atol=1e-6)
+        assert not np.allclose(out[r, k], base[r, k])
 
 
 def test_gpt_padding_invariance_and_finite_pad_rows():
-  apply, params = _gpt(TINY_GPT)
-  ids = _ids([[3, 4, 5, 6, 7, 0, 0, 0, 0],
-              [3, 4, 5, 6, 7, 50, 50, 1, 2],
-              [0] * 9])  # Entirely padding: must stay finite.
-  seg = _ids([[1] * 5 + [0] * 4, [1] * 5 + [0] * 4, [0] * 9])
-  pos = _ids([list(range(5)) + [0] * 4] * 2 + [[0] * 9])
-  out = apply(params, ids, seg, pos, deterministic=True)
-  _assert_finite(out)
-  base = apply(params, *_gpt_inputs(ids[:1, :5]), deterministic=True)
-  np.testing.assert_allclose(out[0, :5], base[0], atol=1e-5)
-  np.testing.assert_allclose(out[1, :5], base[0], atol=1e-5)
+    apply, params = _gpt(TINY_GPT)
+    ids = _ids(
+        [[3, 4, 5, 6, 7, 0, 0, 0, 0], [3, 4, 5, 6, 7, 50, 50, 1, 2], [0] * 9]
+    )  # Entirely padding: must stay finite.
+    seg = _ids([[1] * 5 + [0] * 4, [1] * 5 + [0] * 4, [0] * 9])
+    pos = _ids([list(range(5)) + [0] * 4] * 2 + [[0] * 9])
+    out = apply(params, ids, seg, pos, deterministic=True)
+    _assert_finite(out)
+    base = apply(params, *_gpt_inputs(ids[:1, :5]), deterministic=True)
+    np.testing.assert_allclose(out[0, :5], base[0], atol=1e-5)
+    np.testing.assert_allclose(out[1, :5], base[0], atol=1e-5)
 
 
 def test_gpt_packing_matches_separate_documents():
-  apply, params = _gpt(TINY_GPT)
-  a, b = [10, 11, 12], [20, 21]
-  # Row 0 packs both documents; rows 1 and 2 hold each alone, padded.
-  logits = apply(params,
-                 input_ids=_ids([a + b, a + [0, 0], b + [0, 0, 0]]),
-                 segment_ids=_ids([[1, 1, 1, 2, 2], [1, 1, 1, 0, 0],
-                                   [1, 1, 0, 0, 0]]),
-                 positions=_ids([[0, 1, 2, 0, 1], [0, 1, 2, 0, 0],
-                                 [0, 1, 0, 0, 0]]),
-                 deterministic=True)
-  np.testing.assert_allclose(logits[0, :3], logits[1, :3], atol=1e-5)
-  np.testing.assert_allclose(logits[0, 3:], logits[2, :2], atol=1e-5)
+    apply, params = _gpt(TINY_GPT)
+    a, b = [10, 11, 12], [20, 21]
+    # Row 0 packs both documents; rows 1 and 2 hold each alone, padded.
+    logits = apply(
+        params,
+        input_ids=_ids([a + b, a + [0, 0], b + [0, 0, 0]]),
+        segment_ids=_ids([[1, 1, 1, 2, 2], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]]),
+        positions=_ids([[0, 1, 2, 0, 1], [0, 1, 2, 0, 0], [0, 1, 0, 0, 0]]),
+        deterministic=True,
+    )
+    np.testing.assert_allclose(logits[0, :3], logits[1, :3], atol=1e-5)
+    np.testing.assert_allclose(logits[0, 3:], logits[2, :2], atol=1e-5)
 
 
 def test_bf16_compute_with_f32_params():
-  bf16_bert = BertForPreTraining(dataclasses.replace(TINY, **BF16))
-  params = _bert(TINY)[1]  # Same f32 params; saves a slow eager init.
-  assert jax.tree.map(jnp.shape, params) == jax.tree.map(
-      jnp.shape, _abstract_params(bf16_bert, *_bert_inputs([[1, 2]])))
-  out = jax.jit(bf16_bert.apply, static_argnames="deterministic")(params, *_bert_inputs([[1, 2, 3, 4, 0, 0]],
-                                    seg=[[1, 1, 1, 1, 0, 0]]),
-              deterministic=True)
-  assert out["mlm_logits"].dtype == jnp.bfloat16
-  _assert_finite(out)
+    bf16_bert = BertForPreTraining(dataclasses.replace(TINY, **BF16))
+    params = _bert(TINY)[1]  # Same f32 params; saves a slow eager init.
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+        jnp.shape, _abstract_params(bf16_bert, *_bert_inputs([[1, 2]]))
+    )
+    out = jax.jit(bf16_bert.apply, static_argnames="deterministic")(
+        params, *_bert_inputs([[1, 2, 3, 4, 0, 0]], seg=[[1, 1, 1, 1, 0, 0]]), deterministic=True
+    )
+    assert out["mlm_logits"].dtype == jnp.bfloat16
+    _assert_finite(out)
 
-  bf16_gpt = GPTDecoder(dataclasses.replace(TINY_GPT, **BF16))
-  params = _gpt(TINY_GPT)[1]
-  logits = jax.jit(bf16_gpt.apply, static_argnames="deterministic")(params, *_gpt_inputs([[1, 2, 3, 0]], seg=[[1, 1, 1, 0]]),
-                 deterministic=True)
-  assert logits.dtype == jnp.bfloat16
-  _assert_finite(logits)
+    bf16_gpt = GPTDecoder(dataclasses.replace(TINY_GPT, **BF16))
+    params = _gpt(TINY_GPT)[1]
+    logits = jax.jit(bf16_gpt.apply, static_argnames="deterministic")(
+        params, *_gpt_inputs([[1, 2, 3, 0]], seg=[[1, 1, 1, 0]]), deterministic=True
+    )
+    assert logits.dtype == jnp.bfloat16
+    _assert_finite(logits)
 
 
 # --- get_model -----------------------------------------------------------------
 
 
 def test_get_model_builds_from_config_dict():
-  cfg = ml_collections.ConfigDict(dict(arch="gpt", vocab_size=64,
-                                       hidden_size=32, num_layers=1,
-                                       num_heads=4, mlp_dim=64,
-                                       dtype="bfloat16",
-                                       param_dtype="float32"))
-  model = models.get_model(cfg)
-  assert isinstance(model, GPTDecoder)
-  assert model.config.dtype == jnp.bfloat16
-  assert model.config.param_dtype == jnp.float32
-  hash(model.config)  # Static jit arguments must be hashable.
-  cfg.arch = "bert"
-  assert isinstance(models.get_model(cfg), BertForPreTraining)
+    cfg = ml_collections.ConfigDict(
+        dict(
+            arch="gpt",
+            vocab_size=64,
+            hidden_size=32,
+            num_layers=1,
+            num_heads=4,
+            mlp_dim=64,
+            dtype="bfloat16",
+            param_dtype="float32",
+        )
+    )
+    model = models.get_model(cfg)
+    assert isinstance(model, GPTDecoder)
+    assert model.config.dtype == jnp.bfloat16
+    assert model.config.param_dtype == jnp.float32
+    hash(model.config)  # Static jit arguments must be hashable.
+    cfg.arch = "bert"
+    assert isinstance(models.get_model(cfg), BertForPreTraining)
 
 
 def test_get_model_errors():
-  with pytest.raises(ValueError, match="'t5'.*bert.*gpt"):
-    models.get_model(ml_collections.ConfigDict(dict(arch="t5")))
-  with pytest.raises(ValueError, match="hiden_size"):
-    models.get_model(ml_collections.ConfigDict(dict(arch="bert",
-                                                    hiden_size=8)))
-  with pytest.raises(ValueError, match="float8"):
-    models.get_model(ml_collections.ConfigDict(dict(arch="bert",
-                                                    dtype="float8")))
+    with pytest.raises(ValueError, match="'t5'.*bert.*gpt"):
+        models.get_model(ml_collections.ConfigDict(dict(arch="t5")))
+    with pytest.raises(ValueError, match="hiden_size"):
+        models.get_model(ml_collections.ConfigDict(dict(arch="bert", hiden_size=8)))
+    with pytest.raises(ValueError, match="float8"):
+        models.get_model(ml_collections.ConfigDict(dict(arch="bert", dtype="float8")))

@@ -1,5 +1,6 @@
 """The prepared-data pipeline: every builder through tfds/ArrayRecord + grain, masking modes,
 resumable iterators and per-host sharding (simulated and with 2 real jax.distributed processes)."""
+
 import gzip
 import json
 import os
@@ -21,135 +22,148 @@ SEQ, BATCH = 64, 8
 
 @pytest.fixture(scope="module")
 def small_corpus(tmp_path_factory):
-  """A user corpus in JSON lines: the first 120 scenes of the embedded Shakespeare."""
-  docs = corpus_lib.load_default_corpus()[:120]
-  path = tmp_path_factory.mktemp("corpus") / "scenes.jsonl.gz"
-  with gzip.open(path, "wt", encoding="utf-8") as f:
-    for d in docs:
-      f.write(json.dumps({"id": d.id, "text": "\n\n".join(d.paragraphs)}) + "\n")
-  return str(path)
+    """A user corpus in JSON lines: the first 120 scenes of the embedded Shakespeare."""
+    docs = corpus_lib.load_default_corpus()[:120]
+    path = tmp_path_factory.mktemp("corpus") / "scenes.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for d in docs:
+            f.write(json.dumps({"id": d.id, "text": "\n\n".join(d.paragraphs)}) + "\n")
+    return str(path)
 
 
 def config_for(builder, data_dir, corpus, **data):
-  c = load_config("gpt_tiny" if builder == "causal" else "bert_tiny")
-  c.objective = {"causal": "clm", "sop": "mlm_sop", "segment_pair": "mlm_nsp", "sentence_pair": "mlm_nsp"}.get(
-      builder, "mlm")
-  c.model.update(vocab_size=1000, max_len=SEQ)
-  c.data.update(builder=builder, corpus=corpus, data_dir=data_dir, seq_len=SEQ, max_predictions=10, **data)
-  c.data.validation_fraction = 0.1
-  return c
+    c = load_config("gpt_tiny" if builder == "causal" else "bert_tiny")
+    c.objective = {
+        "causal": "clm",
+        "sop": "mlm_sop",
+        "segment_pair": "mlm_nsp",
+        "sentence_pair": "mlm_nsp",
+    }.get(builder, "mlm")
+    c.model.update(vocab_size=1000, max_len=SEQ)
+    c.data.update(builder=builder, corpus=corpus, data_dir=data_dir, seq_len=SEQ, max_predictions=10, **data)
+    c.data.validation_fraction = 0.1
+    return c
 
 
-@pytest.mark.parametrize("builder", ["segment_pair", "sentence_pair", "full_sentences", "doc_sentences", "sop",
-                                     "causal"])
+@pytest.mark.parametrize(
+    "builder", ["segment_pair", "sentence_pair", "full_sentences", "doc_sentences", "sop", "causal"]
+)
 def test_every_builder_prepares_and_streams(builder, data_dir, small_corpus):
-  c = config_for(builder, data_dir, small_corpus)
-  data = train_lib.prepare_data(c)
-  assert len(data.train) > 10 * BATCH and len(data.validation) >= BATCH
-  batch = next(pipeline.train_iterator(data, global_batch=BATCH, seed=0))
-  tok = data.tokenizer
-  ids, seg = batch["input_ids"], batch["segment_ids"]
-  assert ids.shape == (BATCH, SEQ) and ids.dtype == np.int32
-  if builder == "causal":
-    assert set(batch) == {"input_ids", "segment_ids", "positions"}
-    assert (seg > 0).mean() > 0.9  # packed rows are (nearly) full
-    starts = (batch["positions"] == 0) & (seg > 0)
-    assert np.all(seg[:, 1:][~starts[:, 1:] & (seg[:, 1:] > 0)] == seg[:, :-1][~starts[:, 1:] & (seg[:, 1:] > 0)])
-    return
-  assert np.all(ids[:, 0] == tok.cls_id)
-  real = seg > 0
-  assert np.all(ids[~real] == tok.pad_id)
-  # Every sequence ends in [SEP]; pair builders have exactly two, with types 0 then 1.
-  last = real.sum(1) - 1
-  assert np.all(ids[np.arange(BATCH), last] == tok.sep_id)
-  n_sep = ((ids == tok.sep_id) & real).sum(1)
-  if builder in ("segment_pair", "sentence_pair", "sop"):
-    assert np.all(n_sep == 2) and np.all(batch["token_type_ids"][np.arange(BATCH), last] == 1)
-    assert set(np.unique(batch["pair_label"])) <= {0, 1}
-  else:
-    assert np.all(batch["token_type_ids"] == 0)
-  # Dynamic masking: positions are real non-special tokens, targets the original ids.
-  w = batch["mlm_weights"] > 0
-  pos = batch["mlm_positions"][w]
-  rows = np.nonzero(w)[0]
-  assert np.all(real[rows, pos])
-  assert not np.isin(batch["mlm_targets"][w], list(tok.special_ids)).any()
+    c = config_for(builder, data_dir, small_corpus)
+    data = train_lib.prepare_data(c)
+    assert len(data.train) > 10 * BATCH and len(data.validation) >= BATCH
+    batch = next(pipeline.train_iterator(data, global_batch=BATCH, seed=0))
+    tok = data.tokenizer
+    ids, seg = batch["input_ids"], batch["segment_ids"]
+    assert ids.shape == (BATCH, SEQ) and ids.dtype == np.int32
+    if builder == "causal":
+        assert set(batch) == {"input_ids", "segment_ids", "positions"}
+        assert (seg > 0).mean() > 0.9  # packed rows are (nearly) full
+        starts = (batch["positions"] == 0) & (seg > 0)
+        assert np.all(
+            seg[:, 1:][~starts[:, 1:] & (seg[:, 1:] > 0)] == seg[:, :-1][~starts[:, 1:] & (seg[:, 1:] > 0)]
+        )
+        return
+    assert np.all(ids[:, 0] == tok.cls_id)
+    real = seg > 0
+    assert np.all(ids[~real] == tok.pad_id)
+    # Every sequence ends in [SEP]; pair builders have exactly two, with types 0 then 1.
+    last = real.sum(1) - 1
+    assert np.all(ids[np.arange(BATCH), last] == tok.sep_id)
+    n_sep = ((ids == tok.sep_id) & real).sum(1)
+    if builder in ("segment_pair", "sentence_pair", "sop"):
+        assert np.all(n_sep == 2) and np.all(batch["token_type_ids"][np.arange(BATCH), last] == 1)
+        assert set(np.unique(batch["pair_label"])) <= {0, 1}
+    else:
+        assert np.all(batch["token_type_ids"] == 0)
+    # Dynamic masking: positions are real non-special tokens, targets the original ids.
+    w = batch["mlm_weights"] > 0
+    pos = batch["mlm_positions"][w]
+    rows = np.nonzero(w)[0]
+    assert np.all(real[rows, pos])
+    assert not np.isin(batch["mlm_targets"][w], list(tok.special_ids)).any()
 
 
 def _unmask(batch):
-  ids = batch["input_ids"].copy()
-  for r in range(len(ids)):
-    w = batch["mlm_weights"][r] > 0
-    ids[r, batch["mlm_positions"][r][w]] = batch["mlm_targets"][r][w]
-  return ids
+    ids = batch["input_ids"].copy()
+    for r in range(len(ids)):
+        w = batch["mlm_weights"][r] > 0
+        ids[r, batch["mlm_positions"][r][w]] = batch["mlm_targets"][r][w]
+    return ids
 
 
 def _masks_by_example(data, epochs):
-  """{unmasked example bytes: [masked positions per time seen]} over `epochs` passes."""
-  it = pipeline.train_iterator(data, global_batch=BATCH, seed=3)
-  seen = {}
-  for _ in range(epochs * (len(data.train) // BATCH)):
-    b = next(it)
-    for r, row in enumerate(_unmask(b)):
-      seen.setdefault(row.tobytes(), []).append(tuple(b["mlm_positions"][r][b["mlm_weights"][r] > 0]))
-  return seen
+    """{unmasked example bytes: [masked positions per time seen]} over `epochs` passes."""
+    it = pipeline.train_iterator(data, global_batch=BATCH, seed=3)
+    seen = {}
+    for _ in range(epochs * (len(data.train) // BATCH)):
+        b = next(it)
+        for r, row in enumerate(_unmask(b)):
+            seen.setdefault(row.tobytes(), []).append(tuple(b["mlm_positions"][r][b["mlm_weights"][r] > 0]))
+    return seen
 
 
 @pytest.mark.parametrize("masking", ["dynamic", "static"])
 def test_dynamic_masks_change_each_epoch_static_masks_do_not(masking, data_dir, small_corpus):
-  c = config_for("doc_sentences", data_dir, small_corpus, masking=masking, dupe_factor=1)
-  seen = _masks_by_example(train_lib.prepare_data(c), epochs=2)
-  repeated = [m for m in seen.values() if len(m) >= 2]
-  assert len(repeated) > 50
-  changed = np.mean([m[0] != m[1] for m in repeated])
-  assert changed > 0.9 if masking == "dynamic" else changed == 0.0
+    c = config_for("doc_sentences", data_dir, small_corpus, masking=masking, dupe_factor=1)
+    seen = _masks_by_example(train_lib.prepare_data(c), epochs=2)
+    repeated = [m for m in seen.values() if len(m) >= 2]
+    assert len(repeated) > 50
+    changed = np.mean([m[0] != m[1] for m in repeated])
+    assert changed > 0.9 if masking == "dynamic" else changed == 0.0
 
 
 def test_static_masking_dupe_factor_makes_distinct_copies(data_dir, small_corpus):
-  one = train_lib.prepare_data(config_for("segment_pair", data_dir, small_corpus, masking="static"))
-  three = train_lib.prepare_data(config_for("segment_pair", data_dir, small_corpus, masking="static",
-                                            dupe_factor=3))
-  assert len(three.train) == pytest.approx(3 * len(one.train), rel=0.05)
+    one = train_lib.prepare_data(config_for("segment_pair", data_dir, small_corpus, masking="static"))
+    three = train_lib.prepare_data(
+        config_for("segment_pair", data_dir, small_corpus, masking="static", dupe_factor=3)
+    )
+    assert len(three.train) == pytest.approx(3 * len(one.train), rel=0.05)
 
 
 def test_preparation_is_cached_and_keyed_by_settings(data_dir, small_corpus):
-  a = train_lib.prepare_data(config_for("full_sentences", data_dir, small_corpus))
-  b = train_lib.prepare_data(config_for("full_sentences", data_dir, small_corpus))
-  c = train_lib.prepare_data(config_for("full_sentences", data_dir, small_corpus, short_seq_prob=0.2,
-                                        masking="static"))
-  assert a.path == b.path != c.path
-  assert os.path.getmtime(a.path) == os.path.getmtime(b.path)
+    a = train_lib.prepare_data(config_for("full_sentences", data_dir, small_corpus))
+    b = train_lib.prepare_data(config_for("full_sentences", data_dir, small_corpus))
+    c = train_lib.prepare_data(
+        config_for("full_sentences", data_dir, small_corpus, short_seq_prob=0.2, masking="static")
+    )
+    assert a.path == b.path != c.path
+    assert os.path.getmtime(a.path) == os.path.getmtime(b.path)
 
 
 def test_iterator_state_resumes_with_the_very_next_batch(data_dir, small_corpus):
-  data = train_lib.prepare_data(config_for("segment_pair", data_dir, small_corpus))
-  it = pipeline.train_iterator(data, global_batch=BATCH, seed=5)
-  pipeline.take(it, 7)
-  state = it.get_state()
-  expected = pipeline.take(it, 3)
-  resumed = pipeline.train_iterator(data, global_batch=BATCH, seed=5)
-  resumed.set_state(state)
-  for want, got in zip(expected, pipeline.take(resumed, 3)):
-    for k in want:
-      np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    data = train_lib.prepare_data(config_for("segment_pair", data_dir, small_corpus))
+    it = pipeline.train_iterator(data, global_batch=BATCH, seed=5)
+    pipeline.take(it, 7)
+    state = it.get_state()
+    expected = pipeline.take(it, 3)
+    resumed = pipeline.train_iterator(data, global_batch=BATCH, seed=5)
+    resumed.set_state(state)
+    for want, got in zip(expected, pipeline.take(resumed, 3)):
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 
 
 def _assert_hosts_split_the_stream(global_batches, host_batches):
-  """Per step, the hosts' examples are disjoint and together equal the 1-host global batch."""
-  for step, glob in enumerate(global_batches):
-    rows = [b["input_ids"] for b in (h[step] for h in host_batches)]
-    both = np.concatenate(rows)
-    assert sorted(map(bytes, both)) == sorted(map(bytes, glob["input_ids"]))
-    assert not set(map(bytes, rows[0])) & set(map(bytes, rows[1]))
+    """Per step, the hosts' examples are disjoint and together equal the 1-host global batch."""
+    for step, glob in enumerate(global_batches):
+        rows = [b["input_ids"] for b in (h[step] for h in host_batches)]
+        both = np.concatenate(rows)
+        assert sorted(map(bytes, both)) == sorted(map(bytes, glob["input_ids"]))
+        assert not set(map(bytes, rows[0])) & set(map(bytes, rows[1]))
 
 
 def test_hosts_read_disjoint_shards_of_the_same_stream(data_dir, small_corpus):
-  data = train_lib.prepare_data(config_for("segment_pair", data_dir, small_corpus))
-  glob = pipeline.take(pipeline.train_iterator(data, global_batch=BATCH, seed=1), 4)
-  hosts = [pipeline.take(pipeline.train_iterator(data, global_batch=BATCH, seed=1, process_index=i,
-                                                  process_count=2), 4) for i in range(2)]
-  assert all(h[0]["input_ids"].shape == (BATCH // 2, SEQ) for h in hosts)
-  _assert_hosts_split_the_stream(glob, hosts)
+    data = train_lib.prepare_data(config_for("segment_pair", data_dir, small_corpus))
+    glob = pipeline.take(pipeline.train_iterator(data, global_batch=BATCH, seed=1), 4)
+    hosts = [
+        pipeline.take(
+            pipeline.train_iterator(data, global_batch=BATCH, seed=1, process_index=i, process_count=2), 4
+        )
+        for i in range(2)
+    ]
+    assert all(h[0]["input_ids"].shape == (BATCH // 2, SEQ) for h in hosts)
+    _assert_hosts_split_the_stream(glob, hosts)
 
 
 WORKER = textwrap.dedent("""
@@ -169,17 +183,34 @@ WORKER = textwrap.dedent("""
 
 
 def test_two_jax_processes_read_disjoint_halves(tmp_path, data_dir, small_corpus):
-  data = train_lib.prepare_data(config_for("segment_pair", data_dir, small_corpus))  # prepared once, shared
-  glob = pipeline.take(pipeline.train_iterator(data, global_batch=BATCH, seed=1), 4)
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(port), str(i), data_dir, small_corpus,
-                             str(tmp_path / f"host{i}.npy")], cwd=REPO, env=env, stderr=subprocess.PIPE,
-                            text=True) for i in range(2)]
-  for p in procs:
-    _, err = p.communicate(timeout=300)
-    assert p.returncode == 0, err[-3000:]
-  hosts = [[{"input_ids": x} for x in np.load(tmp_path / f"host{i}.npy")] for i in range(2)]
-  _assert_hosts_split_the_stream(glob, hosts)
+    """The processes prepare their own data dir (process 0 first), then each reads its half."""
+    data = train_lib.prepare_data(config_for("segment_pair", data_dir, small_corpus))
+    glob = pipeline.take(pipeline.train_iterator(data, global_batch=BATCH, seed=1), 4)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WORKER,
+                str(port),
+                str(i),
+                str(tmp_path / "data"),
+                small_corpus,
+                str(tmp_path / f"host{i}.npy"),
+            ],
+            cwd=REPO,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    hosts = [[{"input_ids": x} for x in np.load(tmp_path / f"host{i}.npy")] for i in range(2)]
+    _assert_hosts_split_the_stream(glob, hosts)

@@ -83,10 +83,21 @@ def test_spm_word_start_mask_counts_words(spm, sentences):
 def test_spm_training_is_deterministic(sentences, spm_path, tmp_path):
     again = tok_lib.train_sentencepiece(sentences, str(tmp_path / "again"), vocab_size=1000)
     assert pathlib.Path(again).read_bytes() == pathlib.Path(spm_path).read_bytes()
-    assert tok_lib.SentencePieceTokenizer(again).fingerprint == tok_lib.SentencePieceTokenizer(spm_path).fingerprint
-    bpe = tok_lib.train_sentencepiece(sentences[:2000], str(tmp_path / "bpe"), vocab_size=500, model_type="bpe")
+    assert (
+        tok_lib.SentencePieceTokenizer(again).fingerprint
+        == tok_lib.SentencePieceTokenizer(spm_path).fingerprint
+    )
+    bpe = tok_lib.train_sentencepiece(
+        sentences[:2000], str(tmp_path / "bpe"), vocab_size=500, model_type="bpe"
+    )
     bpe_tok = tok_lib.load_tokenizer(bpe)
-    assert (bpe_tok.pad_id, bpe_tok.unk_id, bpe_tok.cls_id, bpe_tok.sep_id, bpe_tok.mask_id) == (0, 1, 2, 3, 4)
+    assert (bpe_tok.pad_id, bpe_tok.unk_id, bpe_tok.cls_id, bpe_tok.sep_id, bpe_tok.mask_id) == (
+        0,
+        1,
+        2,
+        3,
+        4,
+    )
     assert bpe_tok.fingerprint != tok_lib.SentencePieceTokenizer(spm_path).fingerprint
 
 
@@ -132,8 +143,9 @@ def test_spm_model_without_special_pieces_rejected(sentences, tmp_path):
     import sentencepiece
 
     prefix = str(tmp_path / "plain")
-    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(sentences[:2000]), model_prefix=prefix,
-                                             vocab_size=300, minloglevel=2)
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences[:2000]), model_prefix=prefix, vocab_size=300, minloglevel=2
+    )
     with pytest.raises(TokenizerError) as info:
         tok_lib.load_tokenizer(prefix + ".model")
     message = str(info.value)
@@ -149,13 +161,40 @@ WORDPIECE_CASES = [
     ("Héllo wörld — naïve café", ["hello", "world", "—", "naive", "cafe"]),
     ("I can't believe it's 3.14!", ["i", "can", "'", "t", "believe", "it", "'", "s", "3", ".", "14", "!"]),
     ("東京は日本", ["東", "京", "は", "日", "本"]),
-    ("Tush! never tell me; I take it much unkindly",
-     ["tu", "##sh", "!", "never", "tell", "me", ";", "i", "take", "it", "much", "un", "##kind", "##ly"]),
-    ("'Sblood, but you will not hear me:",
-     ["'", "sb", "##lo", "##od", ",", "but", "you", "will", "not", "hear", "me", ":"]),
-    ("Off-capp'd to him: and, by the faith of man,",
-     ["off", "-", "cap", "##p", "'", "d", "to", "him", ":", "and", ",", "by", "the", "faith", "of", "man", ","]),
-    ("Antidisestablishmentarianism", ["anti", "##dis", "##est", "##ab", "##lish", "##ment", "##arian", "##ism"]),
+    (
+        "Tush! never tell me; I take it much unkindly",
+        ["tu", "##sh", "!", "never", "tell", "me", ";", "i", "take", "it", "much", "un", "##kind", "##ly"],
+    ),
+    (
+        "'Sblood, but you will not hear me:",
+        ["'", "sb", "##lo", "##od", ",", "but", "you", "will", "not", "hear", "me", ":"],
+    ),
+    (
+        "Off-capp'd to him: and, by the faith of man,",
+        [
+            "off",
+            "-",
+            "cap",
+            "##p",
+            "'",
+            "d",
+            "to",
+            "him",
+            ":",
+            "and",
+            ",",
+            "by",
+            "the",
+            "faith",
+            "of",
+            "man",
+            ",",
+        ],
+    ),
+    (
+        "Antidisestablishmentarianism",
+        ["anti", "##dis", "##est", "##ab", "##lish", "##ment", "##arian", "##ism"],
+    ),
     ("x" * 101, ["[UNK]"]),
 ]
 
@@ -168,10 +207,33 @@ def test_wordpiece_matches_hf_bert(wordpiece, text, pieces):
 def test_wordpiece_ids_and_specials(wordpiece):
     assert wordpiece.vocab_size == 30522
     assert (wordpiece.pad_id, wordpiece.unk_id, wordpiece.cls_id, wordpiece.sep_id, wordpiece.mask_id) == (
-        0, 100, 101, 102, 103)
+        0,
+        100,
+        101,
+        102,
+        103,
+    )
     assert wordpiece.encode("To be, or not to be: that is the question:") == [
-        2000, 2022, 1010, 2030, 2025, 2000, 2022, 1024, 2008, 2003, 1996, 3160, 1024]
-    assert wordpiece.word_start_mask(wordpiece.encode("unaffable kindly")).tolist() == [True, False, False, True]
+        2000,
+        2022,
+        1010,
+        2030,
+        2025,
+        2000,
+        2022,
+        1024,
+        2008,
+        2003,
+        1996,
+        3160,
+        1024,
+    ]
+    assert wordpiece.word_start_mask(wordpiece.encode("unaffable kindly")).tolist() == [
+        True,
+        False,
+        False,
+        True,
+    ]
     assert wordpiece.encode_batch(["a b", "c"]) == [wordpiece.encode("a b"), wordpiece.encode("c")]
 
 

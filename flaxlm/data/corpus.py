@@ -81,13 +81,16 @@ def _decode(data: bytes, source: str) -> str:
     """UTF-8 bytes -> str, with CorpusErrors for binary / non-UTF-8 / empty content."""
     nul = data.find(b"\x00")
     if nul >= 0:
-        raise CorpusError(f"{source}: looks binary (NUL byte at offset {nul}); "
-                          "corpus files must be UTF-8 text")
+        raise CorpusError(
+            f"{source}: looks binary (NUL byte at offset {nul}); corpus files must be UTF-8 text"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise CorpusError(f"{source}: not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); "
-                          "re-encode the file as UTF-8, e.g. iconv -t UTF-8") from None
+        raise CorpusError(
+            f"{source}: not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); "
+            "re-encode the file as UTF-8, e.g. iconv -t UTF-8"
+        ) from None
     text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not content
     if not text.strip():
         raise CorpusError(f"{source}: file is empty; remove it from the corpus spec or add text")
@@ -125,8 +128,10 @@ def _jsonl_document(record: object, source: str, lineno: int, default_id: str) -
         if not isinstance(paras, list) or not all(isinstance(p, str) for p in paras):
             raise CorpusError(f"{where}: 'paragraphs' must be a list of strings")
         return Document(str(doc_id), _clean_paragraphs(paras))
-    raise CorpusError(f"{where}: JSON line has no 'text' field (keys: {sorted(record)[:5]}); "
-                      "each line needs {\"text\": ...}")
+    raise CorpusError(
+        f"{where}: JSON line has no 'text' field (keys: {sorted(record)[:5]}); "
+        'each line needs {"text": ...}'
+    )
 
 
 def _read_jsonl(path: str, id_prefix: str) -> list[Document]:
@@ -149,8 +154,9 @@ def _read_file(path: str, rel_id: str) -> list[Document]:
         return _read_txt(path, rel_id)
     if path.endswith(".jsonl") or path.endswith(".jsonl.gz"):
         return _read_jsonl(path, rel_id)
-    raise CorpusError(f"{path}: unsupported file type; use .txt, .jsonl or .jsonl.gz "
-                      "(or 'default' / 'tfds:NAME')")
+    raise CorpusError(
+        f"{path}: unsupported file type; use .txt, .jsonl or .jsonl.gz (or 'default' / 'tfds:NAME')"
+    )
 
 
 # ----------------------------------------------------------------------------- spec resolution
@@ -198,7 +204,7 @@ def _parse_tfds_spec(spec: str) -> tuple[str, str, str]:
     parts = spec.split(":")[1:]
     if not parts[0] or len(parts) > 3:
         raise CorpusError(f"{spec}: bad tfds spec; use tfds:NAME[:SPLIT][:FEATURE]")
-    name, split, feature = (parts + ["train", "text"][len(parts) - 1:])[:3]
+    name, split, feature = (parts + ["train", "text"][len(parts) - 1 :])[:3]
     return name, split, feature
 
 
@@ -213,12 +219,16 @@ def _read_tfds(spec: str) -> list[Document]:
     try:
         ds = tfds.load(name, split=split)
     except Exception as e:  # tfds raises many types (DatasetNotFoundError, AssertionError, ...)
-        raise CorpusError(f"{spec}: tfds.load failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise CorpusError(
+            f"{spec}: tfds.load failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
     docs = []
     for i, example in enumerate(tfds.as_numpy(ds)):
         if feature not in example:
-            raise CorpusError(f"{spec}: example has no feature {feature!r} (features: {sorted(example)}); "
-                              "name it as tfds:NAME:SPLIT:FEATURE")
+            raise CorpusError(
+                f"{spec}: example has no feature {feature!r} (features: {sorted(example)}); "
+                "name it as tfds:NAME:SPLIT:FEATURE"
+            )
         value = example[feature]
         text = value.decode("utf-8", errors="strict") if isinstance(value, bytes) else str(value)
         docs.append(Document(f"tfds:{name}:{split}:{i}", split_paragraphs(text)))
@@ -267,8 +277,10 @@ def read_corpus(spec: str | Sequence[str]) -> list[Document]:
         seen[d.id] = seen.get(d.id, 0) + 1
     dupes = [i for i, n in seen.items() if n > 1]
     if dupes:
-        raise CorpusError(f"{spec}: duplicate document ids {dupes[:3]}; ids must be unique "
-                          "(give jsonl lines distinct 'id's or avoid listing a file twice)")
+        raise CorpusError(
+            f"{spec}: duplicate document ids {dupes[:3]}; ids must be unique "
+            "(give jsonl lines distinct 'id's or avoid listing a file twice)"
+        )
     return docs
 
 
@@ -278,7 +290,8 @@ def read_corpus(spec: str | Sequence[str]) -> list[Document]:
 _ABBREVIATIONS = frozenset(
     "mr. mrs. ms. dr. st. sr. jr. prof. rev. gen. col. capt. lt. sgt. mt. ft. vs. cf. e.g. i.e. "
     "no. vol. fig. approx. dept. est. inc. ltd. co. jan. feb. mar. apr. jun. jul. aug. sep. sept. "
-    "oct. nov. dec.".split())
+    "oct. nov. dec.".split()
+)
 _CLOSERS = "\"')]}\u2019\u201d"
 _OPENERS = "\"'([{\u2018\u201c"
 _INITIAL = re.compile(r"^[A-HJ-Z]\.$")  # "J." in "J. R. Smith"; "I." is usually the pronoun
@@ -289,8 +302,9 @@ def _ends_sentence(word: str) -> bool:
     core = word.rstrip(_CLOSERS)
     if not core or core[-1] not in ".!?":
         return False
-    if core[-1] == "." and (core.lower().lstrip(_OPENERS) in _ABBREVIATIONS
-                            or _INITIAL.match(core.lstrip(_OPENERS))):
+    if core[-1] == "." and (
+        core.lower().lstrip(_OPENERS) in _ABBREVIATIONS or _INITIAL.match(core.lstrip(_OPENERS))
+    ):
         return False
     return True
 
@@ -317,7 +331,7 @@ def split_sentences(paragraph: str) -> list[str]:
     sentences, start = [], 0
     for i in range(len(words) - 1):
         if _ends_sentence(words[i]) and _starts_sentence(words[i + 1]):
-            sentences.append(" ".join(words[start:i + 1]))
+            sentences.append(" ".join(words[start : i + 1]))
             start = i + 1
     if start < len(words):
         sentences.append(" ".join(words[start:]))
@@ -335,11 +349,12 @@ def document_sentences(doc: Document) -> list[str]:
 def _id_score(doc_id: str, salt: str) -> float:
     """Stable pseudo-uniform number in [0, 1) for a document id (sha1, independent of order)."""
     digest = hashlib.sha1(f"{salt}\x00{doc_id}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def split_train_validation(docs: Sequence[Document], validation_fraction: float = 0.02,
-                           salt: str = _SPLIT_SALT) -> tuple[list[Document], list[Document]]:
+def split_train_validation(
+    docs: Sequence[Document], validation_fraction: float = 0.02, salt: str = _SPLIT_SALT
+) -> tuple[list[Document], list[Document]]:
     """Fixed held-out split BY DOCUMENT: ``doc`` is validation iff sha1(salt, id) < fraction.
 
     A document's side depends only on its id, so the split never changes with
@@ -355,8 +370,10 @@ def split_train_validation(docs: Sequence[Document], validation_fraction: float 
     if not 0.0 < validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
     if len(docs) < 2:
-        raise CorpusError(f"need at least 2 documents for a train/validation split, got {len(docs)}; "
-                          "add documents or split a long text file into several")
+        raise CorpusError(
+            f"need at least 2 documents for a train/validation split, got {len(docs)}; "
+            "add documents or split a long text file into several"
+        )
     scores = [_id_score(d.id, salt) for d in docs]
     is_val = [s < validation_fraction for s in scores]
     if not any(is_val):

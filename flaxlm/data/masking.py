@@ -195,12 +195,7 @@ def _select_spans(
             masked[w] = True
             total += int(w_len[w])
             count += 1
-            if (
-                count == length
-                or not contiguous[w]
-                or masked[w + 1]
-                or total + w_len[w + 1] > k
-            ):
+            if count == length or not contiguous[w] or masked[w + 1] or total + w_len[w + 1] > k:
                 break
             w += 1
         spans.append((int(w_start[first]), int(w_start[w] + w_len[w]), count))
@@ -379,7 +374,9 @@ def mask_batch(
     n_cand = np.count_nonzero(is_cand, axis=1)
     n_real = t - np.count_nonzero(ids == special.pad, axis=1)
     # np.rint is round-half-even, like Python's round() in _num_to_predict.
-    k = np.minimum(np.minimum(max_predictions, np.maximum(1, np.rint(n_real * mask_prob))), n_cand).astype(np.int64)
+    k = np.minimum(np.minimum(max_predictions, np.maximum(1, np.rint(n_real * mask_prob))), n_cand).astype(
+        np.int64
+    )
     keys = np.where(is_cand, rng.random((b, t)), 2.0)
     kth = np.sort(keys, axis=1)[np.arange(b), np.maximum(k - 1, 0)]
     selected = (keys <= kth[:, None]) & (k[:, None] > 0)
@@ -423,16 +420,31 @@ def apply_masking_batch(
     ids = batch["input_ids"]
     if not (cfg.whole_word or cfg.span):
         out = mask_batch(
-            ids, rng, special, vocab_size, mask_prob=cfg.mask_prob, max_predictions=cfg.max_predictions,
-            mask_token_prob=cfg.mask_token_prob, random_token_prob=cfg.random_token_prob,
+            ids,
+            rng,
+            special,
+            vocab_size,
+            mask_prob=cfg.mask_prob,
+            max_predictions=cfg.max_predictions,
+            mask_token_prob=cfg.mask_token_prob,
+            random_token_prob=cfg.random_token_prob,
         )
     else:
         rows = [
-            apply_masking({"input_ids": ids[i]}, rng, cfg, special, vocab_size,
-                          None if word_starts is None else word_starts[i])
+            apply_masking(
+                {"input_ids": ids[i]},
+                rng,
+                cfg,
+                special,
+                vocab_size,
+                None if word_starts is None else word_starts[i],
+            )
             for i in range(len(ids))
         ]
-        out = {k: np.stack([r[k] for r in rows]) for k in ("input_ids", "mlm_positions", "mlm_targets", "mlm_weights")}
+        out = {
+            k: np.stack([r[k] for r in rows])
+            for k in ("input_ids", "mlm_positions", "mlm_targets", "mlm_weights")
+        }
     result = dict(batch)
     result.update(out)
     return result

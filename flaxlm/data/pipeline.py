@@ -9,6 +9,7 @@ exactly the examples of the 1-host global batch k. The iterator is a grain
 `DatasetIterator`, whose state (a few integers) is saved in the Orbax
 checkpoint, so a resumed run continues with the very next batch.
 """
+
 import functools
 import logging
 from typing import Any, Iterator
@@ -25,76 +26,106 @@ log = logging.getLogger(__name__)
 
 
 def _mask_example(example, rng, *, cfg, special, vocab_size, word_starts):
-  ws = None if word_starts is None else word_starts[example["input_ids"]]
-  return masking.apply_masking(example, rng, cfg, special, vocab_size, word_starts=ws)
+    ws = None if word_starts is None else word_starts[example["input_ids"]]
+    return masking.apply_masking(example, rng, cfg, special, vocab_size, word_starts=ws)
 
 
 def masking_fn(data: prepare_lib.PreparedData):
-  """The per-example dynamic-masking transform, or None when masks are static or not wanted."""
-  s = data.settings
-  if s.builder == "causal" or s.static_masking:
-    return None
-  tok = data.tokenizer
-  word_starts = prepare_lib.word_start_table(tok) if (s.whole_word or s.span) else None
-  return functools.partial(_mask_example, cfg=prepare_lib.masking_config(s),
-                           special=prepare_lib.special_ids(tok), vocab_size=tok.vocab_size,
-                           word_starts=word_starts)
+    """The per-example dynamic-masking transform, or None when masks are static or not wanted."""
+    s = data.settings
+    if s.builder == "causal" or s.static_masking:
+        return None
+    tok = data.tokenizer
+    word_starts = prepare_lib.word_start_table(tok) if (s.whole_word or s.span) else None
+    return functools.partial(
+        _mask_example,
+        cfg=prepare_lib.masking_config(s),
+        special=prepare_lib.special_ids(tok),
+        vocab_size=tok.vocab_size,
+        word_starts=word_starts,
+    )
 
 
 def _check_batch(num_examples: int, global_batch: int, process_count: int, split: str):
-  if global_batch % process_count:
-    raise ConfigError(f"global batch size {global_batch} is not divisible by the "
-                     f"{process_count} processes; change config.train.batch_size")
-  if num_examples < global_batch:
-    raise ConfigError(f"the {split} split has {num_examples} examples, fewer than one batch of "
-                     f"{global_batch}; use a larger corpus or a smaller config.train.batch_size")
+    if global_batch % process_count:
+        raise ConfigError(
+            f"global batch size {global_batch} is not divisible by the "
+            f"{process_count} processes; change config.train.batch_size"
+        )
+    if num_examples < global_batch:
+        raise ConfigError(
+            f"the {split} split has {num_examples} examples, fewer than one batch of "
+            f"{global_batch}; use a larger corpus or a smaller config.train.batch_size"
+        )
 
 
-def train_iterator(data: prepare_lib.PreparedData, *, global_batch: int, seed: int,
-                   process_index: int = 0, process_count: int = 1, prefetch: int = 4):
-  """Endless iterator of host-local training batches (dicts of numpy arrays).
+def train_iterator(
+    data: prepare_lib.PreparedData,
+    *,
+    global_batch: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    prefetch: int = 4,
+    num_threads: int = 2,
+):
+    """Endless iterator of host-local training batches (dicts of numpy arrays).
 
-  Returns a grain DatasetIterator: `get_state()`/`set_state()` and the Orbax
-  handler in grain.checkpoint save and restore its position.
-  """
-  _check_batch(len(data.train), global_batch, process_count, "train")
-  ds = grain.MapDataset.source(data.train).seed(seed).shuffle().repeat(None)
-  fn = masking_fn(data)
-  if fn is not None:
-    ds = ds.random_map(fn)
-  ds = ds[process_index::process_count]
-  ds = ds.batch(global_batch // process_count, drop_remainder=True)
-  options = grain.ReadOptions(num_threads=min(prefetch, 2), prefetch_buffer_size=prefetch)
-  return iter(ds.to_iter_dataset(options))
+    `prefetch` batches are prepared ahead by `num_threads` background threads
+    (0: in the caller's thread). Returns a grain DatasetIterator:
+    `get_state()`/`set_state()` and the Orbax handler in grain.checkpoint
+    save and restore its position.
+    """
+    _check_batch(len(data.train), global_batch, process_count, "train")
+    ds = grain.MapDataset.source(data.train).seed(seed).shuffle().repeat(None)
+    fn = masking_fn(data)
+    if fn is not None:
+        ds = ds.random_map(fn)
+    ds = ds[process_index::process_count]
+    ds = ds.batch(global_batch // process_count, drop_remainder=True)
+    options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+    return iter(ds.to_iter_dataset(options))
 
 
-def eval_batches(data: prepare_lib.PreparedData, *, global_batch: int, seed: int,
-                 process_index: int = 0, process_count: int = 1, max_batches: int = 0) -> list[Any]:
-  """The validation split as a fixed list of host-local batches (same masks every evaluation).
+def eval_batches(
+    data: prepare_lib.PreparedData,
+    *,
+    global_batch: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    max_batches: int = 0,
+) -> list[Any]:
+    """The validation split as a fixed list of host-local batches (same masks every evaluation).
 
-  Examples beyond the last full batch are left out and counted in the log.
-  """
-  n = len(data.validation)
-  _check_batch(n, global_batch, process_count, "validation")
-  num_batches = n // global_batch
-  if max_batches:
-    num_batches = min(num_batches, max_batches)
-  elif n % global_batch:
-    log.info("evaluation uses %d of %d validation examples (%d full batches of %d)",
-             num_batches * global_batch, n, num_batches, global_batch)
-  ds = grain.MapDataset.source(data.validation).seed(seed)
-  fn = masking_fn(data)
-  if fn is not None:
-    ds = ds.random_map(fn)
-  ds = ds[: num_batches * global_batch][process_index::process_count]
-  ds = ds.batch(global_batch // process_count, drop_remainder=True)
-  return [ds[i] for i in range(len(ds))]
+    Examples beyond the last full batch are left out and counted in the log.
+    """
+    n = len(data.validation)
+    _check_batch(n, global_batch, process_count, "validation")
+    num_batches = n // global_batch
+    if max_batches:
+        num_batches = min(num_batches, max_batches)
+    elif n % global_batch:
+        log.info(
+            "evaluation uses %d of %d validation examples (%d full batches of %d)",
+            num_batches * global_batch,
+            n,
+            num_batches,
+            global_batch,
+        )
+    ds = grain.MapDataset.source(data.validation).seed(seed)
+    fn = masking_fn(data)
+    if fn is not None:
+        ds = ds.random_map(fn)
+    ds = ds[: num_batches * global_batch][process_index::process_count]
+    ds = ds.batch(global_batch // process_count, drop_remainder=True)
+    return [ds[i] for i in range(len(ds))]
 
 
 def batch_tokens(batch) -> int:
-  """Real (non-padding) tokens in a batch, for tokens/s."""
-  return int(np.count_nonzero(batch["segment_ids"]))
+    """Real (non-padding) tokens in a batch, for tokens/s."""
+    return int(np.count_nonzero(batch["segment_ids"]))
 
 
 def take(it: Iterator, n: int) -> list:
-  return [next(it) for _ in range(n)]
+    return [next(it) for _ in range(n)]

@@ -12,6 +12,7 @@ the sources or a setting prepares a new dataset and an unchanged setup
 reuses the cached one. tfds writes into an `incomplete.*` folder and renames
 it when done, so an interrupted preparation is never read.
 """
+
 import dataclasses
 import hashlib
 import json
@@ -34,190 +35,229 @@ log = logging.getLogger(__name__)
 
 
 def default_data_dir() -> str:
-  return os.environ.get("FLAXLM_DATA_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "flaxlm")
+    return os.environ.get("FLAXLM_DATA_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "flaxlm")
 
 
 @dataclasses.dataclass(frozen=True)
 class DataSettings:
-  """Everything that decides the prepared records (and so the cache key)."""
-  builder: str
-  seq_len: int
-  max_predictions: int
-  pair_labels: bool  # NSP/SOP labels wanted (objective has a pair head)
-  static_masking: bool
-  mask_prob: float
-  whole_word: bool
-  span: bool
-  dupe_factor: int
-  short_seq_prob: float
-  validation_fraction: float
-  seed: int
+    """Everything that decides the prepared records (and so the cache key)."""
+
+    builder: str
+    seq_len: int
+    max_predictions: int
+    pair_labels: bool  # NSP/SOP labels wanted (objective has a pair head)
+    static_masking: bool
+    mask_prob: float
+    whole_word: bool
+    span: bool
+    dupe_factor: int
+    short_seq_prob: float
+    validation_fraction: float
+    seed: int
 
 
 def settings_from_config(data_cfg, pair_labels: bool) -> DataSettings:
-  return DataSettings(
-      builder=data_cfg.builder,
-      seq_len=data_cfg.seq_len,
-      max_predictions=data_cfg.max_predictions,
-      pair_labels=pair_labels,
-      static_masking=data_cfg.masking == "static",
-      mask_prob=data_cfg.mask_prob,
-      whole_word=data_cfg.whole_word,
-      span=data_cfg.span,
-      dupe_factor=data_cfg.dupe_factor,
-      short_seq_prob=data_cfg.short_seq_prob,
-      validation_fraction=data_cfg.validation_fraction,
-      seed=data_cfg.seed,
-  )
+    return DataSettings(
+        builder=data_cfg.builder,
+        seq_len=data_cfg.seq_len,
+        max_predictions=data_cfg.max_predictions,
+        pair_labels=pair_labels,
+        static_masking=data_cfg.masking == "static",
+        mask_prob=data_cfg.mask_prob,
+        whole_word=data_cfg.whole_word,
+        span=data_cfg.span,
+        dupe_factor=data_cfg.dupe_factor,
+        short_seq_prob=data_cfg.short_seq_prob,
+        validation_fraction=data_cfg.validation_fraction,
+        seed=data_cfg.seed,
+    )
 
 
 def masking_config(s: DataSettings) -> masking.MaskingConfig:
-  return masking.MaskingConfig(
-      mask_prob=s.mask_prob, max_predictions=s.max_predictions,
-      whole_word=s.whole_word, span=s.span)
+    return masking.MaskingConfig(
+        mask_prob=s.mask_prob, max_predictions=s.max_predictions, whole_word=s.whole_word, span=s.span
+    )
 
 
 def special_ids(tok) -> builders.SpecialIds:
-  return builders.SpecialIds(pad=tok.pad_id, cls=tok.cls_id, sep=tok.sep_id, mask=tok.mask_id, unk=tok.unk_id)
+    return builders.SpecialIds(
+        pad=tok.pad_id, cls=tok.cls_id, sep=tok.sep_id, mask=tok.mask_id, unk=tok.unk_id
+    )
 
 
 def word_start_table(tok) -> np.ndarray:
-  """[vocab] bool: does token id i begin a word (for whole-word / span masking)."""
-  return np.asarray(tok.word_start_mask(np.arange(tok.vocab_size)), dtype=bool)
+    """[vocab] bool: does token id i begin a word (for whole-word / span masking)."""
+    return np.asarray(tok.word_start_mask(np.arange(tok.vocab_size)), dtype=bool)
 
 
 def tokenize_documents(docs, tok) -> tuple[list[list[np.ndarray]], dict[str, int]]:
-  """Documents → lists of sentence token-id arrays; empty results are counted, not hidden."""
-  out, stats = [], {"documents": 0, "sentences": 0, "tokens": 0, "empty_sentences": 0, "empty_documents": 0}
-  for doc in docs:
-    sentences = corpus_lib.document_sentences(doc)
-    ids = [np.asarray(x, np.int32) for x in tok.encode_batch(sentences)]
-    kept = [x for x in ids if x.size]
-    stats["empty_sentences"] += len(ids) - len(kept)
-    if not kept:
-      stats["empty_documents"] += 1
-      continue
-    out.append(kept)
-    stats["documents"] += 1
-    stats["sentences"] += len(kept)
-    stats["tokens"] += sum(x.size for x in kept)
-  return out, stats
+    """Documents → lists of sentence token-id arrays; empty results are counted, not hidden."""
+    out, stats = [], {"documents": 0, "sentences": 0, "tokens": 0, "empty_sentences": 0, "empty_documents": 0}
+    for doc in docs:
+        sentences = corpus_lib.document_sentences(doc)
+        ids = [np.asarray(x, np.int32) for x in tok.encode_batch(sentences)]
+        kept = [x for x in ids if x.size]
+        stats["empty_sentences"] += len(ids) - len(kept)
+        if not kept:
+            stats["empty_documents"] += 1
+            continue
+        out.append(kept)
+        stats["documents"] += 1
+        stats["sentences"] += len(kept)
+        stats["tokens"] += sum(x.size for x in kept)
+    return out, stats
 
 
 class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
-  """Pretraining examples of one (corpus, tokenizer, settings) triple."""
+    """Pretraining examples of one (corpus, tokenizer, settings) triple."""
 
-  VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("1.0.0")
 
-  def __init__(self, *, corpus_spec, tok, settings: DataSettings, fingerprint: str, **kwargs):
-    self._corpus_spec = corpus_spec
-    self._tok = tok
-    self._settings = settings
-    self._fingerprint = fingerprint
-    self.build_stats: dict[str, Any] = {}
-    super().__init__(config=tfds.core.BuilderConfig(name=fingerprint), **kwargs)
+    def __init__(self, *, corpus_spec, tok, settings: DataSettings, fingerprint: str, **kwargs):
+        self._corpus_spec = corpus_spec
+        self._tok = tok
+        self._settings = settings
+        self._fingerprint = fingerprint
+        self.build_stats: dict[str, Any] = {}
+        super().__init__(config=tfds.core.BuilderConfig(name=fingerprint), **kwargs)
 
-  def _info(self):
-    s = self._settings
-    T, P = s.seq_len, s.max_predictions
-    if s.builder == "causal":
-      features = {k: tfds.features.Tensor(shape=(T,), dtype=np.int32)
-                  for k in ("input_ids", "segment_ids", "positions")}
-    else:
-      features = {k: tfds.features.Tensor(shape=(T,), dtype=np.int32)
-                  for k in ("input_ids", "token_type_ids", "segment_ids", "positions")}
-      features["pair_label"] = tfds.features.Scalar(dtype=np.int32)
-      if s.static_masking:
-        features["mlm_positions"] = tfds.features.Tensor(shape=(P,), dtype=np.int32)
-        features["mlm_targets"] = tfds.features.Tensor(shape=(P,), dtype=np.int32)
-        features["mlm_weights"] = tfds.features.Tensor(shape=(P,), dtype=np.float32)
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=f"flaxlm pretraining examples: corpus={self._corpus_spec!r} {s}",
-        features=tfds.features.FeaturesDict(features),
-        metadata=tfds.core.MetadataDict(settings=dataclasses.asdict(s), corpus=str(self._corpus_spec)),
-    )
+    def _info(self):
+        s = self._settings
+        T, P = s.seq_len, s.max_predictions
+        if s.builder == "causal":
+            features = {
+                k: tfds.features.Tensor(shape=(T,), dtype=np.int32)
+                for k in ("input_ids", "segment_ids", "positions")
+            }
+        else:
+            features = {
+                k: tfds.features.Tensor(shape=(T,), dtype=np.int32)
+                for k in ("input_ids", "token_type_ids", "segment_ids", "positions")
+            }
+            features["pair_label"] = tfds.features.Scalar(dtype=np.int32)
+            if s.static_masking:
+                features["mlm_positions"] = tfds.features.Tensor(shape=(P,), dtype=np.int32)
+                features["mlm_targets"] = tfds.features.Tensor(shape=(P,), dtype=np.int32)
+                features["mlm_weights"] = tfds.features.Tensor(shape=(P,), dtype=np.float32)
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"flaxlm pretraining examples: corpus={self._corpus_spec!r} {s}",
+            features=tfds.features.FeaturesDict(features),
+            metadata=tfds.core.MetadataDict(settings=dataclasses.asdict(s), corpus=str(self._corpus_spec)),
+        )
 
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    docs = corpus_lib.read_corpus(self._corpus_spec)
-    train, validation = corpus_lib.split_train_validation(docs, self._settings.validation_fraction)
-    return {"train": self._generate_examples(train, "train"),
-            "validation": self._generate_examples(validation, "validation")}
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        docs = corpus_lib.read_corpus(self._corpus_spec)
+        train, validation = corpus_lib.split_train_validation(docs, self._settings.validation_fraction)
+        return {
+            "train": self._generate_examples(train, "train"),
+            "validation": self._generate_examples(validation, "validation"),
+        }
 
-  def _generate_examples(self, docs, split):
-    s, tok = self._settings, self._tok
-    tok_docs, stats = tokenize_documents(docs, tok)
-    special = special_ids(tok)
-    word_starts = word_start_table(tok) if (s.whole_word or s.span) else None
-    build_stats = builders.BuildStats()
-    split_id = 0 if split == "train" else 1
-    key = 0
-    for dupe in range(s.dupe_factor):
-      rng = np.random.default_rng([s.seed, split_id, dupe])
-      if s.builder == "causal":
-        examples = builders.pack_causal(tok_docs, s.seq_len, eos_id=tok.sep_id, pad_id=tok.pad_id,
-                                         stats=build_stats)
-      else:
-        options = {"short_seq_prob": s.short_seq_prob} if s.builder == "segment_pair" else {}
-        if s.builder in ("segment_pair", "sentence_pair"):
-          options["nsp"] = s.pair_labels
-        examples = builders.build_examples(s.builder, tok_docs, s.seq_len, rng, special,
-                                           stats=build_stats, **options)
-      for ex in examples:
-        if s.builder != "causal":
-          ex = builders.pad_encoder_example(ex, s.seq_len, tok.pad_id)
-          if s.static_masking:
-            ex = masking.apply_masking(ex, rng, masking_config(s), special, tok.vocab_size,
-                                       word_starts=None if word_starts is None else word_starts[ex["input_ids"]])
-        yield key, ex
-        key += 1
-    stats.update(build_stats.as_dict())
-    stats["examples"] = key
-    self.build_stats[split] = stats
-    log.info("prepared %s split: %s", split, json.dumps(stats))
+    def _generate_examples(self, docs, split):
+        s, tok = self._settings, self._tok
+        tok_docs, stats = tokenize_documents(docs, tok)
+        special = special_ids(tok)
+        word_starts = word_start_table(tok) if (s.whole_word or s.span) else None
+        build_stats = builders.BuildStats()
+        split_id = 0 if split == "train" else 1
+        key = 0
+        for dupe in range(s.dupe_factor):
+            rng = np.random.default_rng([s.seed, split_id, dupe])
+            if s.builder == "causal":
+                examples = builders.pack_causal(
+                    tok_docs, s.seq_len, eos_id=tok.sep_id, pad_id=tok.pad_id, stats=build_stats
+                )
+            else:
+                options = {"short_seq_prob": s.short_seq_prob} if s.builder == "segment_pair" else {}
+                if s.builder in ("segment_pair", "sentence_pair"):
+                    options["nsp"] = s.pair_labels
+                examples = builders.build_examples(
+                    s.builder, tok_docs, s.seq_len, rng, special, stats=build_stats, **options
+                )
+            for ex in examples:
+                if s.builder != "causal":
+                    ex = builders.pad_encoder_example(ex, s.seq_len, tok.pad_id)
+                    if s.static_masking:
+                        ex = masking.apply_masking(
+                            ex,
+                            rng,
+                            masking_config(s),
+                            special,
+                            tok.vocab_size,
+                            word_starts=None if word_starts is None else word_starts[ex["input_ids"]],
+                        )
+                yield key, ex
+                key += 1
+        stats.update(build_stats.as_dict())
+        stats["examples"] = key
+        self.build_stats[split] = stats
+        log.info("prepared %s split: %s", split, json.dumps(stats))
 
 
 @dataclasses.dataclass
 class PreparedData:
-  train: Any  # random-access source: len() and [i] → dict of numpy arrays
-  validation: Any
-  tokenizer: Any
-  settings: DataSettings
-  path: str
+    train: Any  # random-access source: len() and [i] → dict of numpy arrays
+    validation: Any
+    tokenizer: Any
+    settings: DataSettings
+    path: str
 
 
 def get_tokenizer(data_cfg, vocab_size: int, data_dir: str):
-  """The configured tokenizer file, or a sentencepiece model trained (once, cached) on the corpus."""
-  if data_cfg.tokenizer:
-    return tokenizer_lib.load_tokenizer(data_cfg.tokenizer)
+    """The configured tokenizer file, or a sentencepiece model trained (once, cached) on the corpus."""
+    if data_cfg.tokenizer:
+        return tokenizer_lib.load_tokenizer(data_cfg.tokenizer)
 
-  def train_sentences():
-    docs = corpus_lib.read_corpus(data_cfg.corpus)
-    train, _ = corpus_lib.split_train_validation(docs, data_cfg.validation_fraction)
-    for doc in train:
-      yield from corpus_lib.document_sentences(doc)
+    def train_sentences():
+        docs = corpus_lib.read_corpus(data_cfg.corpus)
+        train, _ = corpus_lib.split_train_validation(docs, data_cfg.validation_fraction)
+        for doc in train:
+            yield from corpus_lib.document_sentences(doc)
 
-  return tokenizer_lib.get_or_train_tokenizer(
-      train_sentences, os.path.join(data_dir, "tokenizers"), vocab_size, data_cfg.tokenizer_type,
-      corpus_lib.corpus_fingerprint(data_cfg.corpus))
+    return tokenizer_lib.get_or_train_tokenizer(
+        train_sentences,
+        os.path.join(data_dir, "tokenizers"),
+        vocab_size,
+        data_cfg.tokenizer_type,
+        corpus_lib.corpus_fingerprint(data_cfg.corpus),
+    )
 
 
 def prepare(data_cfg, *, pair_labels: bool, vocab_size: int) -> PreparedData:
-  """Prepares (or reuses) the ArrayRecord shards for this data config; returns their sources.
+    """Prepares (or reuses) the ArrayRecord shards for this data config; returns their sources.
 
-  pair_labels: whether examples carry NSP/SOP labels (the objective has a pair head).
-  vocab_size: of the sentencepiece model to train when `data_cfg.tokenizer` is empty.
-  """
-  data_dir = data_cfg.data_dir or default_data_dir()
-  tok = get_tokenizer(data_cfg, vocab_size, data_dir)
-  settings = settings_from_config(data_cfg, pair_labels)
-  key = json.dumps({"format": FORMAT_VERSION, "corpus": corpus_lib.corpus_fingerprint(data_cfg.corpus),
-                    "tokenizer": tok.fingerprint, "settings": dataclasses.asdict(settings)}, sort_keys=True)
-  fingerprint = f"{settings.builder}_{settings.seq_len}_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
-  builder = FlaxlmPretraining(corpus_spec=data_cfg.corpus, tok=tok, settings=settings,
-                              fingerprint=fingerprint, data_dir=data_dir, file_format="array_record")
-  builder.download_and_prepare()
-  sources = builder.as_data_source()
-  return PreparedData(train=sources["train"], validation=sources["validation"], tokenizer=tok,
-                      settings=settings, path=str(builder.data_dir))
+    pair_labels: whether examples carry NSP/SOP labels (the objective has a pair head).
+    vocab_size: of the sentencepiece model to train when `data_cfg.tokenizer` is empty.
+    """
+    data_dir = data_cfg.data_dir or default_data_dir()
+    tok = get_tokenizer(data_cfg, vocab_size, data_dir)
+    settings = settings_from_config(data_cfg, pair_labels)
+    key = json.dumps(
+        {
+            "format": FORMAT_VERSION,
+            "corpus": corpus_lib.corpus_fingerprint(data_cfg.corpus),
+            "tokenizer": tok.fingerprint,
+            "settings": dataclasses.asdict(settings),
+        },
+        sort_keys=True,
+    )
+    fingerprint = f"{settings.builder}_{settings.seq_len}_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+    builder = FlaxlmPretraining(
+        corpus_spec=data_cfg.corpus,
+        tok=tok,
+        settings=settings,
+        fingerprint=fingerprint,
+        data_dir=data_dir,
+        file_format="array_record",
+    )
+    builder.download_and_prepare()
+    sources = builder.as_data_source()
+    return PreparedData(
+        train=sources["train"],
+        validation=sources["validation"],
+        tokenizer=tok,
+        settings=settings,
+        path=str(builder.data_dir),
+    )

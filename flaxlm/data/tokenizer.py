@@ -89,8 +89,9 @@ class Tokenizer(abc.ABC):
         # Built once per tokenizer: a vocab-sized bool lookup keeps word_start_mask vectorised.
         table = getattr(self, "_word_start_cache", None)
         if table is None:
-            table = np.array([self._is_word_start_piece(self.id_to_piece(i)) for i in range(self.vocab_size)],
-                             dtype=bool)
+            table = np.array(
+                [self._is_word_start_piece(self.id_to_piece(i)) for i in range(self.vocab_size)], dtype=bool
+            )
             # [CLS]/[SEP]/[PAD]/[MASK] stand alone, so each is its own "word".
             for piece in (PAD, CLS, SEP, MASK):
                 table[self._special[piece]] = True
@@ -135,8 +136,10 @@ class SentencePieceTokenizer(Tokenizer):
                 missing.append(piece)
             self._special[piece] = i
         if missing:
-            raise TokenizerError(f"{self.model_path}: SentencePiece model lacks special pieces {missing}; "
-                                 "retrain it with flaxlm.data.tokenizer.train_sentencepiece")
+            raise TokenizerError(
+                f"{self.model_path}: SentencePiece model lacks special pieces {missing}; "
+                "retrain it with flaxlm.data.tokenizer.train_sentencepiece"
+            )
         self.fingerprint = _file_fingerprint(self.model_path)
 
     @property
@@ -209,9 +212,16 @@ def auto_character_coverage(sentences: Sequence[str], vocab_size: int) -> float:
     return 1.0 if len(alphabet) <= vocab_size // 4 else 0.9995
 
 
-def train_sentencepiece(sentences: Iterable[str], model_path_prefix: str, vocab_size: int,
-                        model_type: str = "unigram", max_sentences: int = 2_000_000, seed: int = 0,
-                        character_coverage: float | None = None, num_threads: int = 2) -> str:
+def train_sentencepiece(
+    sentences: Iterable[str],
+    model_path_prefix: str,
+    vocab_size: int,
+    model_type: str = "unigram",
+    max_sentences: int = 2_000_000,
+    seed: int = 0,
+    character_coverage: float | None = None,
+    num_threads: int = 2,
+) -> str:
     """Train a SentencePiece model with our fixed special ids; return the ``.model`` path.
 
     Deterministic: the same sentences and arguments give a byte-identical model
@@ -239,16 +249,28 @@ def train_sentencepiece(sentences: Iterable[str], model_path_prefix: str, vocab_
     proto = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(data), model_writer=proto,
-            vocab_size=vocab_size, model_type=model_type,
-            pad_id=SPM_SPECIAL_IDS[PAD], unk_id=SPM_SPECIAL_IDS[UNK], bos_id=-1, eos_id=-1,
-            pad_piece=PAD, unk_piece=UNK, control_symbols=[CLS, SEP, MASK],
-            character_coverage=character_coverage, num_threads=num_threads,
-            input_sentence_size=0, shuffle_input_sentence=False,
-            split_digits=True, minloglevel=2)
+            sentence_iterator=iter(data),
+            model_writer=proto,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            pad_id=SPM_SPECIAL_IDS[PAD],
+            unk_id=SPM_SPECIAL_IDS[UNK],
+            bos_id=-1,
+            eos_id=-1,
+            pad_piece=PAD,
+            unk_piece=UNK,
+            control_symbols=[CLS, SEP, MASK],
+            character_coverage=character_coverage,
+            num_threads=num_threads,
+            input_sentence_size=0,
+            shuffle_input_sentence=False,
+            split_digits=True,
+            minloglevel=2,
+        )
     except RuntimeError as e:  # e.g. "Vocabulary size too high" for a tiny corpus
-        raise TokenizerError(f"{model_path_prefix}: SentencePiece training failed: "
-                             f"{str(e).splitlines()[0]}") from None
+        raise TokenizerError(
+            f"{model_path_prefix}: SentencePiece training failed: {str(e).splitlines()[0]}"
+        ) from None
     model_bytes = proto.getvalue()
     _check_spm_ids(model_bytes, model_path_prefix)
     model_path = model_path_prefix + ".model"
@@ -271,8 +293,14 @@ def spm_cache_path(cache_dir: str, vocab_size: int, model_type: str, corpus_fing
     return os.path.join(cache_dir, f"spm-{model_type}-{vocab_size}-{corpus_fingerprint}.model")
 
 
-def get_or_train_tokenizer(sentences_fn: Callable[[], Iterable[str]], cache_dir: str, vocab_size: int,
-                           model_type: str, corpus_fingerprint: str, **train_kwargs) -> SentencePieceTokenizer:
+def get_or_train_tokenizer(
+    sentences_fn: Callable[[], Iterable[str]],
+    cache_dir: str,
+    vocab_size: int,
+    model_type: str,
+    corpus_fingerprint: str,
+    **train_kwargs,
+) -> SentencePieceTokenizer:
     """The cached SentencePiece tokenizer for this corpus/vocab/type, training it on a cache miss.
 
     ``sentences_fn`` is only called on a miss (reading the corpus can be slow).
@@ -308,9 +336,16 @@ def _is_punctuation(ch: str) -> bool:
 
 def _is_cjk(cp: int) -> bool:
     # CJK Unified Ideographs blocks (not Hangul/Kana, which are space-separated), as in BERT.
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
-            or 0x2A700 <= cp <= 0x2B73F or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF
-            or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
+    return (
+        0x4E00 <= cp <= 0x9FFF
+        or 0x3400 <= cp <= 0x4DBF
+        or 0x20000 <= cp <= 0x2A6DF
+        or 0x2A700 <= cp <= 0x2B73F
+        or 0x2B740 <= cp <= 0x2B81F
+        or 0x2B820 <= cp <= 0x2CEAF
+        or 0xF900 <= cp <= 0xFAFF
+        or 0x2F800 <= cp <= 0x2FA1F
+    )
 
 
 def _split_on_punctuation(word: str) -> list[str]:
@@ -345,14 +380,15 @@ def basic_tokenize(text: str, lowercase: bool = True) -> list[str]:
     # HF normalises to NFC after cleaning/CJK isolation; same order here for identical output.
     for word in unicodedata.normalize("NFC", "".join(chars)).split():
         if lowercase:
-            word = "".join(c for c in unicodedata.normalize("NFD", word.lower())
-                           if unicodedata.category(c) != "Mn")
+            word = "".join(
+                c for c in unicodedata.normalize("NFD", word.lower()) if unicodedata.category(c) != "Mn"
+            )
         tokens.extend(_split_on_punctuation(word))
     return tokens
 
 
 class WordPieceTokenizer(Tokenizer):
-    """HF BERT ``vocab.txt`` WordPiece: BasicTokenizer + greedy longest-match-first with "##" continuations."""
+    """HF BERT ``vocab.txt`` WordPiece: BasicTokenizer + greedy longest-match-first, "##" continuations."""
 
     max_chars_per_word = 100  # longer words become [UNK], as in BERT
 
@@ -370,8 +406,10 @@ class WordPieceTokenizer(Tokenizer):
         self._vocab = {p: i for i, p in enumerate(pieces)}  # later duplicates win, as in HF
         missing = [p for p in SPECIAL_PIECES if p not in self._vocab]
         if missing:
-            raise TokenizerError(f"{self.vocab_path}: vocab lacks required special tokens {missing}; "
-                                 "add them as lines of the vocab file")
+            raise TokenizerError(
+                f"{self.vocab_path}: vocab lacks required special tokens {missing}; "
+                "add them as lines of the vocab file"
+            )
         self._special = {p: self._vocab[p] for p in SPECIAL_PIECES}
         self.fingerprint = _file_fingerprint(self.vocab_path)
 
@@ -429,5 +467,6 @@ def load_tokenizer(path: str, lowercase: bool = True) -> Tokenizer:
         return SentencePieceTokenizer(path)
     if path.endswith(".txt"):
         return WordPieceTokenizer(path, lowercase=lowercase)
-    raise TokenizerError(f"{path}: unknown tokenizer file type; expected a SentencePiece .model "
-                         "or a WordPiece vocab .txt")
+    raise TokenizerError(
+        f"{path}: unknown tokenizer file type; expected a SentencePiece .model or a WordPiece vocab .txt"
+    )

@@ -12,38 +12,37 @@ from flaxlm.models.bert import BertEncoder, BertForPreTraining
 from flaxlm.models.gpt import GPTDecoder
 from flaxlm.models.layers import TransformerConfig
 
-__all__ = ["BertEncoder", "BertForPreTraining", "GPTDecoder",
-           "TransformerConfig", "get_model"]
+__all__ = ["BertEncoder", "BertForPreTraining", "GPTDecoder", "TransformerConfig", "get_model"]
 
 _ARCHS = {"bert": BertForPreTraining, "gpt": GPTDecoder}
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
-           "float16": jnp.float16}
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def _to_dtype(name: str, value: Any) -> Any:
-  if not isinstance(value, str):
-    return value  # Already a dtype (e.g. jnp.bfloat16).
-  if value not in _DTYPES:
-    raise ConfigError(f"model.{name}={value!r}; expected one of {list(_DTYPES)}")
-  return _DTYPES[value]
+    if not isinstance(value, str):
+        return value  # Already a dtype (e.g. jnp.bfloat16).
+    if value not in _DTYPES:
+        raise ConfigError(f"model.{name}={value!r}; expected one of {list(_DTYPES)}")
+    return _DTYPES[value]
 
 
 def get_model(model_cfg: Mapping[str, Any]) -> nn.Module:
-  """Builds BertForPreTraining (arch "bert") or GPTDecoder (arch "gpt").
+    """Builds BertForPreTraining (arch "bert") or GPTDecoder (arch "gpt").
 
-  model_cfg: an ml_collections.ConfigDict (or dict) with `arch` plus any
-  TransformerConfig fields; dtype/param_dtype are strings like "bfloat16".
-  """
-  fields = dict(model_cfg)
-  arch = fields.pop("arch", None)
-  if arch not in _ARCHS:
-    raise ConfigError(f"model.arch={arch!r}; expected one of {list(_ARCHS)}")
-  known = {f.name for f in dataclasses.fields(TransformerConfig)}
-  unknown = sorted(set(fields) - known)
-  if unknown:
-    raise ConfigError(f"unknown model config field(s) {unknown}; "
-                     f"TransformerConfig fields are {sorted(known)}")
-  for name in ("dtype", "param_dtype"):
-    if name in fields:
-      fields[name] = _to_dtype(name, fields[name])
-  return _ARCHS[arch](TransformerConfig(**fields))
+    model_cfg: an ml_collections.ConfigDict (or dict) with `arch` plus any
+    TransformerConfig fields; dtype/param_dtype are strings like "bfloat16".
+    """
+    fields = dict(model_cfg)
+    arch = fields.pop("arch", None)
+    if arch not in _ARCHS:
+        raise ConfigError(f"model.arch={arch!r}; expected one of {list(_ARCHS)}")
+    known = {f.name for f in dataclasses.fields(TransformerConfig)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown model config field(s) {unknown}; TransformerConfig fields are {sorted(known)}"
+        )
+    for name in ("dtype", "param_dtype"):
+        if name in fields:
+            fields[name] = _to_dtype(name, fields[name])
+    return _ARCHS[arch](TransformerConfig(**fields))

@@ -15,107 +15,106 @@ from flaxlm.models.layers import TransformerConfig
 
 
 class BertEncoder(nn.Module):
-  """Token ids -> (hidden_BTD, pooled_BD).
+    """Token ids -> (hidden_BTD, pooled_BD).
 
-  Written with `setup` so BertForPreTraining can reuse `word_embeddings` for
-  its tied output projection.
-  """
-
-  config: TransformerConfig
-
-  def setup(self):
-    cfg = self.config
-    self.word_embeddings = layers.embed(cfg, cfg.vocab_size, "word_embeddings")
-    self.token_type_embeddings = layers.embed(cfg, cfg.type_vocab_size,
-                                              "token_type_embeddings")
-    self.position_embeddings = layers.PositionEmbedding(cfg)
-    self.embeddings_norm = layers.layer_norm(cfg, "embeddings_norm")
-    self.dropout = nn.Dropout(cfg.dropout_rate)
-    block = layers.block_class(cfg)
-    self.blocks = [block(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
-    if cfg.pre_ln:
-      self.final_norm = layers.layer_norm(cfg, "final_norm")
-    self.pooler = layers.dense(cfg, cfg.hidden_size, "pooler")
-
-  def __call__(
-      self,
-      input_ids: jax.Array,
-      token_type_ids: jax.Array,
-      segment_ids: jax.Array,
-      positions: jax.Array,
-      *,
-      deterministic: bool,
-  ) -> tuple[jax.Array, jax.Array]:
-    """Encodes int32 [B, T] inputs -> (hidden_BTD, pooled_BD).
-
-    segment_ids: 0 = padding, k >= 1 = k-th packed document (attention stays
-    within a document). positions: index within the document.
-    pooled_BD is tanh(dense(hidden at token 0)), i.e. the [CLS] pooler.
+    Written with `setup` so BertForPreTraining can reuse `word_embeddings` for
+    its tied output projection.
     """
-    x_BTD = (self.word_embeddings(input_ids)
-             + self.token_type_embeddings(token_type_ids)
-             + self.position_embeddings(positions))
-    x_BTD = self.embeddings_norm(x_BTD)
-    x_BTD = self.dropout(x_BTD, deterministic=deterministic)
 
-    mask_B1TT = layers.make_attention_mask(segment_ids, causal=False)
-    for block in self.blocks:
-      x_BTD = block(x_BTD, mask_B1TT, deterministic)
-    if self.config.pre_ln:
-      x_BTD = self.final_norm(x_BTD)
+    config: TransformerConfig
 
-    pooled_BD = jnp.tanh(self.pooler(x_BTD[:, 0]))
-    return x_BTD, pooled_BD
+    def setup(self):
+        cfg = self.config
+        self.word_embeddings = layers.embed(cfg, cfg.vocab_size, "word_embeddings")
+        self.token_type_embeddings = layers.embed(cfg, cfg.type_vocab_size, "token_type_embeddings")
+        self.position_embeddings = layers.PositionEmbedding(cfg)
+        self.embeddings_norm = layers.layer_norm(cfg, "embeddings_norm")
+        self.dropout = nn.Dropout(cfg.dropout_rate)
+        block = layers.block_class(cfg)
+        self.blocks = [block(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
+        if cfg.pre_ln:
+            self.final_norm = layers.layer_norm(cfg, "final_norm")
+        self.pooler = layers.dense(cfg, cfg.hidden_size, "pooler")
 
-  def attend(self, x_BPD: jax.Array) -> jax.Array:
-    """x_BPD @ word_embeddings^T -> logits_BPV (the tied output projection)."""
-    return self.word_embeddings.attend(x_BPD)
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        token_type_ids: jax.Array,
+        segment_ids: jax.Array,
+        positions: jax.Array,
+        *,
+        deterministic: bool,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Encodes int32 [B, T] inputs -> (hidden_BTD, pooled_BD).
+
+        segment_ids: 0 = padding, k >= 1 = k-th packed document (attention stays
+        within a document). positions: index within the document.
+        pooled_BD is tanh(dense(hidden at token 0)), i.e. the [CLS] pooler.
+        """
+        x_BTD = (
+            self.word_embeddings(input_ids)
+            + self.token_type_embeddings(token_type_ids)
+            + self.position_embeddings(positions)
+        )
+        x_BTD = self.embeddings_norm(x_BTD)
+        x_BTD = self.dropout(x_BTD, deterministic=deterministic)
+
+        mask_B1TT = layers.make_attention_mask(segment_ids, causal=False)
+        for block in self.blocks:
+            x_BTD = block(x_BTD, mask_B1TT, deterministic)
+        if self.config.pre_ln:
+            x_BTD = self.final_norm(x_BTD)
+
+        pooled_BD = jnp.tanh(self.pooler(x_BTD[:, 0]))
+        return x_BTD, pooled_BD
+
+    def attend(self, x_BPD: jax.Array) -> jax.Array:
+        """x_BPD @ word_embeddings^T -> logits_BPV (the tied output projection)."""
+        return self.word_embeddings.attend(x_BPD)
 
 
 class BertForPreTraining(nn.Module):
-  """BertEncoder + MLM head (+ NSP/SOP pair head if config.pair_head)."""
+    """BertEncoder + MLM head (+ NSP/SOP pair head if config.pair_head)."""
 
-  config: TransformerConfig
+    config: TransformerConfig
 
-  @nn.compact
-  def __call__(
-      self,
-      input_ids: jax.Array,
-      token_type_ids: jax.Array,
-      segment_ids: jax.Array,
-      positions: jax.Array,
-      mlm_positions: jax.Array | None = None,
-      *,
-      deterministic: bool,
-  ) -> dict[str, jax.Array]:
-    """int32 [B, T] inputs (as BertEncoder) -> dict of outputs.
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        token_type_ids: jax.Array,
+        segment_ids: jax.Array,
+        positions: jax.Array,
+        mlm_positions: jax.Array | None = None,
+        *,
+        deterministic: bool,
+    ) -> dict[str, jax.Array]:
+        """int32 [B, T] inputs (as BertEncoder) -> dict of outputs.
 
-    mlm_positions: int32 [B, P] indices into T of the positions to score;
-    None scores every position (P = T).
-    Returns mlm_logits [B, P, V], pair_logits [B, 2] (only if
-    config.pair_head), hidden [B, T, D], pooled [B, D].
-    """
-    cfg = self.config
-    encoder = BertEncoder(cfg, name="encoder")
-    hidden_BTD, pooled_BD = encoder(input_ids, token_type_ids, segment_ids,
-                                    positions, deterministic=deterministic)
+        mlm_positions: int32 [B, P] indices into T of the positions to score;
+        None scores every position (P = T).
+        Returns mlm_logits [B, P, V], pair_logits [B, 2] (only if
+        config.pair_head), hidden [B, T, D], pooled [B, D].
+        """
+        cfg = self.config
+        encoder = BertEncoder(cfg, name="encoder")
+        hidden_BTD, pooled_BD = encoder(
+            input_ids, token_type_ids, segment_ids, positions, deterministic=deterministic
+        )
 
-    # Gather before the transform and the V-wide projection: on small models
-    # with ~15% masking that projection dominates the FLOPs.
-    if mlm_positions is None:
-      x_BPD = hidden_BTD
-    else:
-      x_BPD = jnp.take_along_axis(hidden_BTD, mlm_positions[:, :, None],
-                                  axis=1)
-    x_BPD = layers.dense(cfg, cfg.hidden_size, "mlm_transform")(x_BPD)
-    x_BPD = layers.ACTIVATIONS[cfg.activation](x_BPD)
-    x_BPD = layers.layer_norm(cfg, "mlm_norm")(x_BPD)
-    mlm_bias_V = self.param("mlm_bias", nn.initializers.zeros,
-                            (cfg.vocab_size,), cfg.param_dtype)
-    mlm_logits_BPV = encoder.attend(x_BPD) + mlm_bias_V.astype(cfg.dtype)
+        # Gather before the transform and the V-wide projection: on small models
+        # with ~15% masking that projection dominates the FLOPs.
+        if mlm_positions is None:
+            x_BPD = hidden_BTD
+        else:
+            x_BPD = jnp.take_along_axis(hidden_BTD, mlm_positions[:, :, None], axis=1)
+        x_BPD = layers.dense(cfg, cfg.hidden_size, "mlm_transform")(x_BPD)
+        x_BPD = layers.ACTIVATIONS[cfg.activation](x_BPD)
+        x_BPD = layers.layer_norm(cfg, "mlm_norm")(x_BPD)
+        mlm_bias_V = self.param("mlm_bias", nn.initializers.zeros, (cfg.vocab_size,), cfg.param_dtype)
+        mlm_logits_BPV = encoder.attend(x_BPD) + mlm_bias_V.astype(cfg.dtype)
 
-    outputs = dict(mlm_logits=mlm_logits_BPV, hidden=hidden_BTD,
-                   pooled=pooled_BD)
-    if cfg.pair_head:
-      outputs["pair_logits"] = layers.dense(cfg, 2, "pair_head")(pooled_BD)
-    return outputs
+        outputs = dict(mlm_logits=mlm_logits_BPV, hidden=hidden_BTD, pooled=pooled_BD)
+        if cfg.pair_head:
+            outputs["pair_logits"] = layers.dense(cfg, 2, "pair_head")(pooled_BD)
+        return outputs

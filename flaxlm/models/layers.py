@@ -17,43 +17,40 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
-  """Hyperparameters of one Transformer stack; defaults are BERT-base.
+    """Hyperparameters of one Transformer stack; defaults are BERT-base.
 
-  Frozen (hence hashable) so it can be a static Module attribute and a jit
-  static argument.
-  """
+    Frozen (hence hashable) so it can be a static Module attribute and a jit
+    static argument.
+    """
 
-  vocab_size: int = 30522
-  hidden_size: int = 768
-  num_layers: int = 12
-  num_heads: int = 12
-  mlp_dim: int = 3072
-  max_len: int = 512  # Rows of the position-embedding table.
-  type_vocab_size: int = 2
-  dropout_rate: float = 0.1
-  attention_dropout_rate: float = 0.1
-  pre_ln: bool = False  # False: BERT's post-LN blocks; True: GPT-2's pre-LN.
-  position_embedding: str = "learned"  # "learned" | "sinusoidal" (no params).
-  layer_norm_eps: float = 1e-12
-  activation: str = "gelu"  # "gelu" (exact erf, BERT) | "gelu_tanh" (GPT-2).
-  initializer_range: float = 0.02
-  dtype: Any = jnp.float32  # Compute dtype.
-  param_dtype: Any = jnp.float32
-  pair_head: bool = True  # BERT: build the 2-way NSP/SOP head on [CLS].
-  remat: bool = False  # Recompute each block in the backward pass.
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    max_len: int = 512  # Rows of the position-embedding table.
+    type_vocab_size: int = 2
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+    pre_ln: bool = False  # False: BERT's post-LN blocks; True: GPT-2's pre-LN.
+    position_embedding: str = "learned"  # "learned" | "sinusoidal" (no params).
+    layer_norm_eps: float = 1e-12
+    activation: str = "gelu"  # "gelu" (exact erf, BERT) | "gelu_tanh" (GPT-2).
+    initializer_range: float = 0.02
+    dtype: Any = jnp.float32  # Compute dtype.
+    param_dtype: Any = jnp.float32
+    pair_head: bool = True  # BERT: build the 2-way NSP/SOP head on [CLS].
+    remat: bool = False  # Recompute each block in the backward pass.
 
-  def __post_init__(self):
-    if self.hidden_size % self.num_heads:
-      raise ValueError(
-          f"hidden_size={self.hidden_size} is not divisible by "
-          f"num_heads={self.num_heads}")
-    if self.position_embedding not in ("learned", "sinusoidal"):
-      raise ValueError(
-          f"position_embedding={self.position_embedding!r}; "
-          "expected 'learned' or 'sinusoidal'")
-    if self.activation not in ACTIVATIONS:
-      raise ValueError(f"activation={self.activation!r}; "
-                       f"expected one of {sorted(ACTIVATIONS)}")
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+        if self.position_embedding not in ("learned", "sinusoidal"):
+            raise ValueError(
+                f"position_embedding={self.position_embedding!r}; expected 'learned' or 'sinusoidal'"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation={self.activation!r}; expected one of {sorted(ACTIVATIONS)}")
 
 
 ACTIVATIONS = {
@@ -64,81 +61,82 @@ ACTIVATIONS = {
 
 
 def dense(config: TransformerConfig, features: int, name: str) -> nn.Dense:
-  """A Dense layer with bias and BERT/GPT-2 initialisation."""
-  return nn.Dense(
-      features,
-      kernel_init=nn.initializers.normal(config.initializer_range),
-      bias_init=nn.initializers.zeros,
-      dtype=config.dtype,
-      param_dtype=config.param_dtype,
-      name=name,
-  )
+    """A Dense layer with bias and BERT/GPT-2 initialisation."""
+    return nn.Dense(
+        features,
+        kernel_init=nn.initializers.normal(config.initializer_range),
+        bias_init=nn.initializers.zeros,
+        dtype=config.dtype,
+        param_dtype=config.param_dtype,
+        name=name,
+    )
 
 
 def layer_norm(config: TransformerConfig, name: str) -> nn.LayerNorm:
-  # flax computes the mean/variance in float32 even when dtype is bf16.
-  return nn.LayerNorm(
-      epsilon=config.layer_norm_eps,
-      dtype=config.dtype,
-      param_dtype=config.param_dtype,
-      name=name,
-  )
+    # flax computes the mean/variance in float32 even when dtype is bf16.
+    return nn.LayerNorm(
+        epsilon=config.layer_norm_eps,
+        dtype=config.dtype,
+        param_dtype=config.param_dtype,
+        name=name,
+    )
 
 
-def embed(config: TransformerConfig, num_embeddings: int,
-          name: str) -> nn.Embed:
-  return nn.Embed(
-      num_embeddings,
-      config.hidden_size,
-      embedding_init=nn.initializers.normal(config.initializer_range),
-      dtype=config.dtype,
-      param_dtype=config.param_dtype,
-      name=name,
-  )
+def embed(config: TransformerConfig, num_embeddings: int, name: str) -> nn.Embed:
+    return nn.Embed(
+        num_embeddings,
+        config.hidden_size,
+        embedding_init=nn.initializers.normal(config.initializer_range),
+        dtype=config.dtype,
+        param_dtype=config.param_dtype,
+        name=name,
+    )
 
 
 def sinusoidal_table(max_len: int, dim: int) -> np.ndarray:
-  """Fixed [max_len, dim] table of Vaswani et al. (sin on even, cos on odd)."""
-  position_L1 = np.arange(max_len, dtype=np.float64)[:, None]
-  inv_freq = np.exp(-np.log(10000.0) * np.arange(0, dim, 2) / dim)
-  table_LD = np.zeros((max_len, dim), dtype=np.float32)
-  table_LD[:, 0::2] = np.sin(position_L1 * inv_freq)
-  table_LD[:, 1::2] = np.cos(position_L1 * inv_freq[: dim // 2])
-  return table_LD
+    """Fixed [max_len, dim] table of Vaswani et al. (sin on even, cos on odd)."""
+    position_L1 = np.arange(max_len, dtype=np.float64)[:, None]
+    inv_freq = np.exp(-np.log(10000.0) * np.arange(0, dim, 2) / dim)
+    table_LD = np.zeros((max_len, dim), dtype=np.float32)
+    table_LD[:, 0::2] = np.sin(position_L1 * inv_freq)
+    table_LD[:, 1::2] = np.cos(position_L1 * inv_freq[: dim // 2])
+    return table_LD
 
 
 class PositionEmbedding(nn.Module):
-  """positions_BT (index within each document) -> embeddings_BTD."""
+    """positions_BT (index within each document) -> embeddings_BTD."""
 
-  config: TransformerConfig
+    config: TransformerConfig
 
-  @nn.compact
-  def __call__(self, positions_BT: jax.Array) -> jax.Array:
-    cfg = self.config
-    if cfg.position_embedding == "learned":
-      # A bare param (not nn.Embed) so its path mirrors word_embeddings/embedding.
-      table_LD = self.param(
-          "embedding", nn.initializers.normal(cfg.initializer_range),
-          (cfg.max_len, cfg.hidden_size), cfg.param_dtype)
-    else:
-      table_LD = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.hidden_size))
-    return jnp.take(table_LD, positions_BT, axis=0).astype(cfg.dtype)
+    @nn.compact
+    def __call__(self, positions_BT: jax.Array) -> jax.Array:
+        cfg = self.config
+        if cfg.position_embedding == "learned":
+            # A bare param (not nn.Embed) so its path mirrors word_embeddings/embedding.
+            table_LD = self.param(
+                "embedding",
+                nn.initializers.normal(cfg.initializer_range),
+                (cfg.max_len, cfg.hidden_size),
+                cfg.param_dtype,
+            )
+        else:
+            table_LD = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.hidden_size))
+        return jnp.take(table_LD, positions_BT, axis=0).astype(cfg.dtype)
 
 
-def make_attention_mask(segment_ids_BT: jax.Array,
-                        causal: bool) -> jax.Array:
-  """Boolean mask_B1TT: query i sees key j iff seg[i] == seg[j] != 0 (and j <= i).
+def make_attention_mask(segment_ids_BT: jax.Array, causal: bool) -> jax.Array:
+    """Boolean mask_B1TT: query i sees key j iff seg[i] == seg[j] != 0 (and j <= i).
 
-  Packed documents never attend to each other and padding (segment 0) attends
-  to nothing; such rows are handled in `dot_product_attention`.
-  """
-  seg_q_BT1 = segment_ids_BT[:, :, None]
-  seg_k_B1T = segment_ids_BT[:, None, :]
-  mask_BTT = (seg_q_BT1 == seg_k_B1T) & (seg_k_B1T != 0)
-  if causal:
-    t = segment_ids_BT.shape[1]
-    mask_BTT &= jnp.tril(jnp.ones((t, t), dtype=jnp.bool_))
-  return mask_BTT[:, None, :, :]
+    Packed documents never attend to each other and padding (segment 0) attends
+    to nothing; such rows are handled in `dot_product_attention`.
+    """
+    seg_q_BT1 = segment_ids_BT[:, :, None]
+    seg_k_B1T = segment_ids_BT[:, None, :]
+    mask_BTT = (seg_q_BT1 == seg_k_B1T) & (seg_k_B1T != 0)
+    if causal:
+        t = segment_ids_BT.shape[1]
+        mask_BTT &= jnp.tril(jnp.ones((t, t), dtype=jnp.bool_))
+    return mask_BTT[:, None, :, :]
 
 
 def dot_product_attention(
@@ -150,104 +148,101 @@ def dot_product_attention(
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
 ) -> jax.Array:
-  """softmax(q k^T / sqrt(H) + mask) v -> out_BTNH, in q's dtype.
+    """softmax(q k^T / sqrt(H) + mask) v -> out_BTNH, in q's dtype.
 
-  The one place to swap in `jax.nn.dot_product_attention` (cuDNN flash) later.
-  Logits and softmax are float32 even for bf16 inputs. Masked logits get the
-  most negative finite float rather than -inf, so a fully masked (padding)
-  query row gets a uniform, finite distribution instead of NaN.
-  Attention dropout is applied when `dropout_rng` is given.
-  """
-  dtype = q_BTNH.dtype
-  head_dim = q_BTNH.shape[-1]
-  logits_BNTS = jnp.einsum("btnh,bsnh->bnts", q_BTNH, k_BSNH,
-                           preferred_element_type=jnp.float32)
-  logits_BNTS = logits_BNTS / np.sqrt(head_dim).astype(np.float32)
-  logits_BNTS = jnp.where(mask_B1TS, logits_BNTS, jnp.finfo(jnp.float32).min)
-  probs_BNTS = jax.nn.softmax(logits_BNTS, axis=-1)
-  if dropout_rng is not None and dropout_rate > 0.0:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate,
-                                probs_BNTS.shape)
-    probs_BNTS = jnp.where(keep, probs_BNTS / (1.0 - dropout_rate), 0.0)
-  return jnp.einsum("bnts,bsnh->btnh", probs_BNTS.astype(dtype), v_BSNH)
+    The one place to swap in `jax.nn.dot_product_attention` (cuDNN flash) later.
+    Logits and softmax are float32 even for bf16 inputs. Masked logits get the
+    most negative finite float rather than -inf, so a fully masked (padding)
+    query row gets a uniform, finite distribution instead of NaN.
+    Attention dropout is applied when `dropout_rng` is given.
+    """
+    dtype = q_BTNH.dtype
+    head_dim = q_BTNH.shape[-1]
+    logits_BNTS = jnp.einsum("btnh,bsnh->bnts", q_BTNH, k_BSNH, preferred_element_type=jnp.float32)
+    logits_BNTS = logits_BNTS / np.sqrt(head_dim).astype(np.float32)
+    logits_BNTS = jnp.where(mask_B1TS, logits_BNTS, jnp.finfo(jnp.float32).min)
+    probs_BNTS = jax.nn.softmax(logits_BNTS, axis=-1)
+    if dropout_rng is not None and dropout_rate > 0.0:
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs_BNTS.shape)
+        probs_BNTS = jnp.where(keep, probs_BNTS / (1.0 - dropout_rate), 0.0)
+    return jnp.einsum("bnts,bsnh->btnh", probs_BNTS.astype(dtype), v_BSNH)
 
 
 class MultiHeadAttention(nn.Module):
-  """Self-attention: x_BTD, mask_B1TT -> y_BTD.
+    """Self-attention: x_BTD, mask_B1TT -> y_BTD.
 
-  q/k/v/out are separate [D, D] Dense layers with bias (as in BERT; GPT-2's
-  fused c_attn splits into them), so weight conversion and sharding rules
-  address them by name.
-  """
+    q/k/v/out are separate [D, D] Dense layers with bias (as in BERT; GPT-2's
+    fused c_attn splits into them), so weight conversion and sharding rules
+    address them by name.
+    """
 
-  config: TransformerConfig
+    config: TransformerConfig
 
-  @nn.compact
-  def __call__(self, x_BTD: jax.Array, mask_B1TT: jax.Array,
-               deterministic: bool) -> jax.Array:
-    cfg = self.config
-    b, t, d = x_BTD.shape
-    n = cfg.num_heads
-    h = d // n
-    q_BTNH = dense(cfg, d, "query")(x_BTD).reshape(b, t, n, h)
-    k_BTNH = dense(cfg, d, "key")(x_BTD).reshape(b, t, n, h)
-    v_BTNH = dense(cfg, d, "value")(x_BTD).reshape(b, t, n, h)
-    use_dropout = not deterministic and cfg.attention_dropout_rate > 0.0
-    out_BTNH = dot_product_attention(
-        q_BTNH, k_BTNH, v_BTNH, mask_B1TT,
-        dropout_rate=cfg.attention_dropout_rate,
-        dropout_rng=self.make_rng("dropout") if use_dropout else None,
-    )
-    return dense(cfg, d, "out")(out_BTNH.reshape(b, t, d))
+    @nn.compact
+    def __call__(self, x_BTD: jax.Array, mask_B1TT: jax.Array, deterministic: bool) -> jax.Array:
+        cfg = self.config
+        b, t, d = x_BTD.shape
+        n = cfg.num_heads
+        h = d // n
+        q_BTNH = dense(cfg, d, "query")(x_BTD).reshape(b, t, n, h)
+        k_BTNH = dense(cfg, d, "key")(x_BTD).reshape(b, t, n, h)
+        v_BTNH = dense(cfg, d, "value")(x_BTD).reshape(b, t, n, h)
+        use_dropout = not deterministic and cfg.attention_dropout_rate > 0.0
+        out_BTNH = dot_product_attention(
+            q_BTNH,
+            k_BTNH,
+            v_BTNH,
+            mask_B1TT,
+            dropout_rate=cfg.attention_dropout_rate,
+            dropout_rng=self.make_rng("dropout") if use_dropout else None,
+        )
+        return dense(cfg, d, "out")(out_BTNH.reshape(b, t, d))
 
 
 class Mlp(nn.Module):
-  """x_BTD -> fc_in (F) -> activation -> fc_out (D)."""
+    """x_BTD -> fc_in (F) -> activation -> fc_out (D)."""
 
-  config: TransformerConfig
+    config: TransformerConfig
 
-  @nn.compact
-  def __call__(self, x_BTD: jax.Array) -> jax.Array:
-    cfg = self.config
-    x_BTF = dense(cfg, cfg.mlp_dim, "fc_in")(x_BTD)
-    x_BTF = ACTIVATIONS[cfg.activation](x_BTF)
-    return dense(cfg, cfg.hidden_size, "fc_out")(x_BTF)
+    @nn.compact
+    def __call__(self, x_BTD: jax.Array) -> jax.Array:
+        cfg = self.config
+        x_BTF = dense(cfg, cfg.mlp_dim, "fc_in")(x_BTD)
+        x_BTF = ACTIVATIONS[cfg.activation](x_BTF)
+        return dense(cfg, cfg.hidden_size, "fc_out")(x_BTF)
 
 
 class TransformerBlock(nn.Module):
-  """One attention + MLP block: x_BTD, mask_B1TT -> x_BTD.
+    """One attention + MLP block: x_BTD, mask_B1TT -> x_BTD.
 
-  post-LN (BERT):  x = LN(x + drop(attn(x)));  x = LN(x + drop(mlp(x)))
-  pre-LN (GPT-2):  x = x + drop(attn(LN(x)));  x = x + drop(mlp(LN(x)))
-  Pre-LN stacks need a final LayerNorm after the last block (the caller's).
-  """
+    post-LN (BERT):  x = LN(x + drop(attn(x)));  x = LN(x + drop(mlp(x)))
+    pre-LN (GPT-2):  x = x + drop(attn(LN(x)));  x = x + drop(mlp(LN(x)))
+    Pre-LN stacks need a final LayerNorm after the last block (the caller's).
+    """
 
-  config: TransformerConfig
+    config: TransformerConfig
 
-  @nn.compact
-  def __call__(self, x_BTD: jax.Array, mask_B1TT: jax.Array,
-               deterministic: bool) -> jax.Array:
-    cfg = self.config
-    attention = MultiHeadAttention(cfg, name="attention")
-    mlp = Mlp(cfg, name="mlp")
-    attention_norm = layer_norm(cfg, "attention_norm")
-    mlp_norm = layer_norm(cfg, "mlp_norm")
-    dropout = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
+    @nn.compact
+    def __call__(self, x_BTD: jax.Array, mask_B1TT: jax.Array, deterministic: bool) -> jax.Array:
+        cfg = self.config
+        attention = MultiHeadAttention(cfg, name="attention")
+        mlp = Mlp(cfg, name="mlp")
+        attention_norm = layer_norm(cfg, "attention_norm")
+        mlp_norm = layer_norm(cfg, "mlp_norm")
+        dropout = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
 
-    if cfg.pre_ln:
-      x_BTD = x_BTD + dropout(
-          attention(attention_norm(x_BTD), mask_B1TT, deterministic))
-      x_BTD = x_BTD + dropout(mlp(mlp_norm(x_BTD)))
-    else:
-      x_BTD = attention_norm(
-          x_BTD + dropout(attention(x_BTD, mask_B1TT, deterministic)))
-      x_BTD = mlp_norm(x_BTD + dropout(mlp(x_BTD)))
-    return x_BTD
+        if cfg.pre_ln:
+            x_BTD = x_BTD + dropout(attention(attention_norm(x_BTD), mask_B1TT, deterministic))
+            x_BTD = x_BTD + dropout(mlp(mlp_norm(x_BTD)))
+        else:
+            x_BTD = attention_norm(x_BTD + dropout(attention(x_BTD, mask_B1TT, deterministic)))
+            x_BTD = mlp_norm(x_BTD + dropout(mlp(x_BTD)))
+        return x_BTD
 
 
 def block_class(config: TransformerConfig) -> type[TransformerBlock]:
-  """TransformerBlock, rematerialised if config.remat (saves activation memory)."""
-  if config.remat:
-    # self is argument 0, so `deterministic` (a Python bool) is argument 3.
-    return nn.remat(TransformerBlock, static_argnums=(3,))
-  return TransformerBlock
+    """TransformerBlock, rematerialised if config.remat (saves activation memory)."""
+    if config.remat:
+        # self is argument 0, so `deterministic` (a Python bool) is argument 3.
+        return nn.remat(TransformerBlock, static_argnums=(3,))
+    return TransformerBlock
