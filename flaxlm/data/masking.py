@@ -25,10 +25,7 @@ __all__ = [
     "MaskingConfig",
     "mask_tokens",
     "apply_masking",
-    "mask_batch",
-    "apply_masking_batch",
     "span_length_distribution",
-    "word_starts_from_vocab",
 ]
 
 
@@ -52,12 +49,6 @@ class MaskingConfig:
             raise ValueError("mask_token_prob + random_token_prob must be in [0, 1]")
         if self.max_predictions < 1:
             raise ValueError("max_predictions must be >= 1")
-
-
-def word_starts_from_vocab(ids: np.ndarray, is_word_start: np.ndarray) -> np.ndarray:
-    """Per-token word-start flags [n] from a per-vocab table [vocab] (e.g. sentencepiece
-    pieces beginning with '▁', or WordPiece tokens not beginning with '##')."""
-    return np.asarray(is_word_start, dtype=bool)[np.asarray(ids)]
 
 
 def span_length_distribution(span_p: float, max_span: int) -> np.ndarray:
@@ -345,106 +336,3 @@ def apply_masking(
 
 
 # ------------------------------------------------------------------ batched masking
-
-
-def mask_batch(
-    input_ids: np.ndarray,
-    rng: np.random.Generator,
-    special: SpecialIds,
-    vocab_size: int,
-    *,
-    mask_prob: float = 0.15,
-    max_predictions: int,
-    mask_token_prob: float = 0.8,
-    random_token_prob: float = 0.1,
-) -> dict[str, np.ndarray]:
-    """Plain BERT masking of a padded batch ``input_ids`` [B, T], vectorised over rows.
-
-    Same rule and outputs as ``mask_tokens`` (with a leading batch axis:
-    ``input_ids`` [B, T], ``mlm_*`` [B, max_predictions]); per-call overhead is paid
-    once per batch instead of once per example, for use after ``.batch()`` in a
-    pipeline. (Different rng consumption, so not bit-identical to row-wise calls.)
-    """
-    ids = np.asarray(input_ids)
-    if ids.ndim != 2:
-        raise ValueError(f"mask_batch expects [B, T] ids, got shape {ids.shape}")
-    b, t = ids.shape
-    is_special, non_special = _vocab_tables(special, int(vocab_size))
-    is_cand = ~is_special[ids]
-    n_cand = np.count_nonzero(is_cand, axis=1)
-    n_real = t - np.count_nonzero(ids == special.pad, axis=1)
-    # np.rint is round-half-even, like Python's round() in _num_to_predict.
-    k = np.minimum(np.minimum(max_predictions, np.maximum(1, np.rint(n_real * mask_prob))), n_cand).astype(
-        np.int64
-    )
-    keys = np.where(is_cand, rng.random((b, t)), 2.0)
-    kth = np.sort(keys, axis=1)[np.arange(b), np.maximum(k - 1, 0)]
-    selected = (keys <= kth[:, None]) & (k[:, None] > 0)
-    rows, cols = np.nonzero(selected)  # row-major: columns ascending within a row
-    counts = np.count_nonzero(selected, axis=1)
-    slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-
-    out_ids = ids.astype(np.int32, copy=True)
-    targets = out_ids[rows, cols]
-    u = rng.random((2, len(rows)))
-    random_ids = non_special[(u[1] * len(non_special)).astype(np.intp)]
-    replacement = np.where(u[0] < mask_token_prob + random_token_prob, random_ids, targets)
-    replacement[u[0] < mask_token_prob] = special.mask
-    out_ids[rows, cols] = replacement
-
-    mlm_positions = np.zeros((b, max_predictions), dtype=np.int32)
-    mlm_targets = np.zeros((b, max_predictions), dtype=np.int32)
-    mlm_weights = np.zeros((b, max_predictions), dtype=np.float32)
-    mlm_positions[rows, slot] = cols
-    mlm_targets[rows, slot] = targets
-    mlm_weights[rows, slot] = 1.0
-    return {
-        "input_ids": out_ids,
-        "mlm_positions": mlm_positions,
-        "mlm_targets": mlm_targets,
-        "mlm_weights": mlm_weights,
-    }
-
-
-def apply_masking_batch(
-    batch: dict[str, np.ndarray],
-    rng: np.random.Generator,
-    cfg: MaskingConfig,
-    special: SpecialIds,
-    vocab_size: int,
-    word_starts: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """``apply_masking`` for a batch of padded examples (every array with a leading
-    [B] axis; ``word_starts`` [B, T]). Plain masking is vectorised over the batch
-    (``mask_batch``); whole-word and span masking fall back to one row at a time."""
-    ids = batch["input_ids"]
-    if not (cfg.whole_word or cfg.span):
-        out = mask_batch(
-            ids,
-            rng,
-            special,
-            vocab_size,
-            mask_prob=cfg.mask_prob,
-            max_predictions=cfg.max_predictions,
-            mask_token_prob=cfg.mask_token_prob,
-            random_token_prob=cfg.random_token_prob,
-        )
-    else:
-        rows = [
-            apply_masking(
-                {"input_ids": ids[i]},
-                rng,
-                cfg,
-                special,
-                vocab_size,
-                None if word_starts is None else word_starts[i],
-            )
-            for i in range(len(ids))
-        ]
-        out = {
-            k: np.stack([r[k] for r in rows])
-            for k in ("input_ids", "mlm_positions", "mlm_targets", "mlm_weights")
-        }
-    result = dict(batch)
-    result.update(out)
-    return result

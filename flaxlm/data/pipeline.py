@@ -30,19 +30,22 @@ def _mask_example(example, rng, *, cfg, special, vocab_size, word_starts):
     return masking.apply_masking(example, rng, cfg, special, vocab_size, word_starts=ws)
 
 
-def masking_fn(data: prepare_lib.PreparedData):
-    """The per-example dynamic-masking transform, or None when masks are static or not wanted."""
+def with_dynamic_masks(ds: grain.MapDataset, data: prepare_lib.PreparedData) -> grain.MapDataset:
+    """Masks each example as it is read (rng from the seed and the element's global index), unless
+    masks were fixed at preparation (static masking) or the objective has none (causal LM)."""
     s = data.settings
     if s.builder == "causal" or s.static_masking:
-        return None
+        return ds
     tok = data.tokenizer
     word_starts = prepare_lib.word_start_table(tok) if (s.whole_word or s.span) else None
-    return functools.partial(
-        _mask_example,
-        cfg=prepare_lib.masking_config(s),
-        special=prepare_lib.special_ids(tok),
-        vocab_size=tok.vocab_size,
-        word_starts=word_starts,
+    return ds.random_map(
+        functools.partial(
+            _mask_example,
+            cfg=prepare_lib.masking_config(s),
+            special=prepare_lib.special_ids(tok),
+            vocab_size=tok.vocab_size,
+            word_starts=word_starts,
+        )
     )
 
 
@@ -78,10 +81,8 @@ def train_iterator(
     """
     _check_batch(len(data.train), global_batch, process_count, "train")
     ds = grain.MapDataset.source(data.train).seed(seed).shuffle().repeat(None)
-    fn = masking_fn(data)
-    if fn is not None:
-        ds = ds.random_map(fn)
-    ds = ds[process_index::process_count]
+    # Masks are drawn before the host split, so they do not depend on the number of hosts.
+    ds = with_dynamic_masks(ds, data)[process_index::process_count]
     ds = ds.batch(global_batch // process_count, drop_remainder=True)
     options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
     return iter(ds.to_iter_dataset(options))
@@ -113,10 +114,7 @@ def eval_batches(
             num_batches,
             global_batch,
         )
-    ds = grain.MapDataset.source(data.validation).seed(seed)
-    fn = masking_fn(data)
-    if fn is not None:
-        ds = ds.random_map(fn)
+    ds = with_dynamic_masks(grain.MapDataset.source(data.validation).seed(seed), data)
     ds = ds[: num_batches * global_batch][process_index::process_count]
     ds = ds.batch(global_batch // process_count, drop_remainder=True)
     return [ds[i] for i in range(len(ds))]
