@@ -113,6 +113,9 @@ def test_gpt_tiny_lowers_causal_lm_loss(tmp_path, data_dir):
         ("--config.data.seq_len=512", "exceeds config.model.max_len=64"),
         ("--config.data.corpus=/no/such/dir/*.txt", "/no/such/dir/*.txt"),
         ("--config.train.grad_accum_steps=7", "is not divisible by config.train.grad_accum_steps=7"),
+        ("--config.data.data_dir=/etc/hostname/data", "cannot create the data dir /etc/hostname/data"),
+        (f"--config.data.corpus={REPO}/tests/testdata/empty.txt", "empty.txt: file is empty"),
+        (f"--config.data.corpus={REPO}/tests/testdata/latin1.txt", "latin1.txt"),
     ],
 )
 def test_bad_config_is_one_clear_line(tmp_path, data_dir, override, message):

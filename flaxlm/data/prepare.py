@@ -27,6 +27,7 @@ from flaxlm.data import builders
 from flaxlm.data import corpus as corpus_lib
 from flaxlm.data import masking
 from flaxlm.data import tokenizer as tokenizer_lib
+from flaxlm.errors import DataError
 
 # Bump when the record layout or the preparation code changes meaning.
 FORMAT_VERSION = 1
@@ -232,6 +233,13 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int) -> PreparedData:
     vocab_size: of the sentencepiece model to train when `data_cfg.tokenizer` is empty.
     """
     data_dir = data_cfg.data_dir or default_data_dir()
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+    except OSError as e:
+        raise DataError(
+            f"cannot create the data dir {data_dir} ({e.strerror}); set config.data.data_dir or "
+            "$FLAXLM_DATA_DIR to a writable folder"
+        ) from None
     tok = get_tokenizer(data_cfg, vocab_size, data_dir)
     settings = settings_from_config(data_cfg, pair_labels)
     key = json.dumps(
