@@ -30,6 +30,7 @@ setuptools.setup(
         "test": ["pytest>=8.0"],
         "hf": ["transformers==4.57.*", "safetensors>=0.4", "torch>=2.5"],
         "tf": ["tensorflow>=2.16"],
+        "corpora": ["rdata>=0.11"],  # tools/extract_corpus.py austen: reads R's lazy-load database
     },
     entry_points={"console_scripts": ["flaxlm=flaxlm.cli:run"]},
 )
