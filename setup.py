@@ -27,7 +27,7 @@ setuptools.setup(
         "tensorboardX>=2.6",
     ],
     extras_require={
-        "test": ["pytest>=8.0"],
+        "test": ["pytest>=8.0", "rdata>=0.11"],  # rdata: the Austen extractor tests (tools/)
         "hf": ["transformers==4.57.*", "safetensors>=0.4", "torch>=2.5"],
         "tf": ["tensorflow>=2.16"],
         "corpora": ["rdata>=0.11"],  # tools/extract_corpus.py austen: reads R's lazy-load database
