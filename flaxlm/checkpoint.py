@@ -1,28 +1,57 @@
 """Orbax checkpoints of a training run: train state, data-iterator position and config together.
 
 Layout: WORKDIR/checkpoints/<step>/{state,data,config}. Orbax writes each
-step into a temporary folder and renames it when complete, so a crash
-mid-save leaves the previous checkpoint as the latest complete one.
+step into `<step>.orbax-checkpoint-tmp-*` and renames it when complete, so
+a crash (even kill -9) mid-save leaves a tmp folder that `latest_step`
+never lists and the next start deletes; the previous checkpoint stays the
+latest complete one. A complete checkpoint that cannot be read back
+(truncated or deleted files) is moved to WORKDIR/corrupt_checkpoints/<step>
+and the run falls back to the newest readable one (`restore_latest`).
+
+Exports (`flaxlm export`) hold the parameters alone, as one msgpack file
+(flax.serialization: nested dicts of numpy arrays, readable without orbax
+or a device mesh), with the model config as JSON beside it:
+OUT/params.msgpack and OUT/model_config.json. `load_params(OUT)` reads
+them back.
 """
 
+import json
 import logging
+import os
+import sys
+import time
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+from flax import serialization
+
+from flaxlm import objectives
+from flaxlm.errors import CheckpointError, FlaxlmError, WorkdirError
 
 log = logging.getLogger(__name__)
+
+PARAMS_FILE = "params.msgpack"
+MODEL_CONFIG_FILE = "model_config.json"
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(workdir, "checkpoints")
 
 
 def manager(workdir: str, *, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=async_save, cleanup_tmp_directories=True
     )
-    return ocp.CheckpointManager(f"{workdir}/checkpoints", options=options)
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, data_iterator, config_dict) -> None:
-    """Starts saving `step` (async: returns once the arrays are copied off the device)."""
+    """Starts saving `step` (async: returns once the arrays are copied off the device).
+
+    The data iterator's position is read here, synchronously (grain's handler
+    is a blocking one), so it is the position after this step's batch.
+    """
     items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config_dict)}
     if data_iterator is not None:
         items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
@@ -42,8 +71,173 @@ def saved_config(mngr: ocp.CheckpointManager, step: int) -> dict:
     return mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
 
 
-def abstract_like(state, shardings=None):
-    """ShapeDtypeStructs (with target shardings) describing `state`, for a restore."""
-    if shardings is None:
-        shardings = jax.tree.map(lambda x: getattr(x, "sharding", None), state)
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: " + " ".join(str(e).split())[:300]
+
+
+def quarantine(workdir: str, step: int) -> str:
+    """Moves checkpoint `step` out of the manager's sight (kept, for a post-mortem); returns where."""
+    dest_root = os.path.join(workdir, "corrupt_checkpoints")
+    os.makedirs(dest_root, exist_ok=True)
+    dest = os.path.join(dest_root, f"{step}-{int(time.time())}")
+    os.replace(os.path.join(checkpoint_dir(workdir), str(step)), dest)
+    return dest
+
+
+def restore_latest(mngr, workdir: str, abstract_state, data_iterator, check_config=None):
+    """Restores the newest readable checkpoint; returns (state, step), or (None, None) if there is none.
+
+    `check_config(saved_config_dict)` may raise FlaxlmError (a checkpoint of a
+    different model): that is the user's to fix and propagates. Any other
+    failure to read a checkpoint means it is damaged: the next older one is
+    tried, and once one restores the damaged newer ones are moved to
+    WORKDIR/corrupt_checkpoints (so later saves of those steps do not
+    collide) with a warning naming both steps. If none restores, nothing is
+    moved and CheckpointError names them all.
+    """
+    steps = sorted(mngr.all_steps(), reverse=True)
+    failed: list[tuple[int, str]] = []
+    for step in steps:
+        try:
+            config = saved_config(mngr, step)
+            if check_config is not None:
+                check_config(config)
+            state = restore(mngr, step, abstract_state, data_iterator)
+        except FlaxlmError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any unreadable file means a damaged checkpoint
+            log.debug("checkpoint %d failed to restore", step, exc_info=True)
+            failed.append((step, _one_line(e)))
+            continue
+        for bad, why in failed:
+            where = quarantine(workdir, bad) if jax.process_index() == 0 else "corrupt_checkpoints/"
+            sys.stderr.write(
+                f"flaxlm: warning: the checkpoint of step {bad} is unreadable ({why}); "
+                f"moved it to {where} and resuming from the checkpoint of step {step} instead\n"
+            )
+        if failed:
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
+
+                multihost_utils.sync_global_devices("flaxlm:quarantined")
+            mngr.reload()
+        return state, step
+    if failed:
+        raise CheckpointError(
+            f"no checkpoint in {checkpoint_dir(workdir)} can be read ("
+            + "; ".join(f"step {s}: {why}" for s, why in failed)
+            + "); move the checkpoints folder away to start from scratch"
+        )
+    return None, None
+
+
+def check_writable(path: str, what: str = "--workdir") -> None:
+    """Creates `path` if needed and proves a file can be written there, else WorkdirError (one line)."""
+    probe = os.path.join(path, f".flaxlm-write-test-{os.getpid()}")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(probe, "w", encoding="utf-8") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise WorkdirError(
+            f"cannot write to {what} {path}: {e.strerror or e}; choose a writable directory"
+        ) from e
+
+
+def os_error_in(e: BaseException) -> OSError | None:
+    """The OSError behind `e` (orbax wraps write failures), or None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+# Export -------------------------------------------------------------------------------------------------
+
+
+def restore_params(workdir: str, step: int | None = None):
+    """The parameters of checkpoint `step` (default: the latest) as nested dicts of numpy arrays.
+
+    Restored to host memory whatever mesh or device count wrote them.
+    Returns (params, step, saved config dict).
+    """
+    if not os.path.isdir(checkpoint_dir(workdir)):
+        raise CheckpointError(f"{workdir} has no checkpoints/ folder; is it a `flaxlm train` --workdir?")
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False, enable_async_checkpointing=False)
+    handlers = {
+        "state": ocp.StandardCheckpointHandler(),
+        "config": ocp.JsonCheckpointHandler(),
+        "data": grain.checkpoint.CheckpointHandler(),
+    }
+    with ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers=handlers) as mngr:
+        steps = mngr.all_steps()
+        if not steps:
+            raise CheckpointError(f"{checkpoint_dir(workdir)} holds no complete checkpoint")
+        if step is None:
+            step = max(steps)
+        elif step not in steps:
+            raise CheckpointError(
+                f"no checkpoint of step {step} in {checkpoint_dir(workdir)}; "
+                f"it has steps {', '.join(map(str, sorted(steps)))}"
+            )
+        # Onto this host's first device, whatever mesh wrote it: explicit target shardings make
+        # orbax reshard instead of trusting the saved (possibly absent) device layout.
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+            mngr.item_metadata(step)["state"],
+        )
+        restored = mngr.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), config=ocp.args.JsonRestore()),
+        )
+    return jax.device_get(restored["state"]["params"]), step, restored["config"]
+
+
+def export_params(workdir: str, out: str, step: int | None = None) -> tuple[str, int]:
+    """Writes checkpoint `step`'s parameters and model config to the folder `out`; returns (file, step).
+
+    Each file is written under a temporary name and renamed, so an
+    interrupted export never leaves a truncated params file.
+    """
+    params, step, saved = restore_params(workdir, step)
+    check_writable(out, "--out")
+    model = dict(saved["model"])
+    model["pair_head"] = objectives.pair_name(saved["objective"]) is not None  # as train.model_config
+    meta = {"model": model, "objective": saved["objective"], "step": int(step)}
+    _write_atomic(os.path.join(out, PARAMS_FILE), serialization.msgpack_serialize(params))
+    _write_atomic(os.path.join(out, MODEL_CONFIG_FILE), (json.dumps(meta, indent=2) + "\n").encode())
+    return os.path.join(out, PARAMS_FILE), step
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_params(path: str):
+    """Reads an export back: returns (params, model_config dict).
+
+    `path` is the folder `flaxlm export --out` wrote (or its params.msgpack).
+    params is the nested dict of numpy arrays that `model.apply({"params": params}, ...)`
+    takes; the config dict holds `model` (the fields of config.model plus
+    `pair_head`), `objective` and `step`; build the model with
+    `flaxlm.models.get_model(ml_collections.ConfigDict(cfg["model"]))`.
+    """
+    folder = os.path.dirname(path) if path.endswith(PARAMS_FILE) else path
+    try:
+        with open(os.path.join(folder, PARAMS_FILE), "rb") as f:
+            params = serialization.msgpack_restore(f.read())
+        with open(os.path.join(folder, MODEL_CONFIG_FILE), encoding="utf-8") as f:
+            config = json.load(f)
+    except OSError as e:
+        raise WorkdirError(f"cannot read the export in {folder}: {e.strerror or e}") from e
+    return params, config

@@ -4,6 +4,12 @@ Subcommands:
   train      pretrain (resumes from the latest checkpoint in --workdir)
   prepare    tokenize and write the ArrayRecord shards for a config, nothing else
   tokenizer  train (or reuse) the sentencepiece model of a config's corpus
+  export     write a checkpoint's parameters alone: flaxlm export --workdir=DIR --out=PATH [--step=N]
+             (PATH/params.msgpack + PATH/model_config.json; read with flaxlm.checkpoint.load_params)
+
+Exit codes: 0 done (or stopped by SIGTERM/SIGINT after saving a checkpoint: rerun to resume),
+2 a problem the message says how to fix (config, data, workdir, checkpoint), 3 training stopped
+on a non-finite loss or gradient (config.train.nonfinite='stop'), 130 a second Ctrl-C.
 """
 
 import logging
@@ -14,12 +20,16 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-SUBCOMMANDS = ("train", "prepare", "tokenizer")
+SUBCOMMANDS = ("train", "prepare", "tokenizer", "export")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file (configs/*.py).", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where metrics, TensorBoard events and checkpoints go.")
+_OUT = flags.DEFINE_string(
+    "out", None, "export: the folder to write params.msgpack and model_config.json to."
+)
+_STEP = flags.DEFINE_integer("step", None, "export: the checkpoint step (default: the latest).")
 
 
 def _usage() -> str:
@@ -38,13 +48,21 @@ def _main(command: str):
         from flaxlm import train as train_lib
         from flaxlm.data import prepare as prepare_lib
 
-        config = _CONFIG.value
-        if config is None:
-            raise app.UsageError("--config is required; " + _usage())
         # Our progress at INFO; the libraries' (orbax, tfds, jax) only from WARNING up.
         absl_logging.set_verbosity(absl_logging.WARNING)
         logging.getLogger("flaxlm").setLevel(logging.INFO)
+        config = _CONFIG.value
         try:
+            if command == "export":  # the checkpoint holds its own config
+                if not _WORKDIR.value or not _OUT.value:
+                    raise app.UsageError("usage: flaxlm export --workdir=DIR --out=PATH [--step=N]")
+                from flaxlm import checkpoint as ckpt
+
+                path, step = ckpt.export_params(_WORKDIR.value, _OUT.value, _STEP.value)
+                print(f"flaxlm: exported the parameters of step {step} to {path}", flush=True)
+                return
+            if config is None:
+                raise app.UsageError("--config is required; " + _usage())
             config_lib.validate(config)
             if command == "train":
                 if not _WORKDIR.value:
@@ -60,9 +78,14 @@ def _main(command: str):
                     config.data.data_dir or prepare_lib.default_data_dir(),
                 )
                 print(f"tokenizer with {tok.vocab_size} tokens: {getattr(tok, 'path', tok)}")
-        except errors.FlaxlmError as e:  # config/corpus/tokenizer/data problems: one line, no traceback
-            sys.stderr.write(f"flaxlm {command}: error: {e}\n")
-            sys.exit(2)
+        except errors.FlaxlmError as e:  # config/corpus/data/workdir problems: one line, no traceback
+            sys.stderr.write(f"flaxlm {command}: error: {_one_line(e)}\n")
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:  # a second Ctrl-C while the first one's checkpoint was being written
+            sys.stderr.write(
+                f"flaxlm {command}: interrupted; rerun to resume from the last complete checkpoint\n"
+            )
+            sys.exit(130)
 
     return main
 

@@ -90,6 +90,10 @@ def base_config() -> ml_collections.ConfigDict:
             eval_batches=0,  # 0 = the whole validation split
             checkpoint_every=10_000,
             keep_checkpoints=3,
+            # A non-finite loss or gradient norm: "stop" ends the run (exit 3) without saving the
+            # step; "skip" drops that step's update and counts it in metrics' skipped_steps.
+            nonfinite="stop",
+            debug_nan_step=0,  # testing only: poison this step's loss and gradients with NaN (0 = off)
         )
     )
 
@@ -147,6 +151,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
         fail(f"config.data.masking={c.data.masking!r} is unknown; choose 'dynamic' or 'static'")
     if c.train.schedule not in ("linear", "cosine"):
         fail(f"config.train.schedule={c.train.schedule!r} is unknown; choose 'linear' or 'cosine'")
+    if c.train.nonfinite not in ("stop", "skip"):
+        fail(f"config.train.nonfinite={c.train.nonfinite!r} is unknown; choose 'stop' or 'skip'")
     if c.parallelism not in ("mesh", "pmap"):
         fail(f"config.parallelism={c.parallelism!r} is unknown; choose 'mesh' or 'pmap'")
     for name in ("batch_size", "num_steps", "grad_accum_steps", "log_every", "checkpoint_every"):

@@ -19,11 +19,13 @@ from tqdm import tqdm
 
 from flaxlm import checkpoint as ckpt
 from flaxlm import config as config_lib
+from flaxlm import errors
 from flaxlm import metrics as metrics_lib
 from flaxlm import models
 from flaxlm import objectives
 from flaxlm import optimizer as optimizer_lib
 from flaxlm import parallel
+from flaxlm import preemption
 from flaxlm import train_step as step_lib
 from flaxlm.data import pipeline
 from flaxlm.data import prepare as prepare_lib
@@ -75,7 +77,12 @@ def init_state(model, tx, config, rng) -> step_lib.TrainState:
             deterministic=True,
         )
     params = variables["params"]
-    return step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    return step_lib.TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        skipped_steps=jnp.zeros((), jnp.int32),
+    )
 
 
 def prepare_data(config) -> prepare_lib.PreparedData:
@@ -151,13 +158,12 @@ class Runner:
         self.pmap = config.parallelism == "pmap"
         tc = config.train
         kwargs = dict(objective=config.objective, pair_weight=config.pair_weight)
+        train_kwargs = dict(kwargs, grad_accum_steps=tc.grad_accum_steps, debug_nan_step=tc.debug_nan_step)
         if self.pmap:
             self.devices = devices or jax.local_devices()
             self.n = len(self.devices)
             parallel.check_batch_divisible(tc.batch_size // jax.process_count(), self.n, "local devices")
-            train = step_lib.make_train_step(
-                model, tx, schedule, grad_accum_steps=tc.grad_accum_steps, axis_name="batch", **kwargs
-            )
+            train = step_lib.make_train_step(model, tx, schedule, axis_name="batch", **train_kwargs)
             self._train = jax.pmap(
                 train, axis_name="batch", in_axes=(0, 0, None), donate_argnums=(0,), devices=self.devices
             )
@@ -172,9 +178,7 @@ class Runner:
             parallel.check_batch_divisible(tc.batch_size, shards, "data-parallel devices (mesh data x fsdp)")
             self.batch_sharding = parallel.batch_sharding(self.mesh)
             rep = parallel.replicated(self.mesh)
-            train = step_lib.make_train_step(
-                model, tx, schedule, grad_accum_steps=tc.grad_accum_steps, **kwargs
-            )
+            train = step_lib.make_train_step(model, tx, schedule, **train_kwargs)
             self._train = jax.jit(
                 train,
                 in_shardings=(rep, self.batch_sharding, rep),
@@ -241,12 +245,24 @@ def evaluate(runner: Runner, params, batches, pair_weight: float) -> dict[str, f
     return acc.result()
 
 
+def _all_finite(flag) -> bool:
+    """The step's `finite` metric on the host (pmap: one copy per device, all equal)."""
+    return bool(np.all(jax.device_get(flag)))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the last eval metrics."""
+    """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the last eval metrics.
+
+    SIGTERM/SIGINT during the loop: the current step is finished, saved and
+    waited for, and the function returns early (rerun to resume). A
+    non-finite loss or gradient norm raises NonFiniteError before anything
+    of that step is saved (config.train.nonfinite="stop"), or drops the
+    step's update ("skip").
+    """
     config_lib.validate(config)
     tc = config.train
     is_main = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
+    ckpt.check_writable(workdir)  # before minutes of data preparation
 
     data = prepare_data(config)
     log.info("data: %s (train %d, validation %d examples)", data.path, len(data.train), len(data.validation))
@@ -275,10 +291,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
 
     mngr = ckpt.manager(workdir, keep=tc.keep_checkpoints)
-    latest = mngr.latest_step()
-    if latest is not None:
-        check_resume_config(ckpt.saved_config(mngr, latest), config)
-        state = ckpt.restore(mngr, latest, runner.abstract_state(model, tx, init_rng), data_iter)
+    state, latest = ckpt.restore_latest(
+        mngr,
+        workdir,
+        runner.abstract_state(model, tx, init_rng),
+        data_iter,
+        check_config=lambda saved: check_resume_config(saved, config),
+    )
+    if state is not None:
         state = runner.place_state(state)
         log.info("resumed from the checkpoint of step %d in %s", latest, workdir)
         if is_main:
@@ -299,11 +319,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
     eval_metrics: dict[str, float] = {}
     pending = None  # (step, device metrics): read one step late so logging never stalls the device
+    unchecked = None  # (step, device metrics) of the newest step whose finiteness the host has not read
+    last_saved = latest  # newest checkpoint known good (saved from a checked state, or restored)
     tokens, t_last = 0, time.perf_counter()
 
     def log_train(step, device_metrics):
         nonlocal tokens, t_last
         m = runner.metrics_to_host(device_metrics)
+        m.pop("finite")
         now = time.perf_counter()
         m["tokens_per_s"] = tokens / max(now - t_last, 1e-9)
         tokens, t_last = 0, now
@@ -317,32 +340,97 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         tqdm.write(f"step {step}: " + ", ".join(f"eval_{k}={v:.4f}" for k, v in sorted(eval_metrics.items())))
         t_last, tokens = time.perf_counter(), 0  # evaluation time is not training throughput
 
+    def check_finite(step, device_metrics):
+        if _all_finite(device_metrics["finite"]):
+            return
+        m = runner.metrics_to_host(device_metrics)
+        what = f"non-finite loss ({m['loss']}) or gradient norm ({m['grad_norm']}) at step {step}"
+        if tc.nonfinite == "skip":
+            log.warning("%s: update skipped (%d skipped so far)", what, int(m["skipped_steps"]))
+            return
+        kept = (
+            f"the checkpoint of step {last_saved} is untouched" if last_saved else "no checkpoint was written"
+        )
+        raise errors.NonFiniteError(
+            f"{what}; stopped without saving it, {kept}; lower config.train.learning_rate, "
+            "or set --config.train.nonfinite=skip to drop such steps"
+        )
+
+    def disk_error(e: BaseException, step: int) -> errors.WorkdirError | None:
+        os_err = ckpt.os_error_in(e)
+        if os_err is None:
+            return None
+        mngr.reload()
+        good = [s for s in mngr.all_steps() if s != step]
+        kept = f"the checkpoint of step {max(good)} is intact" if good else "no earlier checkpoint exists"
+        return errors.WorkdirError(
+            f"cannot write the checkpoint of step {step} to {ckpt.checkpoint_dir(workdir)}: "
+            f"{os_err.strerror or os_err}; {kept}; free space or choose a writable --workdir, then rerun"
+        )
+
+    def save(step):
+        nonlocal last_saved
+        try:
+            ckpt.save(mngr, step, runner.host_state(state), data_iter, config.to_dict())
+            if stopping:
+                mngr.wait_until_finished()  # durable before we report it and exit
+        except Exception as e:
+            raise (disk_error(e, step) or e) from e
+        last_saved = step
+
     if start == 0:
         run_eval(0)  # the starting point of every learning curve
-    for step in range(start + 1, tc.num_steps + 1):
-        batch = next(data_iter)
-        tokens += pipeline.batch_tokens(batch) * jax.process_count()
-        state, metrics = runner.train_step(state, batch, dropout_rng)
+    stopping = False
+    try:
+        with preemption.Preemption() as preempt:
+            for step in range(start + 1, tc.num_steps + 1):
+                batch = next(data_iter)
+                tokens += pipeline.batch_tokens(batch) * jax.process_count()
+                state, metrics = runner.train_step(state, batch, dropout_rng)
+                if unchecked is not None:  # the previous step: done by now, reading it does not stall
+                    check_finite(*unchecked)
+                unchecked = (step, metrics)
+                if pending is not None:
+                    log_train(*pending)
+                    pending = None
+                if step % tc.log_every == 0 or step == tc.num_steps:
+                    pending = (step, metrics)
+                bar.update(1)
+                stopping = preempt.should_stop(step)
+                if step % tc.eval_every == 0 or step == tc.num_steps:
+                    if pending is not None:
+                        log_train(*pending)
+                        pending = None
+                    run_eval(step)
+                if step % tc.checkpoint_every == 0 or step == tc.num_steps or stopping:
+                    check_finite(*unchecked)  # never save a state the host has not seen finite
+                    unchecked = None
+                    save(step)
+                if stopping:
+                    break
+        if unchecked is not None:
+            check_finite(*unchecked)
         if pending is not None:
             log_train(*pending)
-            pending = None
-        if step % tc.log_every == 0 or step == tc.num_steps:
-            pending = (step, metrics)
-        bar.update(1)
-        if step % tc.eval_every == 0 or step == tc.num_steps:
-            if pending is not None:
-                log_train(*pending)
-                pending = None
-            run_eval(step)
-        if step % tc.checkpoint_every == 0 or step == tc.num_steps:
-            ckpt.save(mngr, step, runner.host_state(state), data_iter, config.to_dict())
-    if pending is not None:
-        log_train(*pending)
-    bar.close()
-    mngr.wait_until_finished()
-    mngr.close()
-    writer.close()
-    if is_main:
+        try:
+            mngr.wait_until_finished()
+        except Exception as e:
+            raise (disk_error(e, last_saved) or e) from e
+    finally:
+        bar.close()
+        try:  # let good saves already under way finish, whatever stopped the loop
+            mngr.wait_until_finished()
+        except Exception:  # noqa: BLE001 - reported above when it matters; never mask the first error
+            log.debug("waiting for checkpoints after an error", exc_info=True)
+        mngr.close()
+        writer.close()
+    if is_main and stopping:
+        print(
+            f"flaxlm: stopped by {preempt.signal_name} at step {step}; checkpoint saved to "
+            f"{ckpt.checkpoint_dir(workdir)}/{step}; rerun the same command to resume",
+            flush=True,
+        )
+    elif is_main:
         print(
             f"flaxlm: done at step {tc.num_steps}; metrics in {workdir}/metrics.jsonl, "
             f"checkpoint in {workdir}/checkpoints/{tc.num_steps}",

@@ -28,6 +28,7 @@ class TrainState:
     step: jax.Array
     params: Any
     opt_state: Any
+    skipped_steps: jax.Array  # steps whose update was dropped for a non-finite loss or gradient
 
 
 def batch_totals(batch, objective: str) -> dict[str, jax.Array]:
@@ -94,12 +95,19 @@ def make_train_step(
     pair_weight: float = 1.0,
     grad_accum_steps: int = 1,
     axis_name: str | None = None,
+    debug_nan_step: int = 0,
 ):
     """Returns `train_step(state, batch, rng) -> (state, metrics)`.
 
     `rng` is the run's dropout key; each step folds in its step number (and
     microbatch / device index), so the step is a pure function of its inputs.
     With `axis_name` the step runs under pmap over that axis.
+
+    A step whose loss or gradient norm is not finite leaves params and
+    optimizer state unchanged (only `step` and `skipped_steps` advance) and
+    reports `finite=False`; the loop decides whether to go on or stop.
+    `debug_nan_step` (1-based, 0 = off) multiplies that step's loss and
+    gradients by NaN, to test this path deterministically.
     """
     grad_fn = jax.value_and_grad(shard_loss, has_aux=True)
 
@@ -134,12 +142,33 @@ def make_train_step(
             grads = jax.lax.pmean(grads, axis_name)
             metrics = jax.lax.pmean(metrics, axis_name)
 
+        if debug_nan_step:
+            poison = jnp.where(state.step + 1 == debug_nan_step, jnp.nan, 1.0)
+            grads = jax.tree.map(lambda g: g * poison.astype(g.dtype), grads)
+            metrics = dict(metrics, loss=metrics["loss"] * poison)
+
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
+        # A select, not a cond: both branches are already computed, and NaNs never reach the state.
+        keep_new = lambda new, old: jnp.where(finite, new, old)
+        params = jax.tree.map(keep_new, params, state.params)
+        opt_state = jax.tree.map(keep_new, opt_state, state.opt_state)
+        skipped = state.skipped_steps + (~finite).astype(jnp.int32)
+        metrics = dict(
+            metrics,
+            grad_norm=grad_norm,
+            learning_rate=schedule(state.step),
+            skipped_steps=skipped,
+            finite=finite,
+        )
         if "lm_loss" in metrics:
             metrics["perplexity"] = jnp.exp(metrics["lm_loss"])
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        new_state = state.replace(
+            step=state.step + 1, params=params, opt_state=opt_state, skipped_steps=skipped
+        )
+        return new_state, metrics
 
     return train_step
 
