@@ -6,9 +6,10 @@ Run:
 Remove NSP (segment pairs, MLM only):
   flaxlm train --config=configs/bert_tiny.py --config.objective=mlm --workdir=/tmp/bert_tiny_nonsp
 
-Reaches (measured, see README "Default run"): on 2 CPU cores in a few minutes,
-MLM loss from ~9.0 to ~5.9 and NSP accuracy well above chance on the
-held-out scenes. A sentencepiece unigram vocabulary of 8000 is trained on
+Reaches (measured on 2 cores of an AMD EPYC, README "What the default run
+does"): 5.6 minutes end to end; held-out MLM loss 9.02 -> 6.26 (accuracy
+0.117) in 600 steps at ~7,400 tokens/s. NSP stays at chance (0.505) in a run
+this short. A sentencepiece unigram vocabulary of 8000 is trained on
 the corpus on first use and cached with the prepared data in
 ~/.cache/flaxlm (or $FLAXLM_DATA_DIR).
 """

@@ -119,7 +119,6 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
         self._tok = tok
         self._settings = settings
         self._fingerprint = fingerprint
-        self.build_stats: dict[str, Any] = {}
         super().__init__(config=tfds.core.BuilderConfig(name=fingerprint), **kwargs)
 
     def _info(self):
@@ -191,9 +190,8 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
                         )
                 yield key, ex
                 key += 1
-        stats.update(build_stats.as_dict())
-        stats["examples"] = key
-        self.build_stats[split] = stats
+        # Tokenization and example-building counts side by side (both have e.g. "tokens").
+        stats = {"examples": key, "tokenized": stats, "built": build_stats.as_dict()}
         log.info("prepared %s split: %s", split, json.dumps(stats))
 
 
