@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import jax
@@ -23,6 +22,9 @@ import pytest
 from conftest import REPO
 from flaxlm import checkpoint as ckpt
 from test_cli import SMALL, flaxlm
+
+sys.path.insert(0, str(REPO / "tools"))
+import fault_matrix  # noqa: E402
 
 STEPS, EVERY = 18, 6
 TINY = [
@@ -40,24 +42,8 @@ TINY = [
     f"--config.train.num_steps={STEPS}",
 ]
 
-# Runs the CLI with grain's checkpoint handler made to hang inside the save of one step (after the
-# step's tmp folder exists and the arrays' async write has started), so kill -9 lands mid-save.
-HANG_IN_SAVE = textwrap.dedent(
-    """
-    import pathlib, sys, time
-    from grain._src.python.checkpoint import handler
-    step, marker = sys.argv[1], sys.argv[2]
-    original = handler.CheckpointHandler.save
-    def save(self, directory, *args, **kwargs):
-        if f"/{step}.orbax-checkpoint-tmp" in str(directory):
-            pathlib.Path(marker).write_text(str(directory))
-            time.sleep(600)
-        return original(self, directory, *args, **kwargs)
-    handler.CheckpointHandler.save = save
-    from flaxlm import cli
-    cli.run(["flaxlm", *sys.argv[3:]])
-    """
-)
+# The CLI with one save made to hang, so kill -9 lands mid-save (shared with tools/fault_matrix.py).
+HANG_IN_SAVE = fault_matrix.HANG_IN_SAVE
 
 
 @pytest.fixture(scope="module", autouse=True)

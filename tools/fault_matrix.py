@@ -1,6 +1,6 @@
 """Runs the fault matrix on a tiny BERT config through the CLI (subprocesses) and prints a table.
 
-  /work/venv/bin/python tools/fault_matrix.py [--steps=18] [--every=6] [--sigterm_trials=2] [--seed=0]
+  python tools/fault_matrix.py [--steps=18] [--every=6] [--sigterm_trials=2] [--seed=0]
 
 Faults: SIGTERM/SIGINT at random steps (then resume), kill -9 between checkpoints and in the middle
 of an async save (then resume), a corrupted latest checkpoint (truncated array file), NaN injected
