@@ -277,7 +277,7 @@ def test_rst_lists_tables_and_fields():
     ]  # fmt: skip
     title, out = ec.rst_prose_lines(lines)
     assert title == "Title"
-    assert [" ".join(b) for b in ec.blocks_of_lines(out)] == ["Intro:", "one   item", "two", "End."]
+    assert [" ".join(b) for b in ec.split_blocks(out)] == ["Intro:", "one   item", "two", "End."]
 
 
 # ----------------------------------------------------------------------------- output

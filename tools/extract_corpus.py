@@ -57,11 +57,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import gzip
 import hashlib
 import html
 import io
-import json
 import os
 import pathlib
 import re
@@ -73,6 +71,10 @@ import tarfile
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable
+
+# The sibling script that builds the default corpus writes the same format; share its helpers.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_default_corpus import split_blocks, write_jsonl_gz  # noqa: E402
 
 PACKAGES = {"austen": "r-cran-janeaustenr", "bible": "sword-text-web", "pydocs": "python3.11-doc"}
 
@@ -141,18 +143,6 @@ def download_deb(package: str, dest: str) -> pathlib.Path:
 # ----------------------------------------------------------------------------- output
 
 
-def write_jsonl_gz(docs: list[dict], path: pathlib.Path) -> None:
-    """Deterministic gzip (mtime=0, no filename in header) of one JSON object per line."""
-    payload = "".join(json.dumps(d, ensure_ascii=False, sort_keys=True) + "\n" for d in docs)
-    buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as gz:
-        gz.write(payload.encode("utf-8"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
-
-
 def corpus_counts(docs: list[dict]) -> dict[str, int]:
     """Documents, paragraphs and whitespace-separated words of a corpus."""
     paragraphs = [p for d in docs for p in d["paragraphs"]]
@@ -168,20 +158,6 @@ def check_unique_ids(docs: list[dict]) -> None:
     dupes = sorted(i for i, n in collections.Counter(d["id"] for d in docs).items() if n > 1)
     if dupes:
         raise SystemExit(f"duplicate document ids: {dupes[:5]}")
-
-
-def blocks_of_lines(lines: Iterable[str]) -> list[list[str]]:
-    """Blank-line separated runs of non-blank lines."""
-    blocks, current = [], []
-    for line in lines:
-        if line.strip():
-            current.append(line)
-        elif current:
-            blocks.append(current)
-            current = []
-    if current:
-        blocks.append(current)
-    return blocks
 
 
 # ----------------------------------------------------------------------------- austen
@@ -302,7 +278,7 @@ def split_novel(slug: str, title: str, lines: list[str]) -> list[dict]:
         if chapter_lines is not None:
             chapter_lines.append(line)
     for d in docs:
-        paragraphs = (austen_paragraph(b) for b in blocks_of_lines(d.pop("lines")))
+        paragraphs = (austen_paragraph(b) for b in split_blocks(d.pop("lines")))
         # A paragraph without a letter or digit is a section ornament such as "***".
         d["paragraphs"] = [p for p in paragraphs if _HAS_WORD.search(p)]
     return docs
@@ -615,7 +591,7 @@ def rst_prose_lines(lines: list[str]) -> tuple[str | None, list[str]]:
 def parse_rst_page(doc_id: str, text: str) -> dict:
     """One .rst page -> a document {"id", "title", "paragraphs"}; the title falls back to the id."""
     title, lines = rst_prose_lines(text.splitlines())
-    paragraphs = [rst_inline_text(" ".join(b)) for b in blocks_of_lines(lines)]
+    paragraphs = [rst_inline_text(" ".join(b)) for b in split_blocks(lines)]
     return {"id": doc_id, "title": title or doc_id, "paragraphs": [p for p in paragraphs if p.strip(":")]}
 
 
