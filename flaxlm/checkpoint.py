@@ -207,7 +207,7 @@ def export_params(workdir: str, out: str, step: int | None = None) -> tuple[str,
     params, step, saved = restore_params(workdir, step)
     check_writable(out, "--out")
     model = dict(saved["model"])
-    model["pair_head"] = objectives.pair_name(saved["objective"]) is not None  # as train.model_config
+    model["pair_head"] = objectives.has_pair_head(saved["objective"])  # as train.model_config
     meta = {"model": model, "objective": saved["objective"], "step": int(step)}
     _write_atomic(os.path.join(out, PARAMS_FILE), serialization.msgpack_serialize(params))
     _write_atomic(os.path.join(out, MODEL_CONFIG_FILE), (json.dumps(meta, indent=2) + "\n").encode())

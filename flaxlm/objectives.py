@@ -95,6 +95,11 @@ def pair_name(objective: str) -> str | None:
     return {"mlm_nsp": "nsp", "mlm_sop": "sop"}.get(objective)
 
 
+def has_pair_head(objective: str) -> bool:
+    """Whether the model for `objective` builds the 2-way NSP/SOP head (and the data carries labels)."""
+    return pair_name(objective) is not None
+
+
 class LossTerm(NamedTuple):
     """One weighted-mean loss of an objective: `count` is the weight behind the mean."""
 

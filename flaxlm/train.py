@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 def model_config(config) -> ml_collections.ConfigDict:
     """The model section plus what the objective decides (whether the pair head exists)."""
     mc = ml_collections.ConfigDict(config.model.to_dict())
-    mc.pair_head = objectives.pair_name(config.objective) is not None
+    mc.pair_head = objectives.has_pair_head(config.objective)
     return mc
 
 
@@ -95,7 +95,7 @@ def prepare_data(config) -> prepare_lib.PreparedData:
     def prepare():
         return prepare_lib.prepare(
             config.data,
-            pair_labels=objectives.pair_name(config.objective) is not None,
+            pair_labels=objectives.has_pair_head(config.objective),
             vocab_size=config.model.vocab_size,
         )
 
