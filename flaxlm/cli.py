@@ -5,7 +5,10 @@ Subcommands:
   prepare    tokenize and write the ArrayRecord shards for a config, nothing else
   tokenizer  train (or reuse) the sentencepiece model of a config's corpus
   export     write a checkpoint's parameters alone: flaxlm export --workdir=DIR --out=PATH [--step=N]
-             (PATH/params.msgpack + PATH/model_config.json; read with flaxlm.checkpoint.load_params)
+             (PATH/params.msgpack + PATH/model_config.json; read with flaxlm.checkpoint.load_params);
+             with --format=hf a Hugging Face directory instead (config.json, model.safetensors, tokenizer)
+  import-hf  a Hugging Face BERT/GPT-2 directory -> the export format (+ tokenizer files):
+             flaxlm import-hf --hf_dir=DIR --out=PATH
 
 Exit codes: 0 done (or stopped by SIGTERM/SIGINT after saving a checkpoint: rerun to resume),
 2 a problem the message says how to fix (config, data, workdir, checkpoint), 3 training stopped
@@ -20,7 +23,7 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-SUBCOMMANDS = ("train", "prepare", "tokenizer", "export")
+SUBCOMMANDS = ("train", "prepare", "tokenizer", "export", "import-hf")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file (configs/*.py).", lock_config=True
@@ -30,6 +33,13 @@ _OUT = flags.DEFINE_string(
     "out", None, "export: the folder to write params.msgpack and model_config.json to."
 )
 _STEP = flags.DEFINE_integer("step", None, "export: the checkpoint step (default: the latest).")
+_FORMAT = flags.DEFINE_enum(
+    "format",
+    "flaxlm",
+    ["flaxlm", "hf"],
+    "export: 'flaxlm' (params.msgpack) or 'hf' (a Hugging Face directory).",
+)
+_HF_DIR = flags.DEFINE_string("hf_dir", None, "import-hf: the Hugging Face model directory to read.")
 
 
 def _usage() -> str:
@@ -53,6 +63,30 @@ def _main(command: str):
         logging.getLogger("flaxlm").setLevel(logging.INFO)
         config = _CONFIG.value
         try:
+            if command == "import-hf":
+                if not _HF_DIR.value or not _OUT.value:
+                    raise app.UsageError("usage: flaxlm import-hf --hf_dir=DIR --out=PATH")
+                from flaxlm import hf
+
+                meta = hf.import_hf(_HF_DIR.value, _OUT.value)
+                tok = (
+                    f", tokenizer {meta['tokenizer']}" if meta["tokenizer"] else ", no tokenizer files found"
+                )
+                print(f"flaxlm: imported {meta['model']['arch']} ({meta['objective']}{tok}) to {_OUT.value}")
+                return
+            if command == "export" and _FORMAT.value == "hf":
+                if not _WORKDIR.value or not _OUT.value:
+                    raise app.UsageError(
+                        "usage: flaxlm export --workdir=DIR --out=PATH --format=hf [--step=N]"
+                    )
+                from flaxlm import hf
+
+                step, tok = hf.export_workdir(_WORKDIR.value, _OUT.value, _STEP.value)
+                note = "" if tok else " (the run's tokenizer was not found on this machine: none written)"
+                print(
+                    f"flaxlm: exported step {step} in Hugging Face format to {_OUT.value}{note}", flush=True
+                )
+                return
             if command == "export":  # the checkpoint holds its own config
                 if not _WORKDIR.value or not _OUT.value:
                     raise app.UsageError("usage: flaxlm export --workdir=DIR --out=PATH [--step=N]")

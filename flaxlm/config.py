@@ -9,7 +9,7 @@ otherwise surface deep inside a jit trace into one-line errors.
 import ml_collections
 
 from flaxlm.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
-from flaxlm.objectives import OBJECTIVES
+from flaxlm.objectives import OBJECTIVES, has_pair_head
 
 ENCODER_BUILDERS = ("segment_pair", "sentence_pair", "full_sentences", "doc_sentences", "sop")
 DECODER_BUILDERS = ("causal",)
@@ -40,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
             dtype="float32",  # compute dtype: "float32" | "bfloat16"
             param_dtype="float32",
             remat=False,
+            pooler=True,  # BERT's tanh pooler on [CLS]; False drops it (needs an objective without NSP/SOP)
         )
     )
 
@@ -133,6 +134,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
         fail(
             f"config.objective='mlm_nsp' needs a pair builder (segment_pair or sentence_pair), "
             f"not {c.data.builder!r}; for {c.data.builder} set config.objective='mlm'"
+        )
+    if not c.model.pooler and has_pair_head(c.objective):
+        fail(
+            f"config.model.pooler=False but config.objective={c.objective!r} has an NSP/SOP head that "
+            "reads the pooled [CLS]; set config.model.pooler=True or config.objective='mlm'"
         )
     if c.data.seq_len > c.model.max_len:
         fail(

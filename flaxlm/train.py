@@ -134,6 +134,7 @@ def check_resume_config(saved: dict, config) -> None:
         "type_vocab_size",
         "position_embedding",
         "pre_ln",
+        "pooler",
     )
     diffs = [
         f"{k}: checkpoint {saved_model.get(k)!r} vs config {config.model[k]!r}"

@@ -7,7 +7,10 @@ venv=${FLAXLM_TEST_VENV:-.venv-test}
 rm -rf "$venv"
 python3 -m venv "$venv" || exit 2
 "$venv/bin/python" -m pip install --quiet --upgrade pip || exit 2
-"$venv/bin/python" -m pip install --quiet -e '.[test]' || exit 2
+# CPU torch first: the local index's torch 2.13.0 is the CPU build, where a plain torch requirement
+# would pull a multi-GB CUDA build. Then the test extras and the [hf] extra (transformers parity tests).
+"$venv/bin/python" -m pip install --quiet torch==2.13.0 || exit 2
+"$venv/bin/python" -m pip install --quiet -e '.[test,hf]' || exit 2
 "$venv/bin/python" -m pytest tests "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then

@@ -461,12 +461,19 @@ class WordPieceTokenizer(Tokenizer):
 
 
 def load_tokenizer(path: str, lowercase: bool = True) -> Tokenizer:
-    """``*.model`` -> SentencePieceTokenizer; ``*.txt`` -> WordPieceTokenizer (``lowercase`` applies)."""
+    """``*.model`` -> SentencePieceTokenizer; ``*.txt`` -> WordPieceTokenizer (``lowercase`` applies);
+    GPT-2 BPE files (``vocab.json``/``merges.txt``, ``encoder.json``/``vocab.bpe``, ``tokenizer.json``)
+    -> ``flaxlm.data.bpe.ByteLevelBPETokenizer``."""
     path = os.fspath(path)
     if path.endswith(".model"):
         return SentencePieceTokenizer(path)
+    if path.endswith((".json", ".bpe")) or os.path.basename(path) == "merges.txt":
+        from flaxlm.data.bpe import ByteLevelBPETokenizer
+
+        return ByteLevelBPETokenizer.from_path(path)
     if path.endswith(".txt"):
         return WordPieceTokenizer(path, lowercase=lowercase)
     raise TokenizerError(
-        f"{path}: unknown tokenizer file type; expected a SentencePiece .model or a WordPiece vocab .txt"
+        f"{path}: unknown tokenizer file type; expected a SentencePiece .model, a WordPiece vocab .txt "
+        "or GPT-2 BPE files (vocab.json, encoder.json, tokenizer.json)"
     )

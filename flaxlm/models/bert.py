@@ -34,7 +34,8 @@ class BertEncoder(nn.Module):
         self.blocks = [block(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
         if cfg.pre_ln:
             self.final_norm = layers.layer_norm(cfg, "final_norm")
-        self.pooler = layers.dense(cfg, cfg.hidden_size, "pooler")
+        if cfg.pooler:
+            self.pooler = layers.dense(cfg, cfg.hidden_size, "pooler")
 
     def __call__(
         self,
@@ -44,12 +45,13 @@ class BertEncoder(nn.Module):
         positions: jax.Array,
         *,
         deterministic: bool,
-    ) -> tuple[jax.Array, jax.Array]:
+    ) -> tuple[jax.Array, jax.Array | None]:
         """Encodes int32 [B, T] inputs -> (hidden_BTD, pooled_BD).
 
         segment_ids: 0 = padding, k >= 1 = k-th packed document (attention stays
         within a document). positions: index within the document.
-        pooled_BD is tanh(dense(hidden at token 0)), i.e. the [CLS] pooler.
+        pooled_BD is tanh(dense(hidden at token 0)), i.e. the [CLS] pooler; None
+        if not config.pooler.
         """
         x_BTD = (
             self.word_embeddings(input_ids)
@@ -65,6 +67,8 @@ class BertEncoder(nn.Module):
         if self.config.pre_ln:
             x_BTD = self.final_norm(x_BTD)
 
+        if not self.config.pooler:
+            return x_BTD, None
         pooled_BD = jnp.tanh(self.pooler(x_BTD[:, 0]))
         return x_BTD, pooled_BD
 
@@ -94,7 +98,7 @@ class BertForPreTraining(nn.Module):
         mlm_positions: int32 [B, P] indices into T of the positions to score;
         None scores every position (P = T).
         Returns mlm_logits [B, P, V], pair_logits [B, 2] (only if
-        config.pair_head), hidden [B, T, D], pooled [B, D].
+        config.pair_head), hidden [B, T, D], pooled [B, D] (only if config.pooler).
         """
         cfg = self.config
         encoder = BertEncoder(cfg, name="encoder")
@@ -114,7 +118,9 @@ class BertForPreTraining(nn.Module):
         mlm_bias_V = self.param("mlm_bias", nn.initializers.zeros, (cfg.vocab_size,), cfg.param_dtype)
         mlm_logits_BPV = encoder.attend(x_BPD) + mlm_bias_V.astype(cfg.dtype)
 
-        outputs = dict(mlm_logits=mlm_logits_BPV, hidden=hidden_BTD, pooled=pooled_BD)
+        outputs = dict(mlm_logits=mlm_logits_BPV, hidden=hidden_BTD)
+        if cfg.pooler:
+            outputs["pooled"] = pooled_BD
         if cfg.pair_head:
             outputs["pair_logits"] = layers.dense(cfg, 2, "pair_head")(pooled_BD)
         return outputs

@@ -40,6 +40,7 @@ class TransformerConfig:
     dtype: Any = jnp.float32  # Compute dtype.
     param_dtype: Any = jnp.float32
     pair_head: bool = True  # BERT: build the 2-way NSP/SOP head on [CLS].
+    pooler: bool = True  # BERT: build the tanh pooler on [CLS] (HF BertForMaskedLM has none).
     remat: bool = False  # Recompute each block in the backward pass.
 
     def __post_init__(self):
@@ -51,6 +52,8 @@ class TransformerConfig:
             )
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation={self.activation!r}; expected one of {sorted(ACTIVATIONS)}")
+        if self.pair_head and not self.pooler:
+            raise ValueError("pair_head=True needs pooler=True: the NSP/SOP head reads the pooled [CLS]")
 
 
 ACTIVATIONS = {
