@@ -9,6 +9,11 @@ Subcommands:
              with --format=hf a Hugging Face directory instead (config.json, model.safetensors, tokenizer)
   import-hf  a Hugging Face BERT/GPT-2 directory -> the export format (+ tokenizer files):
              flaxlm import-hf --hf_dir=DIR --out=PATH
+  generate   continue prompts with a decoder: flaxlm generate --model=PATH --prompt="..." [--prompts_file=F]
+             [--max_new_tokens=N --temperature=T --top_k=K --top_p=P --seed=S --num_samples=M]
+  score      sentence log-probabilities (decoder) or pseudo-log-likelihoods (encoder):
+             flaxlm score --model=PATH --input=FILE.txt|.jsonl [--out=FILE.jsonl] [--mode=clm|pll]
+             (generate/score: PATH is a train --workdir, an export or a Hugging Face model dir)
 
 Exit codes: 0 done (or stopped by SIGTERM/SIGINT after saving a checkpoint: rerun to resume),
 2 a problem the message says how to fix (config, data, workdir, checkpoint), 3 training stopped
@@ -23,14 +28,14 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-SUBCOMMANDS = ("train", "prepare", "tokenizer", "export", "import-hf")
+SUBCOMMANDS = ("train", "prepare", "tokenizer", "export", "import-hf", "generate", "score")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file (configs/*.py).", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where metrics, TensorBoard events and checkpoints go.")
 _OUT = flags.DEFINE_string(
-    "out", None, "export: the folder to write params.msgpack and model_config.json to."
+    "out", None, "export: the folder to write params.msgpack and model_config.json to; score: a .jsonl."
 )
 _STEP = flags.DEFINE_integer("step", None, "export: the checkpoint step (default: the latest).")
 _FORMAT = flags.DEFINE_enum(
@@ -40,6 +45,28 @@ _FORMAT = flags.DEFINE_enum(
     "export: 'flaxlm' (params.msgpack) or 'hf' (a Hugging Face directory).",
 )
 _HF_DIR = flags.DEFINE_string("hf_dir", None, "import-hf: the Hugging Face model directory to read.")
+# generate / score
+_MODEL = flags.DEFINE_string(
+    "model", None, "generate/score: a train --workdir, an export or an HF model dir."
+)
+_TOKENIZER = flags.DEFINE_string(
+    "tokenizer", None, "generate/score: a .model or vocab.txt (default: the one the model was trained with)."
+)
+_PROMPT = flags.DEFINE_multi_string("prompt", [], "generate: a prompt (repeat the flag for several).")
+_PROMPTS_FILE = flags.DEFINE_string("prompts_file", None, "generate: a file of prompts, one per line.")
+_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 50, "generate: new tokens per prompt at most.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "generate: sampling temperature; 0 = greedy.")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "generate: sample among the k most likely tokens (0 = all).")
+_TOP_P = flags.DEFINE_float("top_p", 1.0, "generate: nucleus sampling mass (1 = all tokens).")
+_SEED = flags.DEFINE_integer("seed", 0, "generate: sampling seed (same seed, same text).")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "generate: continuations per prompt.")
+_INPUT = flags.DEFINE_string(
+    "input", None, "score: sentences, .txt (one per line) or .jsonl ({'text': ...})."
+)
+_MODE = flags.DEFINE_enum(
+    "mode", None, ["clm", "pll"], "score: clm (decoders) or pll (encoders); default by arch."
+)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "score: sentences per forward batch.")
 
 
 def _usage() -> str:
@@ -95,6 +122,12 @@ def _main(command: str):
                 path, step = ckpt.export_params(_WORKDIR.value, _OUT.value, _STEP.value)
                 print(f"flaxlm: exported the parameters of step {step} to {path}", flush=True)
                 return
+            if command in ("generate", "score"):  # the model path holds its own config
+                if command == "generate":
+                    _generate()
+                else:
+                    _score()
+                return
             if config is None:
                 raise app.UsageError("--config is required; " + _usage())
             config_lib.validate(config)
@@ -122,6 +155,60 @@ def _main(command: str):
             sys.exit(130)
 
     return main
+
+
+def _generate():
+    from flaxlm import generate
+    from flaxlm import lm as lm_lib
+
+    prompts = list(_PROMPT.value)
+    if _PROMPTS_FILE.value:
+        try:
+            with open(_PROMPTS_FILE.value, encoding="utf-8") as f:
+                prompts += [line.strip() for line in f if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise generate.GenerationError(f"cannot read --prompts_file={_PROMPTS_FILE.value}: {e}") from None
+    if not _MODEL.value or not prompts:
+        raise app.UsageError('usage: flaxlm generate --model=PATH --prompt="..." [--prompts_file=FILE] [...]')
+    sampling = generate.Sampling(temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value)
+    lm = lm_lib.load(_MODEL.value, _TOKENIZER.value or "")
+    records = generate.generate_texts(
+        lm,
+        prompts,
+        max_new_tokens=_MAX_NEW_TOKENS.value,
+        sampling=sampling,
+        seed=_SEED.value,
+        num_samples=_NUM_SAMPLES.value,
+    )
+    for i, r in enumerate(records):
+        print(
+            f"--- prompt {i // _NUM_SAMPLES.value + 1}, sample {r['sample'] + 1} "
+            f"({r['new_tokens']} new tokens, stopped at {r['stopped']})"
+        )
+        print(r["text"], flush=True)
+
+
+def _score():
+    from flaxlm import lm as lm_lib
+    from flaxlm import score
+
+    if not _MODEL.value or not _INPUT.value:
+        raise app.UsageError("usage: flaxlm score --model=PATH --input=FILE.txt|.jsonl [--out=FILE.jsonl]")
+    sentences = score.read_sentences(_INPUT.value)
+    lm = lm_lib.load(_MODEL.value, _TOKENIZER.value or "")
+    records = score.score_texts(lm, sentences, _MODE.value, batch_size=_BATCH_SIZE.value)
+    ppl = "perplexity" if "perplexity" in records[0] else "pseudo_perplexity"
+    print(f"log_prob\ttokens\t{ppl}\ttext")
+    for r in records:
+        value = "-" if r[ppl] is None else f"{r[ppl]:.2f}"
+        print(f"{r['log_prob']:.4f}\t{r['tokens']}\t{value}\t{r['text']}")
+    if _OUT.value:
+        score.write_jsonl(_OUT.value, records)
+    summary = score.summarize(records)
+    print(
+        "summary: "
+        + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items())
+    )
 
 
 def run(argv=None):

@@ -29,3 +29,39 @@ def load_config(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config()
+
+
+# Overrides of configs/gpt_tiny.py for `tiny_gpt_workdir`: hidden 64 at a high learning rate, so that
+# 120 steps (about 30 s on 2 cores) learn enough word order for the scoring tests to see it.
+TINY_GPT_TRAIN = [
+    "--config.model.hidden_size=64",
+    "--config.model.mlp_dim=128",
+    "--config.train.num_steps=120",
+    "--config.train.learning_rate=5e-3",
+    "--config.train.warmup_steps=10",
+    "--config.train.log_every=40",
+    "--config.train.eval_every=120",
+    "--config.train.eval_batches=1",
+    "--config.train.checkpoint_every=120",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt_workdir(tmp_path_factory, data_dir):
+    """A `flaxlm train` workdir of a small GPT trained on the embedded corpus (generation and scoring tests).
+
+    Its config records data_dir, so the tokenizer is found without $FLAXLM_DATA_DIR.
+    """
+    from test_cli import SMALL, flaxlm
+
+    workdir = str(tmp_path_factory.mktemp("tiny_gpt"))
+    flaxlm(
+        "train",
+        "--config=configs/gpt_tiny.py",
+        f"--workdir={workdir}",
+        *SMALL,
+        f"--config.data.data_dir={data_dir}",
+        *TINY_GPT_TRAIN,
+        data_dir=data_dir,
+    )
+    return workdir

@@ -9,6 +9,7 @@ import dataclasses
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from flaxlm.models import layers
 from flaxlm.models.layers import TransformerConfig
@@ -21,6 +22,14 @@ class GPTDecoder(nn.Module):
     within the document. Query t sees keys s <= t of its own document only.
     Blocks are always pre-LN (GPT-2), whatever config.pre_ln says; there are no
     token-type embeddings.
+
+    Decoding (config.decode=True, same params): a first `init` call with inputs
+    of the cache length S creates the "cache" collection (attention keys/values
+    plus the slots' segment ids); each later call, with `mutable=["cache"]`,
+    appends its T tokens at the next T slots and attends over all written
+    slots, so a prompt can be fed in one call and new tokens one (or more) at a
+    time. Every row writes at the same slots: prompts of different lengths are
+    left-padded (segment 0) with positions counted from each row's first real token.
     """
 
     config: TransformerConfig
@@ -45,9 +54,33 @@ class GPTDecoder(nn.Module):
         x_BTD = nn.Dropout(cfg.dropout_rate)(x_BTD, deterministic=deterministic)
 
         mask_B1TT = layers.make_attention_mask(segment_ids, causal=True)
+        if cfg.decode:  # over the cache slots instead: [B, 1, T, S]
+            mask_B1TT = self._decode_mask(segment_ids)
         block = layers.block_class(block_cfg)
         for i in range(cfg.num_layers):
             x_BTD = block(block_cfg, name=f"block_{i}")(x_BTD, mask_B1TT, deterministic)
         x_BTD = layers.layer_norm(cfg, "final_norm")(x_BTD)
 
         return word_embeddings.attend(x_BTD)
+
+    def _decode_mask(self, segment_ids_BT: jax.Array) -> jax.Array:
+        """mask_B1TS: new token t (slot index + t) sees written slot s <= index + t of its own segment.
+
+        Keeps the segment ids of the cache slots in the "cache" collection; unwritten slots hold
+        segment 0 (padding), so they are never seen. On the init call: the ordinary causal mask.
+        """
+        initialized = self.has_variable("cache", "segment_ids")
+        segments_BS = self.variable("cache", "segment_ids", jnp.zeros, segment_ids_BT.shape, jnp.int32)
+        index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+        if not initialized:
+            return layers.make_attention_mask(segment_ids_BT, causal=True)
+        t = segment_ids_BT.shape[1]
+        segments_BS.value = jax.lax.dynamic_update_slice(
+            segments_BS.value, segment_ids_BT.astype(jnp.int32), (0, index.value)
+        )
+        seg_k_B1S = segments_BS.value[:, None, :]
+        slot_1S = jnp.arange(seg_k_B1S.shape[-1])[None, :]
+        query_slot_T1 = index.value + jnp.arange(t)[:, None]
+        mask_BTS = (segment_ids_BT[:, :, None] == seg_k_B1S) & (seg_k_B1S != 0) & (slot_1S <= query_slot_T1)
+        index.value = index.value + t
+        return mask_BTS[:, None, :, :]

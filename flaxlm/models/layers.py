@@ -37,6 +37,9 @@ class TransformerConfig:
     layer_norm_eps: float = 1e-12
     activation: str = "gelu"  # "gelu" (exact erf, BERT) | "gelu_tanh" (GPT-2).
     initializer_range: float = 0.02
+    # Autoregressive decoding: attention keeps keys/values in the "cache" collection (see
+    # MultiHeadAttention); inference only, the params are those of decode=False.
+    decode: bool = False
     dtype: Any = jnp.float32  # Compute dtype.
     param_dtype: Any = jnp.float32
     pair_head: bool = True  # BERT: build the 2-way NSP/SOP head on [CLS].
@@ -190,6 +193,8 @@ class MultiHeadAttention(nn.Module):
         q_BTNH = dense(cfg, d, "query")(x_BTD).reshape(b, t, n, h)
         k_BTNH = dense(cfg, d, "key")(x_BTD).reshape(b, t, n, h)
         v_BTNH = dense(cfg, d, "value")(x_BTD).reshape(b, t, n, h)
+        if cfg.decode:  # keys/values of every cached slot: mask_B1TT is then the caller's mask_B1TS
+            k_BTNH, v_BTNH = self._decode_cache(k_BTNH, v_BTNH)
         use_dropout = not deterministic and cfg.attention_dropout_rate > 0.0
         out_BTNH = dot_product_attention(
             q_BTNH,
@@ -200,6 +205,25 @@ class MultiHeadAttention(nn.Module):
             dropout_rng=self.make_rng("dropout") if use_dropout else None,
         )
         return dense(cfg, d, "out")(out_BTNH.reshape(b, t, d))
+
+    def _decode_cache(self, k_BTNH: jax.Array, v_BTNH: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Writes the T new keys/values at slot `cache_index` and returns all S slots (k_BSNH, v_BSNH).
+
+        The cache ("cache" collection: cached_key/cached_value [B, S, N, H], cache_index) is
+        created by the init call, whose T sets S; that call attends over its own T tokens only.
+        Every row writes at the same slot; the caller's mask hides slots not yet written.
+        """
+        initialized = self.has_variable("cache", "cached_key")
+        key_BSNH = self.variable("cache", "cached_key", jnp.zeros, k_BTNH.shape, k_BTNH.dtype)
+        value_BSNH = self.variable("cache", "cached_value", jnp.zeros, v_BTNH.shape, v_BTNH.dtype)
+        index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+        if not initialized:
+            return k_BTNH, v_BTNH
+        start = (0, index.value, 0, 0)
+        key_BSNH.value = jax.lax.dynamic_update_slice(key_BSNH.value, k_BTNH, start)
+        value_BSNH.value = jax.lax.dynamic_update_slice(value_BSNH.value, v_BTNH, start)
+        index.value = index.value + k_BTNH.shape[1]
+        return key_BSNH.value, value_BSNH.value
 
 
 class Mlp(nn.Module):
