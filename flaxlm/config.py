@@ -9,6 +9,7 @@ otherwise surface deep inside a jit trace into one-line errors.
 import ml_collections
 
 from flaxlm.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
+from flaxlm import sharding
 from flaxlm.objectives import OBJECTIVES, has_pair_head
 
 ENCODER_BUILDERS = ("segment_pair", "sentence_pair", "full_sentences", "doc_sentences", "sop")
@@ -101,6 +102,9 @@ def base_config() -> ml_collections.ConfigDict:
     # "mesh": jax.jit over a Mesh with NamedSharding; "pmap": jax.pmap + lax.pmean.
     c.parallelism = "mesh"
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # -1: all remaining devices
+    # Mesh path: (regex over parameter paths, PartitionSpec entries) pairs, first match wins;
+    # see flaxlm/sharding.py. Override with e.g. --config.sharding.rules='((".*", ()),)' (replicate all).
+    c.sharding = ml_collections.ConfigDict(dict(rules=sharding.DEFAULT_RULES))
     return c
 
 

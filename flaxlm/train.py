@@ -4,6 +4,7 @@
 resumes from the latest complete checkpoint in `workdir` when there is one.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from flaxlm import objectives
 from flaxlm import optimizer as optimizer_lib
 from flaxlm import parallel
 from flaxlm import preemption
+from flaxlm import sharding as sharding_lib
 from flaxlm import train_step as step_lib
 from flaxlm.data import pipeline
 from flaxlm.data import prepare as prepare_lib
@@ -179,30 +181,39 @@ class Runner:
             parallel.check_batch_divisible(tc.batch_size, shards, "data-parallel devices (mesh data x fsdp)")
             self.batch_sharding = parallel.batch_sharding(self.mesh)
             rep = parallel.replicated(self.mesh)
+            # Parameters and optimizer state laid out by config.sharding.rules (flaxlm/sharding.py).
+            shapes = jax.eval_shape(lambda r: init_state(model, tx, config, r), jax.random.key(0))
+            self.state_sharding = sharding_lib.state_shardings(
+                shapes, shapes.params, self.mesh, config.sharding.rules
+            )
             train = step_lib.make_train_step(model, tx, schedule, **train_kwargs)
             self._train = jax.jit(
                 train,
-                in_shardings=(rep, self.batch_sharding, rep),
-                out_shardings=(rep, rep),
+                in_shardings=(self.state_sharding, self.batch_sharding, rep),
+                out_shardings=(self.state_sharding, rep),
                 donate_argnums=(0,),
             )
             self._eval = jax.jit(
                 step_lib.make_eval_step(model, **kwargs),
-                in_shardings=(rep, self.batch_sharding),
+                in_shardings=(self.state_sharding.params, self.batch_sharding),
                 out_shardings=rep,
             )
-            self.state_sharding = rep
         if tc.batch_size // tc.grad_accum_steps % (self.n if self.pmap else 1):
             raise config_lib.ConfigError(
                 "config.train.batch_size / grad_accum_steps must split over the devices"
             )
 
     # State placement -------------------------------------------------------
+    def in_mesh(self):
+        """The context the mesh steps run in: it lets the models' activation constraints see the mesh."""
+        return contextlib.nullcontext() if self.pmap else jax.set_mesh(self.mesh)
+
     def init(self, model, tx, rng):
         init = lambda r: init_state(model, tx, self.config, r)
         if self.pmap:
             return jax_utils.replicate(jax.jit(init)(rng), self.devices)
-        return jax.jit(init, out_shardings=self.state_sharding)(rng)
+        with self.in_mesh():  # each device computes only its own shards: no full copy anywhere
+            return jax.jit(init, out_shardings=self.state_sharding)(rng)
 
     def host_state(self, state):
         """The state as one copy (what checkpoints and exports hold)."""
@@ -213,8 +224,12 @@ class Runner:
 
     def abstract_state(self, model, tx, rng):
         shapes = jax.eval_shape(lambda r: init_state(model, tx, self.config, r), rng)
-        sharding = jax.sharding.SingleDeviceSharding(self.devices[0]) if self.pmap else self.state_sharding
-        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+        if self.pmap:
+            sharding = jax.sharding.SingleDeviceSharding(self.devices[0])
+            return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+        return jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, self.state_sharding
+        )
 
     # Steps -------------------------------------------------------------------
     def put_batch(self, local_batch):
@@ -223,10 +238,14 @@ class Runner:
         return parallel.global_batch(local_batch, self.batch_sharding)
 
     def train_step(self, state, batch, rng):
-        return self._train(state, self.put_batch(batch), rng)
+        batch = self.put_batch(batch)
+        with self.in_mesh():
+            return self._train(state, batch, rng)
 
     def eval_step(self, params, batch):
-        metrics, totals = self._eval(params, self.put_batch(batch))
+        batch = self.put_batch(batch)
+        with self.in_mesh():
+            metrics, totals = self._eval(params, batch)
         if self.pmap:
             metrics, totals = jax.tree.map(lambda x: x[0], (metrics, totals))
         return metrics, totals

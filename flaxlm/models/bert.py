@@ -59,11 +59,11 @@ class BertEncoder(nn.Module):
             + self.position_embeddings(positions)
         )
         x_BTD = self.embeddings_norm(x_BTD)
-        x_BTD = self.dropout(x_BTD, deterministic=deterministic)
+        x_BTD = layers.constrain_batch(self.dropout(x_BTD, deterministic=deterministic))
 
         mask_B1TT = layers.make_attention_mask(segment_ids, causal=False)
         for block in self.blocks:
-            x_BTD = block(x_BTD, mask_B1TT, deterministic)
+            x_BTD = layers.constrain_batch(block(x_BTD, mask_B1TT, deterministic))
         if self.config.pre_ln:
             x_BTD = self.final_norm(x_BTD)
 

@@ -51,14 +51,16 @@ class GPTDecoder(nn.Module):
         x_BTD = word_embeddings(input_ids) + layers.PositionEmbedding(cfg, name="position_embeddings")(
             positions
         )
-        x_BTD = nn.Dropout(cfg.dropout_rate)(x_BTD, deterministic=deterministic)
+        x_BTD = layers.constrain_batch(nn.Dropout(cfg.dropout_rate)(x_BTD, deterministic=deterministic))
 
         mask_B1TT = layers.make_attention_mask(segment_ids, causal=True)
         if cfg.decode:  # over the cache slots instead: [B, 1, T, S]
             mask_B1TT = self._decode_mask(segment_ids)
         block = layers.block_class(block_cfg)
         for i in range(cfg.num_layers):
-            x_BTD = block(block_cfg, name=f"block_{i}")(x_BTD, mask_B1TT, deterministic)
+            x_BTD = layers.constrain_batch(
+                block(block_cfg, name=f"block_{i}")(x_BTD, mask_B1TT, deterministic)
+            )
         x_BTD = layers.layer_norm(cfg, "final_norm")(x_BTD)
 
         return word_embeddings.attend(x_BTD)

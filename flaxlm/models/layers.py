@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flaxlm.parallel import BATCH_AXES
+
 
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
@@ -273,3 +275,20 @@ def block_class(config: TransformerConfig) -> type[TransformerBlock]:
         # self is argument 0, so `deterministic` (a Python bool) is argument 3.
         return nn.remat(TransformerBlock, static_argnums=(3,))
     return TransformerBlock
+
+
+def constrain_batch(x_B: jax.Array) -> jax.Array:
+    """x_B... unchanged in value, its batch dim pinned to the mesh's (data, fsdp) axes, the rest replicated.
+
+    Called at block boundaries, so that between blocks XLA keeps activations
+    split by batch (and sums tensor-parallel partial results there) whatever
+    layout it picks inside a block. A no-op outside a `jax.set_mesh` context
+    (the pmap path, a plain `model.apply`) and when the batch does not split
+    evenly (init's batch of 1).
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not set(BATCH_AXES) <= set(mesh.axis_names):
+        return x_B
+    if x_B.shape[0] % int(np.prod([mesh.shape[a] for a in BATCH_AXES])):
+        return x_B
+    return jax.lax.with_sharding_constraint(x_B, jax.sharding.PartitionSpec(BATCH_AXES))
