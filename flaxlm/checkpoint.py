@@ -208,7 +208,8 @@ def export_params(workdir: str, out: str, step: int | None = None) -> tuple[str,
     check_writable(out, "--out")
     model = dict(saved["model"])
     model["pair_head"] = objectives.has_pair_head(saved["objective"])  # as train.model_config
-    meta = {"model": model, "objective": saved["objective"], "step": int(step)}
+    # "data" lets fine-tuning find the tokenizer pretraining used (flaxlm.pretrained).
+    meta = {"model": model, "objective": saved["objective"], "step": int(step), "data": saved.get("data")}
     _write_atomic(os.path.join(out, PARAMS_FILE), serialization.msgpack_serialize(params))
     _write_atomic(os.path.join(out, MODEL_CONFIG_FILE), (json.dumps(meta, indent=2) + "\n").encode())
     return os.path.join(out, PARAMS_FILE), step

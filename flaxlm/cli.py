@@ -6,6 +6,8 @@ Subcommands:
   tokenizer  train (or reuse) the sentencepiece model of a config's corpus
   export     write a checkpoint's parameters alone: flaxlm export --workdir=DIR --out=PATH [--step=N]
              (PATH/params.msgpack + PATH/model_config.json; read with flaxlm.checkpoint.load_params)
+  finetune   fine-tune a pretrained model on a task, over seeds (results.json in --workdir):
+             flaxlm finetune --config=configs/finetune_sentiment.py --init=CKPT_OR_EXPORT_OR_HF --workdir=DIR
 
 Exit codes: 0 done (or stopped by SIGTERM/SIGINT after saving a checkpoint: rerun to resume),
 2 a problem the message says how to fix (config, data, workdir, checkpoint), 3 training stopped
@@ -20,7 +22,7 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-SUBCOMMANDS = ("train", "prepare", "tokenizer", "export")
+SUBCOMMANDS = ("train", "prepare", "tokenizer", "export", "finetune")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file (configs/*.py).", lock_config=True
@@ -30,6 +32,9 @@ _OUT = flags.DEFINE_string(
     "out", None, "export: the folder to write params.msgpack and model_config.json to."
 )
 _STEP = flags.DEFINE_integer("step", None, "export: the checkpoint step (default: the latest).")
+_INIT = flags.DEFINE_string(
+    "init", None, "finetune: a flaxlm train --workdir, a flaxlm export folder or a Hugging Face model dir."
+)
 
 
 def _usage() -> str:
@@ -63,6 +68,13 @@ def _main(command: str):
                 return
             if config is None:
                 raise app.UsageError("--config is required; " + _usage())
+            if command == "finetune":  # its own config schema (flaxlm.finetune.base_config)
+                if not _INIT.value or not _WORKDIR.value:
+                    raise app.UsageError("--init and --workdir are required for finetune")
+                from flaxlm import finetune as finetune_lib
+
+                finetune_lib.finetune(config, _INIT.value, _WORKDIR.value)
+                return
             config_lib.validate(config)
             if command == "train":
                 if not _WORKDIR.value:
