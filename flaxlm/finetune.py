@@ -209,6 +209,39 @@ def make_optimizer(tc, learning_rate: float, num_steps: int) -> tuple[optax.Grad
     return tx, schedule
 
 
+def make_init(model, seq_len: int):
+    """`init(rng) -> params` of `model`, compiled once (the seeds of a run share it)."""
+    return jax.jit(lambda rng: model.init(rng, *dummy_inputs(seq_len), deterministic=True)["params"])
+
+
+def init_params(init, rng, backbone: dict, backbone_name: str) -> tuple[dict, list[str]]:
+    """`init(rng)` with the pretrained `backbone` grafted in: (params, the paths not in `backbone`)."""
+    return graft(init(rng), backbone, backbone_name)
+
+
+def split_params(params, method: str, backbone_name: str, *, train_pooler: bool, lora_cfg, rng):
+    """(trainable, frozen, counts) for `method`.
+
+    trainable = {"params": {path: array}, "lora": LoRA factors ({} unless method
+    is "lora")}; frozen = {path: array} for the rest; counts = total and
+    trainable parameter numbers (LoRA factors included in both) and their ratio.
+    """
+    flat = traverse_util.flatten_dict(params, sep="/")
+    keep = set(trainable_paths(flat, method, backbone_name, train_pooler))
+    lora = {}
+    if method == "lora":
+        targets = lora_lib.target_paths(params, include_mlp=lora_cfg.mlp)
+        lora = lora_lib.init(rng, params, targets, lora_cfg.rank)
+    trainable = {"params": {p: flat[p] for p in keep}, "lora": lora}
+    frozen = {p: v for p, v in flat.items() if p not in keep}
+    counts = {
+        "total": int(sum(v.size for v in flat.values())) + lora_lib.num_params(lora),
+        "trainable": int(sum(flat[p].size for p in keep)) + lora_lib.num_params(lora),
+    }
+    counts["trainable_fraction"] = counts["trainable"] / counts["total"]
+    return trainable, frozen, counts
+
+
 @flax.struct.dataclass
 class FtState:
     step: jax.Array
@@ -216,13 +249,16 @@ class FtState:
     opt_state: Any
 
 
+def new_state(trainable, tx) -> FtState:
+    return FtState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
+
+
 @dataclasses.dataclass
 class Setup:
-    """What one seed's run needs besides the data: the model and how its parameters are split."""
+    """The model and task of a run, and how its trained and frozen parameters make the model's tree."""
 
     model: Any
     task: Any
-    method: str
     lora_alpha: float
     lora_rank: int
 
@@ -371,7 +407,7 @@ def finetune(config: ml_collections.ConfigDict, init: str, workdir: str) -> dict
     num_steps = tc.num_steps or steps_per_epoch * tc.epochs
     learning_rate = config.learning_rate[config.method]
     tx, schedule = make_optimizer(tc, learning_rate, num_steps)
-    setup = Setup(model, task, config.method, config.lora.alpha, config.lora.rank)
+    setup = Setup(model, task, config.lora.alpha, config.lora.rank)
     train_step, predict_step = make_steps(setup, tx, schedule)
     train_step = jax.jit(
         train_step,
@@ -387,31 +423,25 @@ def finetune(config: ml_collections.ConfigDict, init: str, workdir: str) -> dict
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
         json.dump(dict(config.to_dict(), init=init), f, indent=2, default=str)
 
+    init = make_init(model, config.task.max_seq_len)
     per_seed, counts = [], None
     for seed in config.seeds:
         init_rng, lora_rng, dropout_rng = jax.random.split(jax.random.key(seed), 3)
-        fresh = jax.jit(lambda r: model.init(r, *dummy_inputs(config.task.max_seq_len), deterministic=True))(
-            init_rng
-        )["params"]
-        params, new = graft(fresh, pre.backbone, backbone_name)
+        params, new = init_params(init, init_rng, pre.backbone, backbone_name)
         if new and seed == config.seeds[0]:
             shown = ", ".join(new[:4]) + (f", ... ({len(new)} in all)" if len(new) > 4 else "")
             log.info("parameters not in --init, initialised fresh: %s", shown)
-        flat = traverse_util.flatten_dict(params, sep="/")
         train_pooler = config.train_pooler and task.head == "sequence"  # only the classifier reads it
-        keep = set(trainable_paths(flat, config.method, backbone_name, train_pooler))
-        lora = {}
-        if config.method == "lora":
-            targets = lora_lib.target_paths(params, include_mlp=config.lora.mlp)
-            lora = lora_lib.init(lora_rng, params, targets, config.lora.rank)
-        trainable = {"params": {p: flat[p] for p in keep}, "lora": lora}
-        frozen = jax.device_put({p: v for p, v in flat.items() if p not in keep}, rep)
-        counts = {
-            "total": int(sum(v.size for v in flat.values())) + lora_lib.num_params(lora),
-            "trainable": int(sum(flat[p].size for p in keep)) + lora_lib.num_params(lora),
-        }
-        counts["trainable_fraction"] = counts["trainable"] / counts["total"]
-        state = jax.device_put(FtState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable)), rep)
+        trainable, frozen, counts = split_params(
+            params,
+            config.method,
+            backbone_name,
+            train_pooler=train_pooler,
+            lora_cfg=config.lora,
+            rng=lora_rng,
+        )
+        frozen = jax.device_put(frozen, rep)
+        state = jax.device_put(new_state(trainable, tx), rep)
 
         seed_dir = os.path.join(workdir, f"seed_{seed}")
         writer = metrics_lib.MetricWriter(seed_dir)
