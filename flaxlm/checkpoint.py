@@ -207,7 +207,8 @@ def export_params(workdir: str, out: str, step: int | None = None) -> tuple[str,
     params, step, saved = restore_params(workdir, step)
     model = dict(saved["model"])
     model["pair_head"] = objectives.has_pair_head(saved["objective"])  # as train.model_config
-    meta = {"model": model, "objective": saved["objective"], "step": int(step)}
+    # "data" lets fine-tuning find the tokenizer pretraining used (flaxlm.pretrained).
+    meta = {"model": model, "objective": saved["objective"], "step": int(step), "data": saved.get("data")}
     return write_export(out, params, meta), step
 
 

@@ -14,6 +14,8 @@ Subcommands:
   score      sentence log-probabilities (decoder) or pseudo-log-likelihoods (encoder):
              flaxlm score --model=PATH --input=FILE.txt|.jsonl [--out=FILE.jsonl] [--mode=clm|pll]
              (generate/score: PATH is a train --workdir, an export or a Hugging Face model dir)
+  finetune   fine-tune a pretrained model on a task, over seeds (results.json in --workdir):
+             flaxlm finetune --config=configs/finetune_sentiment.py --init=CKPT_OR_EXPORT_OR_HF --workdir=DIR
 
 Exit codes: 0 done (or stopped by SIGTERM/SIGINT after saving a checkpoint: rerun to resume),
 2 a problem the message says how to fix (config, data, workdir, checkpoint), 3 training stopped
@@ -28,7 +30,7 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-SUBCOMMANDS = ("train", "prepare", "tokenizer", "export", "import-hf", "generate", "score")
+SUBCOMMANDS = ("train", "prepare", "tokenizer", "export", "import-hf", "generate", "score", "finetune")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file (configs/*.py).", lock_config=True
@@ -67,6 +69,9 @@ _MODE = flags.DEFINE_enum(
     "mode", None, ["clm", "pll"], "score: clm (decoders) or pll (encoders); default by arch."
 )
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "score: sentences per forward batch.")
+_INIT = flags.DEFINE_string(
+    "init", None, "finetune: a flaxlm train --workdir, a flaxlm export folder or a Hugging Face model dir."
+)
 
 
 def _usage() -> str:
@@ -130,6 +135,13 @@ def _main(command: str):
                 return
             if config is None:
                 raise app.UsageError("--config is required; " + _usage())
+            if command == "finetune":  # its own config schema (flaxlm.finetune.base_config)
+                if not _INIT.value or not _WORKDIR.value:
+                    raise app.UsageError("--init and --workdir are required for finetune")
+                from flaxlm import finetune as finetune_lib
+
+                finetune_lib.finetune(config, _INIT.value, _WORKDIR.value)
+                return
             config_lib.validate(config)
             if command == "train":
                 if not _WORKDIR.value:

@@ -42,7 +42,9 @@ class GPTDecoder(nn.Module):
         positions: jax.Array,
         *,
         deterministic: bool,
+        return_hidden: bool = False,
     ) -> jax.Array:
+        """-> logits_BTV, or with return_hidden the final hidden states hidden_BTD (for task heads)."""
         cfg = self.config
         # GPT-2 blocks are pre-LN; the flag only chooses between BERT variants.
         block_cfg = dataclasses.replace(cfg, pre_ln=True)
@@ -62,7 +64,8 @@ class GPTDecoder(nn.Module):
                 block(block_cfg, name=f"block_{i}")(x_BTD, mask_B1TT, deterministic)
             )
         x_BTD = layers.layer_norm(cfg, "final_norm")(x_BTD)
-
+        if return_hidden:
+            return x_BTD
         return word_embeddings.attend(x_BTD)
 
     def _decode_mask(self, segment_ids_BT: jax.Array) -> jax.Array:

@@ -47,6 +47,7 @@ class TransformerConfig:
     pair_head: bool = True  # BERT: build the 2-way NSP/SOP head on [CLS].
     pooler: bool = True  # BERT: build the tanh pooler on [CLS] (HF BertForMaskedLM has none).
     remat: bool = False  # Recompute each block in the backward pass.
+    adapter_dim: int = 0  # > 0: a bottleneck Adapter of this width after attention and after the MLP.
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -241,12 +242,43 @@ class Mlp(nn.Module):
         return dense(cfg, cfg.hidden_size, "fc_out")(x_BTF)
 
 
+ADAPTER_UP_INIT_STD = 1e-3  # Small, so a fresh adapter is close to the identity.
+
+
+class Adapter(nn.Module):
+    """Bottleneck adapter (Houlsby et al., 2019): x_BTD + up(activation(down(x_BTD))).
+
+    down: D -> A (= config.adapter_dim), up: A -> D. `up` starts near zero, so
+    adding adapters to a pretrained model leaves its outputs nearly unchanged
+    until they are trained.
+    """
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x_BTD: jax.Array) -> jax.Array:
+        cfg = self.config
+        x_BTA = dense(cfg, cfg.adapter_dim, "down")(x_BTD)
+        x_BTA = ACTIVATIONS[cfg.activation](x_BTA)
+        up = nn.Dense(
+            cfg.hidden_size,
+            kernel_init=nn.initializers.normal(ADAPTER_UP_INIT_STD),
+            bias_init=nn.initializers.zeros,
+            dtype=cfg.dtype,
+            param_dtype=cfg.param_dtype,
+            name="up",
+        )
+        return x_BTD + up(x_BTA)
+
+
 class TransformerBlock(nn.Module):
     """One attention + MLP block: x_BTD, mask_B1TT -> x_BTD.
 
     post-LN (BERT):  x = LN(x + drop(attn(x)));  x = LN(x + drop(mlp(x)))
     pre-LN (GPT-2):  x = x + drop(attn(LN(x)));  x = x + drop(mlp(LN(x)))
     Pre-LN stacks need a final LayerNorm after the last block (the caller's).
+    With config.adapter_dim > 0, an Adapter transforms each sublayer's output
+    (after dropout) before the residual sum; otherwise no adapter params exist.
     """
 
     config: TransformerConfig
@@ -259,13 +291,20 @@ class TransformerBlock(nn.Module):
         attention_norm = layer_norm(cfg, "attention_norm")
         mlp_norm = layer_norm(cfg, "mlp_norm")
         dropout = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
+        identity = lambda y_BTD: y_BTD
+        attention_adapter = Adapter(cfg, name="attention_adapter") if cfg.adapter_dim else identity
+        mlp_adapter = Adapter(cfg, name="mlp_adapter") if cfg.adapter_dim else identity
 
         if cfg.pre_ln:
-            x_BTD = x_BTD + dropout(attention(attention_norm(x_BTD), mask_B1TT, deterministic))
-            x_BTD = x_BTD + dropout(mlp(mlp_norm(x_BTD)))
+            x_BTD = x_BTD + attention_adapter(
+                dropout(attention(attention_norm(x_BTD), mask_B1TT, deterministic))
+            )
+            x_BTD = x_BTD + mlp_adapter(dropout(mlp(mlp_norm(x_BTD))))
         else:
-            x_BTD = attention_norm(x_BTD + dropout(attention(x_BTD, mask_B1TT, deterministic)))
-            x_BTD = mlp_norm(x_BTD + dropout(mlp(x_BTD)))
+            x_BTD = attention_norm(
+                x_BTD + attention_adapter(dropout(attention(x_BTD, mask_B1TT, deterministic)))
+            )
+            x_BTD = mlp_norm(x_BTD + mlp_adapter(dropout(mlp(x_BTD))))
         return x_BTD
 
 

