@@ -452,6 +452,18 @@ def _gpt_hf_config(cfg: dict, eos_id: int | None) -> dict:
     return config
 
 
+def heads_of(model_cfg: dict, params) -> list[str]:
+    """What a BERT's params hold besides the encoder: a subset of ["pooler", "mlm", "pair"]; GPT: ["lm"]."""
+    if model_cfg["arch"] == "gpt":
+        return ["lm"]  # tied to the word embeddings, so always there
+    present = {
+        "pooler": "pooler" in params["encoder"],
+        "mlm": "mlm_bias" in params,
+        "pair": "pair_head" in params,
+    }
+    return [name for name, there in present.items() if there]
+
+
 def objective_of(model_cfg: dict) -> str:
     """The flaxlm objective whose heads match: "clm" (gpt), "mlm_nsp" (BERT with a pair head), "mlm"."""
     if model_cfg["arch"] == "gpt":
@@ -732,6 +744,9 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
     check_writable(path, "the HF output directory")
     tmp = os.path.join(path, f".{SAFETENSORS_FILE}.tmp-{os.getpid()}")
     save_file(weights, tmp, metadata={"format": "pt"})  # "pt": the layout transformers' torch models read
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file owner-only; give it the usual mode
     os.replace(tmp, os.path.join(path, SAFETENSORS_FILE))
     _write_json(os.path.join(path, CONFIG_FILE), hf_config)
     if tokenizer is not None:
@@ -756,8 +771,9 @@ def import_hf(hf_dir: str, out: str) -> dict:
 
     The tokenizer files go beside them; model_config.json names the one to give
     --config.data.tokenizer ("tokenizer", relative to OUT; null when the HF
-    directory has none). The objective is the one whose heads the checkpoint
-    has (`objective_of`); step is 0. Returns the written model_config.json dict.
+    directory has none) and lists the heads the checkpoint has ("heads", see
+    `heads_of`). The objective is the one those heads fit (`objective_of`:
+    "mlm" also for an encoder alone); step is 0. Returns the model_config.json dict.
     """
     from flaxlm import checkpoint as ckpt
 
@@ -767,6 +783,7 @@ def import_hf(hf_dir: str, out: str) -> dict:
         "objective": objective_of(model_cfg),
         "step": 0,
         "hf_dir": os.path.abspath(hf_dir),
+        "heads": heads_of(model_cfg, params),
         "tokenizer": None,
     }
     if tok is not None:

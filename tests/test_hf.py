@@ -481,11 +481,12 @@ def flaxlm(*args, check=True):
 def test_cli_import_hf_writes_the_export_format(tmp_path, minilm_dir):
     out = tmp_path / "imported"
     proc = flaxlm("import-hf", f"--hf_dir={minilm_dir}", f"--out={out}")
-    assert "imported bert (mlm, tokenizer vocab.txt)" in proc.stdout
+    assert f"imported bert (heads: pooler; tokenizer vocab.txt) to {out}" in proc.stdout
     params, meta = ckpt.load_params(str(out))
     _, expected, _ = hf.load_hf(minilm_dir)
     assert_trees_equal(expected, params)
     assert meta["objective"] == "mlm" and meta["step"] == 0 and meta["tokenizer"] == "vocab.txt"
+    assert meta["heads"] == ["pooler"] and meta["tokenizer_lowercase"] is True
     assert (out / "vocab.txt").read_bytes() == open(os.path.join(minilm_dir, "vocab.txt"), "rb").read()
 
 
