@@ -342,9 +342,10 @@ def test_round_trip_is_bitwise_and_transformers_agree(
     # BertForMaskedLM has no pooler; it skips ours (kept for flaxlm).
     assert all(".pooler." in k for k in info["unexpected_keys"])
     hf_model.eval()
-    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
-    for text in sentences:
-        assert hf_tok(text, add_special_tokens=False)["input_ids"] == tok.encode(text)
+    for use_fast in (True, False):
+        hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path, use_fast=use_fast)
+        for text in sentences:
+            assert hf_tok(text, add_special_tokens=False)["input_ids"] == tok.encode(text)
 
     apply = jax.jit(models.get_model(cfg2).apply, static_argnames="deterministic")
     with torch.no_grad():
