@@ -101,10 +101,9 @@ def _main(command: str):
                 from flaxlm import hf
 
                 meta = hf.import_hf(_HF_DIR.value, _OUT.value)
-                tok = (
-                    f", tokenizer {meta['tokenizer']}" if meta["tokenizer"] else ", no tokenizer files found"
-                )
-                print(f"flaxlm: imported {meta['model']['arch']} ({meta['objective']}{tok}) to {_OUT.value}")
+                tok = f"tokenizer {meta['tokenizer']}" if meta["tokenizer"] else "no tokenizer files found"
+                heads = ", ".join(meta["heads"]) or "none"
+                print(f"flaxlm: imported {meta['model']['arch']} (heads: {heads}; {tok}) to {_OUT.value}")
                 return
             if command == "export" and _FORMAT.value == "hf":
                 if not _WORKDIR.value or not _OUT.value:

@@ -28,6 +28,10 @@ class CheckpointError(FlaxlmError):
     """No usable checkpoint where one is needed (all unreadable, or the requested step is absent)."""
 
 
+class HFError(FlaxlmError):
+    """A Hugging Face directory (or a flaxlm model) that flaxlm.hf cannot convert."""
+
+
 class NonFiniteError(FlaxlmError):
     """Training produced a non-finite loss or gradient (config.train.nonfinite='stop')."""
 

@@ -342,9 +342,10 @@ def test_round_trip_is_bitwise_and_transformers_agree(
     # BertForMaskedLM has no pooler; it skips ours (kept for flaxlm).
     assert all(".pooler." in k for k in info["unexpected_keys"])
     hf_model.eval()
-    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
-    for text in sentences:
-        assert hf_tok(text, add_special_tokens=False)["input_ids"] == tok.encode(text)
+    for use_fast in (True, False):
+        hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path, use_fast=use_fast)
+        for text in sentences:
+            assert hf_tok(text, add_special_tokens=False)["input_ids"] == tok.encode(text)
 
     apply = jax.jit(models.get_model(cfg2).apply, static_argnames="deterministic")
     with torch.no_grad():
@@ -481,11 +482,12 @@ def flaxlm(*args, check=True):
 def test_cli_import_hf_writes_the_export_format(tmp_path, minilm_dir):
     out = tmp_path / "imported"
     proc = flaxlm("import-hf", f"--hf_dir={minilm_dir}", f"--out={out}")
-    assert "imported bert (mlm, tokenizer vocab.txt)" in proc.stdout
+    assert f"imported bert (heads: pooler; tokenizer vocab.txt) to {out}" in proc.stdout
     params, meta = ckpt.load_params(str(out))
     _, expected, _ = hf.load_hf(minilm_dir)
     assert_trees_equal(expected, params)
     assert meta["objective"] == "mlm" and meta["step"] == 0 and meta["tokenizer"] == "vocab.txt"
+    assert meta["heads"] == ["pooler"] and meta["tokenizer_lowercase"] is True
     assert (out / "vocab.txt").read_bytes() == open(os.path.join(minilm_dir, "vocab.txt"), "rb").read()
 
 

@@ -1,0 +1,333 @@
+"""Hugging Face interoperability: HF BERT / GPT-2 model directories <-> flaxlm parameters.
+
+    model_cfg, params, tokenizer = load_hf("path/to/hf_dir")
+    model = flaxlm.models.get_model(model_cfg)      # BertForPreTraining or GPTDecoder
+    save_hf("path/to/out", model_cfg, params, tokenizer)   # transformers' from_pretrained reads it
+
+An HF directory holds config.json, the weights (model.safetensors, a sharded
+model.safetensors.index.json, or pytorch_model.bin, which needs torch) and the
+tokenizer files. Supported:
+
+  BERT (model_type "bert"): BertModel, BertForPreTraining, BertForMaskedLM. Which
+    heads exist is read from the weight names, so the returned params hold exactly
+    what the checkpoint has: the encoder always, the pooler, the MLM head (mlm_*)
+    and the NSP head (pair_head) when present. model_cfg["pooler"] and
+    model_cfg["pair_head"] say which. A BertModel checkpoint has no MLM head: its
+    params are {"encoder": ...} and run with
+    `BertEncoder(get_model(model_cfg).config).apply({"params": params["encoder"]}, ...)`.
+  GPT-2 (model_type "gpt2"): GPT2LMHeadModel, GPT2Model (the LM head is tied to the
+    word embeddings in both).
+
+Weight layouts: torch's nn.Linear stores [out, in] and flax's Dense kernel is
+[in, out], so BERT's linear weights are transposed. GPT-2's Conv1D weights are
+already [in, out]; its fused c_attn [D, 3D] is our query | key | value
+concatenated along the output axis. Tied weights (BERT's MLM decoder, GPT-2's
+lm_head) are not written, as transformers' save_pretrained does not write them.
+Weights are read and written as float32 (bf16/fp16 checkpoints are widened).
+
+Tokenizers: BERT's vocab.txt -> WordPieceTokenizer (do_lower_case from
+tokenizer_config.json); GPT-2's vocab.json + merges.txt, encoder.json +
+vocab.bpe or tokenizer.json -> flaxlm.data.bpe.ByteLevelBPETokenizer; our own
+sentencepiece models travel as spiece.model, declared as transformers'
+BigBirdTokenizer (a plain sentencepiece tokenizer that adds [CLS] ... [SEP]
+like BERT), which gives the same ids as flaxlm on text without literal
+special-token strings.
+"""
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from flaxlm.data.tokenizer import Tokenizer, WordPieceTokenizer
+from flaxlm.errors import FlaxlmError, HFError
+from flaxlm.hf.configs import (
+    BERT_ARCHITECTURES,
+    CONFIG_FILE,
+    GPT_ARCHITECTURES,
+    TO_HF_ACTIVATION,
+    base_model_cfg,
+    bert_hf_config,
+    bert_model_cfg,
+    check_architecture,
+    gpt_hf_config,
+    gpt_model_cfg,
+    heads_of,
+    objective_of,
+    read_config,
+)
+from flaxlm.hf.tokenizer_files import TOKENIZER_CONFIG_FILE, read_tokenizer, save_tokenizer, tokenizer_config
+from flaxlm.hf.weights import (
+    BUFFER_SUFFIXES,
+    SAFETENSORS_FILE,
+    SAFETENSORS_INDEX_FILE,
+    TORCH_FILE,
+    bert_weights,
+    check_shapes,
+    gpt_weights,
+    read_weights,
+    to_flaxlm,
+    to_hf,
+)
+
+__all__ = [
+    "HFError",
+    "export_workdir",
+    "heads_of",
+    "import_hf",
+    "is_hf_dir",
+    "load_hf",
+    "objective_of",
+    "save_hf",
+    "save_tokenizer",
+]
+
+
+def is_hf_dir(path: str) -> bool:
+    """Whether `path` is a directory with an HF config.json (with a model_type) and weights."""
+    if not os.path.isfile(os.path.join(path, CONFIG_FILE)):
+        return False
+    try:
+        with open(os.path.join(path, CONFIG_FILE), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    weights = (SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, TORCH_FILE)
+    return (
+        isinstance(config, dict)
+        and "model_type" in config
+        and any(os.path.isfile(os.path.join(path, w)) for w in weights)
+    )
+
+
+def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
+    """Reads an HF BERT or GPT-2 directory: returns (model_cfg, params, tokenizer).
+
+    model_cfg: a plain dict of flaxlm config.model fields (plus pair_head), ready
+    for `flaxlm.models.get_model`. params: the nested dict of float32 numpy
+    arrays that model's `apply({"params": params}, ...)` takes; for a BERT
+    without MLM head (BertModel) only {"encoder": ...} (see the module
+    docstring). tokenizer: a flaxlm Tokenizer of the directory's tokenizer
+    files, or None when there are none.
+    """
+    path = os.fspath(path)
+    hf_config = read_config(path)
+    source = os.path.join(path, CONFIG_FILE)
+    model_type = hf_config.get("model_type")
+    if model_type == "bert":
+        check_architecture(hf_config, BERT_ARCHITECTURES, source)
+        model_cfg = bert_model_cfg(hf_config, source)
+        weights = read_weights(path)
+        prefix = "bert." if any(k.startswith("bert.") for k in weights) else ""
+        pooler = f"{prefix}pooler.dense.weight" in weights
+        mlm = "cls.predictions.bias" in weights
+        pair = "cls.seq_relationship.weight" in weights
+        if pair and not pooler:
+            raise HFError(
+                f"{path}: the checkpoint has an NSP head but no pooler; it is not a BertForPreTraining"
+            )
+        rules = bert_weights(model_cfg["num_layers"], prefix=prefix, pooler=pooler, mlm=mlm, pair=pair)
+        model_cfg.update(pooler=pooler, pair_head=pair)
+        tied = {"cls.predictions.decoder.weight": f"{prefix}embeddings.word_embeddings.weight"}
+        ignored = {"cls.predictions.decoder.bias"}  # the same Parameter as cls.predictions.bias
+    elif model_type == "gpt2":
+        check_architecture(hf_config, GPT_ARCHITECTURES, source)
+        model_cfg = gpt_model_cfg(hf_config, source)
+        weights = read_weights(path)
+        prefix = "transformer." if any(k.startswith("transformer.") for k in weights) else ""
+        rules = gpt_weights(model_cfg["num_layers"], prefix=prefix)
+        tied = {"lm_head.weight": f"{prefix}wte.weight"}
+        ignored = set()
+    else:
+        raise HFError(
+            f"{source}: model_type {model_type!r} is not supported; flaxlm imports 'bert' "
+            f"({', '.join(BERT_ARCHITECTURES)}) and 'gpt2' ({', '.join(GPT_ARCHITECTURES)})"
+        )
+
+    for name, tied_to in tied.items():
+        if name in weights and tied_to in weights and not np.array_equal(weights[name], weights[tied_to]):
+            raise HFError(
+                f"{path}: {name} differs from {tied_to}; flaxlm ties the output projection to the word "
+                "embeddings, so untied checkpoints are not supported"
+            )
+    known = {r.hf for r in rules} | set(tied) | ignored
+    unexpected = sorted(k for k in weights if k not in known and not k.endswith(BUFFER_SUFFIXES))
+    if unexpected:
+        more = f" and {len(unexpected) - 3} more" if len(unexpected) > 3 else ""
+        raise HFError(
+            f"{path}: unexpected weights {unexpected[:3]}{more}; only "
+            f"{', '.join(BERT_ARCHITECTURES + GPT_ARCHITECTURES)} checkpoints are supported"
+        )
+    params = to_flaxlm(weights, rules, path)
+    check_shapes(model_cfg, params, path)
+
+    tok = read_tokenizer(path, model_cfg["arch"])
+    if tok is not None and tok.vocab_size > model_cfg["vocab_size"]:
+        raise HFError(
+            f"{path}: the tokenizer has {tok.vocab_size} tokens but the model's vocab_size is "
+            f"{model_cfg['vocab_size']}; the tokenizer files belong to another model"
+        )
+    return model_cfg, params, tok
+
+
+def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = None) -> None:
+    """Writes config.json + model.safetensors (+ tokenizer files) that transformers' from_pretrained loads.
+
+    The HF class follows the heads in `params`: BERT with a pair head ->
+    BertForPreTraining (an SOP head too: same shape, its labels mean sentence
+    order; a re-import calls its objective mlm_nsp); with an MLM head only -> BertForMaskedLM (which ignores
+    the pooler; load_hf keeps it); encoder only -> BertModel; GPT ->
+    GPT2LMHeadModel. Sinusoidal position tables are written as HF's learned
+    position embeddings (same values; a reload gives position_embedding
+    "learned"). BERT with pre_ln=True has no HF equivalent and is refused.
+    """
+    import jax
+
+    from flaxlm.models import layers
+
+    path = os.fspath(path)
+    model_cfg = dict(model_cfg)
+    arch = model_cfg.get("arch")
+    params = jax.device_get(params)
+    if arch not in ("bert", "gpt"):
+        raise HFError(f"model arch {arch!r} cannot be saved in Hugging Face format; expected 'bert' or 'gpt'")
+    if model_cfg.get("activation", "gelu") not in TO_HF_ACTIVATION:
+        raise HFError(f"activation {model_cfg['activation']!r} has no Hugging Face equivalent")
+    base = base_model_cfg()
+    model_cfg = {**base, **model_cfg}
+    if arch == "bert":
+        model_cfg["pooler"] = "pooler" in params["encoder"]
+        model_cfg["pair_head"] = "pair_head" in params
+    check_shapes(model_cfg, params, f"the {arch} parameters")
+    if model_cfg["position_embedding"] == "sinusoidal":
+        table = layers.sinusoidal_table(model_cfg["max_len"], model_cfg["hidden_size"])
+        params = {k: dict(v) if isinstance(v, dict) else v for k, v in params.items()}
+        where = params["encoder"] if arch == "bert" else params
+        where["position_embeddings"] = {"embedding": table}
+    if tokenizer is not None and tokenizer.vocab_size > model_cfg["vocab_size"]:
+        raise HFError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+            f"{model_cfg['vocab_size']}; pass the tokenizer the model was trained with"
+        )
+
+    if arch == "bert":
+        if model_cfg["pre_ln"]:
+            raise HFError(
+                "a pre_ln=True BERT has no Hugging Face equivalent (HF BERT is post-LN); "
+                "only post-LN BERTs can be saved in HF format"
+            )
+        mlm, pair, pooler = "mlm_bias" in params, model_cfg["pair_head"], model_cfg["pooler"]
+        architecture = "BertForPreTraining" if pair else "BertForMaskedLM" if mlm else "BertModel"
+        prefix = "" if architecture == "BertModel" else "bert."
+        rules = bert_weights(model_cfg["num_layers"], prefix=prefix, pooler=pooler, mlm=mlm, pair=pair)
+        hf_config = bert_hf_config(model_cfg, architecture, tokenizer.pad_id if tokenizer else 0)
+    else:
+        rules = gpt_weights(model_cfg["num_layers"], prefix="transformer.")
+        hf_config = gpt_hf_config(model_cfg, tokenizer.sep_id if tokenizer else None)
+    weights = to_hf(params, rules)
+
+    try:
+        from safetensors.numpy import save_file
+    except ImportError:
+        raise HFError(
+            "saving in Hugging Face format needs the 'safetensors' package; pip install 'flaxlm[hf]'"
+        ) from None
+    from flaxlm.checkpoint import check_writable
+
+    check_writable(path, "the HF output directory")
+    tmp = os.path.join(path, f".{SAFETENSORS_FILE}.tmp-{os.getpid()}")
+    save_file(weights, tmp, metadata={"format": "pt"})  # "pt": the layout transformers' torch models read
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file owner-only; give it the usual mode
+    os.replace(tmp, os.path.join(path, SAFETENSORS_FILE))
+    _write_json(os.path.join(path, CONFIG_FILE), hf_config)
+    if tokenizer is not None:
+        save_tokenizer(tokenizer, path)
+        _write_json(
+            os.path.join(path, TOKENIZER_CONFIG_FILE), tokenizer_config(tokenizer, model_cfg["max_len"])
+        )
+
+
+def _write_json(file: str, obj) -> None:
+    tmp = f"{file}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, file)
+
+
+# ----------------------------------------------------------------------------- CLI operations
+
+
+def import_hf(hf_dir: str, out: str) -> dict:
+    """`flaxlm import-hf`: an HF directory -> a flaxlm export (OUT/params.msgpack + OUT/model_config.json).
+
+    The tokenizer files go beside them; model_config.json names the one to give
+    --config.data.tokenizer ("tokenizer", relative to OUT; null when the HF
+    directory has none) and lists the heads the checkpoint has ("heads", see
+    `heads_of`). The objective is the one those heads fit (`objective_of`:
+    "mlm" also for an encoder alone); step is 0. Returns the model_config.json dict.
+    """
+    from flaxlm import checkpoint as ckpt
+
+    model_cfg, params, tok = load_hf(hf_dir)
+    meta = {
+        "model": model_cfg,
+        "objective": objective_of(model_cfg),
+        "step": 0,
+        "hf_dir": os.path.abspath(hf_dir),
+        "heads": heads_of(model_cfg, params),
+        "tokenizer": None,
+    }
+    if tok is not None:
+        ckpt.check_writable(out, "--out")
+        meta["tokenizer"] = os.path.basename(save_tokenizer(tok, out))
+        if isinstance(tok, WordPieceTokenizer):
+            meta["tokenizer_lowercase"] = tok.lowercase
+    ckpt.write_export(out, params, meta)
+    return meta
+
+
+def workdir_tokenizer(config: dict) -> Tokenizer | None:
+    """The tokenizer a training run with this saved config.json used, or None if it is not on this machine.
+
+    Either the configured file (config.data.tokenizer) or the sentencepiece
+    model `flaxlm train` trained and cached in the data dir. Never trains one.
+    """
+    from flaxlm.data import corpus as corpus_lib
+    from flaxlm.data import prepare as prepare_lib
+    from flaxlm.data import tokenizer as tokenizer_lib
+
+    data = config.get("data", {})
+    if data.get("tokenizer"):
+        path = data["tokenizer"]
+    else:
+        data_dir = data.get("data_dir") or prepare_lib.default_data_dir()
+        try:
+            fingerprint = corpus_lib.corpus_fingerprint(data.get("corpus", "default"))
+        except FlaxlmError:  # the corpus files are gone, so the cache key cannot be rebuilt
+            return None
+        path = tokenizer_lib.spm_cache_path(
+            os.path.join(data_dir, "tokenizers"),
+            config["model"]["vocab_size"],
+            data.get("tokenizer_type", "unigram"),
+            fingerprint,
+        )
+    return tokenizer_lib.load_tokenizer(path) if os.path.isfile(path) else None
+
+
+def export_workdir(workdir: str, out: str, step: int | None = None) -> tuple[int, Tokenizer | None]:
+    """`flaxlm export --format=hf`: checkpoint `step` (default: the latest) of a run -> an HF directory.
+
+    Returns (step, the tokenizer written or None when the run's tokenizer was not found).
+    """
+    from flaxlm import checkpoint as ckpt
+    from flaxlm import objectives
+
+    params, step, saved = ckpt.restore_params(workdir, step)
+    model_cfg = dict(saved["model"])
+    model_cfg["pair_head"] = objectives.has_pair_head(saved["objective"])
+    tok = workdir_tokenizer(saved)
+    save_hf(out, model_cfg, params, tok)
+    return step, tok

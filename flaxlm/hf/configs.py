@@ -1,0 +1,194 @@
+"""HF config.json (BertConfig, GPT2Config) <-> flaxlm config.model fields."""
+
+import json
+import os
+
+from flaxlm.errors import HFError
+
+CONFIG_FILE = "config.json"
+BERT_ARCHITECTURES = ("BertModel", "BertForPreTraining", "BertForMaskedLM")
+GPT_ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model")
+
+# HF activation name -> ours. HF's "gelu_new" and "gelu_pytorch_tanh" are both the tanh approximation.
+FROM_HF_ACTIVATION = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "relu": "relu",
+}
+TO_HF_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
+
+
+def read_config(path: str) -> dict:
+    file = os.path.join(path, CONFIG_FILE)
+    if not os.path.isdir(path):
+        raise HFError(
+            f"{path}: no such directory; pass a Hugging Face model directory (config.json + weights)"
+        )
+    if not os.path.isfile(file):
+        raise HFError(
+            f"{path}: no config.json; not a Hugging Face model directory "
+            "(save one with transformers' save_pretrained)"
+        )
+    try:
+        with open(file, encoding="utf-8") as f:
+            config = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HFError(f"{file}: not valid JSON ({e}); restore the file written by save_pretrained") from None
+    if not isinstance(config, dict):
+        raise HFError(f"{file}: expected a JSON object; restore the file written by save_pretrained")
+    return config
+
+
+def base_model_cfg() -> dict:
+    from flaxlm.config import base_config
+
+    return base_config().model.to_dict()
+
+
+def check_architecture(hf_config: dict, supported: tuple[str, ...], source: str) -> str | None:
+    archs = hf_config.get("architectures") or []
+    if archs and archs[0] not in supported:
+        raise HFError(
+            f"{source}: architecture {archs[0]!r} is not supported; flaxlm imports "
+            f"{', '.join(supported)} (convert the model to one of these, or load its base model)"
+        )
+    return archs[0] if archs else None
+
+
+def _activation(name: str, source: str) -> str:
+    if name not in FROM_HF_ACTIVATION:
+        raise HFError(
+            f"{source}: activation {name!r} is not supported; flaxlm has {sorted(FROM_HF_ACTIVATION)}"
+        )
+    return FROM_HF_ACTIVATION[name]
+
+
+def bert_model_cfg(hf: dict, source: str) -> dict:
+    """config.json of HF BERT -> our model fields (HF BertConfig's defaults for absent keys)."""
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise HFError(
+            f"{source}: position_embedding_type={hf['position_embedding_type']!r} is not supported; "
+            "flaxlm imports BERTs with 'absolute' (learned) position embeddings"
+        )
+    if hf.get("is_decoder") or hf.get("add_cross_attention"):
+        raise HFError(f"{source}: a BERT decoder (is_decoder/add_cross_attention) is not supported")
+    cfg = base_model_cfg()
+    cfg.update(
+        arch="bert",
+        vocab_size=hf.get("vocab_size", 30522),
+        hidden_size=hf.get("hidden_size", 768),
+        num_layers=hf.get("num_hidden_layers", 12),
+        num_heads=hf.get("num_attention_heads", 12),
+        mlp_dim=hf.get("intermediate_size", 3072),
+        max_len=hf.get("max_position_embeddings", 512),
+        type_vocab_size=hf.get("type_vocab_size", 2),
+        dropout_rate=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout_rate=hf.get("attention_probs_dropout_prob", 0.1),
+        pre_ln=False,
+        position_embedding="learned",
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        activation=_activation(hf.get("hidden_act", "gelu"), source),
+        initializer_range=hf.get("initializer_range", 0.02),
+    )
+    return cfg
+
+
+def gpt_model_cfg(hf: dict, source: str) -> dict:
+    """config.json of HF GPT-2 -> our model fields (HF GPT2Config's defaults for absent keys)."""
+    for key, expected in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False)):
+        if hf.get(key, expected) != expected:
+            raise HFError(
+                f"{source}: {key}={hf[key]} is not supported; flaxlm's GPT-2 needs {key}={expected}"
+            )
+    if hf.get("add_cross_attention"):
+        raise HFError(f"{source}: GPT-2 with cross-attention (add_cross_attention) is not supported")
+    hidden = hf.get("n_embd", 768)
+    cfg = base_model_cfg()
+    cfg.update(
+        arch="gpt",
+        vocab_size=hf.get("vocab_size", 50257),
+        hidden_size=hidden,
+        num_layers=hf.get("n_layer", 12),
+        num_heads=hf.get("n_head", 12),
+        mlp_dim=hf.get("n_inner") or 4 * hidden,
+        max_len=hf.get("n_positions", 1024),
+        type_vocab_size=0,  # GPT-2 has no token-type embeddings
+        # GPT-2 has separate embedding and residual dropout rates; ours has one (the residual one).
+        dropout_rate=hf.get("resid_pdrop", 0.1),
+        attention_dropout_rate=hf.get("attn_pdrop", 0.1),
+        pre_ln=True,
+        position_embedding="learned",
+        layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        activation=_activation(hf.get("activation_function", "gelu_new"), source),
+        initializer_range=hf.get("initializer_range", 0.02),
+        pair_head=False,
+    )
+    return cfg
+
+
+def bert_hf_config(cfg: dict, architecture: str, pad_id: int) -> dict:
+    return {
+        "architectures": [architecture],
+        "model_type": "bert",
+        "vocab_size": cfg["vocab_size"],
+        "hidden_size": cfg["hidden_size"],
+        "num_hidden_layers": cfg["num_layers"],
+        "num_attention_heads": cfg["num_heads"],
+        "intermediate_size": cfg["mlp_dim"],
+        "hidden_act": TO_HF_ACTIVATION[cfg["activation"]],
+        "hidden_dropout_prob": cfg["dropout_rate"],
+        "attention_probs_dropout_prob": cfg["attention_dropout_rate"],
+        "max_position_embeddings": cfg["max_len"],
+        "type_vocab_size": cfg["type_vocab_size"],
+        "initializer_range": cfg["initializer_range"],
+        "layer_norm_eps": cfg["layer_norm_eps"],
+        "position_embedding_type": "absolute",
+        "pad_token_id": pad_id,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+    }
+
+
+def gpt_hf_config(cfg: dict, eos_id: int | None) -> dict:
+    config = {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": cfg["vocab_size"],
+        "n_embd": cfg["hidden_size"],
+        "n_layer": cfg["num_layers"],
+        "n_head": cfg["num_heads"],
+        "n_inner": cfg["mlp_dim"],
+        "n_positions": cfg["max_len"],
+        "activation_function": TO_HF_ACTIVATION[cfg["activation"]],
+        "resid_pdrop": cfg["dropout_rate"],
+        "embd_pdrop": cfg["dropout_rate"],
+        "attn_pdrop": cfg["attention_dropout_rate"],
+        "layer_norm_epsilon": cfg["layer_norm_eps"],
+        "initializer_range": cfg["initializer_range"],
+        "scale_attn_weights": True,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+    }
+    if eos_id is not None:
+        config.update(bos_token_id=eos_id, eos_token_id=eos_id)
+    return config
+
+
+def heads_of(model_cfg: dict, params) -> list[str]:
+    """What a BERT's params hold besides the encoder: a subset of ["pooler", "mlm", "pair"]; GPT: ["lm"]."""
+    if model_cfg["arch"] == "gpt":
+        return ["lm"]  # tied to the word embeddings, so always there
+    present = {
+        "pooler": "pooler" in params["encoder"],
+        "mlm": "mlm_bias" in params,
+        "pair": "pair_head" in params,
+    }
+    return [name for name, there in present.items() if there]
+
+
+def objective_of(model_cfg: dict) -> str:
+    """The flaxlm objective whose heads match: "clm" (gpt), "mlm_nsp" (BERT with a pair head), "mlm"."""
+    if model_cfg["arch"] == "gpt":
+        return "clm"
+    return "mlm_nsp" if model_cfg.get("pair_head") else "mlm"
