@@ -27,10 +27,12 @@ setuptools.setup(
         "tensorboardX>=2.6",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "rdata>=0.11"],  # rdata: the Austen extractor tests (tools/)
+        # rdata: the Austen extractor tests (tools/); scipy, matplotlib: the experiments/ tests
+        "test": ["pytest>=8.0", "rdata>=0.11", "scipy>=1.10", "matplotlib>=3.7"],
         "hf": ["transformers==4.57.*", "safetensors>=0.4", "torch>=2.5"],
         "tf": ["tensorflow>=2.16"],
         "corpora": ["rdata>=0.11"],  # tools/extract_corpus.py austen: reads R's lazy-load database
+        "experiments": ["scipy>=1.10", "matplotlib>=3.7"],  # experiments/: statistics and figures
     },
     entry_points={"console_scripts": ["flaxlm=flaxlm.cli:run"]},
 )
