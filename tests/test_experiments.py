@@ -288,7 +288,7 @@ def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, dat
     # Interrupted run (its last checkpoint lost): resumed from step 3, ending where it ended before.
     final_before = report.dedupe_rows([json.loads(line) for line in metrics_before.splitlines()])[-1]
     shutil.rmtree(sop_run / "checkpoints" / "6")
-    proc = ok(sweep(out, "--variants=segpair_nsp,sop", data_dir=data_dir))
+    proc = ok(sweep(out, "--variants=segpair_nsp,sop", "--no_report", data_dir=data_dir))
     assert proc.stdout.count(": skipped") == 1 and "sop seed0: done" in proc.stdout, proc.stdout
     attempt = json.loads((sop_run / "run.json").read_text())["attempts"][-1]
     assert (attempt["from_step"], attempt["to_step"]) == (3, 6)

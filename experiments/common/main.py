@@ -96,6 +96,20 @@ def select_variants(exp: Experiment, names: str | None) -> list[runner.Variant]:
     return [by_name[n] for n in names.split(",")]
 
 
+def _use_compilation_cache(path: str) -> None:
+    """Runs of one sweep share shapes (every seed, every resumption): compile each step once.
+
+    The flaxlm children inherit the environment variable; this process (its cross-evaluations)
+    has imported jax already, so it is told through jax.config. A cache the user set is kept.
+    """
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", path)
+
+
 def _quiet_libraries() -> None:
     """This process only reads prepared data and evaluates: keep tfds/absl chatter out of the sweep log."""
     import logging
@@ -147,9 +161,7 @@ def _main(exp: Experiment, args) -> int:
     if args.dry_run:
         print("\n".join(runner.dry_run_commands(runs, recipe, launcher)))
         return 0
-    # Runs of one sweep share shapes (every seed, every resumption): compile each step once. Set before
-    # jax is imported so this process's cross-evaluations use it too; flaxlm children inherit it.
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(runs_dir, "jax_cache"))
+    _use_compilation_cache(os.path.join(runs_dir, "jax_cache"))
     _quiet_libraries()
     corpus = runs[0].phases[0].get("data.corpus", runner.load_config(recipe.config).data.corpus)
     if args.scale == "full" and not args.quick and corpus == "default":

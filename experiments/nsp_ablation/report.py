@@ -86,6 +86,7 @@ CLAIMS = (
         "segpair_nsp_static",
         "≈",
         "common_mlm_accuracy",
+        proxy=True,
     ),
     R.Claim(
         "RoBERTa (Liu et al. 2019), Table 1",
@@ -94,6 +95,7 @@ CLAIMS = (
         "full_sentences_static",
         "≈",
         "common_mlm_accuracy",
+        proxy=True,
     ),
 )
 
