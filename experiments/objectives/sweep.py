@@ -1,0 +1,112 @@
+"""Objective comparison: masked LM, masked LM + NSP, and left-to-right causal LM at matched FLOPs.
+
+Three runs per pretraining seed, the same Transformer (layers, width, heads,
+MLP, pre-LN blocks, GELU, optimizer, learning rate), corpus and tokenizer:
+  mlm      BERT encoder, masked LM on segment pairs (no NSP)
+  mlm_nsp  BERT encoder, masked LM + next-sentence prediction (BERT)
+  clm      GPT decoder, next-token prediction on packed documents (BERT's "LTR & No NSP")
+
+Matched training FLOPs, not matched steps: a causal LM projects every
+position onto the vocabulary, a masked LM only the ~15% it masked, so a
+CLM step costs more (1.46× at the CPU recipe's shapes). Each variant's
+steps (and its warmup, eval and checkpoint intervals) are scaled by
+FLOPs(mlm step) / FLOPs(its step) (experiments/common/flops.py); the
+report gives each run's FLOPs.
+
+  python -m experiments.objectives.sweep --quick     # smoke run
+  python -m experiments.objectives.sweep             # CPU scale, writes experiments/objectives/REPORT.md
+  python -m experiments.objectives.sweep --scale=full --set data.corpus='/data/*.txt' --dry_run
+
+Scored by held-out MLM loss/accuracy (MLM models; also on one common
+DOC-SENTENCES split), perplexity (CLM), NSP accuracy (MLM+NSP) and
+downstream fine-tuning where flaxlm has it. Span corruption and
+replaced-token detection join as variants once flaxlm has those objectives.
+"""
+
+import dataclasses
+import os
+import sys
+from typing import Sequence
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+from experiments.common import flops as flops_lib  # noqa: E402
+from experiments.common import main as main_lib  # noqa: E402
+from experiments.common import recipes  # noqa: E402
+from experiments.common import runner  # noqa: E402
+from experiments.common.runner import EvalSpec, Variant  # noqa: E402
+
+# The same blocks for all three: GPT's are pre-LN, so the encoders are too.
+SHARED = {"model.pre_ln": True}
+
+VARIANTS = (
+    Variant(
+        "mlm",
+        "MLM",
+        {**SHARED, "objective": "mlm", "data.builder": "segment_pair"},
+        "bidirectional encoder, 15% of tokens masked and predicted; segment pairs without NSP",
+    ),
+    Variant(
+        "mlm_nsp",
+        "MLM + NSP",
+        {**SHARED, "objective": "mlm_nsp", "data.builder": "segment_pair"},
+        "as MLM plus next-sentence prediction on the [CLS] vector (BERT)",
+    ),
+    Variant(
+        "clm",
+        "CLM (left-to-right)",
+        {**SHARED, "model.arch": "gpt", "objective": "clm", "data.builder": "causal"},
+        "causal decoder predicting every next token; documents packed into rows, never attended across",
+    ),
+)
+REFERENCE = "mlm"  # its steps are the budget; the others get the same FLOPs
+
+EVALS = (
+    EvalSpec(
+        "common_mlm",
+        {"objective": "mlm", "data.builder": "doc_sentences"},
+        lambda objective: objective != "clm",
+        "MLM on the common DOC-SENTENCES validation split",
+    ),
+)
+
+
+def run_flops(recipe: runner.Recipe, overrides: dict) -> float:
+    """Training FLOPs of all of a recipe's phases with `overrides` (before any step scaling)."""
+    total, prev = 0.0, 0
+    for phase in recipe.phases:
+        config = runner.resolved_config(recipe.config, {**recipe.overrides, **overrides, **phase})
+        steps = int(config.train.num_steps) - prev
+        prev = int(config.train.num_steps)
+        total += steps * flops_lib.train_flops_per_step(config.to_dict())
+    return total
+
+
+def matched_flops(recipe: runner.Recipe, variants: Sequence[Variant]) -> list[Variant]:
+    """Each variant with step_scale = FLOPs(reference run) / FLOPs(its run at the recipe's steps)."""
+    ref = next(v for v in VARIANTS if v.name == REFERENCE)
+    budget = run_flops(recipe, ref.overrides)
+    return [dataclasses.replace(v, step_scale=budget / run_flops(recipe, v.overrides)) for v in variants]
+
+
+def _write_report(runs_dir: str, report_dir: str) -> str:
+    from experiments.objectives import report
+
+    return report.write_report(runs_dir, report_dir)
+
+
+EXPERIMENT = main_lib.Experiment(
+    name="objectives",
+    title="Objective comparison: MLM vs MLM+NSP vs causal LM at matched training FLOPs",
+    variants=VARIANTS,
+    recipes={"cpu": recipes.CPU, "full": recipes.FULL},
+    quick=recipes.quick,
+    evals=EVALS,
+    default_seeds={"cpu": (0, 1), "full": (0,)},
+    write_report=_write_report,
+    adapt=matched_flops,
+)
+
+if __name__ == "__main__":
+    sys.exit(main_lib.main(EXPERIMENT))

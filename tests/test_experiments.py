@@ -1,0 +1,310 @@
+"""experiments/: statistics against scipy, FLOPs against XLA's count, every planned config valid, and the
+quick NSP-ablation sweep end to end (cross-evaluation, report, skip finished runs, resume interrupted)."""
+
+import json
+import math
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import optax
+import pytest
+from scipy import stats as sps
+
+from conftest import REPO
+from experiments.common import downstream
+from experiments.common import flops
+from experiments.common import recipes
+from experiments.common import report
+from experiments.common import runner
+from experiments.common import stats
+from experiments.nsp_ablation import sweep as nsp_sweep
+from experiments.objectives import sweep as obj_sweep
+from flaxlm import config as config_lib
+from flaxlm import models
+from flaxlm import optimizer as optimizer_lib
+from flaxlm import train as train_lib
+from flaxlm import train_step as step_lib
+
+# Held-out MLM accuracies of five short BERT runs (values of the kind the reports compare).
+A = [0.1123, 0.1187, 0.1142, 0.1201, 0.1165]
+B = [0.1098, 0.1131, 0.1076, 0.1120]
+
+
+# Statistics ---------------------------------------------------------------------------------------------
+
+
+def test_welch_and_intervals_match_scipy():
+    t, df, p = stats.welch_t_test(A, B)
+    ref = sps.ttest_ind(A, B, equal_var=False)
+    np.testing.assert_allclose([t, p], [ref.statistic, ref.pvalue], rtol=1e-10)
+    np.testing.assert_allclose(df, ref.df, rtol=1e-10)
+
+    lo, hi = stats.t_interval(A)
+    ref_lo, ref_hi = sps.t.interval(0.95, len(A) - 1, loc=np.mean(A), scale=sps.sem(A))
+    np.testing.assert_allclose([lo, hi], [ref_lo, ref_hi], rtol=1e-12)
+
+    # The Welch interval of the difference excludes 0 exactly when the test rejects at 5%.
+    d_lo, d_hi = stats.welch_interval(A, B)
+    assert (d_lo > 0) == (p < 0.05)
+    np.testing.assert_allclose((d_lo + d_hi) / 2, np.mean(A) - np.mean(B), rtol=1e-12)
+
+    s = stats.summarize(A)
+    assert (s.n, s.n_scores) == (5, 5)
+    np.testing.assert_allclose([s.mean, s.std], [np.mean(A), np.std(A, ddof=1)], rtol=1e-12)
+    # Hand computation: mean ± t_{0.975,4} · s/√5 with t_{0.975,4} = 2.776445105.
+    np.testing.assert_allclose(s.t_high - s.mean, 2.776445105 * np.std(A, ddof=1) / math.sqrt(5), rtol=1e-8)
+
+
+def test_bootstrap_matches_scipy_percentile_and_respects_seed_groups():
+    lo, hi = stats.bootstrap_ci(A, n_boot=20_000)
+    ref = sps.bootstrap((A,), np.mean, method="percentile", n_resamples=20_000, random_state=0)
+    np.testing.assert_allclose(
+        [lo, hi], [ref.confidence_interval.low, ref.confidence_interval.high], atol=4e-4
+    )
+
+    # Two pretraining seeds far apart, three fine-tuning seeds each: the interval must span the seeds,
+    # not shrink as if the six scores were independent.
+    groups = [[0.70, 0.71, 0.72], [0.80, 0.81, 0.82]]
+    g_lo, g_hi = stats.bootstrap_ci(groups)
+    f_lo, f_hi = stats.bootstrap_ci([x for g in groups for x in g])
+    assert g_lo < 0.715 and g_hi > 0.805
+    assert (g_hi - g_lo) > 1.4 * (f_hi - f_lo)
+    s = stats.summarize(groups)
+    assert (s.n, s.n_scores) == (2, 6)
+    # The t-interval of grouped scores is over the two seed means (df = 1).
+    half = sps.t.ppf(0.975, 1) * np.std([0.71, 0.81], ddof=1) / math.sqrt(2)
+    np.testing.assert_allclose([s.t_low, s.t_high], [0.76 - half, 0.76 + half], rtol=1e-10)
+
+
+def test_too_few_seeds_give_nan_not_numbers():
+    assert all(math.isnan(x) for x in stats.t_interval([0.5]))
+    assert all(math.isnan(x) for x in stats.welch_t_test([0.5], B))
+    assert all(math.isnan(x) for x in stats.welch_t_test([0.5, 0.5], [0.4, 0.4]))  # no variance
+    c = stats.compare([0.5], [0.4])
+    assert c.diff == pytest.approx(0.1) and c.significant is None
+
+
+def test_holm_and_comparison_family():
+    # Hand computation for 4 tests: sorted p 0.005, 0.01, 0.03, 0.04 -> ×4, ×3, ×2, ×1, kept monotone.
+    adjusted = stats.holm([0.01, 0.04, 0.03, float("nan"), 0.005])
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, np.nan, 0.02])
+    comps = stats.compare_all([(A, B), (B, A), (A, A)])
+    assert comps[0].p_holm == pytest.approx(min(1.0, 3 * comps[0].p))
+    assert comps[0].diff == pytest.approx(-comps[1].diff)
+    p = stats.binomial_vs_chance(60, 100, 0.5)
+    assert p == pytest.approx(sps.binomtest(60, 100, 0.5).pvalue)
+
+
+def test_verdicts_follow_published_direction():
+    claim = report.Claim("src", "a better", "a", "b", ">", "m")
+    sig_pos = stats.Comparison(0.02, 0.01, 0.03, 0.01, 0.03, 5.0, 4.0, 0.001, 0.002)
+    not_sig_neg = stats.Comparison(-0.01, -0.03, 0.01, -0.02, 0.0, -1.0, 4.0, 0.3, 0.3)
+    assert report.verdict(claim, sig_pos) == "agrees (significant)"
+    assert (
+        report.verdict(claim, not_sig_neg) == "inconclusive: against the published direction, not significant"
+    )
+    loss_claim = report.Claim("src", "a lower loss", "a", "b", ">", "m", higher_is_better=False)
+    assert report.verdict(loss_claim, sig_pos) == "disagrees: significantly opposite"
+    same = report.Claim("src", "≈", "a", "b", "≈", "m")
+    assert report.verdict(same, not_sig_neg).startswith("agrees")
+    assert report.verdict(claim, None) == "not measured"
+
+
+# FLOPs, schedule and planned configs -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch,objective", [("bert", "mlm_nsp"), ("gpt", "clm")])
+def test_flops_within_xla_count_and_parameters_exact(arch, objective):
+    """Our matmul-only count is the bulk of what XLA counts for the forward pass (the rest is
+    elementwise), at the CPU recipe's shapes; the parameter count is exact."""
+    config = runner.resolved_config(recipes.CPU.config, recipes.CPU.overrides)
+    config.objective = objective
+    config.model.arch = arch
+    config.data.builder = "causal" if arch == "gpt" else "segment_pair"
+    model = models.get_model(train_lib.model_config(config))
+    batch = train_lib.dummy_batch(config, 1)
+    params = jax.eval_shape(
+        lambda: train_lib.init_state(model, optax.identity(), config, jax.random.key(0)).params
+    )
+    assert (
+        sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+        == (flops.parameter_count(config.model.to_dict(), objective)["total"])
+    )
+    forward = jax.jit(lambda p, b: step_lib.apply_model(model, p, b, objective=objective, train=False))
+    cost = forward.lower(params, batch).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    ours = flops.forward_flops_per_sequence(config.model.to_dict(), objective, 128, 20)
+    assert 0.93 * cost["flops"] < ours <= cost["flops"]
+
+
+def test_schedule_steps_stretches_the_schedule_past_num_steps():
+    c = config_lib.base_config().train
+    c.update(num_steps=900, warmup_steps=100, learning_rate=1e-3)
+    full = optimizer_lib.learning_rate_schedule(dict_train(c, num_steps=1000))
+    first_part = optimizer_lib.learning_rate_schedule(dict_train(c, schedule_steps=1000))
+    steps = np.arange(0, 901, 50)
+    np.testing.assert_allclose([first_part(s) for s in steps], [full(s) for s in steps], rtol=1e-6)
+    assert float(first_part(900)) == pytest.approx(1e-3 * 100 / 900, rel=1e-6)  # 100 decay steps left, not 0
+    bad = config_lib.base_config()
+    bad.train.schedule_steps = -1
+    with pytest.raises(config_lib.ConfigError, match="schedule_steps"):
+        config_lib.validate(bad)
+
+
+def dict_train(c, **kw):
+    import ml_collections
+
+    d = ml_collections.ConfigDict(c.to_dict())
+    d.update(**kw)
+    return d
+
+
+@pytest.mark.parametrize("exp", [nsp_sweep.EXPERIMENT, obj_sweep.EXPERIMENT], ids=lambda e: e.name)
+def test_every_planned_config_is_valid_and_matched(exp, tmp_path):
+    for scale, recipe in exp.recipes.items():
+        for r in (recipe, exp.quick(recipe)):
+            variants = exp.adapt(r, exp.variants) if exp.adapt else list(exp.variants)
+            runs = runner.plan_runs(r, variants, [0, 1], str(tmp_path), {"data.corpus": "/data/*.txt"})
+            assert len(runs) == 2 * len(exp.variants)
+            budgets = {}  # variant -> (training FLOPs, FLOPs of one step per phase)
+            for run in runs:
+                prev_steps, total, per_step = 0, 0, []
+                for phase in run.phases:
+                    config = runner.resolved_config(r.config, phase)
+                    config_lib.validate(config)
+                    assert config.train.seed == run.seed == config.data.seed
+                    steps = config.train.num_steps - prev_steps
+                    prev_steps = config.train.num_steps
+                    per_step.append(flops.train_flops_per_step(config.to_dict()))
+                    total += steps * per_step[-1]
+                budgets[run.variant.name] = (total, per_step)
+            ref = budgets["mlm" if exp.name == "objectives" else "segpair_nsp"][0]
+            for name, (total, per_step) in budgets.items():
+                if exp.name == "objectives":  # matched FLOPs, up to rounding each phase to whole steps
+                    assert abs(total - ref) <= 0.5 * sum(per_step), (scale, name)
+                else:  # matched steps, batch and length: FLOPs differ only by the 2-way head
+                    assert abs(total - ref) / ref < 1e-4, (scale, name)
+
+
+def test_objectives_give_clm_fewer_steps_for_the_same_flops():
+    variants = {v.name: v for v in obj_sweep.matched_flops(recipes.CPU, obj_sweep.VARIANTS)}
+    runs = {r.variant.name: r for r in runner.plan_runs(recipes.CPU, variants.values(), [0], "/tmp/x")}
+    assert runs["mlm"].num_steps == 300
+    assert runs["mlm_nsp"].num_steps == 300
+    # FLOPs per sequence at the CPU shapes: MLM 957.1M (20 scored positions), CLM 1396.7M (all 128).
+    assert runs["clm"].num_steps == round(300 * 957_087_744 / 1_396_703_232) == 206
+
+
+def test_results_json_parsing():
+    results = {
+        "task": "sentiment",
+        "seeds": [
+            {"seed": s, "accuracy": a, "f1": f}
+            for s, a, f in [(0, 0.81, 0.80), (1, 0.83, 0.82), (2, 0.80, 0.79)]
+        ],
+    }
+    assert downstream.per_seed_scores(results) == {"accuracy": [0.81, 0.83, 0.80], "f1": [0.80, 0.82, 0.79]}
+    with pytest.raises(ValueError, match="per-seed"):
+        downstream.per_seed_scores({"mean": 0.8})
+    from flaxlm import cli
+
+    if "finetune" not in cli.SUBCOMMANDS:
+        assert "finetune" in downstream.unavailable()
+
+
+# The quick sweep end to end -------------------------------------------------------------------------------
+
+
+def sweep(out, *args, data_dir, module="experiments.nsp_ablation.sweep"):
+    env = dict(os.environ, FLAXLM_DATA_DIR=data_dir)
+    env.pop("XLA_FLAGS", None)  # one CPU device, as a user's machine
+    return subprocess.run(
+        [sys.executable, "-m", module, "--quick", "--seeds=0", f"--out={out}", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def ok(proc):
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, data_dir):
+    out = tmp_path / "runs"
+    ok(sweep(out, "--variants=segpair_nsp,sop", data_dir=data_dir))
+    nsp_run, sop_run = out / "segpair_nsp" / "seed0", out / "sop" / "seed0"
+
+    # Cross-evaluation: both pair-head models on both tasks, and everyone on the common MLM split.
+    for run in (nsp_run, sop_run):
+        evals = json.loads((run / "analysis.json").read_text())["evals"]
+        assert set(evals) == {"common_mlm", "nsp", "sop"}
+        assert 0.0 <= evals["nsp"]["nsp_accuracy"] <= 1.0 and 0.0 <= evals["sop"]["sop_accuracy"] <= 1.0
+        assert evals["nsp"]["examples"] == evals["sop"]["examples"] == 4 * 16  # train.eval_batches x batch
+    # A run of seed 0 evaluated on its own task reads the very batches its own last evaluation read:
+    # restored parameters + flaxlm's eval step must give the training loop's numbers.
+    for run, task in ((nsp_run, "nsp"), (sop_run, "sop")):
+        own = report.load_runs(str(out))
+        own = next(r for r in own if r.workdir == str(run)).final_eval()
+        cross = json.loads((run / "analysis.json").read_text())["evals"][task]
+        for k in ("mlm_loss", "mlm_accuracy", f"{task}_loss", f"{task}_accuracy"):
+            assert cross[k] == pytest.approx(own[f"eval_{k}"], rel=1e-5, abs=1e-6), (task, k)
+    totals = json.loads((nsp_run / "analysis.json").read_text())["totals"]
+    assert totals["steps"] == 6 and 0 < totals["tokens_seen"] <= 6 * 16 * 64
+
+    text = (out / "REPORT.md").read_text()
+    for needle in (
+        "## Pretraining results",
+        "| SEGMENT-PAIR + NSP | 1 |",
+        "| SEGMENT-PAIR + SOP | 1 |",
+        "## NSP ↔ SOP cross-evaluation",
+        "## Published directions and ours",
+        "Not run: flaxlm has no `finetune` subcommand",
+        "flaxlm train --config=configs/bert_tiny.py",
+    ):
+        assert needle in text, needle
+    for fig in ("bar_common_mlm_accuracy.png", "bar_sop_accuracy.png", "curve_eval_mlm_loss.png"):
+        assert (out / "figures" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig
+        assert f"figures/{fig}" in text
+
+    # A second invocation trains nothing.
+    metrics_before = (sop_run / "metrics.jsonl").read_text()
+    proc = ok(sweep(out, "--variants=segpair_nsp,sop", "--no_report", data_dir=data_dir))
+    assert proc.stdout.count(": skipped") == 2, proc.stdout
+    assert (sop_run / "metrics.jsonl").read_text() == metrics_before
+
+    # Different settings for an existing run: refused, nothing touched.
+    proc = sweep(out, "--variants=sop", "--set", "train.learning_rate=0.002", data_dir=data_dir)
+    assert proc.returncode == 2 and "trained with different settings" in proc.stderr, proc.stderr
+
+    # Interrupted run (its last checkpoint lost): resumed from step 3, ending where it ended before.
+    final_before = report.dedupe_rows([json.loads(line) for line in metrics_before.splitlines()])[-1]
+    shutil.rmtree(sop_run / "checkpoints" / "6")
+    proc = ok(sweep(out, "--variants=segpair_nsp,sop", "--no_report", data_dir=data_dir))
+    assert proc.stdout.count(": skipped") == 1 and "sop seed0: done" in proc.stdout, proc.stdout
+    attempt = json.loads((sop_run / "run.json").read_text())["attempts"][-1]
+    assert (attempt["from_step"], attempt["to_step"]) == (3, 6)
+    rows = report.dedupe_rows(
+        [json.loads(line) for line in (sop_run / "metrics.jsonl").read_text().splitlines()]
+    )
+    assert [r["step"] for r in rows if "eval_loss" in r] == [0, 3, 6]
+    assert rows[-1]["eval_mlm_loss"] == final_before["eval_mlm_loss"]  # resumed bitwise
+
+    # Fine-tuning results where the finetune command writes them reach the report's downstream tables.
+    for run, accs in ((nsp_run, [0.71, 0.74, 0.72]), (sop_run, [0.70, 0.73, 0.69])):
+        d = pathlib.Path(downstream.finetune_dir(str(run), "sentiment"))
+        d.mkdir(parents=True)
+        seeds = [{"seed": s, "accuracy": a} for s, a in enumerate(accs)]
+        (d / downstream.RESULTS_FILE).write_text(json.dumps({"seeds": seeds}))
+    from experiments.nsp_ablation import report as nsp_report
+
+    text = pathlib.Path(nsp_report.write_report(str(out), str(out))).read_text()
+    assert "### sentiment/accuracy" in text and "| SEGMENT-PAIR + SOP | 1 × 3 |" in text
