@@ -22,7 +22,7 @@ setuptools.setup(
         "orbax-checkpoint>=0.11.0",
         "grain>=0.2.10",
         "tensorflow-datasets>=4.9.7",
-        "importlib_resources>=6.0",  # tfds needs it for builders defined outside tfds, but does not declare it
+        "importlib_resources>=6.0",  # tfds needs it for builders defined outside tfds; undeclared
         "array_record>=0.7.0",
         "sentencepiece>=0.2.0",
         "ml_collections>=1.0.0",
