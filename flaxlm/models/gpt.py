@@ -47,7 +47,7 @@ class GPTDecoder(nn.Module):
         mask_B1TT = layers.make_attention_mask(segment_ids, causal=True)
         block = layers.block_class(block_cfg)
         for i in range(cfg.num_layers):
-            x_BTD = block(block_cfg, name=f"block_{i}")(x_BTD, mask_B1TT, deterministic)
+            x_BTD = block(block_cfg, causal=True, name=f"block_{i}")(x_BTD, mask_B1TT, deterministic)
         x_BTD = layers.layer_norm(cfg, "final_norm")(x_BTD)
 
         return word_embeddings.attend(x_BTD)
