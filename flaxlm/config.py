@@ -42,6 +42,9 @@ def base_config() -> ml_collections.ConfigDict:
             param_dtype="float32",
             remat=False,
             pooler=True,  # BERT's tanh pooler on [CLS]; False drops it (needs an objective without NSP/SOP)
+            # "xla": einsum attention (with attention dropout); "dot_product":
+            # jax.nn.dot_product_attention, cuDNN flash attention on GPU (needs attention_dropout_rate=0)
+            attention="xla",
         )
     )
 
@@ -98,6 +101,9 @@ def base_config() -> ml_collections.ConfigDict:
             # A non-finite loss or gradient norm: "stop" ends the run (exit 3) without saving the
             # step; "skip" drops that step's update and counts it in metrics' skipped_steps.
             nonfinite="stop",
+            # Read the steps' finiteness flags every N steps (and before each save): each read waits
+            # for the device. A "stop" then ends the run up to N-1 steps after the bad one.
+            check_finite_every=10,
             debug_nan_step=0,  # testing only: poison this step's loss and gradients with NaN (0 = off)
         )
     )
@@ -170,7 +176,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
         fail(f"config.parallelism={c.parallelism!r} is unknown; choose 'mesh' or 'pmap'")
     if c.train.schedule_steps < 0:
         fail(f"config.train.schedule_steps={c.train.schedule_steps} must be >= 0 (0 = num_steps)")
-    for name in ("batch_size", "num_steps", "grad_accum_steps", "log_every", "checkpoint_every"):
+    for name in (
+        "batch_size",
+        "num_steps",
+        "grad_accum_steps",
+        "log_every",
+        "checkpoint_every",
+        "check_finite_every",
+    ):
         if c.train[name] < 1:
             fail(f"config.train.{name}={c.train[name]} must be >= 1")
     if c.train.batch_size % c.train.grad_accum_steps:
@@ -182,6 +195,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
         fail(
             f"config.model.hidden_size={c.model.hidden_size} is not divisible by "
             f"config.model.num_heads={c.model.num_heads}"
+        )
+    if c.model.attention not in ("xla", "dot_product"):
+        fail(f"config.model.attention={c.model.attention!r} is unknown; choose 'xla' or 'dot_product'")
+    if c.model.attention == "dot_product" and c.model.attention_dropout_rate > 0:
+        fail(
+            "config.model.attention='dot_product' has no attention dropout; "
+            "set --config.model.attention_dropout_rate=0 or --config.model.attention=xla"
         )
     if not decoder and c.data.max_predictions < 1:
         fail("config.data.max_predictions must be >= 1 for masked-LM objectives")

@@ -265,11 +265,6 @@ def evaluate(runner: Runner, params, batches, pair_weight: float) -> dict[str, f
     return acc.result()
 
 
-def _all_finite(flag) -> bool:
-    """The step's `finite` metric on the host (pmap: one copy per device, all equal)."""
-    return bool(np.all(jax.device_get(flag)))
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the last eval metrics.
 
@@ -339,7 +334,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
     eval_metrics: dict[str, float] = {}
     pending = None  # (step, device metrics): read one step late so logging never stalls the device
-    unchecked = None  # (step, device metrics) of the newest step whose finiteness the host has not read
+    # (step, device metrics) of the steps whose finiteness the host has not read yet. Reading
+    # them waits for the device, so it happens every config.train.check_finite_every steps
+    # (and before every save), not after each step.
+    unchecked: list = []
     last_saved = latest  # newest checkpoint known good (saved from a checked state, or restored)
     tokens, t_last = 0, time.perf_counter()
 
@@ -360,9 +358,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         tqdm.write(f"step {step}: " + ", ".join(f"eval_{k}={v:.4f}" for k, v in sorted(eval_metrics.items())))
         t_last, tokens = time.perf_counter(), 0  # evaluation time is not training throughput
 
-    def check_finite(step, device_metrics):
-        if _all_finite(device_metrics["finite"]):
-            return
+    def check_finite(steps_metrics):
+        """Reads the `finite` flags of these steps at once; warns (skip) or raises (stop) for bad ones."""
+        flags = jax.device_get([m["finite"] for _, m in steps_metrics])
+        for (step, device_metrics), flag in zip(steps_metrics, flags):
+            if not np.all(flag):  # pmap: one copy per device, all equal
+                nonfinite(step, device_metrics)
+
+    def nonfinite(step, device_metrics):
         m = runner.metrics_to_host(device_metrics)
         what = f"non-finite loss ({m['loss']}) or gradient norm ({m['grad_norm']}) at step {step}"
         if tc.nonfinite == "skip":
@@ -407,9 +410,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 batch = next(data_iter)
                 tokens += pipeline.batch_tokens(batch) * jax.process_count()
                 state, metrics = runner.train_step(state, batch, dropout_rng)
-                if unchecked is not None:  # the previous step: done by now, reading it does not stall
-                    check_finite(*unchecked)
-                unchecked = (step, metrics)
+                unchecked.append((step, metrics))
+                if (
+                    step % tc.check_finite_every == 0
+                ):  # all but this step: done by now, reading does not stall
+                    check_finite(unchecked[:-1])
+                    unchecked = unchecked[-1:]
                 if pending is not None:
                     log_train(*pending)
                     pending = None
@@ -423,13 +429,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                         pending = None
                     run_eval(step)
                 if step % tc.checkpoint_every == 0 or step == tc.num_steps or stopping:
-                    check_finite(*unchecked)  # never save a state the host has not seen finite
-                    unchecked = None
+                    check_finite(unchecked)  # never save a state the host has not seen finite
+                    unchecked = []
                     save(step)
                 if stopping:
                     break
-        if unchecked is not None:
-            check_finite(*unchecked)
+        check_finite(unchecked)
         if pending is not None:
             log_train(*pending)
         try:

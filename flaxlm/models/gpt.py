@@ -61,7 +61,7 @@ class GPTDecoder(nn.Module):
         block = layers.block_class(block_cfg)
         for i in range(cfg.num_layers):
             x_BTD = layers.constrain_batch(
-                block(block_cfg, name=f"block_{i}")(x_BTD, mask_B1TT, deterministic)
+                block(block_cfg, causal=True, name=f"block_{i}")(x_BTD, mask_B1TT, deterministic)
             )
         x_BTD = layers.layer_norm(cfg, "final_norm")(x_BTD)
         if return_hidden:

@@ -7,6 +7,7 @@ Shape suffixes used across `flaxlm.models`:
 """
 
 import dataclasses
+import logging
 from typing import Any
 
 import flax.linen as nn
@@ -48,6 +49,10 @@ class TransformerConfig:
     pooler: bool = True  # BERT: build the tanh pooler on [CLS] (HF BertForMaskedLM has none).
     remat: bool = False  # Recompute each block in the backward pass.
     adapter_dim: int = 0  # > 0: a bottleneck Adapter of this width after attention and after the MLP.
+    # "xla": the einsum + softmax of `dot_product_attention` below; "dot_product":
+    # jax.nn.dot_product_attention (cuDNN flash attention on GPU, XLA elsewhere), which has no
+    # attention dropout, so it needs attention_dropout_rate=0.
+    attention: str = "xla"
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -60,7 +65,16 @@ class TransformerConfig:
             raise ValueError(f"activation={self.activation!r}; expected one of {sorted(ACTIVATIONS)}")
         if self.pair_head and not self.pooler:
             raise ValueError("pair_head=True needs pooler=True: the NSP/SOP head reads the pooled [CLS]")
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attention={self.attention!r}; expected one of {ATTENTION_IMPLEMENTATIONS}")
+        if self.attention == "dot_product" and self.attention_dropout_rate > 0.0:
+            raise ValueError(
+                "attention='dot_product' has no attention dropout; set attention_dropout_rate=0 "
+                "or attention='xla'"
+            )
 
+
+ATTENTION_IMPLEMENTATIONS = ("xla", "dot_product")
 
 ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
@@ -159,7 +173,7 @@ def dot_product_attention(
 ) -> jax.Array:
     """softmax(q k^T / sqrt(H) + mask) v -> out_BTNH, in q's dtype.
 
-    The one place to swap in `jax.nn.dot_product_attention` (cuDNN flash) later.
+    This is attention="xla"; `fused_dot_product_attention` is attention="dot_product".
     Logits and softmax are float32 even for bf16 inputs. Masked logits get the
     most negative finite float rather than -inf, so a fully masked (padding)
     query row gets a uniform, finite distribution instead of NaN.
@@ -177,6 +191,39 @@ def dot_product_attention(
     return jnp.einsum("bnts,bsnh->btnh", probs_BNTS.astype(dtype), v_BSNH)
 
 
+def _cudnn_applies(q_BTNH: jax.Array) -> bool:
+    """Whether cuDNN flash attention takes these queries: a GPU, 16-bit floats, head size <= 128, % 8."""
+    head_dim = q_BTNH.shape[-1]
+    return (
+        jax.default_backend() == "gpu"
+        and q_BTNH.dtype in (jnp.bfloat16, jnp.float16)
+        and head_dim <= 128
+        and head_dim % 8 == 0
+    )
+
+
+def fused_dot_product_attention(
+    q_BTNH: jax.Array, k_BSNH: jax.Array, v_BSNH: jax.Array, mask_B1TS: jax.Array, *, causal: bool
+) -> jax.Array:
+    """`jax.nn.dot_product_attention` with our mask -> out_BTNH, in q's dtype (no dropout).
+
+    cuDNN flash attention where it applies (see `_cudnn_applies`), XLA otherwise (jax's
+    `implementation=None` always means XLA). `causal` lets cuDNN skip the blocks above the
+    diagonal; the mask already holds the causal part, so XLA gets the same numbers either way.
+    XLA fills masked logits with a large finite negative number, so a fully masked (padding)
+    query row is uniform and finite, as in `dot_product_attention`; cuDNN adds the mask as
+    that number as a bias, with the same effect.
+    """
+    if _cudnn_applies(q_BTNH):
+        try:
+            return jax.nn.dot_product_attention(
+                q_BTNH, k_BSNH, v_BSNH, mask=mask_B1TS, is_causal=causal, implementation="cudnn"
+            )
+        except (NotImplementedError, ValueError, RuntimeError) as e:  # an older GPU or cuDNN, an odd shape
+            logging.getLogger(__name__).info("cuDNN attention does not apply (%s); using XLA's", e)
+    return jax.nn.dot_product_attention(q_BTNH, k_BSNH, v_BSNH, mask=mask_B1TS, implementation="xla")
+
+
 class MultiHeadAttention(nn.Module):
     """Self-attention: x_BTD, mask_B1TT -> y_BTD.
 
@@ -186,6 +233,7 @@ class MultiHeadAttention(nn.Module):
     """
 
     config: TransformerConfig
+    causal: bool = False  # mask_B1TT is causal (a hint for cuDNN; the mask is what counts)
 
     @nn.compact
     def __call__(self, x_BTD: jax.Array, mask_B1TT: jax.Array, deterministic: bool) -> jax.Array:
@@ -198,15 +246,20 @@ class MultiHeadAttention(nn.Module):
         v_BTNH = dense(cfg, d, "value")(x_BTD).reshape(b, t, n, h)
         if cfg.decode:  # keys/values of every cached slot: mask_B1TT is then the caller's mask_B1TS
             k_BTNH, v_BTNH = self._decode_cache(k_BTNH, v_BTNH)
-        use_dropout = not deterministic and cfg.attention_dropout_rate > 0.0
-        out_BTNH = dot_product_attention(
-            q_BTNH,
-            k_BTNH,
-            v_BTNH,
-            mask_B1TT,
-            dropout_rate=cfg.attention_dropout_rate,
-            dropout_rng=self.make_rng("dropout") if use_dropout else None,
-        )
+        if cfg.attention == "dot_product":
+            # In decode mode the mask is over cache slots, not a square causal one: no cuDNN causal hint.
+            causal = self.causal and not cfg.decode
+            out_BTNH = fused_dot_product_attention(q_BTNH, k_BTNH, v_BTNH, mask_B1TT, causal=causal)
+        else:
+            use_dropout = not deterministic and cfg.attention_dropout_rate > 0.0
+            out_BTNH = dot_product_attention(
+                q_BTNH,
+                k_BTNH,
+                v_BTNH,
+                mask_B1TT,
+                dropout_rate=cfg.attention_dropout_rate,
+                dropout_rng=self.make_rng("dropout") if use_dropout else None,
+            )
         return dense(cfg, d, "out")(out_BTNH.reshape(b, t, d))
 
     def _decode_cache(self, k_BTNH: jax.Array, v_BTNH: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -282,11 +335,12 @@ class TransformerBlock(nn.Module):
     """
 
     config: TransformerConfig
+    causal: bool = False  # passed to MultiHeadAttention
 
     @nn.compact
     def __call__(self, x_BTD: jax.Array, mask_B1TT: jax.Array, deterministic: bool) -> jax.Array:
         cfg = self.config
-        attention = MultiHeadAttention(cfg, name="attention")
+        attention = MultiHeadAttention(cfg, causal=self.causal, name="attention")
         mlp = Mlp(cfg, name="mlp")
         attention_norm = layer_norm(cfg, "attention_norm")
         mlp_norm = layer_norm(cfg, "mlp_norm")

@@ -1,0 +1,127 @@
+"""The speed features keep the numbers: attention implementations, bf16 mixed precision, donation,
+and the MLM head on masked positions only. Real batches of the embedded corpus, tiny models."""
+
+import warnings
+
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flaxlm import models
+from flaxlm import optimizer as optimizer_lib
+from flaxlm import train as train_lib
+from flaxlm import train_step as step_lib
+from flaxlm.data import pipeline
+from test_train import tiny
+
+
+@pytest.fixture(scope="module", params=["bert_tiny", "gpt_tiny"])
+def real(request, data_dir):
+    """(config, 3 real batches of 8) of a tiny recipe, dropout off. The first batch has padding
+    (BERT) or a document boundary inside a row (GPT), the cases attention masks exist for."""
+    config = tiny(request.param, data_dir, batch_size=8)
+    data = train_lib.prepare_data(config)
+    batches = pipeline.take(pipeline.train_iterator(data, global_batch=8, seed=0, num_threads=0), 40)
+    seg = lambda b: b["segment_ids"]  # noqa: E731
+    masked = [b for b in batches if (seg(b).max() > 1 if config.objective == "clm" else (seg(b) == 0).any())]
+    return config, [masked[0]] + [b for b in batches if b is not masked[0]][:2]
+
+
+def test_dot_product_attention_refuses_attention_dropout():
+    from flaxlm import config as config_lib
+
+    c = config_lib.base_config()
+    c.model.attention = "dot_product"
+    with pytest.raises(config_lib.ConfigError, match="attention_dropout_rate=0"):
+        config_lib.validate(c)
+    with pytest.raises(ValueError, match="attention_dropout_rate=0"):
+        models.TransformerConfig(attention="dot_product")
+
+
+def run(config, batches):
+    """Per-step losses, the final state and the warnings of the product train step on one device."""
+    model = models.get_model(train_lib.model_config(config))
+    tx = optimizer_lib.make_optimizer(config.train)
+    runner = train_lib.Runner(
+        config, model, tx, optimizer_lib.learning_rate_schedule(config.train), devices=jax.devices()[:1]
+    )
+    state = runner.init(model, tx, jax.random.key(0))
+    donated = jax.tree.leaves(state)
+    losses = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for batch in batches:
+            state, metrics = runner.train_step(state, batch, jax.random.key(1))
+            losses.append(float(metrics["loss"]))
+    return np.array(losses), state, donated, [str(w.message) for w in caught]
+
+
+@pytest.fixture(scope="module")
+def f32_run(real):
+    return run(*real)
+
+
+def test_dot_product_attention_matches_xla(real, f32_run):
+    """attention="dot_product" (jax.nn.dot_product_attention) trains like the einsum attention,
+    on real rows with padding (BERT) and packed documents (GPT): same losses, same parameters."""
+    config, batches = real
+    fused = config.copy_and_resolve_references()
+    fused.model.attention = "dot_product"
+    losses, state, _, _ = run(fused, batches)
+    np.testing.assert_allclose(losses, f32_run[0], rtol=1e-6)
+    expected = jax.tree.leaves(f32_run[1].params)
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(state.params), expected):
+        np.testing.assert_allclose(x, y, atol=1e-6, rtol=0, err_msg=jax.tree_util.keystr(path))
+
+
+def test_train_step_donates_the_state(f32_run):
+    """The first step's input state is consumed (its buffers reused), without XLA's warning that
+    donated buffers were not usable."""
+    _, _, donated, caught = f32_run
+    assert not [w for w in caught if "donat" in w], caught
+    assert all(x.is_deleted() for x in donated)
+
+
+def test_bf16_mixed_precision_is_finite_and_close_to_f32(real, f32_run):
+    """bf16 compute keeps float32 parameters and optimizer state, and losses near float32's."""
+    config, batches = real
+    bf16 = config.copy_and_resolve_references()
+    bf16.model.dtype = "bfloat16"
+    losses, state, _, _ = run(bf16, batches)
+    assert np.isfinite(losses).all()
+    # bf16 keeps 8 bits of mantissa (~0.4% per rounding); the losses (~7) agree to ~1%.
+    np.testing.assert_allclose(losses, f32_run[0], rtol=0.02)
+    assert losses[-1] < losses[0]  # and it trains
+    for tree in (state.params, state.opt_state):
+        dtypes = {x.dtype for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)}
+        assert dtypes == {jnp.dtype(jnp.float32)}
+
+
+def test_mlm_head_runs_on_masked_positions_only(real):
+    """No [B, T, V] array exists anywhere in BERT's train step: the vocabulary projection sees
+    [B, P, V] (P = max_predictions), GPT's sees every position."""
+    config, batches = real
+    B, T, V = 8, config.data.seq_len, config.model.vocab_size
+    model = models.get_model(train_lib.model_config(config))
+    tx = optimizer_lib.make_optimizer(config.train)
+    state = train_lib.init_state(model, tx, config, jax.random.key(0))
+    step = step_lib.make_train_step(
+        model, tx, optimizer_lib.learning_rate_schedule(config.train), objective=config.objective
+    )
+    jaxpr = jax.make_jaxpr(step)(state, batches[0], jax.random.key(1))
+    shapes = set()
+
+    def collect(jaxpr):
+        for eqn in jaxpr.eqns:
+            shapes.update(tuple(v.aval.shape) for v in eqn.outvars if hasattr(v.aval, "shape"))
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                collect(sub)
+
+    collect(jaxpr.jaxpr)
+    if config.objective == "clm":
+        assert (B, T, V) in shapes
+    else:
+        assert (B, config.data.max_predictions, V) in shapes
+        assert (B, T, V) not in shapes

@@ -1,0 +1,767 @@
+"""Train-step throughput of flaxlm next to HF transformers (PyTorch and Flax), measured in one run.
+
+  python tools/benchmark.py --model bert_base --seq 128 --batch 8 --compare hf_torch,hf_flax
+  python tools/benchmark.py --model gpt2_small --seq 256 --batch 8 --compare hf_torch,hf_flax
+  python tools/benchmark.py --model bert_large --seq 512 --batch 32 --dtype bfloat16 \\
+      --attention dot_product --compare hf_torch,hf_flax             # on one GPU
+  python tools/benchmark.py --model bert_tiny --seq 128 --batch 32 --data   # with the input pipeline
+  python tools/benchmark.py --model bert_tiny --quick                 # seconds: a smoke test
+
+--model names a recipe in configs/ (bert_tiny, gpt_tiny, bert_base, bert_large, gpt2_small);
+--set model.FIELD=VALUE changes any field of its model section.
+
+What is timed: the full train step (forward, backward, gradient clipping, AdamW update) of one
+batch, after compilation and --warmup untimed steps, each step waited for before the next.
+flaxlm runs its product step (`flaxlm.train.Runner.train_step`, the one `flaxlm train` runs).
+The peers run the same shapes with HF transformers' models: BertForPreTraining /
+GPT2LMHeadModel with torch.optim.AdamW (hf_torch, eager, HF's default attention, "sdpa"), and
+FlaxBertForPreTraining / FlaxGPT2LMHeadModel with the same optax AdamW chain, jitted with a
+donated state (hf_flax). Same batch, sequence length, dropout rates, optimizer, gradient clipping
+(1.0) and compute dtype ("bfloat16": bf16 compute, float32 parameters and optimizer state;
+torch.autocast for hf_torch). HF's BERT head scores every position (labels -100 where nothing
+is masked); flaxlm's scores only the masked ones: that saving is flaxlm's, and it is counted.
+
+Each framework runs in its own worker process (its own peak memory). The workers are started
+(and compiled) one after another, then take turns: --rounds rounds of --steps/--rounds steps
+each, so a machine shared with other jobs slows them all alike and the ratios stay meaningful.
+
+Batches: token ids drawn at random (a step's time does not depend on their values), every
+position a real token, BERT's masked positions at random (max_predictions per row, as the
+recipe: 20 at seq 128, 80 at seq 512). --data instead feeds flaxlm from the real input pipeline
+(the embedded corpus, prepared once, read with the train loop's prefetching iterator), as an
+extra row "flaxlm_data": if it is slower than "flaxlm", training is input-bound. The pipeline's
+tokenizer has min(vocabulary, --data_vocab) pieces, so its ids fit the model's vocabulary.
+
+Output: JSON lines on stdout: "machine", "peak" (one per compute dtype), one "train_step" per
+framework, one "ratio" per peer (flaxlm / peer); then a Markdown table on stderr.
+Fields of "train_step": tokens_per_s (batch x seq positions per second), step_s_median /
+step_s_min / step_s_max, flops_per_token (`flaxlm.flops.train_flops_per_token`: 6 N + 12 L D T,
+the same model FLOPs for every framework), flops_per_s (achieved), mfu (flops_per_s / peak),
+peak_memory_bytes (accelerators: the device's peak bytes in use; CPU: the worker's peak RSS,
+which includes the framework itself, about import_rss_bytes), compile_s (the first step), cpu_s_median
+(CPU: process CPU seconds per step), loss_first / loss_last (a sanity check that it trains).
+
+Peak FLOP/s: on a CPU it is measured in the same run, by the best of several N x N matmuls
+(float32 and bfloat16) in JAX, before each of flaxlm's rounds and after the last; the best
+measurement counts. On GPUs and TPUs it is the chip's published dense peak
+(`flaxlm.flops.PUBLISHED_PEAK_FLOPS`; H100 SXM bf16: 989 TFLOP/s); --peak_tflops overrides it.
+"""
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, REPO)
+
+FRAMEWORKS = ("flaxlm", "hf_torch", "hf_flax")
+PEERS = ("hf_torch", "hf_flax")
+
+
+# --- Configuration (shared by the parent and the workers) ------------------------------------
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="bert_base", help="a recipe in configs/ (without .py)")
+    p.add_argument("--seq", type=int, default=128, help="sequence length")
+    p.add_argument("--batch", type=int, default=8, help="sequences per step")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype")
+    p.add_argument(
+        "--attention",
+        default="xla",
+        choices=("xla", "dot_product"),
+        help="flaxlm's config.model.attention; dot_product sets attention dropout to 0 for every framework",
+    )
+    p.add_argument("--remat", action="store_true", help="flaxlm: recompute each block in the backward pass")
+    p.add_argument("--set", action="append", default=[], metavar="model.FIELD=VALUE", help="override a field")
+    p.add_argument("--compare", default="", help="comma-separated peers: hf_torch, hf_flax")
+    p.add_argument("--data", action="store_true", help="also time flaxlm fed by the real input pipeline")
+    p.add_argument("--data_vocab", type=int, default=8000, help="--data: the pipeline tokenizer's size")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per framework")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps after the compiling one")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="turns the frameworks take (0: min(steps, 5) on a CPU, 1 on accelerators, where the "
+        "frameworks then run one after another, never side by side)",
+    )
+    p.add_argument("--peak_tflops", type=float, default=0.0, help="override the peak FLOP/s (in TFLOP/s)")
+    p.add_argument("--matmul_size", type=int, default=2048, help="CPU peak: the N of the N x N matmuls")
+    p.add_argument("--quick", action="store_true", help="2 steps, 1 warmup, 1 round, small matmuls")
+    p.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.steps, args.warmup, args.rounds, args.matmul_size = 2, 1, 1, 256
+    args.compare = [f for f in args.compare.split(",") if f]
+    unknown = [f for f in args.compare if f not in PEERS]
+    if unknown:
+        p.error(f"--compare: unknown peer(s) {unknown}; choose from {', '.join(PEERS)}")
+    if args.steps < 1 or args.warmup < 0:
+        p.error("--steps must be >= 1 and --warmup >= 0")
+    return args
+
+
+def recipe(name: str):
+    path = os.path.join(REPO, "configs", f"{name}.py")
+    if not os.path.exists(path):
+        names = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "configs")) if f.endswith(".py"))
+        raise SystemExit(f"benchmark: --model {name!r} is not a recipe in configs/; choose one of {names}")
+    spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def bench_config(args):
+    """The recipe's flaxlm config at this benchmark's shapes and options (validated)."""
+    from flaxlm import config as config_lib
+
+    c = recipe(args.model)
+    c.model.update(dtype=args.dtype, param_dtype="float32", attention=args.attention, remat=args.remat)
+    if args.attention == "dot_product":
+        c.model.attention_dropout_rate = 0.0
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section, _, field = key.partition(".")
+        if section != "model" or field not in c.model:
+            raise SystemExit(
+                f"benchmark: --set {item!r}: expected model.FIELD=VALUE with a field of {list(c.model)}"
+            )
+        old = c.model[field]
+        c.model[field] = value.lower() in ("1", "true") if isinstance(old, bool) else type(old)(value)
+    c.model.max_len = max(c.model.max_len, args.seq)
+    # BERT's recipe: 15% of the positions rounded up to a multiple of 10 (20 at 128, 80 at 512).
+    c.data.update(seq_len=args.seq, max_predictions=max(1, math.ceil(0.15 * args.seq / 10) * 10))
+    c.train.update(batch_size=args.batch, grad_accum_steps=1)
+    c.parallelism = "mesh"
+    config_lib.validate(c)
+    return c
+
+
+def scored_positions(config) -> int:
+    """Positions per row that go through the vocabulary projection in flaxlm's model."""
+    return config.data.seq_len if config.objective == "clm" else config.data.max_predictions
+
+
+def flops_per_token(config) -> float:
+    from flaxlm import flops
+    from flaxlm import train as train_lib
+
+    return flops.train_flops_per_token(
+        train_lib.model_config(config), config.data.seq_len, scored_positions(config)
+    )
+
+
+def synthetic_batch(config, seed: int = 0):
+    """One batch in flaxlm's format, the same for every framework: random ids, all positions real."""
+    import numpy as np
+
+    from flaxlm import train as train_lib
+
+    B, T, V = config.train.batch_size, config.data.seq_len, config.model.vocab_size
+    r = np.random.RandomState(seed)
+    batch = train_lib.dummy_batch(config, B)
+    batch["input_ids"][:] = r.randint(5, V, (B, T))  # 0-4 are the special ids
+    batch["segment_ids"][:] = 1
+    batch["positions"][:] = np.arange(T)
+    if config.objective != "clm":
+        P = config.data.max_predictions
+        positions = np.sort(np.stack([r.choice(T, P, replace=False) for _ in range(B)]), axis=1)
+        batch["mlm_positions"][:] = positions
+        batch["mlm_targets"][:] = np.take_along_axis(batch["input_ids"], positions, axis=1)
+        batch["mlm_weights"][:] = 1.0
+        np.put_along_axis(batch["input_ids"], positions, 4, axis=1)  # [MASK]
+        batch["token_type_ids"][:, T // 2 :] = 1
+        if "pair_label" in batch:
+            batch["pair_label"][:] = r.randint(0, 2, B)
+    return batch
+
+
+# --- Workers: one framework each -------------------------------------------------------------
+
+
+class FlaxlmStep:
+    """flaxlm's product train step (`Runner.train_step`) on one device."""
+
+    def __init__(self, config, args, data: bool):
+        import jax
+
+        from flaxlm import models
+        from flaxlm import optimizer as optimizer_lib
+        from flaxlm import train as train_lib
+
+        self.jax = jax
+        model = models.get_model(train_lib.model_config(config))
+        tx = optimizer_lib.make_optimizer(config.train)
+        schedule = optimizer_lib.learning_rate_schedule(config.train)
+        self.runner = train_lib.Runner(config, model, tx, schedule, devices=jax.devices()[:1])
+        init_rng, self.rng = jax.random.split(jax.random.key(config.train.seed))
+        self.state = self.runner.init(model, tx, init_rng)
+        self.params = sum(x.size for x in jax.tree.leaves(self.state.params))
+        self.batches = self._pipeline(config, args) if data else None
+        self.batch = synthetic_batch(config)
+        self.device = jax.devices()[0]
+
+    @staticmethod
+    def _pipeline(config, args):
+        from flaxlm import objectives
+        from flaxlm.data import pipeline
+        from flaxlm.data import prepare as prepare_lib
+
+        data = prepare_lib.prepare(
+            config.data,
+            pair_labels=objectives.has_pair_head(config.objective),
+            vocab_size=min(config.model.vocab_size, args.data_vocab),
+        )
+        return pipeline.train_iterator(
+            data, global_batch=config.train.batch_size, seed=0, prefetch=config.data.prefetch
+        )
+
+    def step(self):
+        batch = next(self.batches) if self.batches is not None else self.batch
+        self.state, self.metrics = self.runner.train_step(self.state, batch, self.rng)
+
+    def wait(self) -> float:
+        self.jax.block_until_ready((self.state, self.metrics))
+        return float(self.metrics["loss"])
+
+    def peak_memory(self):
+        return jax_peak_memory(self.device)
+
+
+def jax_peak_memory(device):
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"], f"{device.platform} memory_stats peak_bytes_in_use"
+    return process_peak_rss(), "process peak RSS"
+
+
+def process_peak_rss() -> int:
+    """This process's peak resident memory in bytes.
+
+    Linux's VmHWM, not getrusage's ru_maxrss: the latter survives exec, so a worker would
+    inherit its parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def hf_labels(config, batch):
+    """BERT: MLM labels [B, T] (-100 where nothing is masked), as HF's models take them."""
+    import numpy as np
+
+    labels = np.full(batch["input_ids"].shape, -100, np.int64)
+    np.put_along_axis(labels, batch["mlm_positions"], batch["mlm_targets"], axis=1)
+    return labels
+
+
+def hf_config(config, framework: str):
+    """The HF config of the same architecture (transformers' BertConfig / GPT2Config)."""
+    import transformers
+
+    m = config.model
+    if m.arch == "gpt":
+        return transformers.GPT2Config(
+            vocab_size=m.vocab_size,
+            n_positions=m.max_len,
+            n_embd=m.hidden_size,
+            n_layer=m.num_layers,
+            n_head=m.num_heads,
+            n_inner=m.mlp_dim,
+            activation_function={"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}[m.activation],
+            resid_pdrop=m.dropout_rate,
+            embd_pdrop=m.dropout_rate,
+            attn_pdrop=m.attention_dropout_rate,
+            layer_norm_epsilon=m.layer_norm_eps,
+            initializer_range=m.initializer_range,
+        )
+    if m.pre_ln or m.position_embedding != "learned":
+        raise SystemExit(f"benchmark: {framework} has post-LN BERT with learned positions only")
+    return transformers.BertConfig(
+        vocab_size=m.vocab_size,
+        hidden_size=m.hidden_size,
+        num_hidden_layers=m.num_layers,
+        num_attention_heads=m.num_heads,
+        intermediate_size=m.mlp_dim,
+        hidden_act={"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}[m.activation],
+        hidden_dropout_prob=m.dropout_rate,
+        attention_probs_dropout_prob=m.attention_dropout_rate,
+        max_position_embeddings=m.max_len,
+        type_vocab_size=m.type_vocab_size,
+        layer_norm_eps=m.layer_norm_eps,
+        initializer_range=m.initializer_range,
+    )
+
+
+class HfTorchStep:
+    """HF transformers' PyTorch model, torch.optim.AdamW (no decay on biases and LayerNorm), clipping."""
+
+    def __init__(self, config, args, data: bool):
+        import torch
+        import transformers
+
+        torch.manual_seed(0)
+        self.torch = torch
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch.backends.cuda.matmul.allow_tf32 = True  # as XLA's default float32 matmuls on GPUs
+        cls = transformers.GPT2LMHeadModel if config.model.arch == "gpt" else transformers.BertForPreTraining
+        self.model = cls(hf_config(config, "hf_torch")).to(self.device)
+        self.model.train()
+        self.params = sum(p.numel() for p in self.model.parameters())
+        tc = config.train
+        no_decay = [p for n, p in self.model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+        no_decay += [p for n, p in self.model.named_parameters() if ".ln_" in n and n.endswith("weight")]
+        ids = {id(p) for p in no_decay}
+        decay = [p for p in self.model.parameters() if id(p) not in ids]
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=tc.learning_rate,
+            betas=(tc.b1, tc.b2),
+            eps=tc.eps,
+        )
+        self.clip = tc.grad_clip_norm
+        self.autocast = config.model.dtype == "bfloat16"
+        batch = synthetic_batch(config)
+        t = lambda x: torch.as_tensor(x, dtype=torch.long, device=self.device)  # noqa: E731
+        if config.model.arch == "gpt":
+            self.inputs = dict(input_ids=t(batch["input_ids"]), labels=t(batch["input_ids"]))
+        else:
+            self.inputs = dict(
+                input_ids=t(batch["input_ids"]),
+                token_type_ids=t(batch["token_type_ids"]),
+                attention_mask=t(batch["segment_ids"] > 0),
+                labels=t(hf_labels(config, batch)),
+            )
+            if "pair_label" in batch:
+                self.inputs["next_sentence_label"] = t(batch["pair_label"])
+
+    def step(self):
+        torch = self.torch
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.autocast):
+            self.loss = self.model(**self.inputs).loss
+        self.loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.opt.step()
+
+    def wait(self) -> float:
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+        return float(self.loss.detach())
+
+    def peak_memory(self):
+        if self.device == "cuda":
+            return self.torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated"
+        return process_peak_rss(), "process peak RSS"
+
+
+class HfFlaxStep:
+    """HF transformers' Flax model with the same optax AdamW chain as flaxlm, jitted, state donated."""
+
+    def __init__(self, config, args, data: bool):
+        import jax
+        import jax.numpy as jnp
+        import optax
+        import transformers
+
+        from flaxlm import optimizer as optimizer_lib
+
+        self.jax = jax
+        gpt = config.model.arch == "gpt"
+        cls = transformers.FlaxGPT2LMHeadModel if gpt else transformers.FlaxBertForPreTraining
+        dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
+        model = cls(hf_config(config, "hf_flax"), seed=0, dtype=dtype, _do_init=True)
+        tx = optimizer_lib.make_optimizer(config.train)
+        params = model.params
+        self.params = sum(x.size for x in jax.tree.leaves(params))
+        batch = synthetic_batch(config)
+        if gpt:
+            inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["segment_ids"] > 0)
+        else:
+            inputs = dict(
+                input_ids=batch["input_ids"],
+                token_type_ids=batch["token_type_ids"],
+                attention_mask=(batch["segment_ids"] > 0).astype("int32"),
+            )
+            labels = hf_labels(config, batch)
+        pair = batch.get("pair_label")
+
+        def loss_fn(params, rng):
+            out = model(**inputs, params=params, dropout_rng=rng, train=True)
+            if gpt:
+                logits = out.logits[:, :-1].astype(jnp.float32)
+                return optax.softmax_cross_entropy_with_integer_labels(
+                    logits, inputs["input_ids"][:, 1:]
+                ).mean()
+            weights = labels != -100
+            ce = optax.softmax_cross_entropy_with_integer_labels(
+                out.prediction_logits.astype(jnp.float32), jnp.maximum(labels, 0)
+            )
+            loss = jnp.sum(ce * weights) / jnp.sum(weights)
+            if pair is not None:
+                loss += optax.softmax_cross_entropy_with_integer_labels(
+                    out.seq_relationship_logits.astype(jnp.float32), pair
+                ).mean()
+            return loss
+
+        def train_step(state, rng):
+            params, opt_state = state
+            loss, grads = jax.value_and_grad(loss_fn)(params, rng)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        self._step = jax.jit(train_step, donate_argnums=(0,))
+        self.state = (params, tx.init(params))
+        self.rng = jax.random.PRNGKey(0)
+        self.device = jax.devices()[0]
+
+    def step(self):
+        self.rng, rng = self.jax.random.split(self.rng)
+        self.state, self.loss = self._step(self.state, rng)
+
+    def wait(self) -> float:
+        self.jax.block_until_ready((self.state, self.loss))
+        return float(self.loss)
+
+    def peak_memory(self):
+        return jax_peak_memory(self.device)
+
+
+def measure_matmul_peak(dtype: str, n: int, repeats: int = 5) -> float:
+    """Best FLOP/s of an n x n by n x n matmul in JAX on the default device."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    r = np.random.RandomState(0)
+    a, b = (jnp.asarray(r.standard_normal((n, n)), dtype=dtype) for _ in range(2))
+    matmul = jax.jit(jnp.matmul)
+    matmul(a, b).block_until_ready()
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        matmul(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def worker_main(args):
+    """Builds one framework's step, compiles it, then obeys the parent's commands on stdin.
+
+    Replies go to the original stdout as JSON lines; everything else printed goes to stderr.
+    """
+    proto = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+
+    def reply(**msg):
+        proto.write(json.dumps(msg) + "\n")
+        proto.flush()
+
+    framework = args.worker
+    for module in {"hf_torch": ("torch", "transformers"), "hf_flax": ("jax", "transformers")}.get(
+        framework, ("jax", "flax")
+    ):
+        __import__(module)
+    import_rss = process_peak_rss()  # the framework alone, before any model exists
+    config = bench_config(args)
+    cls = {"flaxlm": FlaxlmStep, "flaxlm_data": FlaxlmStep, "hf_torch": HfTorchStep, "hf_flax": HfFlaxStep}
+    t = time.perf_counter()
+    trainer = cls[framework](config, args, data=framework == "flaxlm_data")
+    build_s = time.perf_counter() - t
+    t = time.perf_counter()
+    trainer.step()
+    loss_first = trainer.wait()
+    compile_s = time.perf_counter() - t
+    for _ in range(args.warmup):
+        trainer.step()
+        trainer.wait()
+    reply(ready=True, build_s=build_s, compile_s=compile_s, loss_first=loss_first, params=trainer.params)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["cmd"] == "steps":
+            wall, cpu = [], []
+            for _ in range(cmd["n"]):
+                t, c = time.perf_counter(), time.process_time()
+                trainer.step()
+                loss = trainer.wait()
+                wall.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
+            reply(wall=wall, cpu=cpu, loss=loss)
+        elif cmd["cmd"] == "peak":
+            reply(**{d: measure_matmul_peak(d, args.matmul_size) for d in ("float32", "bfloat16")})
+        elif cmd["cmd"] == "finish":
+            peak, source = trainer.peak_memory()
+            reply(peak_memory_bytes=peak, memory_source=source, import_rss_bytes=import_rss)
+            return
+
+
+# --- The parent: starts the workers, takes turns, reports ------------------------------------
+
+
+class Worker:
+    def __init__(self, framework: str, argv: list[str], env: dict):
+        self.framework = framework
+        cmd = [sys.executable, os.path.abspath(__file__), *argv, "--worker", framework]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        self.ready = self.read()
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self.loss_last = None
+
+    def read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            err = self.proc.stderr.read().strip().splitlines()
+            self.proc.wait()
+            raise RuntimeError(
+                f"{self.framework} worker exited {self.proc.returncode}: " + " | ".join(err[-3:])
+            )
+        return json.loads(line)
+
+    def ask(self, **cmd) -> dict:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def run(self, n: int):
+        r = self.ask(cmd="steps", n=n)
+        self.wall += r["wall"]
+        self.cpu += r["cpu"]
+        self.loss_last = r["loss"]
+
+    def finish(self) -> dict:
+        r = self.ask(cmd="finish")
+        self.proc.stdin.close()
+        self.proc.wait()
+        self.proc.stderr.close()
+        self.proc.stdout.close()
+        return r
+
+
+def machine_info() -> dict:
+    import jax
+
+    dev = jax.devices()[0]
+    info = {
+        "what": "machine",
+        "backend": jax.default_backend(),
+        "device_kind": dev.device_kind,
+        "device_count": jax.device_count(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+    }
+    for name in ("flax", "torch", "transformers"):
+        try:
+            info[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def summarize(w: Worker, finish: dict, args, config, peak, on_cpu: bool) -> dict:
+    import numpy as np
+
+    tokens = args.batch * args.seq
+    median = float(np.median(w.wall))
+    fpt = flops_per_token(config)
+    flaxlm = w.framework.startswith("flaxlm")
+    row = {
+        "what": "train_step",
+        "framework": w.framework,
+        "model": args.model,
+        "seq": args.seq,
+        "batch": args.batch,
+        "dtype": args.dtype,
+        "attention": args.attention if flaxlm else "hf default",
+        "remat": args.remat and flaxlm,
+        "dropout_rate": config.model.dropout_rate,
+        "attention_dropout_rate": config.model.attention_dropout_rate,
+        "steps": len(w.wall),
+        "tokens_per_step": tokens,
+        "tokens_per_s": tokens / median,
+        "step_s_median": median,
+        "step_s_min": float(np.min(w.wall)),
+        "step_s_max": float(np.max(w.wall)),
+        "flops_per_token": fpt,
+        "flops_per_s": fpt * tokens / median,
+        "peak_flops_per_s": peak[0] if peak else None,
+        "mfu": fpt * tokens / median / peak[0] if peak else None,
+        "params": w.ready["params"],
+        "compile_s": w.ready["compile_s"],
+        "loss_first": w.ready["loss_first"],
+        "loss_last": w.loss_last,
+        **finish,
+    }
+    if on_cpu:
+        row["cpu_s_median"] = float(np.median(w.cpu))
+    return row
+
+
+def table(rows, peak) -> str:
+    lines = [
+        "| framework | tokens/s | step s: median (min-max) | MFU | peak memory | flaxlm / this |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    base = next((r for r in rows if r["framework"] == "flaxlm"), None)
+    for r in rows:
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
+        ratio = f"{base['tokens_per_s'] / r['tokens_per_s']:.2f}x" if base else ""
+        lines.append(
+            f"| {r['framework']} | {r['tokens_per_s']:,.0f} | {r['step_s_median']:.3f} "
+            f"({r['step_s_min']:.3f}-{r['step_s_max']:.3f}) | {mfu} | "
+            f"{r['peak_memory_bytes'] / 2**30:.2f} GiB | {ratio} |"
+        )
+    if peak:
+        lines.append(f"\npeak: {peak[0] / 1e12:.4g} TFLOP/s ({peak[1]})")
+    return "\n".join(lines)
+
+
+def run_workers(frameworks, args, env, rounds, on_cpu):
+    """Starts the workers, runs their timed steps in turns; returns ({framework: (worker, finish)},
+    errors, {dtype: [measured peak FLOP/s]})."""
+    chunks = [args.steps // rounds + (i < args.steps % rounds) for i in range(rounds)]
+    argv = sys.argv[1:]
+    measured: dict[str, list[float]] = {"float32": [], "bfloat16": []}
+    done, errors, workers = {}, [], {}
+
+    def attempt(f, action, *action_args):
+        try:
+            action(*action_args)
+        except RuntimeError as e:  # a worker died: report it, go on with the others
+            errors.append({"what": "error", "framework": f, "error": str(e)})
+            workers.pop(f, None)
+
+    def peak(w):  # the CPU's matmul peak, measured by flaxlm's worker around its own steps
+        if on_cpu and not args.peak_tflops and w.framework == "flaxlm":
+            for dtype, value in w.ask(cmd="peak").items():
+                measured[dtype].append(value)
+
+    def start(f):
+        workers[f] = Worker(f, argv, env)
+
+    def run(w, n):
+        peak(w)
+        w.run(n)
+
+    def finish(w):
+        peak(w)
+        done[w.framework] = (w, w.finish())
+        workers.pop(w.framework)
+
+    if rounds == 1:  # one after another: never two frameworks on the device at once
+        for f in frameworks:
+            attempt(f, start, f)
+            if f in workers:
+                attempt(f, run, workers[f], chunks[0])
+            if f in workers:
+                attempt(f, finish, workers[f])
+    else:  # compile one at a time, then take turns
+        for f in frameworks:
+            attempt(f, start, f)
+        for n in chunks:
+            for f, w in list(workers.items()):
+                attempt(f, run, w, n)
+        for f, w in list(workers.items()):
+            attempt(f, finish, w)
+    return done, errors, measured
+
+
+def main():
+    args = parse_args()
+    if args.worker:
+        return worker_main(args)
+    config = bench_config(args)  # fail fast on a bad model or option, before any worker starts
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_NO_ADVISORY_WARNINGS="1")
+    os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # this process only looks at the device
+
+    def out(row):
+        print(json.dumps(row), flush=True)
+
+    info = machine_info()
+    out(info)
+    on_cpu = info["backend"] == "cpu"
+    rounds = args.rounds or (min(args.steps, 5) if on_cpu else 1)
+    if not on_cpu and rounds > 1:
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # the JAX workers share the device
+    frameworks = ["flaxlm"] + (["flaxlm_data"] if args.data else []) + args.compare
+    done, errors, measured = run_workers(frameworks, args, env, rounds, on_cpu)
+
+    peak = None
+    if args.peak_tflops:
+        peak = (args.peak_tflops * 1e12, "--peak_tflops")
+    elif on_cpu:
+        source = f"measured: best {args.matmul_size}^3 matmul in JAX"
+        for dtype, values in measured.items():
+            if values:
+                out(
+                    {
+                        "what": "peak",
+                        "dtype": dtype,
+                        "flops_per_s": max(values),
+                        "source": source,
+                        "runs": values,
+                    }
+                )
+        if measured[args.dtype]:
+            peak = (max(measured[args.dtype]), f"{source}, {args.dtype}")
+    else:
+        from flaxlm import flops
+
+        peak = flops.published_peak_flops(info["device_kind"], args.dtype)
+        source = peak[1] if peak else f"no published peak for {info['device_kind']!r}: pass --peak_tflops"
+        out({"what": "peak", "dtype": args.dtype, "flops_per_s": peak[0] if peak else None, "source": source})
+
+    rows = [summarize(w, fin, args, config, peak, on_cpu) for w, fin in done.values()]
+    for row in rows + errors:
+        out(row)
+    base = next((r for r in rows if r["framework"] == "flaxlm"), None)
+    for r in rows:
+        if base and r is not base:
+            out(
+                {
+                    "what": "ratio",
+                    "model": args.model,
+                    "seq": args.seq,
+                    "batch": args.batch,
+                    "dtype": args.dtype,
+                    "flaxlm_over": r["framework"],
+                    "tokens_per_s": base["tokens_per_s"] / r["tokens_per_s"],
+                    "peak_memory": base["peak_memory_bytes"] / r["peak_memory_bytes"],
+                }
+            )
+    print(table(rows, peak), file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
