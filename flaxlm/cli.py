@@ -123,9 +123,17 @@ def _main(command: str):
     return main
 
 
+def _load_lm():
+    from flaxlm import lm as lm_lib
+
+    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's notes on opening a checkpoint read-only
+    lm = lm_lib.load(_MODEL.value, _TOKENIZER.value or "")
+    sys.stderr.write(f"flaxlm: {lm.source}, arch {lm.arch}, tokenizer {lm.tokenizer}\n")
+    return lm
+
+
 def _generate():
     from flaxlm import generate
-    from flaxlm import lm as lm_lib
 
     prompts = list(_PROMPT.value)
     if _PROMPTS_FILE.value:
@@ -137,7 +145,7 @@ def _generate():
     if not _MODEL.value or not prompts:
         raise app.UsageError('usage: flaxlm generate --model=PATH --prompt="..." [--prompts_file=FILE] [...]')
     sampling = generate.Sampling(temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value)
-    lm = lm_lib.load(_MODEL.value, _TOKENIZER.value or "")
+    lm = _load_lm()
     records = generate.generate_texts(
         lm,
         prompts,
@@ -155,13 +163,12 @@ def _generate():
 
 
 def _score():
-    from flaxlm import lm as lm_lib
     from flaxlm import score
 
     if not _MODEL.value or not _INPUT.value:
         raise app.UsageError("usage: flaxlm score --model=PATH --input=FILE.txt|.jsonl [--out=FILE.jsonl]")
     sentences = score.read_sentences(_INPUT.value)
-    lm = lm_lib.load(_MODEL.value, _TOKENIZER.value or "")
+    lm = _load_lm()
     records = score.score_texts(lm, sentences, _MODE.value, batch_size=_BATCH_SIZE.value)
     ppl = "perplexity" if "perplexity" in records[0] else "pseudo_perplexity"
     print(f"log_prob\ttokens\t{ppl}\ttext")

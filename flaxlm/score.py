@@ -19,6 +19,7 @@ compiles a handful of shapes) in batches of a fixed number of rows.
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -81,6 +82,9 @@ def _batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, max_len: i
 # ----------------------------------------------------------------------------- causal LM
 
 
+# The model is a static argument (flax modules hash by their config): one compilation per model
+# and batch shape, reused across calls.
+@functools.partial(jax.jit, static_argnames="model")
 def _clm_sums(model, params, ids_BT, segment_ids_BT, positions_BT):
     """(sum of log p(x_t | x_<t), tokens scored) per row, float32/int32 [B]."""
     logits_BTV = model.apply({"params": params}, ids_BT, segment_ids_BT, positions_BT, deterministic=True)
@@ -107,7 +111,6 @@ def clm_scores(
     _check_lengths(lengths, max_len, " (with the start token)" if bos_id is not None else "")
     sums = np.zeros(len(rows), np.float64)
     counts = np.zeros(len(rows), np.int64)
-    step = jax.jit(lambda p, *batch: _clm_sums(model, p, *batch))
     order = np.argsort(lengths, kind="stable")
     for idx, t in _batches(order, lengths, batch_size, max_len):
         ids = np.full((batch_size, t), pad_id, np.int32)
@@ -116,7 +119,7 @@ def clm_scores(
             ids[r, : lengths[i]] = rows[i]
             seg[r, : lengths[i]] = 1
         pos = np.broadcast_to(np.arange(t, dtype=np.int32), (batch_size, t))
-        lp, n = jax.device_get(step(params, ids, seg, pos))
+        lp, n = jax.device_get(_clm_sums(model, params, ids, seg, pos))
         sums[idx], counts[idx] = lp[: len(idx)], n[: len(idx)]
     return Scores(log_probs=sums, num_tokens=counts)
 
@@ -124,6 +127,7 @@ def clm_scores(
 # ----------------------------------------------------------------------------- masked LM (PLL)
 
 
+@functools.partial(jax.jit, static_argnames="model")
 def _masked_log_probs(model, params, ids_RT, segment_ids_RT, positions_RT, masked_R1, targets_R):
     """log p(target at the masked position) per masked copy, float32 [R]."""
     outputs = model.apply(
@@ -162,7 +166,6 @@ def pll_scores(
     copy_position = np.array([1 + t for s in sentences for t in range(len(s))], np.int64)
     copy_length = np.array([len(rows[i]) for i in copy_sentence], np.int64)
     pll = np.zeros(len(rows), np.float64)
-    step = jax.jit(lambda p, *batch: _masked_log_probs(model, p, *batch))
     order = np.argsort(copy_length, kind="stable")
     for idx, t in _batches(order, copy_length, batch_size, max_len):
         ids = np.full((batch_size, t), pad_id, np.int32)
@@ -177,7 +180,7 @@ def pll_scores(
             ids[r, copy_position[c]] = mask_id
             masked[r, 0] = copy_position[c]
         pos = np.broadcast_to(np.arange(t, dtype=np.int32), (batch_size, t))
-        lp = jax.device_get(step(params, ids, seg, pos, masked, targets))
+        lp = jax.device_get(_masked_log_probs(model, params, ids, seg, pos, masked, targets))
         np.add.at(pll, copy_sentence[idx], lp[: len(idx)])
     return Scores(log_probs=pll, num_tokens=np.array([len(s) for s in sentences], np.int64))
 
