@@ -170,11 +170,11 @@ def _score():
     sentences = score.read_sentences(_INPUT.value)
     lm = _load_lm()
     records = score.score_texts(lm, sentences, _MODE.value, batch_size=_BATCH_SIZE.value)
-    ppl = "perplexity" if "perplexity" in records[0] else "pseudo_perplexity"
-    print(f"log_prob\ttokens\t{ppl}\ttext")
+    name, ppl = score.FIELDS["clm" if "log_prob" in records[0] else "pll"]
+    print(f"{name}\ttokens\t{ppl}\ttext")
     for r in records:
         value = "-" if r[ppl] is None else f"{r[ppl]:.2f}"
-        print(f"{r['log_prob']:.4f}\t{r['tokens']}\t{value}\t{r['text']}")
+        print(f"{r[name]:.4f}\t{r['tokens']}\t{value}\t{r['text']}")
     if _OUT.value:
         score.write_jsonl(_OUT.value, records)
     summary = score.summarize(records)

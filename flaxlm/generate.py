@@ -10,8 +10,8 @@ row has produced `eos_id` or `max_new_tokens` tokens.
 Prompts of different lengths share one batch by **left-padding**: every row
 ends at the same slot, so each step writes all rows' new keys at the same
 cache slot. Padding has segment id 0 (never attended to) and positions are
-counted from each row's first real token, so a left-padded row computes
-exactly what the same prompt alone would.
+counted from each row's first real token, so a left-padded row computes what
+the same prompt alone would (up to float rounding).
 
 `use_cache=False` recomputes the whole sequence at every step (same tokens,
 same logits up to float rounding); it exists to check and to time the cache.
@@ -152,10 +152,11 @@ def generate(
     """Continues each prompt (a list of token ids) by up to `max_new_tokens` tokens.
 
     A row stops after it produces `eos_id` (None: never). Row b's tokens are
-    drawn with random keys derived from (seed, b, step), so the same seed gives
-    the same tokens, and a prompt's samples do not depend on what else shares
-    its batch (up to float rounding of the padded batch). Compiles once per
-    (batch size, longest prompt, max_new_tokens, sampling) combination.
+    drawn with random keys derived from (seed, b, step) alone, so the same seed
+    gives the same tokens, and the prompt in row b gets the same samples
+    whatever the other rows hold (up to float rounding of a differently padded
+    batch). Compiles once per (batch size, longest prompt, max_new_tokens,
+    sampling, use_cache) combination.
     """
     if not isinstance(model, GPTDecoder):
         raise GenerationError(f"generation needs a GPT decoder, not {type(model).__name__}")
@@ -282,8 +283,8 @@ def _generate(
 
     vocab = first_logits_BV.shape[-1]
 
-    # Row b's i-th token is drawn with key (seed, b, i): a prompt's samples do not depend on the
-    # other rows of the batch.
+    # Row b's i-th token is drawn with key (seed, b, i): its samples do not depend on what the other
+    # rows hold.
     row_rngs_B = jax.vmap(lambda r: jax.random.fold_in(rng, r))(jnp.arange(b))
 
     def choose(i, logits_BV, done_B, tokens_BN, logits_BNV):

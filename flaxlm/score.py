@@ -34,7 +34,8 @@ from flaxlm import objectives
 from flaxlm.errors import FlaxlmError
 
 LENGTH_BUCKET = 16  # Sequence lengths are padded up to a multiple of this.
-MODES = ("clm", "pll")
+# Per mode: the names of a sentence's score and of the perplexity derived from it.
+FIELDS = {"clm": ("log_prob", "perplexity"), "pll": ("pll", "pseudo_perplexity")}
 
 
 class ScoreError(FlaxlmError):
@@ -227,12 +228,13 @@ def default_mode(arch: str) -> str:
 def score_texts(
     lm, texts: Sequence[str], mode: str | None = None, batch_size: int = 32
 ) -> list[dict[str, Any]]:
-    """One record per text: text, tokens (scored), log_prob, and perplexity (CLM) or pseudo_perplexity (PLL).
+    """One record per text: text, tokens (scored), then log_prob and perplexity (CLM) or pll and
+    pseudo_perplexity (PLL); the perplexity is None for a sentence with no token scored.
 
     lm: a flaxlm.lm.LM. mode: "clm" (decoders) or "pll" (encoders with an MLM head); None picks by arch.
     """
     mode = mode or default_mode(lm.arch)
-    if mode not in MODES:
+    if mode not in FIELDS:
         raise ScoreError(f"--mode={mode!r}; choose clm (causal LM) or pll (masked LM pseudo-log-likelihood)")
     if mode == "clm" and lm.arch != "gpt":
         raise ScoreError(
@@ -262,7 +264,7 @@ def score_texts(
             pad_id=tok.pad_id,
             batch_size=2 * batch_size,
         )
-    ppl_name = "perplexity" if mode == "clm" else "pseudo_perplexity"
+    score_name, ppl_name = FIELDS[mode]
     records = []
     for text, lp, n in zip(texts, scores.log_probs, scores.num_tokens):
         n = int(n)
@@ -270,7 +272,7 @@ def score_texts(
             {
                 "text": text,
                 "tokens": n,
-                "log_prob": float(lp),
+                score_name: float(lp),
                 ppl_name: math.exp(-lp / n) if n else None,
             }
         )
@@ -278,16 +280,19 @@ def score_texts(
 
 
 def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Mean per-sentence log_prob, total tokens and the corpus-level (pseudo-)perplexity."""
-    total_lp = sum(r["log_prob"] for r in records)
-    total_n = sum(r["tokens"] for r in records)
-    ppl_name = "perplexity" if "perplexity" in records[0] else "pseudo_perplexity"
+    """mode, sentences, tokens (scored), the mean per-sentence score, the score per token, and the
+    corpus-level (pseudo-)perplexity exp(-sum of scores / sum of tokens)."""
+    mode = "clm" if "log_prob" in records[0] else "pll"
+    score_name, ppl_name = FIELDS[mode]
+    total = sum(r[score_name] for r in records)
+    tokens = sum(r["tokens"] for r in records)
     return {
+        "mode": mode,
         "sentences": len(records),
-        "tokens": total_n,
-        "mean_log_prob": total_lp / len(records),
-        "log_prob_per_token": total_lp / total_n if total_n else None,
-        ppl_name: math.exp(-total_lp / total_n) if total_n else None,
+        "tokens": tokens,
+        f"mean_{score_name}": total / len(records),
+        f"{score_name}_per_token": total / tokens if tokens else None,
+        ppl_name: math.exp(-total / tokens) if tokens else None,
     }
 
 

@@ -151,9 +151,12 @@ def test_export_loads_with_its_tokenizer_and_scores_pll(trained, tiny_gpt_workdi
     expected = score.pll_scores(
         model, params, trained.tokenizer.encode_batch(SENTENCES[:3]), cls_id=2, sep_id=3, mask_id=4
     )
-    np.testing.assert_allclose([r["log_prob"] for r in records], expected.log_probs, atol=1e-5)
+    np.testing.assert_allclose([r["pll"] for r in records], expected.log_probs, atol=1e-5)
     r = records[0]
-    assert r["pseudo_perplexity"] == pytest.approx(math.exp(-r["log_prob"] / r["tokens"]))
+    assert r["pseudo_perplexity"] == pytest.approx(math.exp(-r["pll"] / r["tokens"]))
+    summary = score.summarize(records)
+    assert summary["mode"] == "pll" and summary["tokens"] == sum(expected.num_tokens)
+    assert summary["mean_pll"] == pytest.approx(np.mean(expected.log_probs), abs=1e-5)
 
     # An export that records its data config finds the tokenizer like a workdir does.
     with open(f"{tiny_gpt_workdir}/config.json") as f:
@@ -198,4 +201,6 @@ def test_score_cli(trained, tiny_gpt_workdir, data_dir, tmp_path):
     assert [r["tokens"] for r in records] == [r["tokens"] for r in expected]
     np.testing.assert_allclose([r["log_prob"] for r in records], [r["log_prob"] for r in expected], atol=1e-4)
     total = sum(r["log_prob"] for r in records) / sum(r["tokens"] for r in records)
-    assert f"perplexity={math.exp(-total):.4f}" in lines[-1] and lines[-1].startswith("summary: sentences=7,")
+    assert f"perplexity={math.exp(-total):.4f}" in lines[-1] and lines[-1].startswith(
+        "summary: mode=clm, sentences=7,"
+    )
