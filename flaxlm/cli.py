@@ -56,7 +56,9 @@ _INPUT = flags.DEFINE_string(
 _MODE = flags.DEFINE_enum(
     "mode", None, ["clm", "pll"], "score: clm (decoders) or pll (encoders); default by arch."
 )
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "score: sentences per forward batch.")
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", 32, "generate/score: rows (prompt samples, sentences) per batch."
+)
 
 
 def _usage() -> str:
@@ -153,6 +155,7 @@ def _generate():
         sampling=sampling,
         seed=_SEED.value,
         num_samples=_NUM_SAMPLES.value,
+        batch_size=_BATCH_SIZE.value,
     )
     for i, r in enumerate(records):
         print(

@@ -202,7 +202,12 @@ def test_generate_cli(tiny_gpt_workdir, data_dir, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(PROMPTS[1] + "\n\n" + PROMPTS[2] + "\n")
     proc = flaxlm(
-        *args, f"--prompt={PROMPTS[0]}", f"--prompts_file={prompts}", "--num_samples=2", data_dir=data_dir
+        *args,
+        f"--prompt={PROMPTS[0]}",
+        f"--prompts_file={prompts}",
+        "--num_samples=2",
+        "--batch_size=4",  # 6 rows: batches of 4 and 2
+        data_dir=data_dir,
     )
     blocks = proc.stdout.split("--- prompt ")[1:]
     assert [b.split(" (")[0] for b in blocks] == [f"{p}, sample {s}" for p in (1, 2, 3) for s in (1, 2)]
@@ -210,7 +215,7 @@ def test_generate_cli(tiny_gpt_workdir, data_dir, tmp_path):
     for text, prompt in zip(texts, [p for p in PROMPTS for _ in range(2)]):
         assert text.startswith(prompt.rstrip("!?.")) and len(text) > len(prompt)
     assert texts[0] != texts[1]  # two samples of one prompt
-    # Same seed, same samples, whatever else shares the batch.
+    # Same seed, same samples, whatever else shares the batch and however the rows are batched.
     alone = flaxlm(*args, f"--prompt={PROMPTS[0]}", "--num_samples=2", data_dir=data_dir).stdout
     assert alone == "--- prompt " + "--- prompt ".join(blocks[:2])
 
