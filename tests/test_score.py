@@ -209,7 +209,7 @@ def test_score_cli(trained, tiny_gpt_workdir, data_dir, tmp_path):
 def test_hf_bert_pll_matches_transformers(tmp_path):
     """PLL of a Hugging Face BertForMaskedLM dir (random weights, a real uncased vocab) equals the
     masked-copy loop run with transformers itself."""
-    pytest.importorskip("flaxlm.hf", reason="needs flaxlm.hf (Hugging Face import)")
+    pytest.importorskip("flaxlm.hf", reason="needs flaxlm.hf (Hugging Face import)", exc_type=ImportError)
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     import pathlib
