@@ -68,7 +68,9 @@ _INPUT = flags.DEFINE_string(
 _MODE = flags.DEFINE_enum(
     "mode", None, ["clm", "pll"], "score: clm (decoders) or pll (encoders); default by arch."
 )
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "score: sentences per forward batch.")
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", 32, "generate/score: rows (prompt samples, sentences) per batch."
+)
 _INIT = flags.DEFINE_string(
     "init", None, "finetune: a flaxlm train --workdir, a flaxlm export folder or a Hugging Face model dir."
 )
@@ -168,9 +170,17 @@ def _main(command: str):
     return main
 
 
+def _load_lm():
+    from flaxlm import lm as lm_lib
+
+    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's notes on opening a checkpoint read-only
+    lm = lm_lib.load(_MODEL.value, _TOKENIZER.value or "")
+    sys.stderr.write(f"flaxlm: {lm.source}, arch {lm.arch}, tokenizer {lm.tokenizer}\n")
+    return lm
+
+
 def _generate():
     from flaxlm import generate
-    from flaxlm import lm as lm_lib
 
     prompts = list(_PROMPT.value)
     if _PROMPTS_FILE.value:
@@ -182,7 +192,7 @@ def _generate():
     if not _MODEL.value or not prompts:
         raise app.UsageError('usage: flaxlm generate --model=PATH --prompt="..." [--prompts_file=FILE] [...]')
     sampling = generate.Sampling(temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value)
-    lm = lm_lib.load(_MODEL.value, _TOKENIZER.value or "")
+    lm = _load_lm()
     records = generate.generate_texts(
         lm,
         prompts,
@@ -190,6 +200,7 @@ def _generate():
         sampling=sampling,
         seed=_SEED.value,
         num_samples=_NUM_SAMPLES.value,
+        batch_size=_BATCH_SIZE.value,
     )
     for i, r in enumerate(records):
         print(
@@ -200,19 +211,18 @@ def _generate():
 
 
 def _score():
-    from flaxlm import lm as lm_lib
     from flaxlm import score
 
     if not _MODEL.value or not _INPUT.value:
         raise app.UsageError("usage: flaxlm score --model=PATH --input=FILE.txt|.jsonl [--out=FILE.jsonl]")
     sentences = score.read_sentences(_INPUT.value)
-    lm = lm_lib.load(_MODEL.value, _TOKENIZER.value or "")
+    lm = _load_lm()
     records = score.score_texts(lm, sentences, _MODE.value, batch_size=_BATCH_SIZE.value)
-    ppl = "perplexity" if "perplexity" in records[0] else "pseudo_perplexity"
-    print(f"log_prob\ttokens\t{ppl}\ttext")
+    name, ppl = score.FIELDS["clm" if "log_prob" in records[0] else "pll"]
+    print(f"{name}\ttokens\t{ppl}\ttext")
     for r in records:
         value = "-" if r[ppl] is None else f"{r[ppl]:.2f}"
-        print(f"{r['log_prob']:.4f}\t{r['tokens']}\t{value}\t{r['text']}")
+        print(f"{r[name]:.4f}\t{r['tokens']}\t{value}\t{r['text']}")
     if _OUT.value:
         score.write_jsonl(_OUT.value, records)
     summary = score.summarize(records)

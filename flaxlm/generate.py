@@ -10,8 +10,8 @@ row has produced `eos_id` or `max_new_tokens` tokens.
 Prompts of different lengths share one batch by **left-padding**: every row
 ends at the same slot, so each step writes all rows' new keys at the same
 cache slot. Padding has segment id 0 (never attended to) and positions are
-counted from each row's first real token, so a left-padded row computes
-exactly what the same prompt alone would.
+counted from each row's first real token, so a left-padded row computes what
+the same prompt alone would (up to float rounding).
 
 `use_cache=False` recomputes the whole sequence at every step (same tokens,
 same logits up to float rounding); it exists to check and to time the cache.
@@ -148,14 +148,17 @@ def generate(
     seed: int = 0,
     use_cache: bool = True,
     return_logits: bool = False,
+    first_row: int = 0,
 ) -> Generation:
     """Continues each prompt (a list of token ids) by up to `max_new_tokens` tokens.
 
     A row stops after it produces `eos_id` (None: never). Row b's tokens are
-    drawn with random keys derived from (seed, b, step), so the same seed gives
-    the same tokens, and a prompt's samples do not depend on what else shares
-    its batch (up to float rounding of the padded batch). Compiles once per
-    (batch size, longest prompt, max_new_tokens, sampling) combination.
+    drawn with random keys derived from (seed, first_row + b, step) alone, so
+    the same seed gives the same tokens, and the prompt in row b gets the same
+    samples whatever the other rows hold (up to float rounding of a
+    differently padded batch); `first_row` lets a long list of prompts be cut
+    into batches that sample as one batch would. Compiles once per (batch
+    size, longest prompt, max_new_tokens, sampling, use_cache) combination.
     """
     if not isinstance(model, GPTDecoder):
         raise GenerationError(f"generation needs a GPT decoder, not {type(model).__name__}")
@@ -187,6 +190,7 @@ def generate(
         lengths,
         jax.random.key(seed),
         np.int32(-1 if eos_id is None else eos_id),
+        np.int32(first_row),
         config=dataclasses.replace(config, decode=False, remat=False),
         max_new_tokens=max_new_tokens,
         pad_id=int(pad_id),
@@ -224,6 +228,7 @@ def _generate(
     lengths_B,
     rng,
     eos_id,
+    first_row,
     *,
     config: TransformerConfig,
     max_new_tokens: int,
@@ -282,9 +287,9 @@ def _generate(
 
     vocab = first_logits_BV.shape[-1]
 
-    # Row b's i-th token is drawn with key (seed, b, i): a prompt's samples do not depend on the
-    # other rows of the batch.
-    row_rngs_B = jax.vmap(lambda r: jax.random.fold_in(rng, r))(jnp.arange(b))
+    # Row b's i-th token is drawn with key (seed, b, i): its samples do not depend on what the other
+    # rows hold.
+    row_rngs_B = jax.vmap(lambda r: jax.random.fold_in(rng, r))(first_row + jnp.arange(b))
 
     def choose(i, logits_BV, done_B, tokens_BN, logits_BNV):
         step_rngs_B = jax.vmap(lambda r: jax.random.fold_in(r, i))(row_rngs_B)
@@ -335,8 +340,11 @@ def generate_texts(
     sampling: Sampling,
     seed: int = 0,
     num_samples: int = 1,
+    batch_size: int = 32,
 ) -> list[dict[str, Any]]:
     """Continues each text prompt `num_samples` times with `lm` (a flaxlm.lm.LM decoder).
+
+    Rows (prompt x sample) run `batch_size` at a time; the samples do not depend on batch_size.
 
     Returns one record per (prompt, sample), prompt-major: prompt, sample,
     completion (the new text), text (prompt and completion decoded together, so
@@ -356,19 +364,22 @@ def generate_texts(
             raise GenerationError(f"prompt {i + 1} ({prompts[i]!r}) encodes to no tokens; give some text")
     rows = [ids for ids in encoded for _ in range(num_samples)]
     eos = eos_id_of(tok)
-    out = generate(
-        lm.model,
-        lm.params,
-        rows,
-        max_new_tokens=max_new_tokens,
-        eos_id=eos,
-        pad_id=tok.pad_id,
-        sampling=sampling,
-        seed=seed,
-    )
+    new_ids = []
+    for start in range(0, len(rows), batch_size):
+        out = generate(
+            lm.model,
+            lm.params,
+            rows[start : start + batch_size],
+            max_new_tokens=max_new_tokens,
+            eos_id=eos,
+            pad_id=tok.pad_id,
+            sampling=sampling,
+            seed=seed,
+            first_row=start,
+        )
+        new_ids += [t[:n].tolist() for t, n in zip(out.tokens, out.lengths)]
     records = []
-    for r, ids in enumerate(rows):
-        new = out.tokens[r, : out.lengths[r]].tolist()
+    for r, (ids, new) in enumerate(zip(rows, new_ids)):
         prompt_text = tok.decode(ids)
         text = tok.decode(ids + new)
         completion = text[len(prompt_text) :] if text.startswith(prompt_text) else tok.decode(new)

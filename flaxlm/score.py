@@ -19,6 +19,7 @@ compiles a handful of shapes) in batches of a fixed number of rows.
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -33,7 +34,8 @@ from flaxlm import objectives
 from flaxlm.errors import FlaxlmError
 
 LENGTH_BUCKET = 16  # Sequence lengths are padded up to a multiple of this.
-MODES = ("clm", "pll")
+# Per mode: the names of a sentence's score and of the perplexity derived from it.
+FIELDS = {"clm": ("log_prob", "perplexity"), "pll": ("pll", "pseudo_perplexity")}
 
 
 class ScoreError(FlaxlmError):
@@ -81,6 +83,9 @@ def _batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, max_len: i
 # ----------------------------------------------------------------------------- causal LM
 
 
+# The model is a static argument (flax modules hash by their config): one compilation per model
+# and batch shape, reused across calls.
+@functools.partial(jax.jit, static_argnames="model")
 def _clm_sums(model, params, ids_BT, segment_ids_BT, positions_BT):
     """(sum of log p(x_t | x_<t), tokens scored) per row, float32/int32 [B]."""
     logits_BTV = model.apply({"params": params}, ids_BT, segment_ids_BT, positions_BT, deterministic=True)
@@ -107,7 +112,6 @@ def clm_scores(
     _check_lengths(lengths, max_len, " (with the start token)" if bos_id is not None else "")
     sums = np.zeros(len(rows), np.float64)
     counts = np.zeros(len(rows), np.int64)
-    step = jax.jit(lambda p, *batch: _clm_sums(model, p, *batch))
     order = np.argsort(lengths, kind="stable")
     for idx, t in _batches(order, lengths, batch_size, max_len):
         ids = np.full((batch_size, t), pad_id, np.int32)
@@ -116,7 +120,7 @@ def clm_scores(
             ids[r, : lengths[i]] = rows[i]
             seg[r, : lengths[i]] = 1
         pos = np.broadcast_to(np.arange(t, dtype=np.int32), (batch_size, t))
-        lp, n = jax.device_get(step(params, ids, seg, pos))
+        lp, n = jax.device_get(_clm_sums(model, params, ids, seg, pos))
         sums[idx], counts[idx] = lp[: len(idx)], n[: len(idx)]
     return Scores(log_probs=sums, num_tokens=counts)
 
@@ -124,6 +128,7 @@ def clm_scores(
 # ----------------------------------------------------------------------------- masked LM (PLL)
 
 
+@functools.partial(jax.jit, static_argnames="model")
 def _masked_log_probs(model, params, ids_RT, segment_ids_RT, positions_RT, masked_R1, targets_R):
     """log p(target at the masked position) per masked copy, float32 [R]."""
     outputs = model.apply(
@@ -162,7 +167,6 @@ def pll_scores(
     copy_position = np.array([1 + t for s in sentences for t in range(len(s))], np.int64)
     copy_length = np.array([len(rows[i]) for i in copy_sentence], np.int64)
     pll = np.zeros(len(rows), np.float64)
-    step = jax.jit(lambda p, *batch: _masked_log_probs(model, p, *batch))
     order = np.argsort(copy_length, kind="stable")
     for idx, t in _batches(order, copy_length, batch_size, max_len):
         ids = np.full((batch_size, t), pad_id, np.int32)
@@ -177,7 +181,7 @@ def pll_scores(
             ids[r, copy_position[c]] = mask_id
             masked[r, 0] = copy_position[c]
         pos = np.broadcast_to(np.arange(t, dtype=np.int32), (batch_size, t))
-        lp = jax.device_get(step(params, ids, seg, pos, masked, targets))
+        lp = jax.device_get(_masked_log_probs(model, params, ids, seg, pos, masked, targets))
         np.add.at(pll, copy_sentence[idx], lp[: len(idx)])
     return Scores(log_probs=pll, num_tokens=np.array([len(s) for s in sentences], np.int64))
 
@@ -224,12 +228,13 @@ def default_mode(arch: str) -> str:
 def score_texts(
     lm, texts: Sequence[str], mode: str | None = None, batch_size: int = 32
 ) -> list[dict[str, Any]]:
-    """One record per text: text, tokens (scored), log_prob, and perplexity (CLM) or pseudo_perplexity (PLL).
+    """One record per text: text, tokens (scored), then log_prob and perplexity (CLM) or pll and
+    pseudo_perplexity (PLL); the perplexity is None for a sentence with no token scored.
 
     lm: a flaxlm.lm.LM. mode: "clm" (decoders) or "pll" (encoders with an MLM head); None picks by arch.
     """
     mode = mode or default_mode(lm.arch)
-    if mode not in MODES:
+    if mode not in FIELDS:
         raise ScoreError(f"--mode={mode!r}; choose clm (causal LM) or pll (masked LM pseudo-log-likelihood)")
     if mode == "clm" and lm.arch != "gpt":
         raise ScoreError(
@@ -259,7 +264,7 @@ def score_texts(
             pad_id=tok.pad_id,
             batch_size=2 * batch_size,
         )
-    ppl_name = "perplexity" if mode == "clm" else "pseudo_perplexity"
+    score_name, ppl_name = FIELDS[mode]
     records = []
     for text, lp, n in zip(texts, scores.log_probs, scores.num_tokens):
         n = int(n)
@@ -267,7 +272,7 @@ def score_texts(
             {
                 "text": text,
                 "tokens": n,
-                "log_prob": float(lp),
+                score_name: float(lp),
                 ppl_name: math.exp(-lp / n) if n else None,
             }
         )
@@ -275,16 +280,19 @@ def score_texts(
 
 
 def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Mean per-sentence log_prob, total tokens and the corpus-level (pseudo-)perplexity."""
-    total_lp = sum(r["log_prob"] for r in records)
-    total_n = sum(r["tokens"] for r in records)
-    ppl_name = "perplexity" if "perplexity" in records[0] else "pseudo_perplexity"
+    """mode, sentences, tokens (scored), the mean per-sentence score, the score per token, and the
+    corpus-level (pseudo-)perplexity exp(-sum of scores / sum of tokens)."""
+    mode = "clm" if "log_prob" in records[0] else "pll"
+    score_name, ppl_name = FIELDS[mode]
+    total = sum(r[score_name] for r in records)
+    tokens = sum(r["tokens"] for r in records)
     return {
+        "mode": mode,
         "sentences": len(records),
-        "tokens": total_n,
-        "mean_log_prob": total_lp / len(records),
-        "log_prob_per_token": total_lp / total_n if total_n else None,
-        ppl_name: math.exp(-total_lp / total_n) if total_n else None,
+        "tokens": tokens,
+        f"mean_{score_name}": total / len(records),
+        f"{score_name}_per_token": total / tokens if tokens else None,
+        ppl_name: math.exp(-total / tokens) if tokens else None,
     }
 
 

@@ -44,27 +44,33 @@ def _random_bert(vocab_size: int):
     return model, model.init(jax.random.key(1), z, z, z, z, deterministic=True)["params"]
 
 
+def _padded(row, length=64):
+    """int32 (ids, segment_ids, positions) [1, length] of one sequence padded at the end: one jit shape.
+
+    Padding has segment 0, outside every real token's attention, so the real positions' logits are
+    those of the unpadded sequence.
+    """
+    ids = np.zeros((1, length), np.int32)
+    ids[0, : len(row)] = row
+    seg = (np.arange(length) < len(row)).astype(np.int32)[None]
+    return ids, seg, np.arange(length, dtype=np.int32)[None]
+
+
 def _log_softmax(x):
-    x = np.asarray(x, np.float64)
-    return (
-        x - np.log(np.sum(np.exp(x - x.max(-1, keepdims=True)), -1, keepdims=True)) - x.max(-1, keepdims=True)
-    )
+    x = np.asarray(x, np.float64) - np.max(x)
+    return x - np.log(np.sum(np.exp(x)))
 
 
 def test_clm_scores_equal_a_direct_computation(trained):
     ids = trained.tokenizer.encode_batch(SENTENCES)
-    assert min(map(len, ids)) < 5 and max(map(len, ids)) > 16
+    assert min(map(len, ids)) <= 5 and max(map(len, ids)) > 16  # several length buckets
+    apply = jax.jit(functools.partial(trained.model.apply, {"params": trained.params}, deterministic=True))
     for bos in (None, trained.tokenizer.sep_id):
         got = score.clm_scores(trained.model, trained.params, ids, bos_id=bos, batch_size=3)
         for i, sentence in enumerate(ids):
             row = ([bos] if bos is not None else []) + sentence
-            x = np.asarray([row], np.int32)
-            pos = np.arange(len(row), dtype=np.int32)[None]
-            logits = trained.model.apply(
-                {"params": trained.params}, x, np.ones_like(x), pos, deterministic=True
-            )
-            logp = _log_softmax(logits[0])
-            expected = sum(logp[t, row[t + 1]] for t in range(len(row) - 1))
+            logits = apply(*_padded(row))[0]
+            expected = sum(_log_softmax(logits[t])[row[t + 1]] for t in range(len(row) - 1))
             assert got.num_tokens[i] == len(row) - 1 == len(sentence) - (bos is None)
             np.testing.assert_allclose(got.log_probs[i], expected, atol=1e-4, rtol=1e-6)
 
@@ -76,21 +82,18 @@ def test_pll_equals_a_per_token_loop(trained):
     got = score.pll_scores(
         model, params, ids, cls_id=tok.cls_id, sep_id=tok.sep_id, mask_id=tok.mask_id, batch_size=5
     )
+    apply = jax.jit(
+        lambda x, seg, pos: model.apply({"params": params}, x, 0 * x, seg, pos, deterministic=True)[
+            "mlm_logits"
+        ]
+    )
     for i, sentence in enumerate(ids):
         row = [tok.cls_id, *sentence, tok.sep_id]
         expected = 0.0
         for t in range(1, len(row) - 1):  # mask one token at a time, score it from the full logits
-            x = np.asarray([row], np.int32)
-            x[0, t] = tok.mask_id
-            out = model.apply(
-                {"params": params},
-                x,
-                np.zeros_like(x),
-                np.ones_like(x),
-                np.arange(len(row), dtype=np.int32)[None],
-                deterministic=True,
-            )
-            expected += _log_softmax(out["mlm_logits"][0, t])[row[t]]
+            masked = list(row)
+            masked[t] = tok.mask_id
+            expected += _log_softmax(apply(*_padded(masked))[0, t])[row[t]]
         assert got.num_tokens[i] == len(sentence)
         np.testing.assert_allclose(got.log_probs[i], expected, atol=1e-4, rtol=1e-6)
 
@@ -107,8 +110,7 @@ def test_real_sentences_outscore_their_word_shuffles(trained):
 
     Shuffling keeps the words (and so nearly the same tokens), so the log-probabilities differ only
     by word order. The claim is on the mean difference: more than 4 standard errors above zero
-    (measured: mean +0.9 nats, 4.6 standard errors... see docs/generation.md), and real wins
-    most pairs.
+    (measured: +1.03 nats, 6.5 standard errors; real wins 66% of the pairs).
     """
     rng = random.Random(0)
     real = _heldout_sentences(200)
@@ -122,7 +124,7 @@ def test_real_sentences_outscore_their_word_shuffles(trained):
     d = np.array([x["log_prob"] - y["log_prob"] for x, y in zip(a, b)])
     t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
     print(f"real - shuffled: mean {d.mean():.3f} nats, t = {t:.1f}, real wins {np.mean(d > 0):.2f}")
-    assert t > 4 and np.mean(d > 0) > 0.6
+    assert t > 4 and np.mean(d > 0) > 0.55
 
 
 def _write_bert_export(folder, tok, data=None):
@@ -149,9 +151,12 @@ def test_export_loads_with_its_tokenizer_and_scores_pll(trained, tiny_gpt_workdi
     expected = score.pll_scores(
         model, params, trained.tokenizer.encode_batch(SENTENCES[:3]), cls_id=2, sep_id=3, mask_id=4
     )
-    np.testing.assert_allclose([r["log_prob"] for r in records], expected.log_probs, atol=1e-5)
+    np.testing.assert_allclose([r["pll"] for r in records], expected.log_probs, atol=1e-5)
     r = records[0]
-    assert r["pseudo_perplexity"] == pytest.approx(math.exp(-r["log_prob"] / r["tokens"]))
+    assert r["pseudo_perplexity"] == pytest.approx(math.exp(-r["pll"] / r["tokens"]))
+    summary = score.summarize(records)
+    assert summary["mode"] == "pll" and summary["tokens"] == sum(expected.num_tokens)
+    assert summary["mean_pll"] == pytest.approx(np.mean(expected.log_probs), abs=1e-5)
 
     # An export that records its data config finds the tokenizer like a workdir does.
     with open(f"{tiny_gpt_workdir}/config.json") as f:
@@ -196,17 +201,42 @@ def test_score_cli(trained, tiny_gpt_workdir, data_dir, tmp_path):
     assert [r["tokens"] for r in records] == [r["tokens"] for r in expected]
     np.testing.assert_allclose([r["log_prob"] for r in records], [r["log_prob"] for r in expected], atol=1e-4)
     total = sum(r["log_prob"] for r in records) / sum(r["tokens"] for r in records)
-    assert f"perplexity={math.exp(-total):.4f}" in lines[-1] and lines[-1].startswith("summary: sentences=7,")
-
-    _write_bert_export(tmp_path / "bert", trained.tokenizer)
-    proc = flaxlm(
-        "score",
-        f"--model={tmp_path / 'bert'}",
-        f"--tokenizer={trained.tokenizer.model_path}",
-        f"--input={inp}",
-        "--mode=clm",
-        data_dir=data_dir,
-        check=False,
+    assert f"perplexity={math.exp(-total):.4f}" in lines[-1] and lines[-1].startswith(
+        "summary: mode=clm, sentences=7,"
     )
-    last = proc.stderr.strip().splitlines()[-1]
-    assert proc.returncode == 2 and last.startswith("flaxlm score: error:") and "--mode=pll" in last, last
+
+
+def test_hf_bert_pll_matches_transformers(tmp_path):
+    """PLL of a Hugging Face BertForMaskedLM dir (random weights, a real uncased vocab) equals the
+    masked-copy loop run with transformers itself."""
+    pytest.importorskip("flaxlm.hf", reason="needs flaxlm.hf (Hugging Face import)", exc_type=ImportError)
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import pathlib
+    import shutil
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    hf = transformers.BertForMaskedLM(config).eval()
+    hf.save_pretrained(tmp_path)
+    shutil.copy(pathlib.Path(__file__).parent / "testdata" / "bert_uncased_vocab.txt", tmp_path / "vocab.txt")
+
+    model = lm_lib.load(str(tmp_path))
+    tok = model.tokenizer
+    records = score.score_texts(model, SENTENCES[:4])
+    for record, text in zip(records, SENTENCES[:4]):
+        row = [tok.cls_id, *tok.encode(text), tok.sep_id]
+        n = len(row) - 2
+        copies = torch.tensor([row] * n)
+        copies[torch.arange(n), torch.arange(1, n + 1)] = tok.mask_id
+        with torch.no_grad():
+            logp = torch.log_softmax(hf(copies).logits.double(), -1)
+        expected = sum(logp[i, i + 1, row[i + 1]].item() for i in range(n))
+        assert record["tokens"] == n
+        assert record["pll"] == pytest.approx(expected, abs=1e-3)
