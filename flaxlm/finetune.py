@@ -134,31 +134,6 @@ def dummy_inputs(seq_len: int) -> tuple[np.ndarray, ...]:
     return z, z, z, z
 
 
-def graft(fresh: dict, backbone: dict, backbone_name: str) -> tuple[dict, list[str]]:
-    """`fresh` (a new model's params) with its backbone leaves replaced by the pretrained ones.
-
-    Returns (params, newly_initialised): the backbone paths the pretrained
-    tree lacks (adapters, or e.g. a pooler an HF checkpoint does not have)
-    keep their fresh values and are listed. A shape mismatch is a ConfigError.
-    """
-    flat = traverse_util.flatten_dict(fresh, sep="/")
-    loaded = traverse_util.flatten_dict({backbone_name: backbone}, sep="/")
-    new = []
-    for path, value in flat.items():
-        if not path.startswith(backbone_name + "/"):
-            continue
-        if path not in loaded:
-            new.append(path)
-            continue
-        if tuple(loaded[path].shape) != tuple(value.shape):
-            raise ConfigError(
-                f"pretrained parameter {path} has shape {tuple(loaded[path].shape)}, the model needs "
-                f"{tuple(value.shape)}; --init and the model config disagree"
-            )
-        flat[path] = jnp.asarray(loaded[path], value.dtype)
-    return traverse_util.unflatten_dict(flat, sep="/"), sorted(new)
-
-
 def trainable_paths(paths, method: str, backbone_name: str, train_pooler: bool) -> list[str]:
     """The "/"-joined parameter paths `method` trains (LoRA factors come on top, see module docstring)."""
 
@@ -209,14 +184,52 @@ def make_optimizer(tc, learning_rate: float, num_steps: int) -> tuple[optax.Grad
     return tx, schedule
 
 
-def make_init(model, seq_len: int):
-    """`init(rng) -> params` of `model`, compiled once (the seeds of a run share it)."""
-    return jax.jit(lambda rng: model.init(rng, *dummy_inputs(seq_len), deterministic=True)["params"])
+@dataclasses.dataclass
+class Init:
+    """Makes a head model's parameters from a pretrained backbone; built once, shared by a run's seeds."""
+
+    shapes: dict  # "/"-joined path -> jax.ShapeDtypeStruct of every parameter the model has
+    fill: Any  # jitted (rng, given params) -> all params, the missing ones freshly initialised
 
 
-def init_params(init, rng, backbone: dict, backbone_name: str) -> tuple[dict, list[str]]:
-    """`init(rng)` with the pretrained `backbone` grafted in: (params, the paths not in `backbone`)."""
-    return graft(init(rng), backbone, backbone_name)
+def make_init(model, seq_len: int) -> Init:
+    inputs = dummy_inputs(seq_len)
+    shapes = jax.eval_shape(lambda r: model.init(r, *inputs, deterministic=True)["params"], jax.random.key(0))
+
+    def fill(rng, given):
+        # flax initialises only the params `given` lacks, so the random draws (slow to compile)
+        # are those of the head and adapters, not of the whole backbone.
+        _, variables = model.apply(
+            {"params": given}, *inputs, deterministic=True, rngs={"params": rng}, mutable=["params"]
+        )
+        return variables["params"]
+
+    return Init(traverse_util.flatten_dict(shapes, sep="/"), jax.jit(fill))
+
+
+def init_params(init: Init, rng, backbone: dict, backbone_name: str) -> tuple[dict, list[str]]:
+    """The model's params: the pretrained `backbone` where it has them, fresh elsewhere.
+
+    Returns (params, new): `new` lists the backbone paths the pretrained tree
+    lacks (adapters, or e.g. a pooler an HF checkpoint does not have); they
+    and the head are initialised fresh. Pretrained leaves the model does not
+    have (pretraining heads) are ignored; a shape mismatch is a ConfigError.
+    """
+    loaded = traverse_util.flatten_dict({backbone_name: backbone}, sep="/") if backbone else {}
+    given, new = {}, []
+    for path, shape in init.shapes.items():
+        if path not in loaded:
+            if path.startswith(backbone_name + "/"):
+                new.append(path)
+            continue
+        if tuple(loaded[path].shape) != tuple(shape.shape):
+            raise ConfigError(
+                f"pretrained parameter {path} has shape {tuple(loaded[path].shape)}, the model needs "
+                f"{tuple(shape.shape)}; --init and the model config disagree"
+            )
+        given[path] = jnp.asarray(loaded[path], shape.dtype)
+    params = init.fill(rng, traverse_util.unflatten_dict(given, sep="/"))
+    return jax.tree.map(jnp.asarray, params), sorted(new)
 
 
 def split_params(params, method: str, backbone_name: str, *, train_pooler: bool, lora_cfg, rng):
@@ -423,11 +436,11 @@ def finetune(config: ml_collections.ConfigDict, init: str, workdir: str) -> dict
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
         json.dump(dict(config.to_dict(), init=init), f, indent=2, default=str)
 
-    init = make_init(model, config.task.max_seq_len)
+    init_fn = make_init(model, config.task.max_seq_len)
     per_seed, counts = [], None
     for seed in config.seeds:
         init_rng, lora_rng, dropout_rng = jax.random.split(jax.random.key(seed), 3)
-        params, new = init_params(init, init_rng, pre.backbone, backbone_name)
+        params, new = init_params(init_fn, init_rng, pre.backbone, backbone_name)
         if new and seed == config.seeds[0]:
             shown = ", ".join(new[:4]) + (f", ... ({len(new)} in all)" if len(new) > 4 else "")
             log.info("parameters not in --init, initialised fresh: %s", shown)
