@@ -116,6 +116,8 @@ def validate(c) -> None:
     for name in ("batch_size", "epochs", "eval_batch_size", "log_every"):
         if c.train[name] < 1:
             fail(f"config.train.{name}={c.train[name]} must be >= 1")
+    if not 0.0 <= c.train.warmup_fraction < 1.0:
+        fail(f"config.train.warmup_fraction={c.train.warmup_fraction} must be in [0, 1)")
     if c.train.schedule not in ("linear", "cosine"):
         fail(f"config.train.schedule={c.train.schedule!r} is unknown; choose 'linear' or 'cosine'")
     if c.method == "lora" and (c.lora.rank < 1 or c.lora.alpha <= 0):
