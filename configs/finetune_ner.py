@@ -15,7 +15,7 @@ from flaxlm.finetune import base_config
 
 def get_config():
     c = base_config()
-    c.task.update(kind="ner", dataset="wnut16_tweets", max_seq_len=64)
+    c.task.update(kind="ner", dataset="wnut16_tweets", max_seq_len=128)
     c.train.update(batch_size=32, epochs=5)
     c.seeds = (0, 1, 2)
     return c

@@ -116,6 +116,8 @@ def validate(c) -> None:
     for name in ("batch_size", "epochs", "eval_batch_size", "log_every"):
         if c.train[name] < 1:
             fail(f"config.train.{name}={c.train[name]} must be >= 1")
+    if not 0.0 <= c.train.warmup_fraction < 1.0:
+        fail(f"config.train.warmup_fraction={c.train.warmup_fraction} must be in [0, 1)")
     if c.train.schedule not in ("linear", "cosine"):
         fail(f"config.train.schedule={c.train.schedule!r} is unknown; choose 'linear' or 'cosine'")
     if c.method == "lora" and (c.lora.rank < 1 or c.lora.alpha <= 0):
@@ -132,31 +134,6 @@ def validate(c) -> None:
 def dummy_inputs(seq_len: int) -> tuple[np.ndarray, ...]:
     z = np.zeros((1, seq_len), np.int32)
     return z, z, z, z
-
-
-def graft(fresh: dict, backbone: dict, backbone_name: str) -> tuple[dict, list[str]]:
-    """`fresh` (a new model's params) with its backbone leaves replaced by the pretrained ones.
-
-    Returns (params, newly_initialised): the backbone paths the pretrained
-    tree lacks (adapters, or e.g. a pooler an HF checkpoint does not have)
-    keep their fresh values and are listed. A shape mismatch is a ConfigError.
-    """
-    flat = traverse_util.flatten_dict(fresh, sep="/")
-    loaded = traverse_util.flatten_dict({backbone_name: backbone}, sep="/")
-    new = []
-    for path, value in flat.items():
-        if not path.startswith(backbone_name + "/"):
-            continue
-        if path not in loaded:
-            new.append(path)
-            continue
-        if tuple(loaded[path].shape) != tuple(value.shape):
-            raise ConfigError(
-                f"pretrained parameter {path} has shape {tuple(loaded[path].shape)}, the model needs "
-                f"{tuple(value.shape)}; --init and the model config disagree"
-            )
-        flat[path] = jnp.asarray(loaded[path], value.dtype)
-    return traverse_util.unflatten_dict(flat, sep="/"), sorted(new)
 
 
 def trainable_paths(paths, method: str, backbone_name: str, train_pooler: bool) -> list[str]:
@@ -209,14 +186,52 @@ def make_optimizer(tc, learning_rate: float, num_steps: int) -> tuple[optax.Grad
     return tx, schedule
 
 
-def make_init(model, seq_len: int):
-    """`init(rng) -> params` of `model`, compiled once (the seeds of a run share it)."""
-    return jax.jit(lambda rng: model.init(rng, *dummy_inputs(seq_len), deterministic=True)["params"])
+@dataclasses.dataclass
+class Init:
+    """Makes a head model's parameters from a pretrained backbone; built once, shared by a run's seeds."""
+
+    shapes: dict  # "/"-joined path -> jax.ShapeDtypeStruct of every parameter the model has
+    fill: Any  # jitted (rng, given params) -> all params, the missing ones freshly initialised
 
 
-def init_params(init, rng, backbone: dict, backbone_name: str) -> tuple[dict, list[str]]:
-    """`init(rng)` with the pretrained `backbone` grafted in: (params, the paths not in `backbone`)."""
-    return graft(init(rng), backbone, backbone_name)
+def make_init(model, seq_len: int) -> Init:
+    inputs = dummy_inputs(seq_len)
+    shapes = jax.eval_shape(lambda r: model.init(r, *inputs, deterministic=True)["params"], jax.random.key(0))
+
+    def fill(rng, given):
+        # flax initialises only the params `given` lacks, so the random draws (slow to compile)
+        # are those of the head and adapters, not of the whole backbone.
+        _, variables = model.apply(
+            {"params": given}, *inputs, deterministic=True, rngs={"params": rng}, mutable=["params"]
+        )
+        return variables["params"]
+
+    return Init(traverse_util.flatten_dict(shapes, sep="/"), jax.jit(fill))
+
+
+def init_params(init: Init, rng, backbone: dict, backbone_name: str) -> tuple[dict, list[str]]:
+    """The model's params: the pretrained `backbone` where it has them, fresh elsewhere.
+
+    Returns (params, new): `new` lists the backbone paths the pretrained tree
+    lacks (adapters, or e.g. a pooler an HF checkpoint does not have); they
+    and the head are initialised fresh. Pretrained leaves the model does not
+    have (pretraining heads) are ignored; a shape mismatch is a ConfigError.
+    """
+    loaded = traverse_util.flatten_dict({backbone_name: backbone}, sep="/") if backbone else {}
+    given, new = {}, []
+    for path, shape in init.shapes.items():
+        if path not in loaded:
+            if path.startswith(backbone_name + "/"):
+                new.append(path)
+            continue
+        if tuple(loaded[path].shape) != tuple(shape.shape):
+            raise ConfigError(
+                f"pretrained parameter {path} has shape {tuple(loaded[path].shape)}, the model needs "
+                f"{tuple(shape.shape)}; --init and the model config disagree"
+            )
+        given[path] = jnp.asarray(loaded[path], shape.dtype)
+    params = init.fill(rng, traverse_util.unflatten_dict(given, sep="/"))
+    return jax.tree.map(jnp.asarray, params), sorted(new)
 
 
 def split_params(params, method: str, backbone_name: str, *, train_pooler: bool, lora_cfg, rng):
@@ -364,16 +379,38 @@ class Evaluator:
         return task.score(np.concatenate(parts), features, examples)
 
 
-def finetune(config: ml_collections.ConfigDict, init: str, workdir: str) -> dict:
-    """Fine-tunes `init` on config.task once per seed; writes and returns the results (module docstring)."""
-    validate(config)
-    ckpt.check_writable(workdir)
+@dataclasses.dataclass
+class Run:
+    """Everything the seeds of one `flaxlm finetune` share: model, data, compiled steps."""
+
+    config: Any
+    init: str  # the --init path
+    pretrained: pretrained_lib.Pretrained
+    task: Any
+    model_cfg: dict  # config.model fields of the fine-tuned model (saved with each seed's params)
+    features: dict  # split -> common.Features
+    setup: Setup
+    init_fn: Init
+    tx: optax.GradientTransformation
+    train_step: Any  # jitted
+    evaluate: Evaluator
+    put_batch: Any  # host batch -> device arrays
+    replicated: Any  # sharding of the state
+    num_steps: int
+    learning_rate: float
+
+    @property
+    def backbone_name(self) -> str:
+        return heads.BACKBONE[self.pretrained.arch]
+
+
+def build_run(config, init: str) -> Run:
+    """Loads --init and the task, builds the head model and compiles-on-first-use the steps."""
     from flaxlm.data import prepare as prepare_lib
 
     data_dir = config.data_dir or prepare_lib.default_data_dir()
     pre = pretrained_lib.load(init, tokenizer=config.tokenizer)
     task = tasks_lib.get_task(config.task, data_dir)
-
     model_cfg = dict(
         pre.model,
         dropout_rate=config.dropout_rate,
@@ -387,136 +424,115 @@ def finetune(config: ml_collections.ConfigDict, init: str, workdir: str) -> dict
         )
     transformer_cfg = models.get_model(ml_collections.ConfigDict(model_cfg)).config
     model = heads.get_head_model(pre.arch, transformer_cfg, task.head, task.num_labels)
-    tok = pre.tokenizer
-    features = {s: task.encode(task.splits[s], tok, pre.arch) for s in common.SPLITS}
+    features = {s: task.encode(task.splits[s], pre.tokenizer, pre.arch) for s in common.SPLITS}
     log.info(
         "task %s: %s",
         config.task.kind,
         ", ".join(f"{s} {len(task.splits[s])} examples ({len(features[s])} rows)" for s in common.SPLITS),
     )
 
+    # Data parallel over every device; the state is replicated.
     mesh = parallel.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)))
-    shards = mesh.shape["data"]
-    parallel.check_batch_divisible(config.train.batch_size, shards, "devices")
-    parallel.check_batch_divisible(config.train.eval_batch_size, shards, "devices (eval_batch_size)")
-    rep, batch_sharding = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    put_batch = lambda b: parallel.global_batch(b, batch_sharding)
-
     tc = config.train
-    steps_per_epoch = math.ceil(len(features["train"]) / tc.batch_size)
-    num_steps = tc.num_steps or steps_per_epoch * tc.epochs
+    parallel.check_batch_divisible(tc.batch_size, mesh.shape["data"], "devices")
+    parallel.check_batch_divisible(tc.eval_batch_size, mesh.shape["data"], "devices (eval_batch_size)")
+    rep, batch_sharding = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+
+    num_steps = tc.num_steps or math.ceil(len(features["train"]) / tc.batch_size) * tc.epochs
     learning_rate = config.learning_rate[config.method]
     tx, schedule = make_optimizer(tc, learning_rate, num_steps)
     setup = Setup(model, task, config.lora.alpha, config.lora.rank)
     train_step, predict_step = make_steps(setup, tx, schedule)
-    train_step = jax.jit(
-        train_step,
-        in_shardings=(rep, rep, batch_sharding, rep),
-        out_shardings=(rep, rep),
-        donate_argnums=(0,),
-    )
-    evaluate = Evaluator(
-        jax.jit(predict_step, in_shardings=(rep, rep, batch_sharding)), tc.eval_batch_size, put_batch
-    )
-    backbone_name = heads.BACKBONE[pre.arch]
-
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(dict(config.to_dict(), init=init), f, indent=2, default=str)
-
-    init = make_init(model, config.task.max_seq_len)
-    per_seed, counts = [], None
-    for seed in config.seeds:
-        init_rng, lora_rng, dropout_rng = jax.random.split(jax.random.key(seed), 3)
-        params, new = init_params(init, init_rng, pre.backbone, backbone_name)
-        if new and seed == config.seeds[0]:
-            shown = ", ".join(new[:4]) + (f", ... ({len(new)} in all)" if len(new) > 4 else "")
-            log.info("parameters not in --init, initialised fresh: %s", shown)
-        train_pooler = config.train_pooler and task.head == "sequence"  # only the classifier reads it
-        trainable, frozen, counts = split_params(
-            params,
-            config.method,
-            backbone_name,
-            train_pooler=train_pooler,
-            lora_cfg=config.lora,
-            rng=lora_rng,
-        )
-        frozen = jax.device_put(frozen, rep)
-        state = jax.device_put(new_state(trainable, tx), rep)
-
-        seed_dir = os.path.join(workdir, f"seed_{seed}")
-        writer = metrics_lib.MetricWriter(seed_dir)
-        t0 = time.perf_counter()
-        state = _train_seed(
-            seed,
-            state,
-            frozen,
-            features,
-            task,
+    put_batch = lambda b: parallel.global_batch(b, batch_sharding)
+    return Run(
+        config=config,
+        init=init,
+        pretrained=pre,
+        task=task,
+        model_cfg=model_cfg,
+        features=features,
+        setup=setup,
+        init_fn=make_init(model, config.task.max_seq_len),
+        tx=tx,
+        train_step=jax.jit(
             train_step,
-            put_batch,
-            evaluate,
-            writer,
-            dropout_rng,
-            tc,
-            num_steps,
-        )
-        train_seconds = time.perf_counter() - t0
-        result = {"seed": int(seed), "steps": num_steps, "train_seconds": round(train_seconds, 1)}
-        for split in ("dev", "test"):
-            result[split] = evaluate(task, state.trainable, frozen, features[split], task.splits[split])
-        writer.write(num_steps, {f"{s}_{k}": v for s in ("dev", "test") for k, v in result[s].items()})
-        writer.close()
-        tqdm.write(
-            f"seed {seed}: "
-            + ", ".join(f"{s}_{k}={v:.4f}" for s in ("dev", "test") for k, v in result[s].items())
-        )
-        if config.save_params:
-            merged = jax.device_get(setup.full_params(state.trainable, frozen))
-            meta = {
-                "model": model_cfg,
-                "head": task.head,
-                "num_labels": task.num_labels,
-                "labels": list(task.labels),
-                "task": config.task.to_dict(),
-                "method": config.method,
-                "seed": int(seed),
-                "init": init,
-            }
-            save_finetuned(seed_dir, merged, meta)
-        per_seed.append(result)
-
-    summary = summarize(per_seed)
-    results = {
-        "task": config.task.to_dict(),
-        "method": config.method,
-        "init": init,
-        "init_source": pre.source,
-        "arch": pre.arch,
-        "params": counts,
-        "learning_rate": learning_rate,
-        "examples": {s: len(task.splits[s]) for s in common.SPLITS},
-        "seeds": per_seed,
-        "summary": summary,
-    }
-    with open(os.path.join(workdir, RESULTS_FILE), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-    print(
-        f"flaxlm finetune: {config.task.kind} ({config.task.train_file or config.task.dataset}), "
-        f"{pre.source}, method {config.method}: {counts['trainable']:,} of {counts['total']:,} parameters "
-        f"trained ({100 * counts['trainable_fraction']:.2f}%)",
-        flush=True,
+            in_shardings=(rep, rep, batch_sharding, rep),
+            out_shardings=(rep, rep),
+            donate_argnums=(0,),
+        ),
+        evaluate=Evaluator(
+            jax.jit(predict_step, in_shardings=(rep, rep, batch_sharding)), tc.eval_batch_size, put_batch
+        ),
+        put_batch=put_batch,
+        replicated=rep,
+        num_steps=num_steps,
+        learning_rate=learning_rate,
     )
-    print(format_table(per_seed, summary), flush=True)
-    print(f"flaxlm finetune: results in {os.path.join(workdir, RESULTS_FILE)}", flush=True)
-    return results
 
 
-def _train_seed(
-    seed, state, frozen, features, task, train_step, put_batch, evaluate, writer, rng, tc, num_steps
-):
+def run_seed(run: Run, seed: int, seed_dir: str) -> tuple[dict, dict]:
+    """Trains and scores one seed (head, LoRA/adapter init, dropout and data order all follow it).
+
+    Returns (result, counts): dev and test metrics, steps and training time;
+    total and trained parameter numbers. Metrics go to seed_dir/metrics.jsonl,
+    the trained params (LoRA merged) to seed_dir/ if config.save_params.
+    """
+    config, task = run.config, run.task
+    init_rng, lora_rng, dropout_rng = jax.random.split(jax.random.key(seed), 3)
+    params, new = init_params(run.init_fn, init_rng, run.pretrained.backbone, run.backbone_name)
+    if new and seed == config.seeds[0]:
+        shown = ", ".join(new[:4]) + (f", ... ({len(new)} in all)" if len(new) > 4 else "")
+        log.info("parameters not in --init, initialised fresh: %s", shown)
+    trainable, frozen, counts = split_params(
+        params,
+        config.method,
+        run.backbone_name,
+        train_pooler=config.train_pooler and task.head == "sequence",  # only the classifier reads it
+        lora_cfg=config.lora,
+        rng=lora_rng,
+    )
+    frozen = jax.device_put(frozen, run.replicated)
+    state = jax.device_put(new_state(trainable, run.tx), run.replicated)
+
+    writer = metrics_lib.MetricWriter(seed_dir)
+    t0 = time.perf_counter()
+    try:
+        state = _train_loop(run, seed, state, frozen, writer, dropout_rng)
+        result = {
+            "seed": int(seed),
+            "steps": run.num_steps,
+            "train_seconds": round(time.perf_counter() - t0, 1),
+        }
+        for split in ("dev", "test"):
+            result[split] = run.evaluate(
+                task, state.trainable, frozen, run.features[split], task.splits[split]
+            )
+        writer.write(run.num_steps, {f"{s}_{k}": v for s in ("dev", "test") for k, v in result[s].items()})
+    finally:
+        writer.close()
+    tqdm.write(
+        f"seed {seed}: "
+        + ", ".join(f"{s}_{k}={v:.4f}" for s in ("dev", "test") for k, v in result[s].items())
+    )
+    if config.save_params:
+        meta = {
+            "model": run.model_cfg,
+            "head": task.head,
+            "num_labels": task.num_labels,
+            "labels": list(task.labels),
+            "task": config.task.to_dict(),
+            "method": config.method,
+            "seed": int(seed),
+            "init": run.init,
+        }
+        save_finetuned(seed_dir, jax.device_get(run.setup.full_params(state.trainable, frozen)), meta)
+    return result, counts
+
+
+def _train_loop(run: Run, seed: int, state, frozen, writer, rng):
     """The optimisation loop of one seed; dev metrics after every epoch. Returns the final state."""
-    train = features["train"]
-    bar = tqdm(total=num_steps, desc=f"finetune seed {seed}", unit="step", dynamic_ncols=True)
+    tc, train, task = run.config.train, run.features["train"], run.task
+    bar = tqdm(total=run.num_steps, desc=f"finetune seed {seed}", unit="step", dynamic_ncols=True)
     step, epoch, pending = 0, 0, None
 
     def log_train(at, device_metrics):
@@ -529,24 +545,24 @@ def _train_seed(
         bar.set_postfix(loss=f"{m['loss']:.4f}")
 
     try:
-        while step < num_steps:
+        while step < run.num_steps:
             order = np.random.default_rng([seed, epoch]).permutation(len(train))
             for batch, _ in batches(train, tc.batch_size, order):
-                if step >= num_steps:
+                if step >= run.num_steps:
                     break
-                state, metrics = train_step(state, frozen, put_batch(batch), rng)
+                state, metrics = run.train_step(state, frozen, run.put_batch(batch), rng)
                 step += 1
                 bar.update(1)
                 if pending is not None:
                     log_train(*pending)  # the previous step's metrics: reading them does not stall
                     pending = None
-                if step % tc.log_every == 0 or step == num_steps:
+                if step % tc.log_every == 0 or step == run.num_steps:
                     pending = (step, metrics)
             epoch += 1
             if pending is not None:
                 log_train(*pending)
                 pending = None
-            dev = evaluate(task, state.trainable, frozen, features["dev"], task.splits["dev"])
+            dev = run.evaluate(task, state.trainable, frozen, run.features["dev"], task.splits["dev"])
             writer.write(step, dev, prefix="dev_")
             tqdm.write(
                 f"seed {seed} epoch {epoch} step {step}: "
@@ -555,6 +571,44 @@ def _train_seed(
     finally:
         bar.close()
     return state
+
+
+def finetune(config: ml_collections.ConfigDict, init: str, workdir: str) -> dict:
+    """Fine-tunes `init` on config.task once per seed; writes and returns the results (module docstring)."""
+    validate(config)
+    ckpt.check_writable(workdir)
+    run = build_run(config, init)
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(dict(config.to_dict(), init=init), f, indent=2, default=str)
+
+    per_seed = []
+    for seed in config.seeds:
+        result, counts = run_seed(run, seed, os.path.join(workdir, f"seed_{seed}"))
+        per_seed.append(result)
+    summary = summarize(per_seed)
+    results = {
+        "task": config.task.to_dict(),
+        "method": config.method,
+        "init": init,
+        "init_source": run.pretrained.source,
+        "arch": run.pretrained.arch,
+        "params": counts,
+        "learning_rate": run.learning_rate,
+        "examples": {s: len(run.task.splits[s]) for s in common.SPLITS},
+        "seeds": per_seed,
+        "summary": summary,
+    }
+    with open(os.path.join(workdir, RESULTS_FILE), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    print(
+        f"flaxlm finetune: {config.task.kind} ({config.task.train_file or config.task.dataset}), "
+        f"{run.pretrained.source}, method {config.method}: {counts['trainable']:,} of {counts['total']:,} "
+        f"parameters trained ({100 * counts['trainable_fraction']:.2f}%)",
+        flush=True,
+    )
+    print(format_table(per_seed, summary), flush=True)
+    print(f"flaxlm finetune: results in {os.path.join(workdir, RESULTS_FILE)}", flush=True)
+    return results
 
 
 # Saved fine-tuned models ----------------------------------------------------------------------------------

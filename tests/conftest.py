@@ -18,6 +18,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
     """A data dir shared by the whole session, so each corpus/tokenizer is prepared once."""
+    if os.environ.get("DEVHACK_DATA"):
+        return os.environ["DEVHACK_DATA"]
     return str(tmp_path_factory.mktemp("flaxlm_data"))
 
 

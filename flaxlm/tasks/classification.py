@@ -95,7 +95,11 @@ class ClassificationTask:
             raw = sorted(
                 {ex["label"] for exs in splits.values() for ex in exs}, key=lambda x: (str(type(x)), x)
             )
-            if all(isinstance(x, int) for x in raw):
+            if all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
+                if raw[0] < 0:
+                    raise DataError(
+                        f"label {raw[0]} in {task_cfg.train_file} or its dev/test files is negative"
+                    )
                 self.labels = tuple(str(i) for i in range(max(raw) + 1))
                 to_id = {x: x for x in raw}
             else:

