@@ -59,12 +59,40 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_iterator, config_di
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iterator):
-    """Restores the state at `step` onto the shardings of `abstract_state`, and the iterator in place."""
+    """Restores the state at `step` onto the shardings of `abstract_state`, and the iterator in place.
+
+    grain keeps one iterator position per process (data/process_I-of-N.json). A
+    checkpoint written by a different number of processes restores too: each
+    position counts global batches taken, the same number on every host
+    (flaxlm/data/pipeline.py), so every process takes that shared position.
+    """
     items = {"state": ocp.args.StandardRestore(abstract_state)}
-    if data_iterator is not None:
+    data_dir = os.path.join(str(mngr.directory), str(step), "data")
+    own = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    same_processes = os.path.exists(os.path.join(data_dir, own))
+    if data_iterator is not None and same_processes:
         items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = mngr.restore(step, args=ocp.args.Composite(**items))
+    if data_iterator is not None and not same_processes:
+        data_iterator.set_state(_shared_position(data_dir))
     return restored["state"]
+
+
+def _shared_position(data_dir: str) -> dict:
+    """The one iterator position all of a checkpoint's processes saved (written by another process count)."""
+    names = sorted(f for f in os.listdir(data_dir) if f.startswith("process_") and f.endswith(".json"))
+    if not names:
+        raise FileNotFoundError(f"{data_dir} holds no data-iterator position")
+    states = []
+    for name in names:
+        with open(os.path.join(data_dir, name), encoding="utf-8") as f:
+            states.append(json.load(f))
+    if any(s != states[0] for s in states):
+        raise CheckpointError(
+            f"the data positions in {data_dir} differ between the {len(names)} processes that wrote them; "
+            f"resume with that many processes (this run has {jax.process_count()})"
+        )
+    return states[0]
 
 
 def saved_config(mngr: ocp.CheckpointManager, step: int) -> dict:

@@ -241,6 +241,11 @@ class Runner:
         with self.in_mesh():
             return self._train(state, batch, rng)
 
+    def lower_train_step(self, state, batch, rng):
+        """The train step lowered for (possibly abstract) placed inputs; `.compile()` it to inspect it."""
+        with self.in_mesh():
+            return self._train.lower(state, batch, rng)
+
     def eval_step(self, params, batch):
         batch = self.put_batch(batch)
         with self.in_mesh():
@@ -356,7 +361,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         nonlocal eval_metrics, tokens, t_last
         eval_metrics = evaluate(runner, state.params, eval_batches, config.pair_weight)
         writer.write(step, eval_metrics, prefix="eval_")
-        tqdm.write(f"step {step}: " + ", ".join(f"eval_{k}={v:.4f}" for k, v in sorted(eval_metrics.items())))
+        if is_main:
+            tqdm.write(
+                f"step {step}: " + ", ".join(f"eval_{k}={v:.4f}" for k, v in sorted(eval_metrics.items()))
+            )
         t_last, tokens = time.perf_counter(), 0  # evaluation time is not training throughput
 
     def check_finite(step, device_metrics):
