@@ -76,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
         dict(
             batch_size=256,  # global, in sequences
             num_steps=1_000_000,
+            # End this run at this step (0: num_steps), checkpointed, with the learning-rate schedule
+            # still spanning num_steps: a phase of a multi-phase recipe (BERT: seq 128, then 512).
+            stop_at_step=0,
             grad_accum_steps=1,
             learning_rate=1e-4,
             warmup_steps=10_000,
@@ -162,6 +165,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for name in ("batch_size", "num_steps", "grad_accum_steps", "log_every", "checkpoint_every"):
         if c.train[name] < 1:
             fail(f"config.train.{name}={c.train[name]} must be >= 1")
+    if not 0 <= c.train.stop_at_step <= c.train.num_steps:
+        fail(
+            f"config.train.stop_at_step={c.train.stop_at_step} must be between 0 (off) and "
+            f"config.train.num_steps={c.train.num_steps}"
+        )
     if c.train.batch_size % c.train.grad_accum_steps:
         fail(
             f"config.train.batch_size={c.train.batch_size} is not divisible by "
