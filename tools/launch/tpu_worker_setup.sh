@@ -7,9 +7,13 @@
 #   e.g. bash tpu_worker_setup.sh flaxlm-run.tar.gz my-bucket /mnt/gcs python3.11
 set -euo pipefail
 
-if [[ $# -ne 4 || $1 == --help || $1 == -h ]]; then
-  echo "usage: bash tpu_worker_setup.sh ARCHIVE BUCKET MOUNT PYTHON" >&2
-  [[ $# -eq 1 && ($1 == --help || $1 == -h) ]] && exit 0
+usage="usage: bash tpu_worker_setup.sh ARCHIVE BUCKET MOUNT PYTHON (tpu_pod.sh runs it on each worker)"
+if [[ $# -eq 1 && ($1 == --help || $1 == -h) ]]; then
+  echo "$usage"
+  exit 0
+fi
+if [[ $# -ne 4 ]]; then
+  echo "tpu_worker_setup.sh: error: expected 4 arguments, got $#; $usage" >&2
   exit 2
 fi
 archive=$1 bucket=$2 mount=$3 python=$4
