@@ -18,6 +18,7 @@ them back.
 import json
 import logging
 import os
+import socket
 import sys
 import time
 
@@ -161,7 +162,8 @@ def restore_latest(mngr, workdir: str, abstract_state, data_iterator, check_conf
 
 def check_writable(path: str, what: str = "--workdir") -> None:
     """Creates `path` if needed and proves a file can be written there, else WorkdirError (one line)."""
-    probe = os.path.join(path, f".flaxlm-write-test-{os.getpid()}")
+    # Host and pid: the hosts of a multi-host run probe the same shared workdir at the same moment.
+    probe = os.path.join(path, f".flaxlm-write-test-{socket.gethostname()}-{os.getpid()}")
     try:
         os.makedirs(path, exist_ok=True)
         with open(probe, "w", encoding="utf-8") as f:
