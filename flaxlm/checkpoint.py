@@ -162,6 +162,11 @@ def restore_latest(mngr, workdir: str, abstract_state, data_iterator, check_conf
 
 def check_writable(path: str, what: str = "--workdir") -> None:
     """Creates `path` if needed and proves a file can be written there, else WorkdirError (one line)."""
+    if "://" in path:  # os.makedirs("gs://b/x") would quietly make a local folder named "gs:"
+        raise WorkdirError(
+            f"{what} {path} is a URL; flaxlm writes with ordinary file I/O: mount the bucket "
+            "(gcsfuse BUCKET /mnt/gcs, as tools/launch/tpu_pod.sh does) and pass a path under the mount"
+        )
     # Host and pid: the hosts of a multi-host run probe the same shared workdir at the same moment.
     probe = os.path.join(path, f".flaxlm-write-test-{socket.gethostname()}-{os.getpid()}")
     try:

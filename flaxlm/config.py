@@ -141,6 +141,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
             f"config.objective='mlm_nsp' needs a pair builder (segment_pair or sentence_pair), "
             f"not {c.data.builder!r}; for {c.data.builder} set config.objective='mlm'"
         )
+    if "://" in c.data.data_dir:
+        fail(
+            f"config.data.data_dir={c.data.data_dir} is a URL; mount the bucket (gcsfuse BUCKET /mnt/gcs, "
+            "as tools/launch/tpu_pod.sh does) and pass a path under the mount"
+        )
     if c.data.seq_len > c.model.max_len:
         fail(
             f"config.data.seq_len={c.data.seq_len} exceeds config.model.max_len={c.model.max_len} "

@@ -210,3 +210,17 @@ def test_gpu_node_dry_run():
 def test_worker_setup_usage():
     assert run("tpu_worker_setup.sh").returncode == 2
     assert pathlib.Path(LAUNCH / "tpu_worker_setup.sh").read_text().startswith("#!/usr/bin/env bash")
+
+
+def test_bucket_urls_are_refused_with_the_mount_to_use(tmp_path):
+    from flaxlm import checkpoint as ckpt
+    from flaxlm import config as config_lib
+    from flaxlm.errors import ConfigError, WorkdirError
+
+    with pytest.raises(WorkdirError, match="--workdir gs://b/run is a URL; .*gcsfuse BUCKET /mnt/gcs"):
+        ckpt.check_writable("gs://b/run")
+    c = config_lib.base_config()
+    c.data.data_dir = "gs://b/data"
+    with pytest.raises(ConfigError, match="config.data.data_dir=gs://b/data is a URL"):
+        config_lib.validate(c)
+    assert not list(tmp_path.iterdir()) and not pathlib.Path("gs:").exists()
