@@ -1,14 +1,14 @@
 """BERT-base (Devlin et al. 2019): 12 layers, hidden 768, 110M parameters, MLM+NSP.
 
 The paper's recipe is 1M steps at batch 256: 90% at sequence length 128,
-then 10% at 512 on one learning-rate schedule. Run the first phase with
---config.train.num_steps=900000 --config.train.schedule_steps=1000000 and
-the second as a second command on the same workdir with
---config.train.num_steps=1000000 --config.train.schedule_steps=1000000
---config.data.seq_len=512 --config.data.max_predictions=80
-(experiments/common/recipes.py FULL does exactly this). On a TPU pod or GPU node:
-  flaxlm train --config=configs/bert_base.py --workdir=gs://BUCKET/bert_base \
-      --config.data.corpus='/data/corpus/*.txt'
+then 10% at 512. That is two commands on one workdir; the learning-rate
+schedule spans all 1M steps:
+  flaxlm train --config=configs/bert_base.py --workdir=runs/bert_base \
+      --config.train.stop_at_step=900000 --config.data.corpus='/data/corpus/*.txt'
+  flaxlm train --config=configs/bert_base.py --workdir=runs/bert_base \
+      --config.data.seq_len=512 --config.data.max_predictions=80 --config.data.corpus='/data/corpus/*.txt'
+On a TPU pod or a SLURM cluster the same two commands go through
+tools/launch/tpu_pod.sh or tools/launch/slurm.sbatch (docs/scaling.md has them).
 
 With the WordPiece vocabulary of the released checkpoints (30522 tokens):
   --config.data.tokenizer=/path/to/vocab.txt

@@ -1,7 +1,8 @@
 """GPT-2 small (Radford et al. 2019): 12 layers, hidden 768, 124M parameters, causal LM.
 
-  flaxlm train --config=configs/gpt2_small.py --workdir=gs://BUCKET/gpt2_small \
+  flaxlm train --config=configs/gpt2_small.py --workdir=runs/gpt2_small \
       --config.data.corpus='/data/corpus/*.txt'
+(on a TPU pod: tools/launch/tpu_pod.sh, see docs/scaling.md)
 
 Documents are packed into rows of 1024 tokens with per-document positions
 and segment ids, so attention and the loss never cross a document.

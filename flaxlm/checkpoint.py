@@ -18,6 +18,7 @@ them back.
 import json
 import logging
 import os
+import socket
 import sys
 import time
 
@@ -59,12 +60,40 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_iterator, config_di
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iterator):
-    """Restores the state at `step` onto the shardings of `abstract_state`, and the iterator in place."""
+    """Restores the state at `step` onto the shardings of `abstract_state`, and the iterator in place.
+
+    grain keeps one iterator position per process (data/process_I-of-N.json). A
+    checkpoint written by a different number of processes restores too: each
+    position counts global batches taken, the same number on every host
+    (flaxlm/data/pipeline.py), so every process takes that shared position.
+    """
     items = {"state": ocp.args.StandardRestore(abstract_state)}
-    if data_iterator is not None:
+    data_dir = os.path.join(str(mngr.directory), str(step), "data")
+    own = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    same_processes = os.path.exists(os.path.join(data_dir, own))
+    if data_iterator is not None and same_processes:
         items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = mngr.restore(step, args=ocp.args.Composite(**items))
+    if data_iterator is not None and not same_processes:
+        data_iterator.set_state(_shared_position(data_dir))
     return restored["state"]
+
+
+def _shared_position(data_dir: str) -> dict:
+    """The one iterator position all of a checkpoint's processes saved (written by another process count)."""
+    names = sorted(f for f in os.listdir(data_dir) if f.startswith("process_") and f.endswith(".json"))
+    if not names:
+        raise FileNotFoundError(f"{data_dir} holds no data-iterator position")
+    states = []
+    for name in names:
+        with open(os.path.join(data_dir, name), encoding="utf-8") as f:
+            states.append(json.load(f))
+    if any(s != states[0] for s in states):
+        raise CheckpointError(
+            f"the data positions in {data_dir} differ between the {len(names)} processes that wrote them; "
+            f"resume with that many processes (this run has {jax.process_count()})"
+        )
+    return states[0]
 
 
 def saved_config(mngr: ocp.CheckpointManager, step: int) -> dict:
@@ -133,7 +162,13 @@ def restore_latest(mngr, workdir: str, abstract_state, data_iterator, check_conf
 
 def check_writable(path: str, what: str = "--workdir") -> None:
     """Creates `path` if needed and proves a file can be written there, else WorkdirError (one line)."""
-    probe = os.path.join(path, f".flaxlm-write-test-{os.getpid()}")
+    if "://" in path:  # os.makedirs("gs://b/x") would quietly make a local folder named "gs:"
+        raise WorkdirError(
+            f"{what} {path} is a URL; flaxlm writes with ordinary file I/O: mount the bucket "
+            "(gcsfuse BUCKET /mnt/gcs, as tools/launch/tpu_pod.sh does) and pass a path under the mount"
+        )
+    # Host and pid: the hosts of a multi-host run probe the same shared workdir at the same moment.
+    probe = os.path.join(path, f".flaxlm-write-test-{socket.gethostname()}-{os.getpid()}")
     try:
         os.makedirs(path, exist_ok=True)
         with open(probe, "w", encoding="utf-8") as f:

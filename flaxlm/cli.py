@@ -74,6 +74,13 @@ _BATCH_SIZE = flags.DEFINE_integer(
 _INIT = flags.DEFINE_string(
     "init", None, "finetune: a flaxlm train --workdir, a flaxlm export folder or a Hugging Face model dir."
 )
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "train on several processes: HOST:PORT of process 0 (see flaxlm/distributed.py).",
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "train on several processes: how many.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "train on several processes: this one's id, 0..N-1.")
 
 
 def _usage() -> str:
@@ -147,6 +154,11 @@ def _main(command: str):
             if command == "train":
                 if not _WORKDIR.value:
                     raise app.UsageError("--workdir is required for train")
+                from flaxlm import distributed
+
+                # Before anything touches a device: several processes (flags or a detected
+                # SLURM/Open MPI/TPU VM cluster) become one run.
+                distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
                 train_lib.train_and_evaluate(config, _WORKDIR.value)
             elif command == "prepare":
                 data = train_lib.prepare_data(config)

@@ -80,13 +80,13 @@ def base_config() -> ml_collections.ConfigDict:
         dict(
             batch_size=256,  # global, in sequences
             num_steps=1_000_000,
+            # End this run at this step (0: num_steps), checkpointed, with the learning-rate schedule
+            # still spanning num_steps: a phase of a multi-phase recipe (BERT: seq 128, then 512).
+            stop_at_step=0,
             grad_accum_steps=1,
             learning_rate=1e-4,
             warmup_steps=10_000,
             schedule="linear",  # "linear" | "cosine" decay after warmup
-            # Length of the learning-rate schedule; 0 = num_steps. Set it to the whole recipe when one
-            # command trains only its first part (BERT's 90% at seq 128, then 10% at 512 on one schedule).
-            schedule_steps=0,
             b1=0.9,
             b2=0.999,
             eps=1e-6,
@@ -153,6 +153,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
             f"config.model.pooler=False but config.objective={c.objective!r} has an NSP/SOP head that "
             "reads the pooled [CLS]; set config.model.pooler=True or config.objective='mlm'"
         )
+    if "://" in c.data.data_dir:
+        fail(
+            f"config.data.data_dir={c.data.data_dir} is a URL; mount the bucket (gcsfuse BUCKET /mnt/gcs, "
+            "as tools/launch/tpu_pod.sh does) and pass a path under the mount"
+        )
     if c.data.seq_len > c.model.max_len:
         fail(
             f"config.data.seq_len={c.data.seq_len} exceeds config.model.max_len={c.model.max_len} "
@@ -174,8 +179,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
         fail(f"config.train.nonfinite={c.train.nonfinite!r} is unknown; choose 'stop' or 'skip'")
     if c.parallelism not in ("mesh", "pmap"):
         fail(f"config.parallelism={c.parallelism!r} is unknown; choose 'mesh' or 'pmap'")
-    if c.train.schedule_steps < 0:
-        fail(f"config.train.schedule_steps={c.train.schedule_steps} must be >= 0 (0 = num_steps)")
     for name in (
         "batch_size",
         "num_steps",
@@ -186,6 +189,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
     ):
         if c.train[name] < 1:
             fail(f"config.train.{name}={c.train[name]} must be >= 1")
+    if not 0 <= c.train.stop_at_step <= c.train.num_steps:
+        fail(
+            f"config.train.stop_at_step={c.train.stop_at_step} must be between 0 (off) and "
+            f"config.train.num_steps={c.train.num_steps}"
+        )
     if c.train.batch_size % c.train.grad_accum_steps:
         fail(
             f"config.train.batch_size={c.train.batch_size} is not divisible by "

@@ -6,8 +6,8 @@ import optax
 
 def learning_rate_schedule(tc) -> optax.Schedule:
     """Linear warmup to `learning_rate` over `warmup_steps`, then linear/cosine decay to 0 at
-    `schedule_steps` (0 or absent: `num_steps`)."""
-    total = tc.get("schedule_steps", 0) or tc.num_steps
+    `num_steps` (a run that ends early with `stop_at_step` keeps the whole schedule)."""
+    total = tc.num_steps
     warmup = max(min(tc.warmup_steps, total), 0)
     decay_steps = max(total - warmup, 1)
     if tc.schedule == "cosine":

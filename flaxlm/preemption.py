@@ -10,10 +10,12 @@ With several processes every host must stop at the same step, or their
 checkpoints would not match. When jax.distributed runs its preemption
 service, JAX's own SIGTERM notifier is left in place and
 `reached_preemption_sync_point(step)` tells all hosts the same step to stop
-at; otherwise the hosts agree through an all-gather of their flags (one
-tiny collective per step, only in multi-process runs).
+at (a Ctrl-C is passed on to that notifier as a SIGTERM); otherwise the
+hosts agree through an all-gather of their flags (one tiny collective per
+step, only in multi-process runs without the service).
 """
 
+import os
 import signal
 import threading
 
@@ -47,6 +49,8 @@ class Preemption:
             raise KeyboardInterrupt  # second Ctrl-C: the user does not want to wait for the save
         if self.received is None:
             self.received = signum
+            if self._use_service:  # hand Ctrl-C to JAX's notifier too, so every host stops with this one
+                os.kill(os.getpid(), signal.SIGTERM)
 
     def __enter__(self):
         if threading.current_thread() is not threading.main_thread():
@@ -72,7 +76,7 @@ class Preemption:
         local = self.received is not None
         if jax.process_count() == 1:
             return local
-        if self._use_service and multihost_utils.reached_preemption_sync_point(step):
-            return True
+        if self._use_service:  # a host-local check: no collective, no wait for the device
+            return multihost_utils.reached_preemption_sync_point(step)
         flags = multihost_utils.process_allgather(np.int32(local))
         return bool(np.any(flags))

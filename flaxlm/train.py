@@ -242,6 +242,11 @@ class Runner:
         with self.in_mesh():
             return self._train(state, batch, rng)
 
+    def lower_train_step(self, state, batch, rng):
+        """The train step lowered for (possibly abstract) placed inputs; `.compile()` it to inspect it."""
+        with self.in_mesh():
+            return self._train.lower(state, batch, rng)
+
     def eval_step(self, params, batch):
         batch = self.put_batch(batch)
         with self.in_mesh():
@@ -321,6 +326,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     else:
         state = runner.init(model, tx, init_rng)
     start = latest or 0
+    last = tc.stop_at_step or tc.num_steps  # a phase may end early; the schedule spans num_steps
 
     if is_main:
         with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
@@ -329,9 +335,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         log.info("model: %s, %d parameters; objective %s", config.model.arch, n_params, config.objective)
 
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
-    bar = tqdm(
-        total=tc.num_steps, initial=start, disable=not is_main, desc="train", unit="step", dynamic_ncols=True
-    )
+    bar = tqdm(total=last, initial=start, disable=not is_main, desc="train", unit="step", dynamic_ncols=True)
     eval_metrics: dict[str, float] = {}
     pending = None  # (step, device metrics): read one step late so logging never stalls the device
     # (step, device metrics) of the steps whose finiteness the host has not read yet. Reading
@@ -355,7 +359,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         nonlocal eval_metrics, tokens, t_last
         eval_metrics = evaluate(runner, state.params, eval_batches, config.pair_weight)
         writer.write(step, eval_metrics, prefix="eval_")
-        tqdm.write(f"step {step}: " + ", ".join(f"eval_{k}={v:.4f}" for k, v in sorted(eval_metrics.items())))
+        if is_main:
+            tqdm.write(
+                f"step {step}: " + ", ".join(f"eval_{k}={v:.4f}" for k, v in sorted(eval_metrics.items()))
+            )
         t_last, tokens = time.perf_counter(), 0  # evaluation time is not training throughput
 
     def check_finite(steps_metrics):
@@ -406,7 +413,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     stopping = False
     try:
         with preemption.Preemption() as preempt:
-            for step in range(start + 1, tc.num_steps + 1):
+            for step in range(start + 1, last + 1):
                 batch = next(data_iter)
                 tokens += pipeline.batch_tokens(batch) * jax.process_count()
                 state, metrics = runner.train_step(state, batch, dropout_rng)
@@ -419,16 +426,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 if pending is not None:
                     log_train(*pending)
                     pending = None
-                if step % tc.log_every == 0 or step == tc.num_steps:
+                if step % tc.log_every == 0 or step == last:
                     pending = (step, metrics)
                 bar.update(1)
                 stopping = preempt.should_stop(step)
-                if step % tc.eval_every == 0 or step == tc.num_steps:
+                if step % tc.eval_every == 0 or step == last:
                     if pending is not None:
                         log_train(*pending)
                         pending = None
                     run_eval(step)
-                if step % tc.checkpoint_every == 0 or step == tc.num_steps or stopping:
+                if step % tc.checkpoint_every == 0 or step == last or stopping:
                     check_finite(unchecked)  # never save a state the host has not seen finite
                     unchecked = []
                     save(step)
@@ -457,8 +464,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         )
     elif is_main:
         print(
-            f"flaxlm: done at step {tc.num_steps}; metrics in {workdir}/metrics.jsonl, "
-            f"checkpoint in {workdir}/checkpoints/{tc.num_steps}",
+            f"flaxlm: done at step {last}; metrics in {workdir}/metrics.jsonl, "
+            f"checkpoint in {workdir}/checkpoints/{last}",
             flush=True,
         )
     return eval_metrics

@@ -26,7 +26,6 @@ from experiments.nsp_ablation import sweep as nsp_sweep
 from experiments.objectives import sweep as obj_sweep
 from flaxlm import config as config_lib
 from flaxlm import models
-from flaxlm import optimizer as optimizer_lib
 from flaxlm import train as train_lib
 from flaxlm import train_step as step_lib
 
@@ -140,28 +139,6 @@ def test_flops_within_xla_count_and_parameters_exact(arch, objective):
     cost = cost[0] if isinstance(cost, list) else cost
     ours = flops.forward_flops_per_sequence(config.model.to_dict(), objective, 128, 20)
     assert 0.93 * cost["flops"] < ours <= cost["flops"]
-
-
-def test_schedule_steps_stretches_the_schedule_past_num_steps():
-    c = config_lib.base_config().train
-    c.update(num_steps=900, warmup_steps=100, learning_rate=1e-3)
-    full = optimizer_lib.learning_rate_schedule(dict_train(c, num_steps=1000))
-    first_part = optimizer_lib.learning_rate_schedule(dict_train(c, schedule_steps=1000))
-    steps = np.arange(0, 901, 50)
-    np.testing.assert_allclose([first_part(s) for s in steps], [full(s) for s in steps], rtol=1e-6)
-    assert float(first_part(900)) == pytest.approx(1e-3 * 100 / 900, rel=1e-6)  # 100 decay steps left, not 0
-    bad = config_lib.base_config()
-    bad.train.schedule_steps = -1
-    with pytest.raises(config_lib.ConfigError, match="schedule_steps"):
-        config_lib.validate(bad)
-
-
-def dict_train(c, **kw):
-    import ml_collections
-
-    d = ml_collections.ConfigDict(c.to_dict())
-    d.update(**kw)
-    return d
 
 
 @pytest.mark.parametrize("exp", [nsp_sweep.EXPERIMENT, obj_sweep.EXPERIMENT], ids=lambda e: e.name)

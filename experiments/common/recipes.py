@@ -52,14 +52,14 @@ FULL = Recipe(
         "train.batch_size": 256,
         "train.learning_rate": 1e-4,
         "train.warmup_steps": 10_000,
-        "train.schedule_steps": 1_000_000,
+        "train.num_steps": 1_000_000,  # the schedule spans both phases; phase 1 stops at 900k
         "train.log_every": 1_000,
         "train.eval_every": 50_000,
         "train.checkpoint_every": 10_000,
     },
     phases=(
-        {"data.seq_len": 128, "data.max_predictions": 20, "train.num_steps": 900_000},
-        {"data.seq_len": 512, "data.max_predictions": 80, "train.num_steps": 1_000_000},
+        {"data.seq_len": 128, "data.max_predictions": 20, "train.stop_at_step": 900_000},
+        {"data.seq_len": 512, "data.max_predictions": 80, "train.stop_at_step": 0},
     ),
     note="BERT-base, 900k steps at 256 × 128 then 100k at 256 × 512 on one schedule",
 )
@@ -93,10 +93,9 @@ def quick(recipe: Recipe) -> Recipe:
     overrides = dict(QUICK_OVERRIDES)
     if len(recipe.phases) > 1:
         phases = (
-            {"data.seq_len": 32, "data.max_predictions": 5, "train.num_steps": 4},
-            {"data.seq_len": 64, "data.max_predictions": 10, "train.num_steps": 6},
+            {"data.seq_len": 32, "data.max_predictions": 5, "train.stop_at_step": 4},
+            {"data.seq_len": 64, "data.max_predictions": 10, "train.stop_at_step": 0},
         )
-        overrides["train.schedule_steps"] = 6
     return recipe.with_overrides(
         f"{recipe.scale}-quick", overrides, phases, note=f"smoke run of the {recipe.scale} recipe"
     )

@@ -46,7 +46,7 @@ STEP_FIELDS = (
     "train.warmup_steps",
     "train.eval_every",
     "train.checkpoint_every",
-    "train.schedule_steps",
+    "train.stop_at_step",
 )
 
 
@@ -325,6 +325,11 @@ def _tail(path: str, n: int = 3) -> str:
     return " | ".join(keep[-n:])
 
 
+def phase_end(phase: dict[str, Any]) -> int:
+    """The step a phase's command ends at: train.stop_at_step when set, else train.num_steps."""
+    return int(phase.get("train.stop_at_step") or phase["train.num_steps"])
+
+
 def train_run(run: Run, recipe: Recipe, *, launcher: Sequence[str] = (), env=None) -> str:
     """Trains one run through all its phases; returns "skipped", "done" or "failed".
 
@@ -344,7 +349,7 @@ def train_run(run: Run, recipe: Recipe, *, launcher: Sequence[str] = (), env=Non
         scale=recipe.scale,
         config=recipe.config,
         phases_overrides=_settings(run.phases),
-        phases=[{"num_steps": int(p["train.num_steps"]), "overrides": p, "command": ""} for p in run.phases],
+        phases=[{"num_steps": phase_end(p), "overrides": p, "command": ""} for p in run.phases],
     )
     attempts = record.setdefault("attempts", [])
     base = [*launcher, "flaxlm"] if launcher else [sys.executable, "-m", "flaxlm"]
@@ -352,7 +357,7 @@ def train_run(run: Run, recipe: Recipe, *, launcher: Sequence[str] = (), env=Non
     for i, phase in enumerate(run.phases):
         args = train_args(recipe.config, run.workdir, phase)
         record["phases"][i]["command"] = shell_command(args, launcher)
-        target = int(phase["train.num_steps"])
+        target = phase_end(phase)
         before = latest_checkpoint(run.workdir)
         if before >= target:
             continue

@@ -3,11 +3,15 @@
 The global example stream is a seeded shuffle of the prepared records,
 reshuffled every epoch, with dynamic masking drawn from (seed, global
 index) — so it does not depend on how many hosts read it. Host `i` of `n`
-takes every n-th element of that stream (`ds[i::n]`): the hosts read
-disjoint examples, and the n host-local batches of step k together hold
-exactly the examples of the 1-host global batch k. The iterator is a grain
-`DatasetIterator`, whose state (a few integers) is saved in the Orbax
-checkpoint, so a resumed run continues with the very next batch.
+takes the i-th of n equal slices of every global batch (the stream cut
+into host-sized chunks, then every n-th chunk): the hosts read disjoint
+examples, and the n host-local batches of step k, in host order, are
+exactly the 1-host global batch k, row for row. (On the device mesh host
+i's rows are rows i*B/n..(i+1)*B/n-1, so per-row randomness such as
+dropout, and hence the loss, is that of the 1-host run.) The iterator is
+a grain `DatasetIterator`, whose state (the number of batches taken) is
+saved in the Orbax checkpoint, so a resumed run continues with the very
+next batch, whatever the number of hosts.
 """
 
 import functools
@@ -82,8 +86,8 @@ def train_iterator(
     _check_batch(len(data.train), global_batch, process_count, "train")
     ds = grain.MapDataset.source(data.train).seed(seed).shuffle().repeat(None)
     # Masks are drawn before the host split, so they do not depend on the number of hosts.
-    ds = with_dynamic_masks(ds, data)[process_index::process_count]
-    ds = ds.batch(global_batch // process_count, drop_remainder=True)
+    ds = with_dynamic_masks(ds, data)
+    ds = ds.batch(global_batch // process_count, drop_remainder=True)[process_index::process_count]
     options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
     return iter(ds.to_iter_dataset(options))
 
@@ -115,8 +119,8 @@ def eval_batches(
             global_batch,
         )
     ds = with_dynamic_masks(grain.MapDataset.source(data.validation).seed(seed), data)
-    ds = ds[: num_batches * global_batch][process_index::process_count]
-    ds = ds.batch(global_batch // process_count, drop_remainder=True)
+    ds = ds[: num_batches * global_batch].batch(global_batch // process_count, drop_remainder=True)
+    ds = ds[process_index::process_count]
     return [ds[i] for i in range(len(ds))]
 
 
