@@ -180,8 +180,8 @@ def test_objectives_give_clm_fewer_steps_for_the_same_flops():
 def test_results_json_parsing():
     results = {
         "task": "sentiment",
-        "seeds": [
-            {"seed": s, "accuracy": a, "f1": f}
+        "seeds": [  # as flaxlm.finetune.finetune writes them: metrics per split
+            {"seed": s, "dev": {"accuracy": 0.5}, "test": {"accuracy": a, "f1": f}, "steps": 9}
             for s, a, f in [(0, 0.81, 0.80), (1, 0.83, 0.82), (2, 0.80, 0.79)]
         ],
     }
@@ -217,7 +217,9 @@ def ok(proc):
 
 def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, data_dir):
     out = tmp_path / "runs"
-    ok(sweep(out, "--variants=segpair_nsp,sop", data_dir=data_dir))
+    # --no_downstream: tests/test_finetune.py covers `flaxlm finetune`; the results it writes are
+    # put in place below, as the downstream stage would find them.
+    ok(sweep(out, "--variants=segpair_nsp,sop", "--no_downstream", data_dir=data_dir))
     nsp_run, sop_run = out / "segpair_nsp" / "seed0", out / "sop" / "seed0"
 
     # Cross-evaluation: both pair-head models on both tasks, and everyone on the common MLM split.
@@ -254,18 +256,20 @@ def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, dat
 
     # A second invocation trains nothing.
     metrics_before = (sop_run / "metrics.jsonl").read_text()
-    proc = ok(sweep(out, "--variants=segpair_nsp,sop", "--no_report", data_dir=data_dir))
+    proc = ok(sweep(out, "--variants=segpair_nsp,sop", "--no_report", "--no_downstream", data_dir=data_dir))
     assert proc.stdout.count(": skipped") == 2, proc.stdout
     assert (sop_run / "metrics.jsonl").read_text() == metrics_before
 
     # Different settings for an existing run: refused, nothing touched.
-    proc = sweep(out, "--variants=sop", "--set", "train.learning_rate=0.002", data_dir=data_dir)
+    proc = sweep(
+        out, "--variants=sop", "--set", "train.learning_rate=0.002", "--no_downstream", data_dir=data_dir
+    )
     assert proc.returncode == 2 and "trained with different settings" in proc.stderr, proc.stderr
 
     # Interrupted run (its last checkpoint lost): resumed from step 3, ending where it ended before.
     final_before = report.dedupe_rows([json.loads(line) for line in metrics_before.splitlines()])[-1]
     shutil.rmtree(sop_run / "checkpoints" / "6")
-    proc = ok(sweep(out, "--variants=segpair_nsp,sop", "--no_report", data_dir=data_dir))
+    proc = ok(sweep(out, "--variants=segpair_nsp,sop", "--no_report", "--no_downstream", data_dir=data_dir))
     assert proc.stdout.count(": skipped") == 1 and "sop seed0: done" in proc.stdout, proc.stdout
     attempt = json.loads((sop_run / "run.json").read_text())["attempts"][-1]
     assert (attempt["from_step"], attempt["to_step"]) == (3, 6)
@@ -279,7 +283,7 @@ def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, dat
     for run, accs in ((nsp_run, [0.71, 0.74, 0.72]), (sop_run, [0.70, 0.73, 0.69])):
         d = pathlib.Path(downstream.finetune_dir(str(run), "sentiment"))
         d.mkdir(parents=True)
-        seeds = [{"seed": s, "accuracy": a} for s, a in enumerate(accs)]
+        seeds = [{"seed": s, "test": {"accuracy": a}} for s, a in enumerate(accs)]
         (d / downstream.RESULTS_FILE).write_text(json.dumps({"seeds": seeds}))
     from experiments.nsp_ablation import report as nsp_report
 

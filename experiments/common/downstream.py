@@ -26,10 +26,13 @@ TASKS = {  # task -> fine-tuning config, relative to the repository root
 # The command, after `python -m flaxlm` (or `flaxlm`); {config}, {init} (the pretraining workdir)
 # and {workdir} (RUN/finetune/<task>) are filled in. Add fine-tuning seed flags here.
 FINETUNE_ARGS = ("finetune", "--config={config}", "--init={init}", "--workdir={workdir}")
+# --quick: the same command at smoke size (a fixed 64-example training subset, one epoch, one seed).
+QUICK_ARGS = ("--config.task.max_train_examples=64", "--config.train.epochs=1", "--config.seeds=0")
 RESULTS_FILE = "results.json"  # written by `flaxlm finetune` in its --workdir
 HEADLINE = {"sentiment": "accuracy", "ner": "f1"}  # the metric each table shows first
-# Where results.json keeps its per-seed records: a list of {"seed": k, metric: value, ...}.
-PER_SEED_KEYS = ("seeds", "per_seed", "runs")
+# Where results.json keeps its per-seed records: a list of {"seed": k, "test": {metric: value}, ...}.
+PER_SEED_KEYS = ("seeds",)
+SCORED_SPLIT = "test"  # the split whose metrics the report tables use
 
 
 def unavailable() -> str | None:
@@ -48,23 +51,23 @@ def finetune_dir(run_workdir: str, task: str) -> str:
     return os.path.join(run_workdir, "finetune", task)
 
 
-def finetune_args(run_workdir: str, task: str) -> list[str]:
+def finetune_args(run_workdir: str, task: str, quick: bool = False) -> list[str]:
     fields = dict(
         config=TASKS[task],
         init=runner.repo_relative(run_workdir),
         workdir=runner.repo_relative(finetune_dir(run_workdir, task)),
     )
-    return [a.format(**fields) for a in FINETUNE_ARGS]
+    return [a.format(**fields) for a in FINETUNE_ARGS] + (list(QUICK_ARGS) if quick else [])
 
 
-def finetune_run(run_workdir: str, task: str, env=None) -> dict[str, Any]:
+def finetune_run(run_workdir: str, task: str, env=None, quick: bool = False) -> dict[str, Any]:
     """Fine-tunes one pretrained run on `task` unless its results exist; returns a status record."""
     out = finetune_dir(run_workdir, task)
     results = os.path.join(out, RESULTS_FILE)
     if os.path.exists(results):
         return {"status": "skipped", "results": results}
     os.makedirs(out, exist_ok=True)
-    cmd = [sys.executable, "-m", "flaxlm", *finetune_args(run_workdir, task)]
+    cmd = [sys.executable, "-m", "flaxlm", *finetune_args(run_workdir, task, quick)]
     with open(os.path.join(out, "finetune.log"), "a", encoding="utf-8") as log:
         rc = subprocess.call(cmd, cwd=runner.REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     if rc != 0 or not os.path.exists(results):
@@ -82,6 +85,7 @@ def per_seed_scores(results: dict) -> dict[str, list[float]]:
         )
     scores: dict[str, list[float]] = {}
     for rec in records:
+        rec = rec.get(SCORED_SPLIT, rec) if isinstance(rec.get(SCORED_SPLIT), dict) else rec
         for k, v in rec.items():
             if k in ("seed", "step") or isinstance(v, bool) or not isinstance(v, (int, float)):
                 continue
