@@ -108,7 +108,9 @@ def load(path: str, tokenizer: str = "") -> Pretrained:
         tok = tokenizer_lib.load_tokenizer(tokenizer)
     elif tok is None:
         tok = _tokenizer_from_data_config(data, model["vocab_size"], where)
-    if tok.vocab_size != model["vocab_size"]:
+    # HF embedding tables may have spare rows (GPT-2's are often padded); flaxlm's match exactly.
+    hf_padded = where.startswith("HF") and not tokenizer and tok.vocab_size < model["vocab_size"]
+    if tok.vocab_size != model["vocab_size"] and not hf_padded:
         raise ConfigError(
             f"the tokenizer ({getattr(tok, 'model_path', None) or getattr(tok, 'vocab_path', tok)}) has "
             f"{tok.vocab_size} tokens but {where} has vocab_size {model['vocab_size']}; "
