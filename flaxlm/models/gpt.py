@@ -42,7 +42,7 @@ class GPTDecoder(nn.Module):
         x_BTD = word_embeddings(input_ids) + layers.PositionEmbedding(cfg, name="position_embeddings")(
             positions
         )
-        x_BTD = nn.Dropout(cfg.dropout_rate)(x_BTD, deterministic=deterministic)
+        x_BTD = layers.Dropout(cfg.dropout_rate)(x_BTD, deterministic=deterministic)
 
         mask_B1TT = layers.make_attention_mask(segment_ids, causal=True)
         block = layers.block_class(block_cfg)
