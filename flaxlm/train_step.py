@@ -149,12 +149,15 @@ def make_train_step(
 
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        # A select, not a cond: both branches are already computed, and NaNs never reach the state.
-        keep_new = lambda new, old: jnp.where(finite, new, old)
-        params = jax.tree.map(keep_new, params, state.params)
-        opt_state = jax.tree.map(keep_new, opt_state, state.opt_state)
+
+        def update(_):
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            return optax.apply_updates(state.params, updates), opt_state
+
+        # A cond, not a select of old and new values: the update runs only when it will be kept,
+        # and nothing reads and rewrites every parameter and moment a second time (~3% of a CPU
+        # step). NaNs never reach the state either way.
+        params, opt_state = jax.lax.cond(finite, update, lambda _: (state.params, state.opt_state), None)
         skipped = state.skipped_steps + (~finite).astype(jnp.int32)
         metrics = dict(
             metrics,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from flaxlm import models
+from flaxlm.models import layers
 from flaxlm import optimizer as optimizer_lib
 from flaxlm import train as train_lib
 from flaxlm import train_step as step_lib
@@ -125,3 +126,16 @@ def test_mlm_head_runs_on_masked_positions_only(real):
     else:
         assert (B, config.data.max_predictions, V) in shapes
         assert (B, T, V) not in shapes
+
+
+def test_dropout_drops_at_the_rate_and_keeps_the_mean():
+    x = jnp.ones((256, 1000), jnp.float32)
+    y = np.asarray(layers.dropout(x, 0.1, jax.random.key(0)))
+    assert set(np.unique(y)) == {0.0, np.float32(1 / (1 - 6554 / 65536))}  # 0.1 rounded to 6554/65536
+    assert abs((y == 0).mean() - 0.1) < 0.003  # 256k draws: 3 sigma is 0.0018
+    assert abs(y.mean() - 1.0) < 0.005
+    z = np.asarray(layers.dropout(x, 0.1, jax.random.key(1)))
+    assert not np.array_equal(y, z)  # another key, another mask
+    odd = np.asarray(layers.dropout(jnp.ones((40000, 7)), 0.1, jax.random.key(0)))  # one draw each
+    assert abs((odd == 0).mean() - 0.1) < 0.003
+    np.testing.assert_array_equal(layers.Dropout(0.1).apply({}, x, deterministic=True), x)

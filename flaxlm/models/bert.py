@@ -29,7 +29,7 @@ class BertEncoder(nn.Module):
         self.token_type_embeddings = layers.embed(cfg, cfg.type_vocab_size, "token_type_embeddings")
         self.position_embeddings = layers.PositionEmbedding(cfg)
         self.embeddings_norm = layers.layer_norm(cfg, "embeddings_norm")
-        self.dropout = nn.Dropout(cfg.dropout_rate)
+        self.dropout = layers.Dropout(cfg.dropout_rate)
         block = layers.block_class(cfg)
         self.blocks = [block(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
         if cfg.pre_ln:

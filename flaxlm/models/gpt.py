@@ -53,7 +53,7 @@ class GPTDecoder(nn.Module):
         x_BTD = word_embeddings(input_ids) + layers.PositionEmbedding(cfg, name="position_embeddings")(
             positions
         )
-        x_BTD = layers.constrain_batch(nn.Dropout(cfg.dropout_rate)(x_BTD, deterministic=deterministic))
+        x_BTD = layers.constrain_batch(layers.Dropout(cfg.dropout_rate)(x_BTD, deterministic=deterministic))
 
         mask_B1TT = layers.make_attention_mask(segment_ids, causal=True)
         if cfg.decode:  # over the cache slots instead: [B, 1, T, S]
