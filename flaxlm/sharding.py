@@ -18,7 +18,7 @@ switches its scheme off, so the same rules serve every mesh:
           needs one all-reduce per sublayer; the vocabulary is split over
           the word embeddings (and the tied output projection).
 The embedding tables are not split over fsdp (see the rule's comment); with
-fsdp alone they are replicated, about 8% of the parameters of BERT-large or
+fsdp alone they are replicated: 8-10% of the parameters of BERT-large or
 a 1.3B decoder.
 LayerNorm scales and biases, and biases added after a row-split matrix,
 are replicated.

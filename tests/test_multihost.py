@@ -124,6 +124,8 @@ def test_two_processes_match_one_stop_together_and_resume_in_one(tmp_path, env):
     assert bar.search(err0) and not bar.search(err1) and "flaxlm:" not in out1
     steps = sorted(two)
     np.testing.assert_allclose([two[s] for s in steps], [ref[s] for s in steps], atol=1e-5, rtol=0)
+    print(f"2 processes stopped at step {stopped}; max |loss - 1 process| over steps 1..{stopped}:",
+          max(abs(two[s] - ref[s]) for s in steps))  # fmt: skip
 
     # One process with 4 devices continues the 2-process checkpoint, with the reference's losses.
     out, _ = finish(start([*TINY, f"--workdir={two_dir}"], env, devices=4))
@@ -132,6 +134,8 @@ def test_two_processes_match_one_stop_together_and_resume_in_one(tmp_path, env):
     steps = list(range(stopped + 1, STEPS + 1))
     assert sorted(set(resumed) - set(two)) == steps
     np.testing.assert_allclose([resumed[s] for s in steps], [ref[s] for s in steps], atol=1e-5, rtol=0)
+    print(f"resumed by 1 process: max |loss - 1 process| over steps {stopped + 1}..{STEPS}:",
+          max(abs(resumed[s] - ref[s]) for s in steps))  # fmt: skip
 
 
 # Cluster detection (no processes started): what `flaxlm train` joins without flags.
