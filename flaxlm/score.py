@@ -52,7 +52,8 @@ class Scores:
 
 
 def _bucket(length: int, max_len: int) -> int:
-    return min(-(-length // LENGTH_BUCKET) * LENGTH_BUCKET, max_len)
+    """length rounded up to a multiple of LENGTH_BUCKET (at least one; an empty sentence scores 0)."""
+    return min(max(-(-length // LENGTH_BUCKET), 1) * LENGTH_BUCKET, max_len)
 
 
 def _check_lengths(lengths: Sequence[int], max_len: int, extra: str) -> None:

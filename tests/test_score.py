@@ -73,6 +73,9 @@ def test_clm_scores_equal_a_direct_computation(trained):
             expected = sum(_log_softmax(logits[t])[row[t + 1]] for t in range(len(row) - 1))
             assert got.num_tokens[i] == len(row) - 1 == len(sentence) - (bos is None)
             np.testing.assert_allclose(got.log_probs[i], expected, atol=1e-4, rtol=1e-6)
+    # Nothing to score: no tokens, or one token without a start token.
+    empty = score.clm_scores(trained.model, trained.params, [[], ids[0][:1]])
+    assert empty.num_tokens.tolist() == [0, 0] and empty.log_probs.tolist() == [0.0, 0.0]
 
 
 def test_pll_equals_a_per_token_loop(trained):
