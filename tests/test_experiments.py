@@ -246,7 +246,7 @@ def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, dat
         "| SEGMENT-PAIR + SOP | 1 |",
         "## NSP ↔ SOP cross-evaluation",
         "## Published directions and ours",
-        "Not run: flaxlm has no `finetune` subcommand",
+        "Not run: --no_downstream",
         "flaxlm train --config=configs/bert_tiny.py",
     ):
         assert needle in text, needle
