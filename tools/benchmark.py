@@ -646,6 +646,10 @@ def table(rows, peak) -> str:
     return "\n".join(lines)
 
 
+def log(message: str):
+    print(f"benchmark: {message}", file=sys.stderr, flush=True)
+
+
 def run_workers(frameworks, args, env, rounds, on_cpu):
     """Starts the workers, runs their timed steps in turns; returns ({framework: (worker, finish)},
     errors, {dtype: [measured peak FLOP/s]})."""
@@ -667,11 +671,13 @@ def run_workers(frameworks, args, env, rounds, on_cpu):
                 measured[dtype].append(value)
 
     def start(f):
-        workers[f] = Worker(f, argv, env)
+        w = workers[f] = Worker(f, argv, env)
+        log(f"{f}: ready, {w.ready['params']:,} parameters, first step {w.ready['compile_s']:.1f} s")
 
     def run(w, n):
         peak(w)
         w.run(n)
+        log(f"{w.framework}: {n} steps, {' '.join(f'{t:.3f}' for t in w.wall[-n:])} s")
 
     def finish(w):
         peak(w)
