@@ -96,7 +96,7 @@ def test_finetune_cli_lora_two_seeds_writes_results(tmp_path, data_dir, pretrain
     tok = pretrained.load(pretrained_workdir).tokenizer
     task_cfg = finetune.base_config().task
     task_cfg.update(max_seq_len=32, **{f"{s}_file": p for s, p in sentiment_files.items()})
-    task = classification.ClassificationTask(task_cfg, data_dir)
+    task = classification.ClassificationTask.load(task_cfg, data_dir)
     feats = task.encode(task.splits["test"], tok, "bert")
     apply = jax.jit(lambda p, b: model.apply({"params": p}, *heads.apply_inputs(b), deterministic=True))
     logits = apply(params, feats.arrays)
@@ -167,7 +167,7 @@ def test_gpt_classifier_reads_the_last_real_token_and_learns(sentiment_files):
 
     tok = tokenizer_lib.load_tokenizer(str(REPO / "tests" / "testdata" / "bert_uncased_vocab.txt"))
     examples = common.read_jsonl(sentiment_files["train"])[:16]
-    task = sentiment_task(tok)
+    task = sentiment_task()
     batch32 = task.encode(examples, tok, "gpt").arrays
     model = head_model("gpt", adapter_dim=8)
     params, _ = fresh_params(model)

@@ -94,8 +94,7 @@ def test_repeated_snippet_is_kept_once():
 def test_single_and_pair_encoding_layout(wordpiece):
     cfg = task_config(max_seq_len=16)
     rows = movie_rows()[:2]
-    task = object.__new__(classification.ClassificationTask)  # encode() needs only cfg
-    task.cfg = cfg
+    task = classification.ClassificationTask(cfg, {}, classification.SENTIMENT_LABELS)
     single = task.encode([{"text": rows[0]["text"], "label": 1}], wordpiece, "bert").arrays
     ids = wordpiece.encode(rows[0]["text"])
     assert single["input_ids"][0].tolist() == [wordpiece.cls_id] + ids[:14] + [wordpiece.sep_id]
@@ -121,12 +120,12 @@ def test_user_jsonl_labels(tmp_path):
         rows = [{"text": r["text"], "label": lab} for r, lab in zip(movie_rows(), labels)]
         common.write_jsonl(str(tmp_path / f"{split}.jsonl"), rows)
     cfg = task_config(**{f"{s}_file": str(tmp_path / f"{s}.jsonl") for s in common.SPLITS})
-    task = classification.ClassificationTask(cfg, str(tmp_path))
+    task = classification.ClassificationTask.load(cfg, str(tmp_path))
     assert task.labels == ("neg", "pos") and [ex["label"] for ex in task.splits["train"]] == [1, 0, 1]
     (tmp_path / "bad.jsonl").write_text('{"text": "no label"}\n')
     cfg.train_file = str(tmp_path / "bad.jsonl")
     with pytest.raises(DataError, match="bad.jsonl:1: expected 'text'"):
-        classification.ClassificationTask(cfg, str(tmp_path))
+        classification.ClassificationTask.load(cfg, str(tmp_path))
 
 
 # NER ------------------------------------------------------------------------------------------------------
@@ -161,7 +160,7 @@ def test_bio_alignment_labels_first_sub_token_on_real_tweets(wordpiece, tmp_path
     cfg = task_config(
         kind="ner", max_seq_len=48, **{f"{s}_file": str(SLICES / "ner.txt") for s in common.SPLITS}
     )
-    task = ner.NerTask(cfg, str(tmp_path))
+    task = ner.NerTask.load(cfg, str(tmp_path))
     feats = task.encode(sentences[:12], wordpiece, "bert")
     labels, words, ids = feats.arrays["labels"], feats.meta["token_word"], feats.arrays["input_ids"]
     # Tweet 0: "Empire State Building = ESB": each word's first piece carries its tag, the rest -1.
@@ -294,9 +293,8 @@ def test_squad_round_trip_and_bad_answer(tmp_path, cloze):
 def test_qa_features_decode_gold_spans_exactly(wordpiece, cloze, arch, max_seq_len):
     """Logits peaked on the labelled start/end decode to the gold answer text, across windows too."""
     cfg = task_config(kind="qa", max_seq_len=max_seq_len, max_query_len=16, doc_stride=12, max_answer_len=8)
-    task = object.__new__(qa.QaTask)
-    task.cfg = cfg
     examples = cloze["dev"][:40]
+    task = qa.QaTask(cfg, {"dev": examples})
     feats = task.encode(examples, wordpiece, arch)
     assert feats.arrays["input_ids"].shape[1] == max_seq_len
     if max_seq_len == 40:
@@ -382,7 +380,7 @@ def test_movie_snippets_from_a_nested_sdist(tmp_path, monkeypatch):
         tar.addfile(info, io.BytesIO(inner.getvalue()))
     fake = dataclasses.replace(sources.VADER, sha256=sources._sha256(str(archive)))
     monkeypatch.setattr(sources, "VADER", fake)
-    task = classification.ClassificationTask(task_config(), str(data_dir))
+    task = classification.ClassificationTask.load(task_config(), str(data_dir))
     assert sum(len(v) for v in task.splits.values()) == 485 and task.labels == ("negative", "positive")
 
 

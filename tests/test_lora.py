@@ -54,11 +54,9 @@ def fresh_params(model, seed=0, backbone=None):
     return finetune.init_params(finetune.make_init(model, SEQ), jax.random.key(seed), backbone or {}, name)
 
 
-def sentiment_task(tok):
-    task = object.__new__(classification.ClassificationTask)  # without loading the full data set
-    task.cfg = ml_collections.ConfigDict(dict(max_seq_len=SEQ))
-    task.num_labels, task.labels = 2, classification.SENTIMENT_LABELS
-    return task
+def sentiment_task():
+    cfg = ml_collections.ConfigDict(dict(max_seq_len=SEQ))
+    return classification.ClassificationTask(cfg, {}, classification.SENTIMENT_LABELS)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +65,7 @@ def data():
     tok = tokenizer_lib.load_tokenizer(str(VOCAB))
     rows = classification.parse_movie_snippets(SNIPPETS.read_text(encoding="utf-8"))
     examples = classification.sentiment_examples(rows)[:16]
-    task = sentiment_task(tok)
+    task = sentiment_task()
     batch = {k: jnp.asarray(v) for k, v in task.encode(examples, tok, "bert").arrays.items()}
     return task, batch
 

@@ -1,6 +1,6 @@
 """Fine-tuning tasks: each turns its data into padded features and model outputs into scores.
 
-A task object has:
+A task object (made by `TaskClass.load(config.task, data_dir)`, or directly from its splits) has:
   head        "sequence" | "token" | "span" (which flaxlm.models.heads model it needs)
   num_labels, labels
   splits      {"train", "dev", "test"} -> raw examples (dicts)
@@ -28,7 +28,7 @@ def get_task(task_cfg, data_dir: str):
         raise ConfigError(
             "give all three of config.task.train_file, dev_file and test_file (none: the built-in data)"
         )
-    task = TASKS[task_cfg.kind](task_cfg, data_dir)
+    task = TASKS[task_cfg.kind].load(task_cfg, data_dir)
     if 0 < task_cfg.max_train_examples < len(task.splits["train"]):
         task.splits["train"] = common.subsample(task.splits["train"], task_cfg.max_train_examples)
     return task

@@ -83,44 +83,52 @@ def _file_examples(path: str) -> list[dict]:
     return out
 
 
+def _index_labels(splits: dict[str, list[dict]], source: str) -> tuple[str, ...]:
+    """Turns the files' labels into ids in place; returns the label names.
+
+    Integer labels keep their values (names "0", "1", ...); strings are
+    numbered in sorted order.
+    """
+    raw = sorted({ex["label"] for exs in splits.values() for ex in exs}, key=lambda x: (str(type(x)), x))
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
+        if raw[0] < 0:
+            raise DataError(f"label {raw[0]} in {source} or its dev/test files is negative")
+        names, to_id = tuple(str(i) for i in range(max(raw) + 1)), {x: x for x in raw}
+    else:
+        names, to_id = tuple(str(x) for x in raw), {x: i for i, x in enumerate(raw)}
+    for exs in splits.values():
+        for ex in exs:
+            ex["label"] = to_id[ex["label"]]
+    return names
+
+
 class ClassificationTask:
     """One label per input; accuracy and F1 (binary F1 of label 1 for 2 labels, macro-F1 for more)."""
 
     head = "sequence"
 
-    def __init__(self, task_cfg, data_dir: str):
+    def __init__(self, task_cfg, splits: dict[str, list[dict]], labels: tuple[str, ...]):
+        """splits: {"train", "dev", "test"} -> [{"text", "text_b" (optional), "label": int}]."""
+        if len(labels) < 2:
+            raise DataError(f"the classification data has {len(labels)} label(s); it needs at least 2")
         self.cfg = task_cfg
+        self.splits = splits
+        self.labels = tuple(labels)
+        self.num_labels = len(self.labels)
+
+    @classmethod
+    def load(cls, task_cfg, data_dir: str) -> "ClassificationTask":
+        """The user's files (config.task.*_file) or the built-in set, fetched into `data_dir` once."""
         if task_cfg.train_file:
             splits = {s: _file_examples(task_cfg[f"{s}_file"]) for s in common.SPLITS}
-            raw = sorted(
-                {ex["label"] for exs in splits.values() for ex in exs}, key=lambda x: (str(type(x)), x)
-            )
-            if all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
-                if raw[0] < 0:
-                    raise DataError(
-                        f"label {raw[0]} in {task_cfg.train_file} or its dev/test files is negative"
-                    )
-                self.labels = tuple(str(i) for i in range(max(raw) + 1))
-                to_id = {x: x for x in raw}
-            else:
-                self.labels = tuple(str(x) for x in raw)
-                to_id = {x: i for i, x in enumerate(raw)}
-            for exs in splits.values():
-                for ex in exs:
-                    ex["label"] = to_id[ex["label"]]
-        elif task_cfg.dataset == "movie_sentiment":
+            return cls(task_cfg, splits, _index_labels(splits, task_cfg.train_file))
+        if task_cfg.dataset == "movie_sentiment":
             examples = sentiment_examples(load_movie_snippets(data_dir))
-            splits = common.split_by_key(examples, lambda ex: ex["text"])
-            self.labels = SENTIMENT_LABELS
-        else:
-            raise DataError(
-                f"config.task.dataset={task_cfg.dataset!r} is not a classification set; "
-                "use 'movie_sentiment' or give --config.task.train_file/dev_file/test_file"
-            )
-        self.splits = splits
-        self.num_labels = len(self.labels)
-        if self.num_labels < 2:
-            raise DataError(f"the classification data has {self.num_labels} label(s); it needs at least 2")
+            return cls(task_cfg, common.split_by_key(examples, lambda ex: ex["text"]), SENTIMENT_LABELS)
+        raise DataError(
+            f"config.task.dataset={task_cfg.dataset!r} is not a classification set; "
+            "use 'movie_sentiment' or give --config.task.train_file/dev_file/test_file"
+        )
 
     def encode(self, examples: list[dict], tok, arch: str) -> common.Features:
         T = self.cfg.max_seq_len

@@ -22,7 +22,7 @@ def accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
 
 
 def _f1(tp: float, fp: float, fn: float) -> float:
-    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0
 
 
 def binary_f1(pred: np.ndarray, gold: np.ndarray, positive: int = 1) -> float:

@@ -100,21 +100,27 @@ class NerTask:
 
     head = "token"
 
-    def __init__(self, task_cfg, data_dir: str):
+    def __init__(self, task_cfg, splits: dict[str, list[dict]]):
+        """splits: {"train", "dev", "test"} -> [{"tokens": [...], "tags": [...]}]; the tag set is theirs."""
         self.cfg = task_cfg
-        if task_cfg.train_file:
-            splits = {s: _read_conll_file(task_cfg[f"{s}_file"]) for s in common.SPLITS}
-        elif task_cfg.dataset == "wnut16_tweets":
-            splits = common.split_by_key(load_tweets(data_dir), lambda ex: " ".join(ex["tokens"]))
-        else:
-            raise DataError(
-                f"config.task.dataset={task_cfg.dataset!r} is not an NER set; "
-                "use 'wnut16_tweets' or give --config.task.train_file/dev_file/test_file"
-            )
         self.splits = splits
         tags = {t for exs in splits.values() for ex in exs for t in ex["tags"]}
         self.labels = ("O",) + tuple(sorted(tags - {"O"}))  # O first: id 0
         self.num_labels = len(self.labels)
+
+    @classmethod
+    def load(cls, task_cfg, data_dir: str) -> "NerTask":
+        """The user's files (config.task.*_file) or the built-in set, fetched into `data_dir` once."""
+        if task_cfg.train_file:
+            return cls(task_cfg, {s: _read_conll_file(task_cfg[f"{s}_file"]) for s in common.SPLITS})
+        if task_cfg.dataset == "wnut16_tweets":
+            return cls(
+                task_cfg, common.split_by_key(load_tweets(data_dir), lambda ex: " ".join(ex["tokens"]))
+            )
+        raise DataError(
+            f"config.task.dataset={task_cfg.dataset!r} is not an NER set; "
+            "use 'wnut16_tweets' or give --config.task.train_file/dev_file/test_file"
+        )
 
     def encode(self, examples: list[dict], tok, arch: str) -> common.Features:
         T = self.cfg.max_seq_len

@@ -250,21 +250,26 @@ class QaTask:
     num_labels = 2
     labels = ("start", "end")
 
-    def __init__(self, task_cfg, data_dir: str):
-        del data_dir  # the built-in set is built from the corpus each run (a few seconds)
-        self.cfg = task_cfg
-        if task_cfg.train_file:
-            self.splits = {s: read_squad(task_cfg[f"{s}_file"]) for s in common.SPLITS}
-        elif task_cfg.dataset == "shakespeare_cloze":
-            self.splits = build_cloze(task_cfg.corpus or "default")
-        else:
-            raise DataError(
-                f"config.task.dataset={task_cfg.dataset!r} is not a QA set; "
-                "use 'shakespeare_cloze' or give --config.task.train_file/dev_file/test_file (SQuAD JSON)"
-            )
-        for s, exs in self.splits.items():
+    def __init__(self, task_cfg, splits: dict[str, list[dict]]):
+        """splits: {"train", "dev", "test"} -> [{"id", "question", "context", "answers"}]."""
+        for s, exs in splits.items():
             if not exs:
                 raise DataError(f"the QA {s} split is empty; give more text or your own SQuAD files")
+        self.cfg = task_cfg
+        self.splits = splits
+
+    @classmethod
+    def load(cls, task_cfg, data_dir: str) -> "QaTask":
+        """The user's SQuAD files (config.task.*_file), or the cloze set built from the corpus (seconds)."""
+        del data_dir  # nothing to download
+        if task_cfg.train_file:
+            return cls(task_cfg, {s: read_squad(task_cfg[f"{s}_file"]) for s in common.SPLITS})
+        if task_cfg.dataset == "shakespeare_cloze":
+            return cls(task_cfg, build_cloze(task_cfg.corpus or "default"))
+        raise DataError(
+            f"config.task.dataset={task_cfg.dataset!r} is not a QA set; "
+            "use 'shakespeare_cloze' or give --config.task.train_file/dev_file/test_file (SQuAD JSON)"
+        )
 
     def encode(self, examples: list[dict], tok, arch: str) -> common.Features:
         cfg = self.cfg
