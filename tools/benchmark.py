@@ -5,7 +5,7 @@
   python tools/benchmark.py --model bert_large --seq 512 --batch 32 --dtype bfloat16 \\
       --attention dot_product --compare hf_torch,hf_flax             # on one GPU
   python tools/benchmark.py --model bert_tiny --seq 128 --batch 32 --data   # with the input pipeline
-  python tools/benchmark.py --model bert_tiny --quick                 # seconds: a smoke test
+  python tools/benchmark.py --model bert_tiny --quick                 # a smoke test: 2 steps
 
 --model names a recipe in configs/ (bert_tiny, gpt_tiny, bert_base, bert_large, gpt2_small);
 --set model.FIELD=VALUE changes any field of its model section.
@@ -61,7 +61,6 @@ import time
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, REPO)
 
-FRAMEWORKS = ("flaxlm", "hf_torch", "hf_flax")
 PEERS = ("hf_torch", "hf_flax")
 
 
@@ -124,6 +123,7 @@ def recipe(name: str):
 def bench_config(args):
     """The recipe's flaxlm config at this benchmark's shapes and options (validated)."""
     from flaxlm import config as config_lib
+    from flaxlm import errors
 
     c = recipe(args.model)
     c.model.update(dtype=args.dtype, param_dtype="float32", attention=args.attention, remat=args.remat)
@@ -137,13 +137,19 @@ def bench_config(args):
                 f"benchmark: --set {item!r}: expected model.FIELD=VALUE with a field of {list(c.model)}"
             )
         old = c.model[field]
-        c.model[field] = value.lower() in ("1", "true") if isinstance(old, bool) else type(old)(value)
+        try:
+            c.model[field] = value.lower() in ("1", "true") if isinstance(old, bool) else type(old)(value)
+        except ValueError:
+            raise SystemExit(f"benchmark: --set {item!r}: {value!r} is not a {type(old).__name__}") from None
     c.model.max_len = max(c.model.max_len, args.seq)
     # BERT's recipe: 15% of the positions rounded up to a multiple of 10 (20 at 128, 80 at 512).
     c.data.update(seq_len=args.seq, max_predictions=max(1, math.ceil(0.15 * args.seq / 10) * 10))
     c.train.update(batch_size=args.batch, grad_accum_steps=1)
     c.parallelism = "mesh"
-    config_lib.validate(c)
+    try:
+        config_lib.validate(c)
+    except errors.FlaxlmError as e:
+        raise SystemExit(f"benchmark: {e}") from None
     return c
 
 
