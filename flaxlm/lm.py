@@ -16,11 +16,13 @@ data config or tokenizer file its model_config.json records. `tokenizer=PATH`
 (a sentencepiece .model or WordPiece vocab.txt) overrides all of these.
 """
 
+import contextlib
 import dataclasses
 import os
 from typing import Any
 
 import flax.linen as nn
+from absl import logging as absl_logging
 
 from flaxlm import models
 from flaxlm import objectives
@@ -45,21 +47,51 @@ class LM:
         return self.model.config
 
 
-def load(path: str, tokenizer: str = "") -> LM:
-    """The model, params and tokenizer at `path`; `tokenizer` (a file) overrides the tokenizer."""
+@dataclasses.dataclass
+class Checkpoint:
+    """What `read` finds at a path, before anyone builds a model from it."""
+
+    model_cfg: dict  # config.model fields: arch + flaxlm.models.TransformerConfig fields (+ pair_head)
+    params: Any  # the whole model's params, nested dicts of arrays
+    tokenizer: tokenizer_lib.Tokenizer
+    source: str  # for messages: "flaxlm workdir /x (step 600)", "HF model /y"
+
+    @property
+    def is_hf(self) -> bool:
+        return self.source.startswith("HF")
+
+
+def read(
+    path: str, tokenizer: str = "", flag: str = "--model", tokenizer_flag: str = "--tokenizer"
+) -> Checkpoint:
+    """The params, model config and tokenizer at `path` (a workdir, an export or an HF dir).
+
+    `tokenizer` (a file) overrides the tokenizer. `flag` and `tokenizer_flag` name the caller's
+    options in error messages (`flaxlm finetune` says --init and --config.tokenizer).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ConfigError(
-            f"--model={path} does not exist; give a flaxlm train workdir, export or HF model dir"
+            f"{flag}={path} does not exist; give a flaxlm train workdir, export or HF model dir"
         )
-    tok, bos_id = None, None
+
+    def missing_tokenizer(why: str):
+        raise tokenizer_lib.TokenizerError(
+            f"{why}; pass {tokenizer_flag}=PATH "
+            "(the sentencepiece .model or vocab.txt the model was trained with)"
+        )
+
+    tok = None
     if os.path.isdir(os.path.join(path, "checkpoints")):
         from flaxlm import checkpoint as ckpt
 
-        params, step, saved = ckpt.restore_params(path)
+        with _quiet_absl():  # orbax warns that a read-only manager does not save
+            params, step, saved = ckpt.restore_params(path)
         model_cfg = dict(saved["model"], pair_head=objectives.has_pair_head(saved["objective"]))
         source = f"flaxlm workdir {path} (step {step})"
-        find_tokenizer = lambda: _tokenizer_of_data_config(saved.get("data"), model_cfg["vocab_size"], source)
+        find_tokenizer = lambda: _tokenizer_of_data_config(
+            saved.get("data"), model_cfg["vocab_size"], source, missing_tokenizer
+        )
     elif os.path.isfile(os.path.join(path, "params.msgpack")) or path.endswith("params.msgpack"):
         from flaxlm import checkpoint as ckpt
 
@@ -67,53 +99,63 @@ def load(path: str, tokenizer: str = "") -> LM:
         model_cfg = dict(meta["model"])
         folder = os.path.dirname(path) if path.endswith("params.msgpack") else path
         source = f"flaxlm export {folder} (step {meta.get('step', '?')})"
-        find_tokenizer = lambda: _tokenizer_of_export(folder, meta, model_cfg["vocab_size"], source)
+        find_tokenizer = lambda: _tokenizer_of_export(
+            folder, meta, model_cfg["vocab_size"], source, missing_tokenizer
+        )
     else:
-        hf = _hf_module(path)
+        hf = _hf_module(path, flag)
         if not hf.is_hf_dir(path):
             raise ConfigError(
-                f"--model={path} is neither a flaxlm train workdir (checkpoints/), a flaxlm export "
-                "(params.msgpack) nor a Hugging Face model dir (config.json + weights)"
+                f"{flag}={path} is neither a flaxlm train workdir (checkpoints/), a flaxlm export "
+                "(params.msgpack) nor a Hugging Face BERT/GPT-2 model dir (config.json + weights)"
             )
         model_cfg, params, tok = hf.load_hf(path)
         model_cfg = dict(model_cfg)
         source = f"HF model {path}"
-        find_tokenizer = lambda: _missing_tokenizer(f"{source} has no tokenizer files flaxlm reads")
+        find_tokenizer = lambda: missing_tokenizer(f"{source} has no tokenizer files flaxlm reads")
 
     if tokenizer:
         tok = tokenizer_lib.load_tokenizer(tokenizer)
     elif tok is None:
         tok = find_tokenizer()
+    return Checkpoint(model_cfg=model_cfg, params=params, tokenizer=tok, source=source)
+
+
+def load(path: str, tokenizer: str = "") -> LM:
+    """The model, params and tokenizer at `path`; `tokenizer` (a file) overrides the tokenizer."""
+    found = read(path, tokenizer)
+    model_cfg, tok = found.model_cfg, found.tokenizer
     if tok.vocab_size > model_cfg["vocab_size"]:
         raise ConfigError(
-            f"the tokenizer has {tok.vocab_size} tokens but {source} has vocab_size "
+            f"the tokenizer has {tok.vocab_size} tokens but {found.source} has vocab_size "
             f"{model_cfg['vocab_size']}; pass --tokenizer=PATH with the tokenizer the model was trained with"
         )
-    if model_cfg.get("arch") == "gpt" and source.startswith("HF"):
+    bos_id = None
+    if model_cfg.get("arch") == "gpt" and found.is_hf:
         from flaxlm import generate
 
         bos_id = generate.eos_id_of(tok)
-    model = models.get_model(model_cfg)
-    return LM(model=model, params=params, tokenizer=tok, arch=model_cfg["arch"], source=source, bos_id=bos_id)
-
-
-def _missing_tokenizer(why: str):
-    raise tokenizer_lib.TokenizerError(
-        f"{why}; pass --tokenizer=PATH (the sentencepiece .model or vocab.txt the model was trained with)"
+    return LM(
+        model=models.get_model(model_cfg),
+        params=found.params,
+        tokenizer=tok,
+        arch=model_cfg["arch"],
+        source=found.source,
+        bos_id=bos_id,
     )
 
 
-def _tokenizer_of_data_config(data: dict | None, vocab_size: int, source: str) -> tokenizer_lib.Tokenizer:
+def _tokenizer_of_data_config(data: dict | None, vocab_size: int, source: str, missing_tokenizer):
     """The tokenizer `flaxlm train` used with this saved data config (trained again if not cached)."""
     import ml_collections
 
     from flaxlm.data import prepare as prepare_lib
 
     if not data:
-        _missing_tokenizer(f"{source} records no data config to find its tokenizer")
+        missing_tokenizer(f"{source} records no data config to find its tokenizer")
     data_cfg = ml_collections.ConfigDict(data)
     if data_cfg.get("tokenizer") and not os.path.isfile(data_cfg.tokenizer):
-        _missing_tokenizer(
+        missing_tokenizer(
             f"the tokenizer file {data_cfg.tokenizer} that {source} was trained with is missing"
         )
     data_dir = data_cfg.get("data_dir") or prepare_lib.default_data_dir()
@@ -122,24 +164,35 @@ def _tokenizer_of_data_config(data: dict | None, vocab_size: int, source: str) -
     except tokenizer_lib.TokenizerError:
         raise
     except FlaxlmError as e:  # the corpus it was trained on is not on this machine
-        _missing_tokenizer(f"cannot rebuild the tokenizer of {source} ({e})")
+        missing_tokenizer(f"cannot rebuild the tokenizer of {source} ({e})")
 
 
-def _tokenizer_of_export(folder: str, meta: dict, vocab_size: int, source: str) -> tokenizer_lib.Tokenizer:
+def _tokenizer_of_export(folder: str, meta: dict, vocab_size: int, source: str, missing_tokenizer):
     if meta.get("tokenizer"):  # a tokenizer file saved inside the export
         return tokenizer_lib.load_tokenizer(
             os.path.join(folder, meta["tokenizer"]), lowercase=meta.get("tokenizer_lowercase", True)
         )
-    return _tokenizer_of_data_config(meta.get("data"), vocab_size, source)
+    return _tokenizer_of_data_config(meta.get("data"), vocab_size, source, missing_tokenizer)
 
 
-def _hf_module(path: str):
+def _hf_module(path: str, flag: str):
     """flaxlm.hf, imported only for a folder that is not a flaxlm one (it needs the [hf] extra)."""
     try:
         from flaxlm import hf
     except ImportError as e:
         raise ConfigError(
-            f"--model={path} is neither a flaxlm train workdir (checkpoints/) nor a flaxlm export "
-            f"(params.msgpack), and reading Hugging Face model dirs is unavailable ({e})"
+            f"{flag}={path} is neither a flaxlm train workdir (checkpoints/) nor a flaxlm export "
+            f"(params.msgpack), and reading Hugging Face model dirs needs the [hf] extra ({e}): "
+            "pip install 'flaxlm[hf]'"
         ) from None
     return hf
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    level = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(level)

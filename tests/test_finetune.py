@@ -17,6 +17,7 @@ from conftest import REPO, load_config
 from flaxlm import checkpoint as ckpt
 from flaxlm import finetune, pretrained
 from flaxlm.errors import ConfigError
+from flaxlm.errors import FlaxlmError
 from flaxlm.models import heads
 from flaxlm.tasks import classification, common, qa
 from test_cli import SMALL, flaxlm
@@ -118,7 +119,7 @@ def test_export_and_workdir_give_the_same_backbone_and_tokenizer(pretrained_work
     meta = json.loads((tmp_path / "export" / ckpt.MODEL_CONFIG_FILE).read_text())
     del meta["data"]
     (tmp_path / "export" / ckpt.MODEL_CONFIG_FILE).write_text(json.dumps(meta))
-    with pytest.raises(ConfigError, match="pass --config.tokenizer=PATH"):
+    with pytest.raises(FlaxlmError, match="pass --config.tokenizer=PATH"):
         pretrained.load(out)
     assert pretrained.load(out, tokenizer=from_workdir.tokenizer.model_path).model == from_workdir.model
 
