@@ -171,10 +171,11 @@ def test_every_planned_config_is_valid_and_matched(exp, tmp_path):
 def test_objectives_give_clm_fewer_steps_for_the_same_flops():
     variants = {v.name: v for v in obj_sweep.matched_flops(recipes.CPU, obj_sweep.VARIANTS)}
     runs = {r.variant.name: r for r in runner.plan_runs(recipes.CPU, variants.values(), [0], "/tmp/x")}
-    assert runs["mlm"].num_steps == 300
-    assert runs["mlm_nsp"].num_steps == 300
-    # FLOPs per sequence at the CPU shapes: MLM 957.1M (20 scored positions), CLM 1396.7M (all 128).
-    assert runs["clm"].num_steps == round(300 * 957_087_744 / 1_396_703_232) == 206
+    assert runs["mlm"].num_steps == 240
+    assert runs["mlm_nsp"].num_steps == 240
+    # Forward FLOPs per sequence at the CPU shapes (hidden 128, vocabulary 8000): MLM 159.1M (the
+    # vocabulary projection on 20 scored positions), CLM 379.6M (on all 128).
+    assert runs["clm"].num_steps == round(240 * 159_088_640 / 379_584_512) == 101
 
 
 def test_results_json_parsing():

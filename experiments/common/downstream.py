@@ -26,8 +26,7 @@ TASKS = {  # task -> fine-tuning config, relative to the repository root
 # The command, after `python -m flaxlm` (or `flaxlm`); {config}, {init} (the pretraining workdir)
 # and {workdir} (RUN/finetune/<task>) are filled in. Add fine-tuning seed flags here.
 FINETUNE_ARGS = ("finetune", "--config={config}", "--init={init}", "--workdir={workdir}")
-# --quick: the same command at smoke size (a fixed 64-example training subset, one epoch, one seed).
-QUICK_ARGS = ("--config.task.max_train_examples=64", "--config.train.epochs=1", "--config.seeds=0")
+# Each recipe adds its own flags (`Recipe.finetune`: the training budget at that scale).
 RESULTS_FILE = "results.json"  # written by `flaxlm finetune` in its --workdir
 HEADLINE = {"sentiment": "accuracy", "ner": "f1"}  # the metric each table shows first
 # Where results.json keeps its per-seed records: a list of {"seed": k, "test": {metric: value}, ...}.
@@ -51,23 +50,23 @@ def finetune_dir(run_workdir: str, task: str) -> str:
     return os.path.join(run_workdir, "finetune", task)
 
 
-def finetune_args(run_workdir: str, task: str, quick: bool = False) -> list[str]:
+def finetune_args(run_workdir: str, task: str, extra=()) -> list[str]:
     fields = dict(
         config=TASKS[task],
         init=runner.repo_relative(run_workdir),
         workdir=runner.repo_relative(finetune_dir(run_workdir, task)),
     )
-    return [a.format(**fields) for a in FINETUNE_ARGS] + (list(QUICK_ARGS) if quick else [])
+    return [a.format(**fields) for a in FINETUNE_ARGS] + list(extra)
 
 
-def finetune_run(run_workdir: str, task: str, env=None, quick: bool = False) -> dict[str, Any]:
+def finetune_run(run_workdir: str, task: str, env=None, extra=()) -> dict[str, Any]:
     """Fine-tunes one pretrained run on `task` unless its results exist; returns a status record."""
     out = finetune_dir(run_workdir, task)
     results = os.path.join(out, RESULTS_FILE)
     if os.path.exists(results):
         return {"status": "skipped", "results": results}
     os.makedirs(out, exist_ok=True)
-    cmd = [sys.executable, "-m", "flaxlm", *finetune_args(run_workdir, task, quick)]
+    cmd = [sys.executable, "-m", "flaxlm", *finetune_args(run_workdir, task, extra)]
     with open(os.path.join(out, "finetune.log"), "a", encoding="utf-8") as log:
         rc = subprocess.call(cmd, cwd=runner.REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     if rc != 0 or not os.path.exists(results):

@@ -192,7 +192,7 @@ def _main(exp: Experiment, args) -> int:
         evaluation.analyze_run(run, recipe, exp.evals)
         if not why_no_downstream:
             for task in downstream.TASKS:
-                result = downstream.finetune_run(run.workdir, task, quick=args.quick)
+                result = downstream.finetune_run(run.workdir, task, extra=recipe.finetune)
                 _say(f"{name}: fine-tuning {task}: {result['status']}")
         status_path = os.path.join(run.workdir, "run.json")
         record = runner.read_json(status_path, {})

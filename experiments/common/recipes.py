@@ -1,11 +1,13 @@
 """The base recipes the BERT experiments share, at two scales and one smoke size.
 
-CPU scale (runs on 2 CPU cores in a few hours): a small BERT, 4 layers,
-hidden 256, 4 heads, MLP 1024, sequence 128, batch 32, on the embedded
-Shakespeare corpus (flaxlm's default), with 5% of its scenes held out so
-evaluations score ~540 sequences. Measured on the project's shared 2-core
-AMD EPYC: one train step costs 5.3 CPU-seconds, about 3 s of wall time
-when the machine is otherwise idle (experiments/README.md).
+CPU scale (the committed REPORT.md files; about an hour per sweep on 2
+idle CPU cores): flaxlm's bert_tiny model (2 layers, hidden 128, 2 heads,
+MLP 512), sequence 128, batch 32, 240 steps, on the embedded Shakespeare
+corpus (flaxlm's default), with 5% of its scenes held out so evaluations
+score ~540 sequences. Each pretrained run is then fine-tuned on 1000
+training examples of each downstream task, 2 epochs, 3 seeds. A larger
+model (the issue's example: 4 layers, hidden 256) costs ~6x more per step
+(experiments/README.md); pass it with --set model.num_layers=4 ....
 
 Full scale: BERT-base (configs/bert_base.py) with the paper's 128 → 512
 recipe: 900k steps at sequence 128, then 100k at 512, batch 256, one
@@ -20,28 +22,25 @@ from experiments.common.runner import Recipe
 
 CPU = Recipe(
     scale="cpu",
-    config="configs/bert_tiny.py",
+    config="configs/bert_tiny.py",  # 2 layers, hidden 128, 2 heads, MLP 512, 8000-piece vocabulary
     overrides={
-        "model.num_layers": 4,
-        "model.hidden_size": 256,
-        "model.num_heads": 4,
-        "model.mlp_dim": 1024,
         "model.max_len": 128,
-        "model.vocab_size": 8000,
         "data.seq_len": 128,
         "data.max_predictions": 20,
         "data.validation_fraction": 0.05,
         "data.dupe_factor": 1,
         "train.batch_size": 32,
-        "train.num_steps": 300,
-        "train.warmup_steps": 30,
+        "train.num_steps": 240,
+        "train.warmup_steps": 24,
         "train.learning_rate": 1e-3,
         "train.log_every": 10,
-        "train.eval_every": 75,
-        "train.checkpoint_every": 75,
+        "train.eval_every": 60,
+        "train.checkpoint_every": 60,
         "train.keep_checkpoints": 2,
     },
-    note="4-layer BERT (hidden 256) on the embedded Shakespeare corpus, 300 steps of 32 × 128",
+    note="2-layer BERT (hidden 128) on the embedded Shakespeare corpus, 240 steps of 32 × 128",
+    # Fine-tuning budget per pretrained run and task: 1000 training examples, 2 epochs, 3 seeds.
+    finetune=("--config.task.max_train_examples=1000", "--config.train.epochs=2", "--config.seeds=0,1,2"),
 )
 
 FULL = Recipe(
@@ -87,6 +86,10 @@ QUICK_OVERRIDES = {
 }
 
 
+# Fine-tuning at smoke size: a fixed 64-example training subset, one epoch, one seed.
+QUICK_FINETUNE = ("--config.task.max_train_examples=64", "--config.train.epochs=1", "--config.seeds=0")
+
+
 def quick(recipe: Recipe) -> Recipe:
     """`recipe` at smoke size: same code path, tiny model, 6 steps (two phases of 4 + 2 if it has two)."""
     phases = None
@@ -97,5 +100,9 @@ def quick(recipe: Recipe) -> Recipe:
             {"data.seq_len": 64, "data.max_predictions": 10, "train.stop_at_step": 0},
         )
     return recipe.with_overrides(
-        f"{recipe.scale}-quick", overrides, phases, note=f"smoke run of the {recipe.scale} recipe"
+        f"{recipe.scale}-quick",
+        overrides,
+        phases,
+        note=f"smoke run of the {recipe.scale} recipe",
+        finetune=QUICK_FINETUNE,
     )

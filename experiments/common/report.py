@@ -692,3 +692,16 @@ def write(ctx: Context, report_dir: str, lines: Sequence[str]) -> str:
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join([*lines, *([failed, ""] if failed else [])]).rstrip() + "\n")
     return path
+
+
+def report_main(name: str, write_report: Callable[[str, str], str], argv=None) -> int:
+    """`python -m experiments.<name>.report [--runs DIR] [--out DIR]`: rewrites REPORT.md from the runs."""
+    import argparse
+
+    folder = os.path.join(runner.REPO, "experiments", name)
+    p = argparse.ArgumentParser(prog=f"python -m experiments.{name}.report")
+    p.add_argument("--runs", default=os.path.join(folder, "runs"))
+    p.add_argument("--out", default=folder)
+    args = p.parse_args(argv)
+    print(write_report(os.path.abspath(args.runs), os.path.abspath(args.out)))
+    return 0

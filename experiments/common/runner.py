@@ -78,14 +78,18 @@ class Recipe:
     overrides: dict[str, Any]
     phases: tuple[dict[str, Any], ...] = ({},)
     note: str = ""  # one line for the report: what this scale is for
+    finetune: tuple[str, ...] = ()  # extra `flaxlm finetune` flags for the downstream stage at this scale
 
-    def with_overrides(self, scale: str, overrides: dict[str, Any], phases=None, note: str = "") -> "Recipe":
+    def with_overrides(
+        self, scale: str, overrides: dict[str, Any], phases=None, note: str = "", finetune=None
+    ) -> "Recipe":
         return dataclasses.replace(
             self,
             scale=scale,
             overrides={**self.overrides, **overrides},
             phases=self.phases if phases is None else tuple(phases),
             note=note or self.note,
+            finetune=self.finetune if finetune is None else tuple(finetune),
         )
 
 

@@ -10,7 +10,6 @@ NSP ↔ SOP cross-evaluation, learning curves, bar charts, and how our
 directions compare with BERT's, RoBERTa's and ALBERT's.
 """
 
-import argparse
 import os
 import sys
 
@@ -18,7 +17,6 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 from experiments.common import report as R  # noqa: E402
-from experiments.common import runner  # noqa: E402
 from experiments.common import stats  # noqa: E402
 from experiments.nsp_ablation import sweep  # noqa: E402
 
@@ -294,13 +292,7 @@ def _nsp_learned_lines(findings) -> list[str]:
 
 
 def main(argv=None) -> int:
-    folder = os.path.join(runner.REPO, "experiments", "nsp_ablation")
-    p = argparse.ArgumentParser(prog="python -m experiments.nsp_ablation.report")
-    p.add_argument("--runs", default=os.path.join(folder, "runs"))
-    p.add_argument("--out", default=folder)
-    args = p.parse_args(argv)
-    print(write_report(os.path.abspath(args.runs), os.path.abspath(args.out)))
-    return 0
+    return R.report_main("nsp_ablation", write_report, argv)
 
 
 if __name__ == "__main__":

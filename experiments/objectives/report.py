@@ -11,7 +11,6 @@ Pretraining losses of a masked and a causal LM are different tasks and are
 not compared with each other; only fine-tuning compares all three.
 """
 
-import argparse
 import os
 import sys
 
@@ -19,7 +18,6 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 from experiments.common import report as R  # noqa: E402
-from experiments.common import runner  # noqa: E402
 from experiments.objectives import sweep  # noqa: E402
 
 LABELS = {v.name: v.label for v in sweep.VARIANTS}
@@ -149,13 +147,7 @@ def write_report(runs_dir: str, report_dir: str) -> str:
 
 
 def main(argv=None) -> int:
-    folder = os.path.join(runner.REPO, "experiments", "objectives")
-    p = argparse.ArgumentParser(prog="python -m experiments.objectives.report")
-    p.add_argument("--runs", default=os.path.join(folder, "runs"))
-    p.add_argument("--out", default=folder)
-    args = p.parse_args(argv)
-    print(write_report(os.path.abspath(args.runs), os.path.abspath(args.out)))
-    return 0
+    return R.report_main("objectives", write_report, argv)
 
 
 if __name__ == "__main__":
