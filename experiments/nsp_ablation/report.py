@@ -97,7 +97,7 @@ CLAIMS = (
     ),
 )
 
-# ALBERT (Lan et al. 2020), Table 6 (sentence-prediction tasks, intrinsic accuracy).
+# ALBERT (Lan et al. 2020), Table 5 (sentence-prediction tasks, intrinsic accuracy).
 ALBERT_PAIR = {  # (trained with, evaluated on): published accuracy
     ("segpair_nsp", "nsp"): 90.5,
     ("segpair_nsp", "sop"): 52.0,
@@ -146,7 +146,7 @@ def cross_eval_table(grouped) -> tuple[str, list[str]]:
         "majority-label rate",
         "p (binomial vs majority rate)",
         "verdict",
-        "ALBERT Table 6",
+        "ALBERT Table 5",
     ]
     return R.md_table(headers, rows), findings
 
@@ -267,7 +267,7 @@ def _albert_rows(findings) -> list[list[str]]:
         where = "above" if above else "below" if p < stats.ALPHA else "at"
         rows.append(
             [
-                "ALBERT (Lan et al. 2020), Table 6",
+                "ALBERT (Lan et al. 2020), Table 5",
                 f"{LABELS[trained]} scores {published:.1f}% on {task.upper()}"
                 + ("" if expect_above else " (chance)"),
                 f"{LABELS[trained]} on {task.upper()} data",
