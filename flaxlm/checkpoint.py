@@ -37,7 +37,8 @@ MODEL_CONFIG_FILE = "model_config.json"
 
 
 def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(workdir, "checkpoints")
+    """WORKDIR/checkpoints, absolute: orbax refuses relative paths (`--workdir=runs/x` must work)."""
+    return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
 def manager(workdir: str, *, keep: int, async_save: bool = True) -> ocp.CheckpointManager:

@@ -21,12 +21,12 @@ SMALL = [
 ]
 
 
-def flaxlm(*args, data_dir, check=True):
+def flaxlm(*args, data_dir, check=True, cwd=REPO):
     env = dict(os.environ, FLAXLM_DATA_DIR=data_dir)
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user's machine
     proc = subprocess.run(
         [sys.executable, "-m", "flaxlm", *args],
-        cwd=REPO,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -86,17 +86,19 @@ def test_bert_tiny_trains_logs_checkpoints_and_resumes(tmp_path, data_dir):
 
 def test_gpt_tiny_lowers_causal_lm_loss(tmp_path, data_dir):
     workdir = str(tmp_path / "gpt")
-    flaxlm(
+    flaxlm(  # a relative --workdir, as the experiment sweeps pass (orbax itself wants absolute paths)
         "train",
-        "--config=configs/gpt_tiny.py",
-        f"--workdir={workdir}",
+        f"--config={REPO}/configs/gpt_tiny.py",
+        "--workdir=gpt",
         *SMALL[:4],
         "--config.train.batch_size=16",
         "--config.train.num_steps=80",
         "--config.train.log_every=10",
         "--config.train.eval_every=80",
         data_dir=data_dir,
+        cwd=tmp_path,
     )
+    assert os.listdir(os.path.join(workdir, "checkpoints")) == ["80"]
     train, evals = read_metrics(workdir)
     assert evals[80]["eval_lm_loss"] < evals[0]["eval_lm_loss"] - 1.0
     assert evals[80]["eval_perplexity"] < evals[0]["eval_perplexity"] / 3
