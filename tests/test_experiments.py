@@ -290,3 +290,11 @@ def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, dat
 
     text = pathlib.Path(nsp_report.write_report(str(out), str(out))).read_text()
     assert "### sentiment/accuracy" in text and "| SEGMENT-PAIR + SOP | 1 × 3 |" in text
+    assert "At chance" not in text
+    # Scores no better than the majority label: the report says the table carries no information.
+    for run in (nsp_run, sop_run):
+        seeds = [{"seed": s, "test": {"accuracy": 0.522}} for s in range(3)]
+        results = pathlib.Path(downstream.finetune_dir(str(run), "sentiment")) / downstream.RESULTS_FILE
+        results.write_text(json.dumps({"seeds": seeds}))
+    text = pathlib.Path(nsp_report.write_report(str(out), str(out))).read_text()
+    assert "**At chance.** No variant's mean sentiment/accuracy is above 0.552" in text

@@ -568,6 +568,17 @@ def downstream_lines(ctx: Context, pairs) -> tuple[list[str], dict]:
     for key, vals in dvals.items():
         table, comps[f"downstream:{key}"] = comparison_table(pairs, vals, ctx.labels)
         out += [f"### {key}", "", summary_table(vals, ctx.labels), "", table, ""]
+        chance = downstream.CHANCE.get(key)
+        pooled = [[x for seed in g for x in seed] for g in vals.values()]
+        means = [sum(xs) / len(xs) for xs in pooled if xs]
+        if chance is not None and means and max(means) <= chance:
+            out += [
+                f"**At chance.** No variant's mean {key} is above {chance:g}, the level of a model that "
+                "learned nothing usable (experiments/common/downstream.py, `CHANCE`). At this fine-tuning "
+                "budget the pretrained models are too weak for the task, so this table says nothing about "
+                "the variants; the differences above are noise.",
+                "",
+            ]
     return out, comps
 
 
