@@ -564,6 +564,15 @@ def downstream_lines(ctx: Context, pairs) -> tuple[list[str], dict]:
         "Welch's test use each pretraining seed's mean.",
         "",
     ]
+    unscored = [v for v, runs in ctx.grouped.items() if runs and not any(r.downstream for r in runs)]
+    if unscored:
+        records = [r.record for v in unscored for r in ctx.grouped[v]]
+        why = sorted({str(rec.get("downstream", "no results")) for rec in records})
+        out += [
+            f"Not fine-tuned: {', '.join(ctx.labels.get(v, v) for v in unscored)} (the sweep recorded: "
+            f"{'; '.join(why)}). The tables below compare the other variants only.",
+            "",
+        ]
     comps = {}
     for key, vals in dvals.items():
         table, comps[f"downstream:{key}"] = comparison_table(pairs, vals, ctx.labels)
