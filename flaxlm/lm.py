@@ -55,10 +55,7 @@ class Checkpoint:
     params: Any  # the whole model's params, nested dicts of arrays
     tokenizer: tokenizer_lib.Tokenizer
     source: str  # for messages: "flaxlm workdir /x (step 600)", "HF model /y"
-
-    @property
-    def is_hf(self) -> bool:
-        return self.source.startswith("HF")
+    is_hf: bool  # read from a Hugging Face model dir (its tokenizer files, its padded vocabulary)
 
 
 def read(
@@ -81,7 +78,7 @@ def read(
             "(the sentencepiece .model or vocab.txt the model was trained with)"
         )
 
-    tok = None
+    tok, is_hf = None, False
     if os.path.isdir(os.path.join(path, "checkpoints")):
         from flaxlm import checkpoint as ckpt
 
@@ -110,7 +107,7 @@ def read(
                 "(params.msgpack) nor a Hugging Face BERT/GPT-2 model dir (config.json + weights)"
             )
         model_cfg, params, tok = hf.load_hf(path)
-        model_cfg = dict(model_cfg)
+        model_cfg, is_hf = dict(model_cfg), True
         source = f"HF model {path}"
         find_tokenizer = lambda: missing_tokenizer(f"{source} has no tokenizer files flaxlm reads")
 
@@ -118,7 +115,7 @@ def read(
         tok = tokenizer_lib.load_tokenizer(tokenizer)
     elif tok is None:
         tok = find_tokenizer()
-    return Checkpoint(model_cfg=model_cfg, params=params, tokenizer=tok, source=source)
+    return Checkpoint(model_cfg=model_cfg, params=params, tokenizer=tok, source=source, is_hf=is_hf)
 
 
 def load(path: str, tokenizer: str = "") -> LM:
