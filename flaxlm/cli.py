@@ -185,7 +185,6 @@ def _main(command: str):
 def _load_lm():
     from flaxlm import lm as lm_lib
 
-    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's notes on opening a checkpoint read-only
     lm = lm_lib.load(_MODEL.value, _TOKENIZER.value or "")
     sys.stderr.write(f"flaxlm: {lm.source}, arch {lm.arch}, tokenizer {lm.tokenizer}\n")
     return lm
