@@ -6,7 +6,7 @@ MLP 512), sequence 128, batch 32, 240 steps, on the embedded Shakespeare
 corpus (flaxlm's default), with 5% of its scenes held out so evaluations
 score ~540 sequences. Each pretrained run is then fine-tuned on 1000
 training examples of each downstream task, 2 epochs, 3 seeds. A larger
-model (the issue's example: 4 layers, hidden 256) costs ~6x more per step
+model (4 layers, hidden 256, the more usual small BERT) costs ~6x more per step
 (experiments/README.md); pass it with --set model.num_layers=4 ....
 
 Full scale: BERT-base (configs/bert_base.py) with the paper's 128 → 512
