@@ -1,6 +1,7 @@
 """experiments/: statistics against scipy, FLOPs against XLA's count, every planned config valid, and the
 quick NSP-ablation sweep end to end (cross-evaluation, report, skip finished runs, resume interrupted)."""
 
+import dataclasses
 import json
 import math
 import os
@@ -290,7 +291,14 @@ def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, dat
 
     text = pathlib.Path(nsp_report.write_report(str(out), str(out))).read_text()
     assert "### sentiment/accuracy" in text and "| SEGMENT-PAIR + SOP | 1 × 3 |" in text
-    assert "At chance" not in text
+    assert "At chance" not in text and "Not fine-tuned at this scale" not in text
+    # A recipe that fine-tunes on sentiment only (as the CPU recipe does): the report names the task left out.
+    for run in (nsp_run, sop_run):
+        record = json.loads((run / "run.json").read_text())
+        record.update(downstream="run", downstream_tasks=["sentiment"])
+        (run / "run.json").write_text(json.dumps(record))
+    text = pathlib.Path(nsp_report.write_report(str(out), str(out))).read_text()
+    assert "Not fine-tuned at this scale: ner (the recipe's `tasks`" in text
     # Scores no better than the majority label: the report says the table carries no information.
     for run in (nsp_run, sop_run):
         seeds = [{"seed": s, "test": {"accuracy": 0.522}} for s in range(3)]
@@ -298,3 +306,14 @@ def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, dat
         results.write_text(json.dumps({"seeds": seeds}))
     text = pathlib.Path(nsp_report.write_report(str(out), str(out))).read_text()
     assert "**At chance.** No variant's mean sentiment/accuracy is above 0.552" in text
+
+
+def test_recipe_with_unknown_downstream_task_is_refused(capsys):
+    from experiments.common import main as main_lib
+
+    exp = dataclasses.replace(
+        nsp_sweep.EXPERIMENT, recipes={"cpu": dataclasses.replace(recipes.CPU, tasks=("squad",))}
+    )
+    assert main_lib.main(exp, ["--scale=cpu", "--dry_run"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown downstream task(s) squad; use some of sentiment, ner" in err, err

@@ -145,6 +145,14 @@ def _main(exp: Experiment, args) -> int:
     recipe = exp.recipes[args.scale]
     if args.quick:
         recipe = exp.quick(recipe)
+    from experiments.common import downstream
+
+    unknown = [t for t in recipe.tasks if t not in downstream.TASKS]
+    if unknown:
+        raise runner.SweepError(
+            f"the {recipe.scale} recipe names unknown downstream task(s) {', '.join(unknown)}; "
+            f"use some of {', '.join(downstream.TASKS)}"
+        )
     seeds = (
         [int(s) for s in args.seeds.split(",")]
         if args.seeds
@@ -170,7 +178,6 @@ def _main(exp: Experiment, args) -> int:
             "pass --set data.corpus='/data/corpus/*.txt' (or --quick for a smoke run)"
         )
 
-    from experiments.common import downstream
     from experiments.common import evaluation
 
     why_no_downstream = "--no_downstream" if args.no_downstream else downstream.unavailable()
@@ -191,12 +198,13 @@ def _main(exp: Experiment, args) -> int:
             continue
         evaluation.analyze_run(run, recipe, exp.evals)
         if not why_no_downstream:
-            for task in downstream.TASKS:
+            for task in recipe.tasks:
                 result = downstream.finetune_run(run.workdir, task, extra=recipe.finetune)
                 _say(f"{name}: fine-tuning {task}: {result['status']}")
         status_path = os.path.join(run.workdir, "run.json")
         record = runner.read_json(status_path, {})
         record["downstream"] = why_no_downstream or "run"
+        record["downstream_tasks"] = [] if why_no_downstream else list(recipe.tasks)
         runner.write_json(status_path, record)
     if not args.no_report:
         path = exp.write_report(runs_dir, report_dir)

@@ -573,6 +573,14 @@ def downstream_lines(ctx: Context, pairs) -> tuple[list[str], dict]:
             f"{'; '.join(why)}). The tables below compare the other variants only.",
             "",
         ]
+    recorded = [r.record.get("downstream_tasks", []) for r in ctx.runs if r.record.get("downstream") == "run"]
+    skipped = [t for t in downstream.TASKS if recorded and not any(t in tasks for tasks in recorded)]
+    if skipped:
+        out += [
+            f"Not fine-tuned at this scale: {', '.join(skipped)} (the recipe's `tasks`, "
+            "experiments/common/recipes.py, which says why).",
+            "",
+        ]
     comps = {}
     for key, vals in dvals.items():
         table, comps[f"downstream:{key}"] = comparison_table(pairs, vals, ctx.labels)

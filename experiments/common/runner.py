@@ -79,6 +79,7 @@ class Recipe:
     phases: tuple[dict[str, Any], ...] = ({},)
     note: str = ""  # one line for the report: what this scale is for
     finetune: tuple[str, ...] = ()  # extra `flaxlm finetune` flags for the downstream stage at this scale
+    tasks: tuple[str, ...] = ("sentiment", "ner")  # the downstream tasks fine-tuned at this scale
 
     def with_overrides(
         self, scale: str, overrides: dict[str, Any], phases=None, note: str = "", finetune=None
