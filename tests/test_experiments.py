@@ -111,7 +111,14 @@ def test_verdicts_follow_published_direction():
     loss_claim = report.Claim("src", "a lower loss", "a", "b", ">", "m", higher_is_better=False)
     assert report.verdict(loss_claim, sig_pos) == "disagrees: significantly opposite"
     same = report.Claim("src", "≈", "a", "b", "≈", "m")
-    assert report.verdict(same, not_sig_neg).startswith("agrees")
+    assert report.verdict(same, not_sig_neg) == "consistent: no significant difference"
+    at_least = report.Claim("src", "a ≥ b", "a", "b", ">=", "m")
+    assert report.verdict(at_least, not_sig_neg) == "consistent: not significantly worse"
+    assert report.verdict(at_least, sig_pos) == "agrees: significantly better"
+    # A pair listed twice (baseline comparison and static-vs-dynamic) is one row and one Holm test.
+    values = {"a": [[0.1], [0.2], [0.3]], "b": [[0.2], [0.3], [0.5]], "c": [[0.1], [0.1], [0.2]]}
+    table, comps = report.comparison_table([("a", "b"), ("c", "b"), ("a", "b")], values, {})
+    assert len(comps) == 2 and table.count("| a − b |") == 1
     assert report.verdict(claim, None) == "not measured"
 
 

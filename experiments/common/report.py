@@ -169,7 +169,9 @@ def comparison_table(
     digits: int = 4,
 ) -> tuple[str, dict[tuple[str, str], stats.Comparison]]:
     """a − b for each pair with intervals, Welch's p and Holm-adjusted p over the table's pairs."""
-    pairs = [(a, b) for a, b in pairs if len(values.get(a, [])) and len(values.get(b, []))]
+    # Each pair once (a variant can be both "vs the baseline" and "static vs dynamic"): a repeated pair
+    # would be printed twice and counted twice in Holm's adjustment.
+    pairs = [(a, b) for a, b in dict.fromkeys(pairs) if len(values.get(a, [])) and len(values.get(b, []))]
     comps = stats.compare_all([(values[a], values[b]) for a, b in pairs])
     rows = []
     for (a, b), c in zip(pairs, comps):
@@ -228,13 +230,13 @@ def verdict(claim: Claim, comp: stats.Comparison | None) -> str:
     if claim.expect == "≈":
         if sig is None:
             return "untested (needs ≥ 2 seeds per variant)"
-        return "disagrees: significant difference" if sig else "agrees: no significant difference"
+        return "disagrees: significant difference" if sig else "consistent: no significant difference"
     if sig is None:
         return f"untested (needs ≥ 2 seeds per variant); {direction}"
     if claim.expect == ">=":
         if sig and better < 0:
             return "disagrees: significantly worse"
-        return "agrees" + (": significantly better" if sig else ": not significantly worse")
+        return "agrees: significantly better" if sig else "consistent: not significantly worse"
     if sig:
         return "agrees (significant)" if better > 0 else "disagrees: significantly opposite"
     return f"inconclusive: {direction}, not significant"
@@ -662,7 +664,10 @@ def claim_rows(claims: Sequence[Claim], comps: dict, labels: dict[str, str]) -> 
 CLAIMS_NOTE = (
     "The published claims are about fine-tuned accuracy (MNLI, QNLI, MRPC, SQuAD). Rows marked *(proxy)* "
     "use held-out MLM accuracy on the common split instead, which is not what the papers measured: a "
-    "proxy can agree or disagree for reasons that have nothing to do with fine-tuning."
+    "proxy can agree or disagree for reasons that have nothing to do with fine-tuning. *Consistent* means "
+    "our data cannot reject a claim of no difference (or of no loss): it supports the claim only as far "
+    "as the interval in *ours* is narrow, and with few seeds it is usually wide enough to hide the "
+    "published effect."
 )
 
 BERT_BASE_TOKENS = 0.9e6 * 256 * 128 + 0.1e6 * 256 * 512  # 1M steps of 256: 90% at 128, 10% at 512 positions
