@@ -306,6 +306,28 @@ def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, dat
         (run / "run.json").write_text(json.dumps(record))
     text = pathlib.Path(nsp_report.write_report(str(out), str(out))).read_text()
     assert "Not fine-tuned at this scale: ner (the recipe's `tasks`" in text
+
+    # The random-init control, trained as the sweep trains it: 1 step at learning rate 0 leaves the
+    # initialisation, so its evaluation after the step equals the one before, bitwise.
+    recipe = nsp_sweep.EXPERIMENT.quick(recipes.CPU)
+    control = runner.control_run(recipe, nsp_sweep.EXPERIMENT.variants[0], 0, str(out))
+    env = dict(os.environ, FLAXLM_DATA_DIR=data_dir)
+    env.pop("XLA_FLAGS", None)
+    assert runner.train_run(control, recipe, env=env) == "done"
+    rows = [
+        json.loads(line)
+        for line in (pathlib.Path(control.workdir) / "metrics.jsonl").read_text().splitlines()
+    ]
+    evals = [r for r in rows if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [0, 1] and evals[0]["eval_loss"] == evals[1]["eval_loss"]
+    d = pathlib.Path(downstream.finetune_dir(control.workdir, "sentiment"))
+    d.mkdir(parents=True)
+    seeds = [{"seed": s, "test": {"accuracy": a}} for s, a in enumerate([0.75, 0.76, 0.74])]
+    (d / downstream.RESULTS_FILE).write_text(json.dumps({"seeds": seeds}))
+    text = pathlib.Path(nsp_report.write_report(str(out), str(out))).read_text()
+    assert "| random init (not pretrained) | 1 × 3 | 0.7500 ± 0.0100 |" in text, text
+    assert "**No variant beats the random init (not pretrained) control** (0.7500)" in text
+    assert "2 of 2 runs finished" in text  # the control is not a variant of the comparison
     # Scores no better than the majority label: the report says the table carries no information.
     for run in (nsp_run, sop_run):
         seeds = [{"seed": s, "test": {"accuracy": 0.522}} for s in range(3)]

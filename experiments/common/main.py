@@ -206,6 +206,18 @@ def _main(exp: Experiment, args) -> int:
         record["downstream"] = why_no_downstream or "run"
         record["downstream_tasks"] = [] if why_no_downstream else list(recipe.tasks)
         runner.write_json(status_path, record)
+    if not why_no_downstream and not launcher and not failed:
+        for seed in seeds:
+            run = runner.control_run(recipe, variants[0], seed, runs_dir, extra)
+            name = f"[control] {run.variant.name} seed{seed}"
+            status = runner.train_run(run, recipe)
+            _say(f"{name}: {status}")
+            if status == "failed":
+                failed.append(run)
+                continue
+            for task in recipe.tasks:
+                result = downstream.finetune_run(run.workdir, task, extra=recipe.finetune)
+                _say(f"{name}: fine-tuning {task}: {result['status']}")
     if not args.no_report:
         path = exp.write_report(runs_dir, report_dir)
         _say(f"report: {runner.repo_relative(path)}")

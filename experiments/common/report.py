@@ -418,6 +418,7 @@ class Context:
     report_cmd: str
     scale: str
     seeds: list[int]
+    control: list[RunData] = dataclasses.field(default_factory=list)  # runner.CONTROL's runs
 
     @property
     def quick(self) -> bool:
@@ -426,6 +427,8 @@ class Context:
 
 def context(name: str, runs_dir: str, report_dir: str, variants) -> Context:
     runs = load_runs(runs_dir)
+    control = [r for r in runs if r.variant == runner.CONTROL.name]
+    runs = [r for r in runs if r.variant != runner.CONTROL.name]
     scale = next((r.record.get("scale") for r in runs if r.record.get("scale")), "unknown")
     seeds = sorted({r.seed for r in runs})
     fig_dir = os.path.join(report_dir, "figures")
@@ -450,6 +453,7 @@ def context(name: str, runs_dir: str, report_dir: str, variants) -> Context:
         report_cmd=report_cmd,
         scale=scale,
         seeds=seeds,
+        control=control,
     )
 
 
@@ -583,10 +587,37 @@ def downstream_lines(ctx: Context, pairs) -> tuple[list[str], dict]:
             "experiments/common/recipes.py, which says why).",
             "",
         ]
+    control = [r for r in ctx.control if r.finished and r.downstream]
+    cvals = downstream_values({runner.CONTROL.name: control})
+    if control:
+        out += [
+            f"The last row of each table, *{runner.CONTROL.label}*, is the control: "
+            f"{runner.CONTROL.description}. A variant whose pretraining helped the task scores above it.",
+            "",
+        ]
     comps = {}
     for key, vals in dvals.items():
         table, comps[f"downstream:{key}"] = comparison_table(pairs, vals, ctx.labels)
-        out += [f"### {key}", "", summary_table(vals, ctx.labels), "", table, ""]
+        labels = {**ctx.labels, runner.CONTROL.name: runner.CONTROL.label}
+        out += [f"### {key}", "", summary_table({**vals, **cvals.get(key, {})}, labels), "", table, ""]
+        if key in cvals:
+            ref = [x for seed in cvals[key][runner.CONTROL.name] for x in seed]
+            ref_mean = sum(ref) / len(ref)
+            above = [
+                ctx.labels.get(v, v)
+                for v, g in vals.items()
+                if sum(x for seed in g for x in seed) / sum(len(seed) for seed in g) > ref_mean
+            ]
+            control = f"the {runner.CONTROL.label} control** ({ref_mean:.4f})"
+            if above:
+                out += [f"**Above {control}, by mean: {', '.join(above)}.", ""]
+            else:
+                out += [
+                    f"**No variant beats {control}: at this scale pretraining did not help this task, "
+                    "so the differences between variants say which pretraining hurt least, not which "
+                    "helped most.",
+                    "",
+                ]
         chance = downstream.CHANCE.get(key)
         pooled = [[x for seed in g for x in seed] for g in vals.values()]
         means = [sum(xs) / len(xs) for xs in pooled if xs]
@@ -712,7 +743,7 @@ def commands_lines(ctx: Context) -> list[str]:
         "",
         "<details><summary>Every flaxlm command, in the order run</summary>",
         "",
-        commands_section(ctx.runs),
+        commands_section(ctx.runs + ctx.control),
         "",
         "</details>",
         "",
@@ -720,7 +751,7 @@ def commands_lines(ctx: Context) -> list[str]:
 
 
 def write(ctx: Context, report_dir: str, lines: Sequence[str]) -> str:
-    failed = failed_section(ctx.runs)
+    failed = failed_section(ctx.runs + ctx.control)
     path = os.path.join(report_dir, "REPORT.md")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join([*lines, *([failed, ""] if failed else [])]).rstrip() + "\n")

@@ -121,6 +121,30 @@ class Run:
         return int(self.phases[-1]["train.num_steps"])
 
 
+# The downstream stage's reference point: the baseline variant's model at its initialisation, fine-tuned
+# like every pretrained run. "Pretraining helped" means beating this, not only beating another variant.
+CONTROL = Variant(
+    "random_init",
+    "random init (not pretrained)",
+    {"train.num_steps": 1, "train.warmup_steps": 1, "train.learning_rate": 0.0},
+    "the baseline's model, 1 step at learning rate 0 (its initialisation), fine-tuned as the others",
+)
+
+
+def control_run(
+    recipe: Recipe, baseline: Variant, seed: int, runs_dir: str, extra: dict[str, Any] | None = None
+) -> Run:
+    """The CONTROL run for `seed`: the baseline's first-phase settings, trained 1 step at learning rate 0.
+
+    Adam's update is the learning rate times a bounded step, so the checkpoint holds the initialisation
+    that `train.seed=seed` draws (tests/test_experiments.py checks it).
+    """
+    o = {**recipe.overrides, **baseline.overrides, **recipe.phases[0], **(extra or {})}
+    o.update({"train.seed": seed, "data.seed": seed, "train.stop_at_step": 0, **CONTROL.overrides})
+    o.update({"train.log_every": 1, "train.eval_every": 1, "train.checkpoint_every": 1})
+    return Run(CONTROL, seed, os.path.join(os.path.abspath(runs_dir), CONTROL.name, f"seed{seed}"), (o,))
+
+
 # Configs and commands ---------------------------------------------------------------------------------
 
 
