@@ -314,6 +314,8 @@ def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, dat
     env = dict(os.environ, FLAXLM_DATA_DIR=data_dir)
     env.pop("XLA_FLAGS", None)
     assert runner.train_run(control, recipe, env=env) == "done"
+    record = json.loads((pathlib.Path(control.workdir) / "run.json").read_text())
+    (pathlib.Path(control.workdir) / "run.json").write_text(json.dumps({**record, "baseline": "segpair_nsp"}))
     rows = [
         json.loads(line)
         for line in (pathlib.Path(control.workdir) / "metrics.jsonl").read_text().splitlines()
@@ -326,8 +328,10 @@ def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, dat
     (d / downstream.RESULTS_FILE).write_text(json.dumps({"seeds": seeds}))
     text = pathlib.Path(nsp_report.write_report(str(out), str(out))).read_text()
     assert "| random init (not pretrained) | 1 × 3 | 0.7500 ± 0.0100 |" in text, text
-    assert "**No variant beats the random init (not pretrained) control** (0.7500)" in text
+    assert "| SEGMENT-PAIR + SOP − random init (not pretrained) | -0.0433 |" in text, text
+    assert "**No variant is significantly better than the random init (not pretrained) control**:" in text
     assert "2 of 2 runs finished" in text  # the control is not a variant of the comparison
+    assert "is the control: the model of SEGMENT-PAIR + NSP, 1 step at learning rate 0" in text
     # Scores no better than the majority label: the report says the table carries no information.
     for run in (nsp_run, sop_run):
         seeds = [{"seed": s, "test": {"accuracy": 0.522}} for s in range(3)]

@@ -215,6 +215,10 @@ def _main(exp: Experiment, args) -> int:
             if status == "failed":
                 failed.append(run)
                 continue
+            status_path = os.path.join(run.workdir, "run.json")
+            runner.write_json(
+                status_path, {**runner.read_json(status_path, {}), "baseline": variants[0].name}
+            )
             for task in recipe.tasks:
                 result = downstream.finetune_run(run.workdir, task, extra=recipe.finetune)
                 _say(f"{name}: fine-tuning {task}: {result['status']}")

@@ -591,7 +591,8 @@ def downstream_lines(ctx: Context, pairs) -> tuple[list[str], dict]:
     cvals = downstream_values({runner.CONTROL.name: control})
     if control:
         out += [
-            f"The last row of each table, *{runner.CONTROL.label}*, is the control: "
+            f"The last row of each table, *{runner.CONTROL.label}*, is the control: the model of "
+            f"{ctx.labels.get(control[0].record.get('baseline', ''), 'the first variant')}, "
             f"{runner.CONTROL.description}. A variant whose pretraining helped the task scores above it.",
             "",
         ]
@@ -601,21 +602,20 @@ def downstream_lines(ctx: Context, pairs) -> tuple[list[str], dict]:
         labels = {**ctx.labels, runner.CONTROL.name: runner.CONTROL.label}
         out += [f"### {key}", "", summary_table({**vals, **cvals.get(key, {})}, labels), "", table, ""]
         if key in cvals:
-            ref = [x for seed in cvals[key][runner.CONTROL.name] for x in seed]
-            ref_mean = sum(ref) / len(ref)
-            above = [
-                ctx.labels.get(v, v)
-                for v, g in vals.items()
-                if sum(x for seed in g for x in seed) / sum(len(seed) for seed in g) > ref_mean
-            ]
-            control = f"the {runner.CONTROL.label} control** ({ref_mean:.4f})"
-            if above:
-                out += [f"**Above {control}, by mean: {', '.join(above)}.", ""]
+            ctable, ccomps = comparison_table(
+                [(v, runner.CONTROL.name) for v in vals], {**vals, **cvals[key]}, labels
+            )
+            better = [ctx.labels.get(v, v) for (v, _), c in ccomps.items() if c.diff > 0]
+            sig = [ctx.labels.get(v, v) for (v, _), c in ccomps.items() if c.diff > 0 and c.significant]
+            out += ["Each variant against the control (Holm over this table):", "", ctable, ""]
+            if sig:
+                out += [f"**Significantly above the control:** {', '.join(sig)}.", ""]
             else:
+                above = f" (above it by mean, not significantly: {', '.join(better)})" if better else ""
                 out += [
-                    f"**No variant beats {control}: at this scale pretraining did not help this task, "
-                    "so the differences between variants say which pretraining hurt least, not which "
-                    "helped most.",
+                    f"**No variant is significantly better than the {runner.CONTROL.label} control**"
+                    f"{above}: at this scale pretraining did not measurably help this task, so the "
+                    "differences between variants say which pretraining hurt least, not which helped most.",
                     "",
                 ]
         chance = downstream.CHANCE.get(key)

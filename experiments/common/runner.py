@@ -127,7 +127,7 @@ CONTROL = Variant(
     "random_init",
     "random init (not pretrained)",
     {"train.num_steps": 1, "train.warmup_steps": 1, "train.learning_rate": 0.0},
-    "the baseline's model, 1 step at learning rate 0 (its initialisation), fine-tuned as the others",
+    "1 step at learning rate 0 (its initialisation), fine-tuned as the others",
 )
 
 
