@@ -130,6 +130,21 @@ def _say(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
 
+def _finetune(run: runner.Run, recipe: runner.Recipe, name: str) -> None:
+    """The downstream stage for one finished run: each of the recipe's tasks, unless already done."""
+    from experiments.common import downstream
+
+    for task in recipe.tasks:
+        result = downstream.finetune_run(run.workdir, task, extra=recipe.finetune)
+        _say(f"{name}: fine-tuning {task}: {result['status']}")
+
+
+def _add_to_record(run: runner.Run, **fields) -> None:
+    """Sets `fields` in the run's run.json (what the report reads about its downstream stage)."""
+    path = os.path.join(run.workdir, "run.json")
+    runner.write_json(path, {**runner.read_json(path, {}), **fields})
+
+
 def main(exp: Experiment, argv=None) -> int:
     args = parse_args(exp, argv)
     try:
@@ -198,14 +213,12 @@ def _main(exp: Experiment, args) -> int:
             continue
         evaluation.analyze_run(run, recipe, exp.evals)
         if not why_no_downstream:
-            for task in recipe.tasks:
-                result = downstream.finetune_run(run.workdir, task, extra=recipe.finetune)
-                _say(f"{name}: fine-tuning {task}: {result['status']}")
-        status_path = os.path.join(run.workdir, "run.json")
-        record = runner.read_json(status_path, {})
-        record["downstream"] = why_no_downstream or "run"
-        record["downstream_tasks"] = [] if why_no_downstream else list(recipe.tasks)
-        runner.write_json(status_path, record)
+            _finetune(run, recipe, name)
+        _add_to_record(
+            run,
+            downstream=why_no_downstream or "run",
+            downstream_tasks=[] if why_no_downstream else list(recipe.tasks),
+        )
     if not why_no_downstream and not launcher and not failed:
         for seed in seeds:
             run = runner.control_run(recipe, variants[0], seed, runs_dir, extra)
@@ -215,13 +228,8 @@ def _main(exp: Experiment, args) -> int:
             if status == "failed":
                 failed.append(run)
                 continue
-            status_path = os.path.join(run.workdir, "run.json")
-            runner.write_json(
-                status_path, {**runner.read_json(status_path, {}), "baseline": variants[0].name}
-            )
-            for task in recipe.tasks:
-                result = downstream.finetune_run(run.workdir, task, extra=recipe.finetune)
-                _say(f"{name}: fine-tuning {task}: {result['status']}")
+            _add_to_record(run, baseline=variants[0].name)
+            _finetune(run, recipe, name)
     if not args.no_report:
         path = exp.write_report(runs_dir, report_dir)
         _say(f"report: {runner.repo_relative(path)}")

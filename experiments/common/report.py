@@ -596,10 +596,10 @@ def downstream_lines(ctx: Context, pairs) -> tuple[list[str], dict]:
             f"{runner.CONTROL.description}. A variant whose pretraining helped the task scores above it.",
             "",
         ]
+    labels = {**ctx.labels, runner.CONTROL.name: runner.CONTROL.label}
     comps = {}
     for key, vals in dvals.items():
         table, comps[f"downstream:{key}"] = comparison_table(pairs, vals, ctx.labels)
-        labels = {**ctx.labels, runner.CONTROL.name: runner.CONTROL.label}
         out += [f"### {key}", "", summary_table({**vals, **cvals.get(key, {})}, labels), "", table, ""]
         if key in cvals:
             ctable, ccomps = comparison_table(
