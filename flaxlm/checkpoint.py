@@ -101,6 +101,35 @@ def saved_config(mngr: ocp.CheckpointManager, step: int) -> dict:
     return mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
 
 
+def _quiet_abandoned_reads() -> None:
+    """Keeps a failed restore's leftovers off stderr: the warning that follows says what happened.
+
+    When one array of a checkpoint cannot be read, orbax abandons the other reads
+    under way; their coroutines and TensorStore callbacks end later with the same
+    error, or with "Event loop is closed", reported through sys.unraisablehook (one
+    traceback each, dozens in all, some before the restore raises). This filter, set
+    before the first restore, logs those at debug level and passes every other
+    unraisable exception on unchanged.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_flaxlm_quiet", False):
+        return
+
+    def hook(unraisable):
+        e = unraisable.exc_value
+        closed_loop = isinstance(e, RuntimeError) and str(e) == "Event loop is closed"
+        tb, in_orbax = (e.__traceback__ if e is not None else None), False
+        while tb is not None and not in_orbax:
+            in_orbax, tb = "orbax" in tb.tb_frame.f_code.co_filename, tb.tb_next
+        if closed_loop or in_orbax:
+            log.debug("ignored after a failed restore: %r", e)
+        else:
+            previous(unraisable)
+
+    hook._flaxlm_quiet = True
+    sys.unraisablehook = hook
+
+
 def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: " + " ".join(str(e).split())[:300]
 
@@ -127,6 +156,7 @@ def restore_latest(mngr, workdir: str, abstract_state, data_iterator, check_conf
     """
     steps = sorted(mngr.all_steps(), reverse=True)
     failed: list[tuple[int, str]] = []
+    _quiet_abandoned_reads()
     for step in steps:
         try:
             config = saved_config(mngr, step)

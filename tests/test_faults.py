@@ -42,8 +42,9 @@ TINY = [
     f"--config.train.num_steps={STEPS}",
 ]
 
-# The CLI with one save made to hang, so kill -9 lands mid-save (shared with tools/fault_matrix.py).
-HANG_IN_SAVE = fault_matrix.HANG_IN_SAVE
+# The CLI with one save made to hang, so kill -9 lands mid-save, or paused after it logged a step, so a
+# signal or kill -9 lands at that step whatever the machine's speed (shared with tools/fault_matrix.py).
+HANG_IN_SAVE, PAUSE_AT_STEP = fault_matrix.HANG_IN_SAVE, fault_matrix.PAUSE_AT_STEP
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -68,10 +69,10 @@ def env_for(data_dir):
     return env
 
 
-def start(args, data_dir, hang_at=None, marker=None):
+def start(args, data_dir, hook=None, step=None, marker=None):
     cmd = [sys.executable, "-m", "flaxlm", *args]
-    if hang_at is not None:
-        cmd = [sys.executable, "-c", HANG_IN_SAVE, str(hang_at), str(marker), *args]
+    if hook is not None:
+        cmd = [sys.executable, "-c", hook, str(step), str(marker), *args]
     return subprocess.Popen(
         cmd, cwd=REPO, env=env_for(data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -123,15 +124,16 @@ def reference(tmp_path_factory, data_dir):
 
 
 def test_sigterm_saves_the_step_and_resume_is_exact(reference, tmp_path, data_dir):
-    workdir = str(tmp_path / "run")
-    proc = start([*TINY, f"--workdir={workdir}"], data_dir)
-    wait_for(lambda: any(r["step"] >= 8 for r in train_rows(workdir)), proc)
+    workdir, paused = str(tmp_path / "run"), tmp_path / "paused"
+    proc = start([*TINY, f"--workdir={workdir}"], data_dir, hook=PAUSE_AT_STEP, step=8, marker=paused)
+    wait_for(paused.exists, proc)  # step 8 is logged, step 9 runs: the signal lands there
     proc.send_signal(signal.SIGTERM)
+    paused.unlink()
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     line = [l for l in out.splitlines() if "stopped by SIGTERM" in l][0]
     k = int(line.split(" at step ")[1].split(";")[0])
-    assert 8 <= k < STEPS and f"checkpoint saved to {workdir}/checkpoints/{k}" in line
+    assert k == 9 and f"checkpoint saved to {workdir}/checkpoints/{k}" in line
     assert str(k) in os.listdir(os.path.join(workdir, "checkpoints"))  # durable before the exit
 
     proc = flaxlm(*TINY, f"--workdir={workdir}", data_dir=data_dir)
@@ -145,7 +147,7 @@ def test_kill_9_during_save_and_during_training_loses_nothing(reference, tmp_pat
     ckdir = os.path.join(workdir, "checkpoints")
 
     # 1. kill -9 in the middle of the async save of step 12: the step's tmp folder is left behind.
-    proc = start([*TINY, f"--workdir={workdir}"], data_dir, hang_at=2 * EVERY, marker=marker)
+    proc = start([*TINY, f"--workdir={workdir}"], data_dir, hook=HANG_IN_SAVE, step=2 * EVERY, marker=marker)
     wait_for(marker.exists, proc)
     proc.kill()
     proc.wait()
@@ -153,10 +155,10 @@ def test_kill_9_during_save_and_during_training_loses_nothing(reference, tmp_pat
     assert ckpt.manager(workdir, keep=3).latest_step() == EVERY  # the partial one is never listed
 
     # 2. Restart: resumes from the last complete checkpoint (and deletes the tmp folder); kill -9 again
-    # between checkpoints.
-    before = len(train_rows(workdir))
-    proc = start([*TINY, f"--workdir={workdir}"], data_dir)
-    wait_for(lambda: any(r["step"] >= EVERY + 3 for r in train_rows(workdir)[before:]), proc)
+    # between checkpoints, paused after step EVERY + 3: the save of step 2 * EVERY has not begun.
+    paused = tmp_path / "paused"
+    proc = start([*TINY, f"--workdir={workdir}"], data_dir, hook=PAUSE_AT_STEP, step=EVERY + 3, marker=paused)
+    wait_for(paused.exists, proc)
     proc.kill()
     out, _ = proc.communicate()
     assert f"resuming from step {EVERY}" in out

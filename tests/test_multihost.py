@@ -18,6 +18,9 @@ import pytest
 from conftest import REPO
 from test_cli import SMALL
 
+sys.path.insert(0, str(REPO / "tools"))
+from fault_matrix import PAUSE_AT_STEP  # noqa: E402
+
 STEPS = 60
 TINY = [
     "train",
@@ -52,10 +55,15 @@ def env(tmp_path_factory, data_dir):
     return env
 
 
-def start(args, env, devices):
+def start(args, env, devices, pause=None):
+    """`flaxlm ARGS` with `devices` CPU devices; pause=(step, marker): it waits after logging that step
+    until the marker file is deleted (tools/fault_matrix.py)."""
     env = dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    cmd = [sys.executable, "-m", "flaxlm", *args]
+    if pause is not None:
+        cmd = [sys.executable, "-c", PAUSE_AT_STEP, str(pause[0]), str(pause[1]), *args]
     return subprocess.Popen(
-        [sys.executable, "-m", "flaxlm", *args],
+        cmd,
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -90,7 +98,7 @@ def test_two_processes_match_one_stop_together_and_resume_in_one(tmp_path, env):
     ref = losses(ref_dir)
     assert sorted(ref) == list(range(1, STEPS + 1))
 
-    port = free_port()
+    port, paused = free_port(), tmp_path / "paused"
     procs = [
         start(
             [
@@ -102,16 +110,19 @@ def test_two_processes_match_one_stop_together_and_resume_in_one(tmp_path, env):
             ],
             env,
             devices=2,
+            pause=(3, paused) if i == 0 else None,
         )
         for i in range(2)
     ]
-    # A preemption notice reaches one host only: process 1 gets SIGTERM once training is under way.
+    # A preemption notice reaches one host only: process 1 gets SIGTERM while process 0 waits after
+    # logging step 3 (process 1 waits for it in the next collective), so neither can be done by then.
     deadline = time.time() + 600
-    while not any(s >= 3 for s in losses(two_dir)):
+    while not paused.exists():
         assert all(p.poll() is None for p in procs), procs[0].stderr.read()[-3000:]
         assert time.time() < deadline
         time.sleep(0.05)
     procs[1].send_signal(signal.SIGTERM)
+    paused.unlink()
     (out0, err0), (out1, err1) = finish(procs[0]), finish(procs[1])
 
     two = losses(two_dir)

@@ -43,6 +43,31 @@ HANG_IN_SAVE = textwrap.dedent(
     """
 )
 
+# The CLI paused right after it logged the training metrics of one step (args: step, marker, CLI
+# args). It writes the marker, then waits until the marker is deleted (or is killed): the caller
+# signals or kills it at a known step, never at whatever step a poll happens to see. The row is
+# written one step late, so the step after it has been dispatched and nothing of a later
+# checkpoint has begun while it waits.
+PAUSE_AT_STEP = textwrap.dedent(
+    """
+    import os, sys, time
+    from flaxlm import metrics
+    step, marker = int(sys.argv[1]), sys.argv[2]
+    original = metrics.MetricWriter.write
+    def write(self, s, values, prefix=""):
+        original(self, s, values, prefix)
+        if self.enabled and s == step and not prefix:
+            with open(marker, "w") as f:
+                f.write(str(s))
+            deadline = time.time() + 600
+            while os.path.exists(marker) and time.time() < deadline:
+                time.sleep(0.01)
+    metrics.MetricWriter.write = write
+    from flaxlm import cli
+    cli.run(["flaxlm", *sys.argv[3:]])
+    """
+)
+
 
 def tiny_args(steps: int, every: int) -> list[str]:
     return [
@@ -79,11 +104,12 @@ class Harness:
     def workdir(self, name: str) -> str:
         return os.path.join(self.root, name)
 
-    def start(self, workdir, extra=(), hang_at=None, marker=None):
+    def start(self, workdir, extra=(), hook=None, step=None, marker=None):
+        """The CLI on `workdir`; with `hook` (HANG_IN_SAVE or PAUSE_AT_STEP), stopped at `step`."""
         args = [*self.args, f"--workdir={workdir}", *extra]
         cmd = [sys.executable, "-m", "flaxlm", *args]
-        if hang_at is not None:
-            cmd = [sys.executable, "-c", HANG_IN_SAVE, str(hang_at), str(marker), *args]
+        if hook is not None:
+            cmd = [sys.executable, "-c", hook, str(step), str(marker), *args]
         return subprocess.Popen(
             cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -99,11 +125,19 @@ class Harness:
             return []
         return [json.loads(l) for l in path.read_text().splitlines() if '"loss"' in l]
 
-    def wait_until_step(self, proc, workdir, step, skip_rows=0):
-        while not any(r["step"] >= step for r in self.rows(workdir)[skip_rows:]):
-            if proc.poll() is not None:
-                raise RuntimeError(f"run ended early ({proc.returncode}): {proc.stderr.read()[-2000:]}")
-            time.sleep(0.05)
+    def start_paused(self, workdir, step):
+        """The CLI on `workdir` once it has logged `step` and waits there, and the call that resumes it."""
+        marker = os.path.join(self.root, f"{os.path.basename(workdir)}.paused")
+        proc = self.start(workdir, hook=PAUSE_AT_STEP, step=step, marker=marker)
+        wait_for_file(marker, proc)
+        return proc, lambda: os.remove(marker)
+
+
+def wait_for_file(path, proc):
+    while not os.path.exists(path):
+        if proc.poll() is not None:
+            raise RuntimeError(f"run ended early ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+        time.sleep(0.05)
 
 
 def params_equal(a_workdir, b_workdir, step) -> bool:
@@ -144,9 +178,9 @@ def resumed_step(out: str):
 
 def signal_case(h, ref, name, sig, k):
     wd = h.workdir(name)
-    proc = h.start(wd)
-    h.wait_until_step(proc, wd, k)
+    proc, resume = h.start_paused(wd, k)
     proc.send_signal(sig)
+    resume()
     out, err = proc.communicate(timeout=600)
     stopped = proc.returncode == 0 and "stopped by" in out
     stop_step = int(out.split(" at step ")[1].split(";")[0]) if stopped else None
@@ -159,11 +193,8 @@ def signal_case(h, ref, name, sig, k):
 
 def kill_during_save(h, ref):
     wd, marker = h.workdir("kill9_save"), os.path.join(h.root, "saving")
-    proc = h.start(wd, hang_at=2 * h.every, marker=marker)
-    while not os.path.exists(marker):
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read()[-2000:])
-        time.sleep(0.05)
+    proc = h.start(wd, hook=HANG_IN_SAVE, step=2 * h.every, marker=marker)
+    wait_for_file(marker, proc)
     proc.kill()
     proc.wait()
     tmp = [n for n in os.listdir(os.path.join(wd, "checkpoints")) if "orbax-checkpoint-tmp" in n]
@@ -184,8 +215,7 @@ def complete_steps(workdir) -> list[int]:
 
 def kill_during_training(h, ref, k):
     wd = h.workdir("kill9_train")
-    proc = h.start(wd)
-    h.wait_until_step(proc, wd, k)
+    proc, _ = h.start_paused(wd, k)
     proc.kill()
     proc.wait()
     rows = h.rows(wd)
@@ -280,12 +310,12 @@ def main():
         print(f"  {fault}: recovered={yes(ok)} equal={same}", file=sys.stderr, flush=True)
 
     for i in range(a.sigterm_trials):
-        k = rnd.randint(2, a.steps // 2)  # steps take milliseconds: the signal lands a few steps later
-        add(f"SIGTERM at step ~{k}", signal_case, h, ref, f"sigterm{i}", signal.SIGTERM, k)
+        k = rnd.randint(2, a.steps // 2)  # the signal lands while step k + 1 runs: it saves k + 1
+        add(f"SIGTERM after step {k}", signal_case, h, ref, f"sigterm{i}", signal.SIGTERM, k)
     k = rnd.randint(2, a.steps // 2)
-    add(f"SIGINT at step ~{k}", signal_case, h, ref, "sigint", signal.SIGINT, k)
+    add(f"SIGINT after step {k}", signal_case, h, ref, "sigint", signal.SIGINT, k)
     k = rnd.randint(2 * a.every + 1, 3 * a.every - 1)  # after step 12's save began, so step 6's is complete
-    add(f"kill -9 at step ~{k}", kill_during_training, h, ref, k)
+    add(f"kill -9 after step {k}", kill_during_training, h, ref, k)
     add("kill -9 during async save", kill_during_save, h, ref)
     add("corrupted latest checkpoint", corrupted_latest, h, ref)
     try:
