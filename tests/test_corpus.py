@@ -1,4 +1,4 @@
-"""Tests for flaxlm.data.corpus on the embedded Shakespeare corpus and small files cut from it."""
+"""Tests for flaxlm.data.corpus on the embedded corpora and small files cut from them."""
 
 import gzip
 import json
@@ -13,13 +13,27 @@ from flaxlm.data.corpus import CorpusError, Document
 
 @pytest.fixture(scope="module")
 def docs():
-    return corpus.load_default_corpus()
+    return corpus.load_embedded("shakespeare")
 
 
-# ----------------------------------------------------------------------------- default corpus
+# ----------------------------------------------------------------------------- embedded corpora
 
 
-def test_default_corpus_counts_and_ids(docs):
+def test_default_is_the_four_embedded_corpora_in_order(docs):
+    default = corpus.load_default_corpus()
+    assert corpus.read_corpus("default") == default and default[: len(docs)] == docs
+    sizes = {name: len(corpus.load_embedded(name)) for name in corpus.EMBEDDED}
+    # tools/CORPORA.md: 269 Austen chapters, 1,402 Bible chapters, 495 Python documentation pages.
+    assert sizes == {"shakespeare": len(docs), "austen": 269, "bible": 1402, "pydocs": 495}
+    assert len({d.id for d in default}) == len(default) == sum(sizes.values())
+    words = {n: sum(len(p.split()) for d in corpus.load_embedded(n) for p in d.paragraphs) for n in sizes}
+    assert all(600_000 < w < 1_200_000 for w in words.values()), words  # four kinds, in like amounts
+    assert corpus.read_corpus("bible")[0].id == "web/Gen/1" and corpus.read_corpus(["austen", "pydocs"])
+    fps = {corpus.corpus_fingerprint(n) for n in [*sizes, "default"]}
+    assert len(fps) == 5  # each name prepares its own data
+
+
+def test_shakespeare_counts_and_ids(docs):
     paragraphs = [p for d in docs for p in d.paragraphs]
     words = sum(len(p.split()) for p in paragraphs)
     assert 700 <= len(docs) <= 900  # one document per scene of 38 plays
@@ -30,7 +44,7 @@ def test_default_corpus_counts_and_ids(docs):
     assert len({d.id.split("/")[0] for d in docs}) == 38
 
 
-def test_default_corpus_content(docs):
+def test_shakespeare_content(docs):
     by_id = {d.id: d for d in docs}
     othello = by_id["othello/act-1/scene-1"]
     assert othello.paragraphs[0].startswith("Tush! never tell me; I take it much unkindly That thou, Iago,")
@@ -40,8 +54,8 @@ def test_default_corpus_content(docs):
     assert not any(p.startswith("**") or "_Enter" in p or "\\" in p for d in docs for p in d.paragraphs)
 
 
-def test_read_corpus_default_equals_loader(docs):
-    assert corpus.read_corpus("default") == docs
+def test_read_corpus_by_name_equals_loader(docs):
+    assert corpus.read_corpus("shakespeare") == docs
     assert isinstance(docs[0], Document) and isinstance(docs[0].paragraphs, tuple)
 
 
@@ -95,7 +109,7 @@ def test_read_txt_glob(tmp_path, docs):
     assert [d.id for d in got] == ["a.txt", "sub/b.txt"]
     assert got[0].paragraphs == docs[0].paragraphs and got[1].paragraphs == docs[1].paragraphs
     # A plain path and a list of specs work too.
-    both = corpus.read_corpus([str(tmp_path / "a.txt"), "default"])
+    both = corpus.read_corpus([str(tmp_path / "a.txt"), "shakespeare"])
     assert both[0].paragraphs == docs[0].paragraphs and len(both) == 1 + len(docs) and both[0].id == "a.txt"
 
 

@@ -2,8 +2,13 @@
 
 A corpus is named by a *spec*:
 
-* ``"default"`` -- the embedded Shakespeare corpus (``corpora/shakespeare.jsonl.gz``,
-  one document per scene, one paragraph per speech; see tools/make_default_corpus.py).
+* ``"default"`` -- the four embedded corpora together, in this order: four kinds of
+  English text, as BERT's Wikipedia + BooksCorpus mixed kinds (flaxlm/data/corpora/LICENSES.md).
+* ``"shakespeare"`` -- the plays, one document per scene, one paragraph per speech
+  (tools/make_default_corpus.py); ``"austen"`` -- the six novels, one document per
+  chapter; ``"bible"`` -- derived from the World English Bible, one document per
+  chapter; ``"pydocs"`` -- the Python 3.11 documentation, one document per page
+  (the last three from tools/extract_corpus.py, see tools/CORPORA.md).
 * a path or glob (``"data/**/*.txt"``) or a list of them:
   ``*.txt`` -- one document per file, paragraphs separated by blank lines;
   ``*.jsonl`` / ``*.jsonl.gz`` -- one document per non-blank line, either
@@ -36,7 +41,14 @@ from flaxlm.errors import FlaxlmError
 log = logging.getLogger(__name__)
 
 DEFAULT_SPEC = "default"
-_DEFAULT_RESOURCE = "shakespeare.jsonl.gz"
+# The embedded corpora by name, in the order "default" concatenates them. Their document ids never
+# collide: austen/..., web/..., pydocs/..., and Shakespeare's play/act/scene.
+EMBEDDED = {
+    "shakespeare": "shakespeare.jsonl.gz",
+    "austen": "austen.jsonl.gz",
+    "bible": "bible.jsonl.gz",
+    "pydocs": "pydocs.jsonl.gz",
+}
 # Bump when parsing/cleaning rules change, so corpus_fingerprint invalidates caches.
 _READER_VERSION = "1"
 _SPLIT_SALT = "flaxlm-heldout-v1"
@@ -235,16 +247,27 @@ def _read_tfds(spec: str) -> list[Document]:
     return docs
 
 
-def _default_corpus_path():
-    return importlib.resources.files("flaxlm.data").joinpath("corpora", _DEFAULT_RESOURCE)
+def _embedded_names(item: str) -> list[str]:
+    """The embedded corpora a spec item names ([] for a path, glob or tfds spec)."""
+    if item == DEFAULT_SPEC:
+        return list(EMBEDDED)
+    return [item] if item in EMBEDDED else []
+
+
+def _embedded_path(name: str):
+    return importlib.resources.files("flaxlm.data").joinpath("corpora", EMBEDDED[name])
+
+
+def load_embedded(name: str) -> list[Document]:
+    """One embedded corpus (a key of EMBEDDED) as Documents, in its file's order."""
+    with _embedded_path(name).open("rb") as f:
+        payload = gzip.decompress(f.read()).decode("utf-8")
+    return [Document(r["id"], tuple(r["paragraphs"])) for r in map(json.loads, payload.splitlines())]
 
 
 def load_default_corpus() -> list[Document]:
-    """The embedded Shakespeare corpus: one Document per scene, one paragraph per speech."""
-    resource = _default_corpus_path()
-    with resource.open("rb") as f:
-        payload = gzip.decompress(f.read()).decode("utf-8")
-    return [Document(r["id"], tuple(r["paragraphs"])) for r in map(json.loads, payload.splitlines())]
+    """The default corpus: every embedded corpus, in EMBEDDED's order."""
+    return [d for name in EMBEDDED for d in load_embedded(name)]
 
 
 def _drop_empty(docs: list[Document], source: str) -> list[Document]:
@@ -263,8 +286,8 @@ def read_corpus(spec: str | Sequence[str]) -> list[Document]:
     """
     docs: list[Document] = []
     for item in _as_spec_list(spec):
-        if item == DEFAULT_SPEC:
-            docs.extend(load_default_corpus())
+        if _embedded_names(item):
+            docs.extend(d for name in _embedded_names(item) for d in load_embedded(name))
         elif item.startswith("tfds:"):
             docs.extend(_drop_empty(_read_tfds(item), item))
         else:
@@ -398,8 +421,9 @@ def corpus_fingerprint(spec: str | Sequence[str]) -> str:
     h = hashlib.sha256(f"reader-v{_READER_VERSION}".encode())
     for item in _as_spec_list(spec):
         h.update(b"\x00spec\x00" + item.encode("utf-8"))
-        if item == DEFAULT_SPEC:
-            h.update(_default_corpus_path().read_bytes())
+        if _embedded_names(item):
+            for name in _embedded_names(item):
+                h.update(_embedded_path(name).read_bytes())
         elif item.startswith("tfds:"):
             continue
         else:
