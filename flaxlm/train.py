@@ -18,6 +18,7 @@ from flax import jax_utils
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
+from flaxlm import baselines
 from flaxlm import checkpoint as ckpt
 from flaxlm import config as config_lib
 from flaxlm import errors
@@ -310,6 +311,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         max_batches=tc.eval_batches,
     )
 
+    # Trivial baselines on the same held-out targets as the model (the whole validation list, not
+    # this host's slice), logged with every evaluation.
+    baseline = baselines.evaluate(
+        baselines.train_statistics(data),
+        pipeline.eval_batches(
+            data, global_batch=tc.batch_size, seed=config.data.seed + 1, max_batches=tc.eval_batches
+        ),
+        config.objective,
+    )
+    if is_main:
+        tqdm.write(
+            "baselines on the held-out targets: "
+            + ", ".join(f"eval_{k}={v:.4f}" for k, v in sorted(baseline.items()))
+        )
+
     mngr = ckpt.manager(workdir, keep=tc.keep_checkpoints)
     state, latest = ckpt.restore_latest(
         mngr,
@@ -358,7 +374,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     def run_eval(step):
         nonlocal eval_metrics, tokens, t_last
         eval_metrics = evaluate(runner, state.params, eval_batches, config.pair_weight)
-        writer.write(step, eval_metrics, prefix="eval_")
+        writer.write(step, {**eval_metrics, **baseline}, prefix="eval_")
         if is_main:
             tqdm.write(
                 f"step {step}: " + ", ".join(f"eval_{k}={v:.4f}" for k, v in sorted(eval_metrics.items()))
@@ -468,4 +484,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             f"checkpoint in {workdir}/checkpoints/{last}",
             flush=True,
         )
+        if eval_metrics:
+            print(f"flaxlm: held-out {baselines.summary(eval_metrics, baseline)}", flush=True)
     return eval_metrics

@@ -74,6 +74,11 @@ def test_bert_tiny_trains_logs_checkpoints_and_resumes(tmp_path, data_dir):
     # Held-out MLM loss falls well below its starting point (ln 1000 = 6.9); NSP does not get worse.
     assert evals[120]["eval_mlm_loss"] < evals[0]["eval_mlm_loss"] - 1.0
     assert evals[120]["eval_nsp_loss"] <= evals[0]["eval_nsp_loss"] + 0.01
+    # Every evaluation carries the trivial baselines of the same held-out targets (flaxlm/baselines.py).
+    assert all(0.3 < r["eval_majority_nsp_accuracy"] < 0.7 for r in evals.values())
+    assert len({r["eval_unigram_mlm_loss"] for r in evals.values()}) == 1
+    assert evals[0]["eval_mlm_loss"] > evals[0]["eval_unigram_mlm_loss"]  # random init: worse than unigram
+    assert "flaxlm: held-out mlm_loss" in proc.stdout and "nats below" in proc.stdout
     assert {"80", "120"} <= set(os.listdir(os.path.join(workdir, "checkpoints")))
     assert any(f.startswith("events.") for f in os.listdir(os.path.join(workdir, "tensorboard")))
 
