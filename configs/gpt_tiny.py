@@ -27,7 +27,7 @@ def get_config():
         activation="gelu_tanh",
     )
     c.objective = "clm"
-    c.data.update(builder="causal", seq_len=128)
+    c.data.update(corpus="shakespeare", builder="causal", seq_len=128)
     c.train.update(
         batch_size=32,
         num_steps=600,

@@ -142,7 +142,7 @@ def test_ner_with_adapters_and_qa_full_learn_in_process(tmp_path, pretrained_wor
     assert set(results["summary"]["test"]) == {"precision", "recall", "f1"}
     assert results["params"]["trainable_fraction"] < 0.2
 
-    cloze = qa.build_cloze("default")
+    cloze = qa.build_cloze("shakespeare")
     for split, n in [("train", 64), ("dev", 16), ("test", 16)]:
         with open(tmp_path / f"{split}.json", "w") as f:
             json.dump(qa.to_squad(cloze[split][:n]), f)

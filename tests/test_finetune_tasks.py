@@ -258,7 +258,7 @@ def test_squad_metrics_by_hand():
 
 @pytest.fixture(scope="module")
 def cloze():
-    return qa.build_cloze("default")
+    return qa.build_cloze("shakespeare")
 
 
 def test_cloze_questions_from_shakespeare(cloze):

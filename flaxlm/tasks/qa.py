@@ -181,7 +181,7 @@ def cloze_question(passage: list[str], rng: random.Random):
 
 
 def build_cloze(
-    corpus_spec="default", *, min_words: int = 25, max_words: int = 60, seed: int = 0
+    corpus_spec="shakespeare", *, min_words: int = 25, max_words: int = 60, seed: int = 0
 ) -> dict[str, list[dict]]:
     """Cloze QA examples of a corpus, split by document: {"train": [...], "dev": [...], "test": [...]}.
 
@@ -265,7 +265,7 @@ class QaTask:
         if task_cfg.train_file:
             return cls(task_cfg, {s: read_squad(task_cfg[f"{s}_file"]) for s in common.SPLITS})
         if task_cfg.dataset == "shakespeare_cloze":
-            return cls(task_cfg, build_cloze(task_cfg.corpus or "default"))
+            return cls(task_cfg, build_cloze(task_cfg.corpus or "shakespeare"))
         raise DataError(
             f"config.task.dataset={task_cfg.dataset!r} is not a QA set; "
             "use 'shakespeare_cloze' or give --config.task.train_file/dev_file/test_file (SQuAD JSON)"
