@@ -350,3 +350,34 @@ def test_recipe_with_unknown_downstream_task_is_refused(capsys):
     assert main_lib.main(exp, ["--scale=cpu", "--dry_run"]) == 2
     err = capsys.readouterr().err
     assert "unknown downstream task(s) squad; use some of sentiment, ner" in err, err
+
+
+# CPU recipe tuning -------------------------------------------------------------------------------------
+
+
+def test_tuning_scores_every_setting_on_the_same_targets(tmp_path, data_dir, monkeypatch, capsys):
+    """Two settings, 4 steps each at the tests' data shape: one trains with 40% masks, yet both are
+    scored on the same 15%-masked held-out positions, next to the unigram model of those targets."""
+    from experiments.cpu_recipe import tune
+
+    monkeypatch.setenv("FLAXLM_DATA_DIR", data_dir)
+    small = [f"{k}={v}" for k, v in recipes.QUICK_OVERRIDES.items() if not k.startswith("train.")]
+    small += ["train.batch_size=16", "train.num_steps=4", "train.warmup_steps=1", "train.eval_every=4"]
+    small += ["train.checkpoint_every=4", "train.eval_batches=2"]
+    argv = [f"--out={tmp_path}", "--only=fast,fast_mask40", *(f"--set={s}" for s in small)]
+    tune.main(argv)
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert [r["name"] for r in rows] == ["fast", "fast_mask40"]
+    fast, mask40 = (r["eval"] for r in rows)
+    assert json.loads((tmp_path / "fast_mask40" / "config.json").read_text())["data"]["mask_prob"] == 0.4
+    # Same targets: the unigram model scores them identically; the models differ.
+    assert fast["unigram_mlm_loss"] == mask40["unigram_mlm_loss"] and fast["examples"] == mask40["examples"]
+    assert fast["mlm_loss"] != mask40["mlm_loss"] and all(r["steps"] == 4 == r["eval"]["step"] for r in rows)
+    table = capsys.readouterr().out
+    assert table.count("\n| `fast") == 2 and "40% masking" in table
+
+    # A second call finds both trained and only evaluates them again.
+    mtime = (tmp_path / "fast" / "train.log").stat().st_mtime
+    tune.main(argv)
+    assert (tmp_path / "fast" / "train.log").stat().st_mtime == mtime
+    assert json.loads((tmp_path / "results.json").read_text()) == rows

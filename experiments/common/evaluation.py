@@ -25,6 +25,7 @@ import numpy as np
 
 from experiments.common import flops as flops_lib
 from experiments.common import runner
+from flaxlm import baselines
 from flaxlm import checkpoint as ckpt
 from flaxlm import config as config_lib
 from flaxlm import models
@@ -107,8 +108,10 @@ def cross_evaluate(params, run_config: ml_collections.ConfigDict, overrides: dic
     The model is built as it was trained (its pair head exists iff the
     training objective had one); the evaluation objective, e.g. mlm_sop for
     an NSP-trained model, only decides which labels are scored. Returns
-    flaxlm's eval metrics plus `examples` and, for pair tasks,
-    `majority_rate` (the accuracy of always guessing the commoner label).
+    flaxlm's eval metrics plus `examples`, the trivial baselines on the same
+    targets (`unigram_mlm_loss`, ... as flaxlm/baselines.py names them) and, for
+    pair tasks, `majority_rate` (the accuracy of always guessing the commoner
+    label of the evaluated examples).
     """
     eval_config = runner.apply_overrides(
         ml_collections.ConfigDict(run_config.to_dict()), {**FIXED_EVAL, **overrides}
@@ -132,6 +135,7 @@ def cross_evaluate(params, run_config: ml_collections.ConfigDict, overrides: dic
             labels.append(np.asarray(batch["pair_label"]))
     out = acc.result()
     out["examples"] = int(sum(len(b["input_ids"]) for b in batches))
+    out.update(baselines.evaluate(baselines.train_statistics(data), batches, eval_config.objective))
     if labels:
         rate = float(np.concatenate(labels).mean())
         out["majority_rate"] = max(rate, 1.0 - rate)
