@@ -27,6 +27,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import serialization
 
+from flaxlm import files
 from flaxlm import objectives
 from flaxlm.errors import CheckpointError, FlaxlmError, WorkdirError
 
@@ -284,18 +285,9 @@ def write_export(out: str, params, meta: dict) -> str:
     The format `load_params` reads; also written by `flaxlm import-hf`. Returns the params file.
     """
     check_writable(out, "--out")
-    _write_atomic(os.path.join(out, PARAMS_FILE), serialization.msgpack_serialize(params))
-    _write_atomic(os.path.join(out, MODEL_CONFIG_FILE), (json.dumps(meta, indent=2) + "\n").encode())
+    files.write_atomic(os.path.join(out, PARAMS_FILE), serialization.msgpack_serialize(params))
+    files.write_atomic(os.path.join(out, MODEL_CONFIG_FILE), json.dumps(meta, indent=2) + "\n")
     return os.path.join(out, PARAMS_FILE)
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_params(path: str):

@@ -39,6 +39,7 @@ from flax import traverse_util
 from tqdm import tqdm
 
 from flaxlm import checkpoint as ckpt
+from flaxlm import files
 from flaxlm import lora as lora_lib
 from flaxlm import metrics as metrics_lib
 from flaxlm import models
@@ -616,15 +617,10 @@ def finetune(config: ml_collections.ConfigDict, init: str, workdir: str) -> dict
 
 def save_finetuned(folder: str, params, meta: dict) -> None:
     """folder/params.msgpack + folder/model_config.json (the layout of `flaxlm export`, plus head info)."""
-    os.makedirs(folder, exist_ok=True)
-    for name, data in [
-        (ckpt.PARAMS_FILE, serialization.msgpack_serialize(params)),
-        (ckpt.MODEL_CONFIG_FILE, (json.dumps(meta, indent=2, default=str) + "\n").encode()),
-    ]:
-        tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, os.path.join(folder, name))
+    files.write_atomic(os.path.join(folder, ckpt.PARAMS_FILE), serialization.msgpack_serialize(params))
+    files.write_atomic(
+        os.path.join(folder, ckpt.MODEL_CONFIG_FILE), json.dumps(meta, indent=2, default=str) + "\n"
+    )
 
 
 def load_finetuned(folder: str):

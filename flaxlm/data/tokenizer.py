@@ -18,12 +18,12 @@ import hashlib
 import io
 import os
 import random
-import tempfile
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from flaxlm import files
 from flaxlm.errors import FlaxlmError
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -183,21 +183,6 @@ def _subsample(sentences: Iterable[str], max_sentences: int, seed: int) -> list[
     return [s for _, s in reservoir]
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    """Write via a temp file in the same directory + rename, so readers never see a partial file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def auto_character_coverage(sentences: Sequence[str], vocab_size: int) -> float:
     """1.0 when the text uses at most ``vocab_size // 4`` distinct characters, else 0.9995.
 
@@ -274,7 +259,7 @@ def train_sentencepiece(
     model_bytes = proto.getvalue()
     _check_spm_ids(model_bytes, model_path_prefix)
     model_path = model_path_prefix + ".model"
-    _atomic_write(model_path, model_bytes)
+    files.write_atomic(model_path, model_bytes)
     return model_path
 
 
