@@ -48,6 +48,7 @@ class Tokenizer(abc.ABC):
 
     _special: dict[str, int]
     fingerprint: str  # 16 hex chars: hash of the model/vocab file bytes
+    path: str  # the file (or folder) it was read from
 
     @property
     @abc.abstractmethod
@@ -119,7 +120,7 @@ class SentencePieceTokenizer(Tokenizer):
     def __init__(self, model_path: str):
         import sentencepiece as spm
 
-        self.model_path = os.fspath(model_path)
+        self.model_path = self.path = os.fspath(model_path)
         if not os.path.isfile(self.model_path):
             raise TokenizerError(f"{self.model_path}: no such SentencePiece model file")
         self._sp = spm.SentencePieceProcessor()
@@ -378,7 +379,7 @@ class WordPieceTokenizer(Tokenizer):
     max_chars_per_word = 100  # longer words become [UNK], as in BERT
 
     def __init__(self, vocab_path: str, lowercase: bool = True):
-        self.vocab_path = os.fspath(vocab_path)
+        self.vocab_path = self.path = os.fspath(vocab_path)
         self.lowercase = lowercase
         try:
             with open(self.vocab_path, encoding="utf-8") as f:
