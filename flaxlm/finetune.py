@@ -156,20 +156,6 @@ def trainable_paths(paths, method: str, backbone_name: str, train_pooler: bool) 
     return sorted(p for p in paths if head(p) or adapter_or_norm(p))
 
 
-def _decay_mask(trainable):
-    """Weight decay on everything but LayerNorm scales and biases.
-
-    Trained params are keyed by their "/"-joined path (its last segment is the
-    param's name); LoRA factors end in "a" / "b" and are decayed.
-    """
-
-    def wants(path, _):
-        last = path[-1].key if hasattr(path[-1], "key") else str(path[-1])
-        return last.rsplit("/", 1)[-1] not in ("bias", "scale")
-
-    return jax.tree_util.tree_map_with_path(wants, trainable)
-
-
 def make_optimizer(tc, learning_rate: float, num_steps: int) -> tuple[optax.GradientTransformation, Any]:
     sched_cfg = ml_collections.ConfigDict(
         dict(
@@ -180,11 +166,7 @@ def make_optimizer(tc, learning_rate: float, num_steps: int) -> tuple[optax.Grad
         )
     )
     schedule = optimizer_lib.learning_rate_schedule(sched_cfg)
-    tx = optax.chain(
-        optax.clip_by_global_norm(tc.grad_clip_norm),
-        optax.adamw(schedule, b1=tc.b1, b2=tc.b2, eps=tc.eps, weight_decay=tc.weight_decay, mask=_decay_mask),
-    )
-    return tx, schedule
+    return optimizer_lib.make_optimizer(tc, schedule), schedule
 
 
 @dataclasses.dataclass
