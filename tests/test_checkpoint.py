@@ -7,6 +7,7 @@ import signal
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from flaxlm import checkpoint as ckpt
@@ -132,3 +133,25 @@ def test_preemption_handler_flags_signals_and_restores_the_previous_handlers():
         with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C does not wait
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is previous
+
+
+def test_after_a_skipped_step_the_logged_learning_rate_is_the_one_applied(batches):
+    """nonfinite=skip: the step after a skipped one logs the rate optax applies (its schedule's count)."""
+    config, (b1, b2, b3) = batches
+    config = config.copy_and_resolve_references()
+    config.train.debug_nan_step = 2
+    runner, model, tx = make_runner(config, jax.devices()[:1])
+    schedule = optimizer_lib.learning_rate_schedule(config.train)
+    rng = jax.random.key(0)
+    state = runner.init(model, tx, rng)
+    for batch in (b1, b2):
+        state, _ = runner.train_step(state, batch, rng)
+    counts = [
+        int(s.count)
+        for s in jax.tree.leaves(state.opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
+        if isinstance(s, optax.ScaleByScheduleState)
+    ]
+    assert counts == [1] and int(state.step) == 2  # one update applied in two steps
+    _, m3 = runner.train_step(state, b3, rng)
+    lr = runner.metrics_to_host(m3)["learning_rate"]
+    assert lr == pytest.approx(float(schedule(1))) and lr != pytest.approx(float(schedule(2)))
