@@ -119,6 +119,9 @@ def test_static_masking_dupe_factor_makes_distinct_copies(data_dir, small_corpus
         config_for("segment_pair", data_dir, small_corpus, masking="static", dupe_factor=3)
     )
     assert len(three.train) == pytest.approx(3 * len(one.train), rel=0.05)
+    rows = {three.train[i]["input_ids"].tobytes() for i in range(len(three.train))}
+    assert len(rows) > 0.99 * len(three.train)  # each copy has its own pairs and masks
+    assert len(three.validation) == len(one.validation)  # only the training split is copied
 
 
 def test_preparation_is_cached_and_keyed_by_settings(data_dir, small_corpus):

@@ -163,7 +163,9 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
         build_stats = builders.BuildStats()
         split_id = 0 if split == "train" else 1
         key = 0
-        for dupe in range(s.dupe_factor):
+        # Copies (each with its own segmentation, pairs and static masks) are more training data;
+        # the validation split is evaluated as it is.
+        for dupe in range(s.dupe_factor if split == "train" else 1):
             rng = np.random.default_rng([s.seed, split_id, dupe])
             if s.builder == "causal":
                 examples = builders.pack_causal(
@@ -240,15 +242,17 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int) -> PreparedData:
         ) from None
     tok = get_tokenizer(data_cfg, vocab_size, data_dir)
     settings = settings_from_config(data_cfg, pair_labels)
-    key = json.dumps(
-        {
-            "format": FORMAT_VERSION,
-            "corpus": corpus_lib.corpus_fingerprint(data_cfg.corpus),
-            "tokenizer": tok.fingerprint,
-            "settings": dataclasses.asdict(settings),
-        },
-        sort_keys=True,
-    )
+    key = {
+        "format": FORMAT_VERSION,
+        "corpus": corpus_lib.corpus_fingerprint(data_cfg.corpus),
+        "tokenizer": tok.fingerprint,
+        "settings": dataclasses.asdict(settings),
+    }
+    if settings.dupe_factor > 1:
+        # dupe_factor once copied the validation split too: those datasets must not be reused
+        # (a key of its own, rather than a FORMAT_VERSION bump, keeps the dupe_factor=1 caches).
+        key["copies"] = "train only"
+    key = json.dumps(key, sort_keys=True)
     fingerprint = f"{settings.builder}_{settings.seq_len}_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
     builder = FlaxlmPretraining(
         corpus_spec=data_cfg.corpus,
