@@ -150,6 +150,7 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
         del dl_manager
         docs = corpus_lib.read_corpus(self._corpus_spec)
         train, validation = corpus_lib.split_train_validation(docs, self._settings.validation_fraction)
+        check_pair_documents(self._settings, docs, train, validation)
         return {
             "train": self._generate_examples(train, "train"),
             "validation": self._generate_examples(validation, "validation"),
@@ -195,6 +196,27 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
         # Tokenization and example-building counts side by side (both have e.g. "tokens").
         stats = {"examples": key, "tokenized": stats, "built": build_stats.as_dict()}
         log.info("prepared %s split: %s", split, json.dumps(stats))
+
+
+def check_pair_documents(s: DataSettings, docs, train, validation) -> None:
+    """NSP draws NotNext segments from a second document, so each split needs two; a one-line
+    DataError names the split and the fix (the builders' own check cannot name the split)."""
+    if not (s.pair_labels and s.builder in ("segment_pair", "sentence_pair")):
+        return
+    if len(train) >= 2 and len(validation) >= 2:
+        return
+    fraction = corpus_lib.validation_fraction_for(docs, 2)
+    if len(validation) < 2 and len(docs) >= 4 and fraction < 1:  # holding out 2 leaves 2 to train on
+        raise DataError(
+            f"the validation split has {len(validation)} of the corpus's {len(docs)} documents, but "
+            f"{s.builder} with NSP needs 2 in each split (NotNext segments come from another document); "
+            f"set --config.data.validation_fraction={fraction} (it holds out 2), or add documents"
+        )
+    raise DataError(
+        f"the corpus has {len(docs)} documents ({len(train)} train, {len(validation)} validation) but "
+        f"{s.builder} with NSP needs 2 in each split (NotNext segments come from another document); "
+        "add documents (a long .txt file is one document: split it into several files)"
+    )
 
 
 @dataclasses.dataclass
