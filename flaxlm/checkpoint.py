@@ -4,9 +4,11 @@ Layout: WORKDIR/checkpoints/<step>/{state,data,config}. Orbax writes each
 step into `<step>.orbax-checkpoint-tmp-*` and renames it when complete, so
 a crash (even kill -9) mid-save leaves a tmp folder that `latest_step`
 never lists and the next start deletes; the previous checkpoint stays the
-latest complete one. A complete checkpoint that cannot be read back
-(truncated or deleted files) is moved to WORKDIR/corrupt_checkpoints/<step>
-and the run falls back to the newest readable one (`restore_latest`).
+latest complete one. A complete checkpoint whose files cannot be decoded
+(truncated or garbled) is moved to WORKDIR/corrupt_checkpoints/<step> and the
+run falls back to the newest readable one; an I/O error while reading it (a
+flaky network mount) stops the run instead, keeping the checkpoint
+(`restore_latest`).
 
 Exports (`flaxlm export`) hold the parameters alone, as one msgpack file
 (flax.serialization: nested dicts of numpy arrays, readable without orbax
@@ -27,6 +29,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import serialization
 
+from flaxlm import files
 from flaxlm import objectives
 from flaxlm.errors import CheckpointError, FlaxlmError, WorkdirError
 
@@ -83,8 +86,8 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iterato
 def _shared_position(data_dir: str) -> dict:
     """The one iterator position all of a checkpoint's processes saved (written by another process count)."""
     names = sorted(f for f in os.listdir(data_dir) if f.startswith("process_") and f.endswith(".json"))
-    if not names:
-        raise FileNotFoundError(f"{data_dir} holds no data-iterator position")
+    if not names:  # a damaged checkpoint (not an OSError: those are the storage's, see restore_latest)
+        raise ValueError(f"{data_dir} holds no data-iterator position")
     states = []
     for name in names:
         with open(os.path.join(data_dir, name), encoding="utf-8") as f:
@@ -130,8 +133,28 @@ def _quiet_abandoned_reads() -> None:
     sys.unraisablehook = hook
 
 
-def _one_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: " + " ".join(str(e).split())[:300]
+def _chain(e: BaseException | None) -> list[BaseException]:
+    """`e` and the exceptions it was raised from, outermost first."""
+    out: list[BaseException] = []
+    while e is not None and all(e is not x for x in out):
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
+
+
+def _why(e: BaseException) -> str:
+    """One readable line for a failed restore: the innermost error of the chain (orbax's outer ones
+    embed a TensorStore spec many lines long), cut at 240 characters."""
+    root = _chain(e)[-1]
+    text = f"{type(root).__name__}: " + " ".join(str(root).split())
+    return text if len(text) <= 240 else text[:239] + "…"
+
+
+def _storage_error(e: BaseException) -> bool:
+    """An error of the storage rather than of the checkpoint's bytes: an OSError anywhere in the chain
+    (EIO, ENOENT, ESTALE from a flaky mount) or TensorStore's UNAVAILABLE / DEADLINE_EXCEEDED."""
+    transient = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+    return os_error_in(e) is not None or any(str(x).startswith(transient) for x in _chain(e))
 
 
 def quarantine(workdir: str, step: int) -> str:
@@ -147,12 +170,14 @@ def restore_latest(mngr, workdir: str, abstract_state, data_iterator, check_conf
     """Restores the newest readable checkpoint; returns (state, step), or (None, None) if there is none.
 
     `check_config(saved_config_dict)` may raise FlaxlmError (a checkpoint of a
-    different model): that is the user's to fix and propagates. Any other
+    different model): that is the user's to fix and propagates. An I/O error
+    (`_storage_error`) says nothing about the checkpoint: CheckpointError, naming
+    the step and asking for a rerun, with everything left in place. Any other
     failure to read a checkpoint means it is damaged: the next older one is
     tried, and once one restores the damaged newer ones are moved to
     WORKDIR/corrupt_checkpoints (so later saves of those steps do not
-    collide) with a warning naming both steps. If none restores, nothing is
-    moved and CheckpointError names them all.
+    collide) with a one-line warning naming both steps. If none restores,
+    nothing is moved and CheckpointError names them all.
     """
     steps = sorted(mngr.all_steps(), reverse=True)
     failed: list[tuple[int, str]] = []
@@ -165,9 +190,16 @@ def restore_latest(mngr, workdir: str, abstract_state, data_iterator, check_conf
             state = restore(mngr, step, abstract_state, data_iterator)
         except FlaxlmError:
             raise
-        except Exception as e:  # noqa: BLE001 - any unreadable file means a damaged checkpoint
+        except Exception as e:  # noqa: BLE001 - any other unreadable file means a damaged checkpoint
             log.debug("checkpoint %d failed to restore", step, exc_info=True)
-            failed.append((step, _one_line(e)))
+            if _storage_error(e):
+                where = os.path.join(checkpoint_dir(workdir), str(step))
+                raise CheckpointError(
+                    f"cannot read the checkpoint of step {step} ({_why(e)}); it is kept in place: rerun "
+                    f"when the storage is reachable again (if this persists, move {where} away to resume "
+                    "from the checkpoint before it)"
+                ) from e
+            failed.append((step, _why(e)))
             continue
         for bad, why in failed:
             where = quarantine(workdir, bad) if jax.process_index() == 0 else "corrupt_checkpoints/"
@@ -213,13 +245,7 @@ def check_writable(path: str, what: str = "--workdir") -> None:
 
 def os_error_in(e: BaseException) -> OSError | None:
     """The OSError behind `e` (orbax wraps write failures), or None."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, OSError):
-            return e
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return None
+    return next((x for x in _chain(e) if isinstance(x, OSError)), None)
 
 
 # Export -------------------------------------------------------------------------------------------------
@@ -284,18 +310,9 @@ def write_export(out: str, params, meta: dict) -> str:
     The format `load_params` reads; also written by `flaxlm import-hf`. Returns the params file.
     """
     check_writable(out, "--out")
-    _write_atomic(os.path.join(out, PARAMS_FILE), serialization.msgpack_serialize(params))
-    _write_atomic(os.path.join(out, MODEL_CONFIG_FILE), (json.dumps(meta, indent=2) + "\n").encode())
+    files.write_atomic(os.path.join(out, PARAMS_FILE), serialization.msgpack_serialize(params))
+    files.write_atomic(os.path.join(out, MODEL_CONFIG_FILE), json.dumps(meta, indent=2) + "\n")
     return os.path.join(out, PARAMS_FILE)
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_params(path: str):

@@ -67,7 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
             max_predictions=20,  # MLM predictions per sequence (BERT: 20 for 128, 80 for 512)
             # "dynamic": new mask each time an example is seen (RoBERTa); "static": fixed when prepared (BERT)
             masking="dynamic",
-            dupe_factor=1,  # copies of the corpus with different segmentations (and masks, if static)
+            # copies of the training split, each with its own segmentation, pairs and (static) masks;
+            # > 1 needs a builder with randomness or static masking (see validate)
+            dupe_factor=1,
             mask_prob=0.15,
             whole_word=False,
             span=False,  # SpanBERT geometric span masking
@@ -213,5 +215,30 @@ def validate(c: ml_collections.ConfigDict) -> None:
             "config.model.attention='dot_product' has no attention dropout; "
             "set --config.model.attention_dropout_rate=0 or --config.model.attention=xla"
         )
-    if not decoder and c.data.max_predictions < 1:
-        fail("config.data.max_predictions must be >= 1 for masked-LM objectives")
+    if c.data.dupe_factor < 1:
+        fail(f"config.data.dupe_factor={c.data.dupe_factor} must be >= 1 (copies of the training data)")
+    # Builders whose examples are a fixed function of the corpus (sentence_pair without NSP cuts
+    # pairs at random only when they are too long): their copies differ only by static masks.
+    fixed = c.data.builder in ("full_sentences", "doc_sentences", "causal") or (
+        c.data.builder == "sentence_pair" and not has_pair_head(c.objective)
+    )
+    if c.data.dupe_factor > 1 and fixed and (decoder or c.data.masking != "static"):
+        fix = (
+            "raise config.train.num_steps to see the data more often"
+            if decoder
+            else "set --config.data.masking=static for copies with different masks (dynamic masking "
+            "already masks each example anew every epoch)"
+        )
+        fail(
+            f"config.data.dupe_factor={c.data.dupe_factor} would make identical copies: builder "
+            f"{c.data.builder!r} has no randomness; set --config.data.dupe_factor=1, or {fix}"
+        )
+    if not decoder:
+        # BERT masks round(tokens x mask_prob) per sequence, capped at max_predictions (20 for seq 128).
+        needed = max(1, round(c.data.seq_len * c.data.mask_prob))
+        if c.data.max_predictions < needed:
+            fail(
+                f"config.data.max_predictions={c.data.max_predictions} caps the masked tokens below "
+                f"seq_len={c.data.seq_len} x mask_prob={c.data.mask_prob} = {needed} per sequence; "
+                f"set --config.data.max_predictions={needed} (or more)"
+            )

@@ -39,6 +39,7 @@ from flax import traverse_util
 from tqdm import tqdm
 
 from flaxlm import checkpoint as ckpt
+from flaxlm import files
 from flaxlm import lora as lora_lib
 from flaxlm import metrics as metrics_lib
 from flaxlm import models
@@ -155,20 +156,6 @@ def trainable_paths(paths, method: str, backbone_name: str, train_pooler: bool) 
     return sorted(p for p in paths if head(p) or adapter_or_norm(p))
 
 
-def _decay_mask(trainable):
-    """Weight decay on everything but LayerNorm scales and biases.
-
-    Trained params are keyed by their "/"-joined path (its last segment is the
-    param's name); LoRA factors end in "a" / "b" and are decayed.
-    """
-
-    def wants(path, _):
-        last = path[-1].key if hasattr(path[-1], "key") else str(path[-1])
-        return last.rsplit("/", 1)[-1] not in ("bias", "scale")
-
-    return jax.tree_util.tree_map_with_path(wants, trainable)
-
-
 def make_optimizer(tc, learning_rate: float, num_steps: int) -> tuple[optax.GradientTransformation, Any]:
     sched_cfg = ml_collections.ConfigDict(
         dict(
@@ -179,11 +166,7 @@ def make_optimizer(tc, learning_rate: float, num_steps: int) -> tuple[optax.Grad
         )
     )
     schedule = optimizer_lib.learning_rate_schedule(sched_cfg)
-    tx = optax.chain(
-        optax.clip_by_global_norm(tc.grad_clip_norm),
-        optax.adamw(schedule, b1=tc.b1, b2=tc.b2, eps=tc.eps, weight_decay=tc.weight_decay, mask=_decay_mask),
-    )
-    return tx, schedule
+    return optimizer_lib.make_optimizer(tc, schedule), schedule
 
 
 @dataclasses.dataclass
@@ -616,15 +599,10 @@ def finetune(config: ml_collections.ConfigDict, init: str, workdir: str) -> dict
 
 def save_finetuned(folder: str, params, meta: dict) -> None:
     """folder/params.msgpack + folder/model_config.json (the layout of `flaxlm export`, plus head info)."""
-    os.makedirs(folder, exist_ok=True)
-    for name, data in [
-        (ckpt.PARAMS_FILE, serialization.msgpack_serialize(params)),
-        (ckpt.MODEL_CONFIG_FILE, (json.dumps(meta, indent=2, default=str) + "\n").encode()),
-    ]:
-        tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, os.path.join(folder, name))
+    files.write_atomic(os.path.join(folder, ckpt.PARAMS_FILE), serialization.msgpack_serialize(params))
+    files.write_atomic(
+        os.path.join(folder, ckpt.MODEL_CONFIG_FILE), json.dumps(meta, indent=2, default=str) + "\n"
+    )
 
 
 def load_finetuned(folder: str):

@@ -1,4 +1,7 @@
-"""AdamW with the BERT recipe: warmup, linear (or cosine) decay, clipping, no decay on LN/bias."""
+"""AdamW with the BERT recipe: warmup, linear (or cosine) decay, clipping, no decay on LN/bias.
+
+One optimizer for pretraining and fine-tuning (flaxlm/finetune.py passes its own schedule).
+"""
 
 import jax
 import optax
@@ -19,21 +22,36 @@ def learning_rate_schedule(tc) -> optax.Schedule:
     return optax.join_schedules([optax.linear_schedule(0.0, tc.learning_rate, warmup), decay], [warmup])
 
 
+def wants_decay(name: str) -> bool:
+    """Whether the parameter `name` gets weight decay: not biases (`bias`, BERT's MLM output
+    `mlm_bias`, ...) nor LayerNorm scales, as BERT and Hugging Face exclude them.
+
+    `name` is the parameter's own name; a "/"-joined path (fine-tuning keys its trained
+    parameters so) counts by its last part.
+    """
+    name = name.rsplit("/", 1)[-1]
+    return not (name.endswith("bias") or name == "scale")
+
+
 def decay_mask(params):
-    """True for weights that get weight decay: everything but LayerNorm scales and biases (as BERT)."""
+    """The tree of `params` with True where `wants_decay`."""
 
-    def wants_decay(path, _):
-        name = path[-1].key if hasattr(path[-1], "key") else str(path[-1])
-        return name not in ("bias", "scale")
+    def mask(path, _):
+        last = path[-1]
+        return wants_decay(last.key if hasattr(last, "key") else str(last))
 
-    return jax.tree_util.tree_map_with_path(wants_decay, params)
+    return jax.tree_util.tree_map_with_path(mask, params)
 
 
-def make_optimizer(tc) -> optax.GradientTransformation:
+def make_optimizer(tc, schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
+    """Clipping then AdamW on `schedule` (default: `learning_rate_schedule(tc)`), decay by `decay_mask`.
+
+    `tc` needs grad_clip_norm, b1, b2, eps and weight_decay (a train config section).
+    """
     return optax.chain(
         optax.clip_by_global_norm(tc.grad_clip_norm),
         optax.adamw(
-            learning_rate_schedule(tc),
+            schedule if schedule is not None else learning_rate_schedule(tc),
             b1=tc.b1,
             b2=tc.b2,
             eps=tc.eps,

@@ -53,7 +53,7 @@ def load(path: str, tokenizer: str = "") -> Pretrained:
     hf_padded = found.is_hf and not tokenizer and tok.vocab_size < model["vocab_size"]
     if tok.vocab_size != model["vocab_size"] and not hf_padded:
         raise ConfigError(
-            f"the tokenizer ({getattr(tok, 'model_path', None) or getattr(tok, 'vocab_path', tok)}) has "
+            f"the tokenizer ({tok.path}) has "
             f"{tok.vocab_size} tokens but {where} has vocab_size {model['vocab_size']}; "
             "pass --config.tokenizer=PATH with the tokenizer it was pretrained with"
         )

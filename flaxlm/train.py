@@ -350,7 +350,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         n_params = sum(x.size for x in jax.tree.leaves(runner.host_state(state).params))
         log.info("model: %s, %d parameters; objective %s", config.model.arch, n_params, config.objective)
 
-    writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
+    writer = metrics_lib.MetricWriter(workdir, enabled=is_main, start=start)
     bar = tqdm(total=last, initial=start, disable=not is_main, desc="train", unit="step", dynamic_ncols=True)
     eval_metrics: dict[str, float] = {}
     pending = None  # (step, device metrics): read one step late so logging never stalls the device

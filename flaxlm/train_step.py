@@ -162,7 +162,9 @@ def make_train_step(
         metrics = dict(
             metrics,
             grad_norm=grad_norm,
-            learning_rate=schedule(state.step),
+            # The rate of this step's update: optax's schedule counts applied updates, and a
+            # skipped step applied none, so its count is behind state.step by the steps skipped.
+            learning_rate=schedule(state.step - state.skipped_steps),
             skipped_steps=skipped,
             finite=finite,
         )

@@ -6,7 +6,9 @@ import os
 import signal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from flaxlm import checkpoint as ckpt
@@ -132,3 +134,70 @@ def test_preemption_handler_flags_signals_and_restores_the_previous_handlers():
         with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C does not wait
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is previous
+
+
+def test_after_a_skipped_step_the_logged_learning_rate_is_the_one_applied(batches):
+    """nonfinite=skip: the step after a skipped one logs the rate optax applies (its schedule's count)."""
+    config, (b1, b2, b3) = batches
+    config = config.copy_and_resolve_references()
+    config.train.debug_nan_step = 2
+    runner, model, tx = make_runner(config, jax.devices()[:1])
+    schedule = optimizer_lib.learning_rate_schedule(config.train)
+    rng = jax.random.key(0)
+    state = runner.init(model, tx, rng)
+    for batch in (b1, b2):
+        state, _ = runner.train_step(state, batch, rng)
+    counts = [
+        int(s.count)
+        for s in jax.tree.leaves(state.opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
+        if isinstance(s, optax.ScaleByScheduleState)
+    ]
+    assert counts == [1] and int(state.step) == 2  # one update applied in two steps
+    _, m3 = runner.train_step(state, b3, rng)
+    lr = runner.metrics_to_host(m3)["learning_rate"]
+    assert lr == pytest.approx(float(schedule(1))) and lr != pytest.approx(float(schedule(2)))
+
+
+@pytest.fixture
+def two_checkpoints(tmp_path):
+    """Steps 1 and 2 of a small state in tmp_path/checkpoints; returns (manager, abstract state)."""
+    state = {"w": jnp.arange(50_000, dtype=jnp.float32), "b": jnp.ones(3)}
+    mngr = ckpt.manager(str(tmp_path), keep=3, async_save=False)
+    for step in (1, 2):
+        ckpt.save(mngr, step, {k: v + step for k, v in state.items()}, None, {"model": {}})
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    yield mngr, abstract
+    mngr.close()
+
+
+def test_an_io_error_while_restoring_stops_and_keeps_the_checkpoint(tmp_path, two_checkpoints, monkeypatch):
+    """EIO from a flaky mount says nothing about the checkpoint: no fallback, nothing moved."""
+    mngr, abstract = two_checkpoints
+
+    def eio(mngr, step, *args):
+        path = f"{tmp_path}/checkpoints/{step}/state/manifest.ocdbt"
+        raise RuntimeError("reading failed") from OSError(errno.EIO, os.strerror(errno.EIO), path)
+
+    monkeypatch.setattr(ckpt, "restore", eio)
+    with pytest.raises(errors.CheckpointError) as e:
+        ckpt.restore_latest(mngr, str(tmp_path), abstract, None)
+    msg = str(e.value)
+    assert "\n" not in msg and "checkpoint of step 2" in msg and "Input/output error" in msg, msg
+    assert "rerun" in msg and f"move {tmp_path}/checkpoints/2 away" in msg, msg
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
+    assert not (tmp_path / "corrupt_checkpoints").exists()
+
+
+def test_a_damaged_checkpoint_is_moved_aside_with_one_readable_line(tmp_path, two_checkpoints, capfd):
+    mngr, abstract = two_checkpoints
+    data = [p for p in (tmp_path / "checkpoints" / "2" / "state").rglob("d/*") if p.is_file()]
+    biggest = max(data, key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[:100])
+    state, step = ckpt.restore_latest(mngr, str(tmp_path), abstract, None)
+    assert step == 1 and float(state["b"][0]) == 2.0
+    warning = capfd.readouterr().err.strip().splitlines()
+    warning = [line for line in warning if line.startswith("flaxlm: warning:")]
+    assert len(warning) == 1 and "step 2 is unreadable" in warning[0] and "step 1 instead" in warning[0]
+    assert "ValueError: " in warning[0] and len(warning[0]) < 500, warning  # the innermost error
+    assert "TensorStore(" not in warning[0], warning  # not orbax's outer one, with its many-line spec
+    assert os.listdir(tmp_path / "corrupt_checkpoints")[0].startswith("2-")

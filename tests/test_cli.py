@@ -144,3 +144,74 @@ def test_bad_config_is_one_clear_line(tmp_path, data_dir, override, message):
 def test_no_subcommand_prints_usage(data_dir):
     proc = flaxlm(data_dir=data_dir, check=False)
     assert proc.returncode == 2 and "usage: flaxlm" in proc.stderr
+
+
+# --help, --version ------------------------------------------------------------------------------------
+
+
+def run_in_process(capsys, *args):
+    """`flaxlm ARGS` in this process (no jax work): (exit code, stdout, stderr)."""
+    from flaxlm import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.run(["flaxlm", *args])
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def test_help_lists_every_subcommand_and_version_prints_it(capsys):
+    from flaxlm import cli
+
+    for args in (["--help"], ["-h"], ["help"]):
+        code, out, _ = run_in_process(capsys, *args)
+        assert code == 0 and out.startswith("usage: flaxlm SUBCOMMAND")
+        assert all(f"\n  {name} " in out for name in cli.SUBCOMMANDS), out
+    code, out, _ = run_in_process(capsys, "--version")
+    assert code == 0 and out == f"flaxlm {cli.version()}\n" and cli.version()[0].isdigit()
+
+
+ALL = ["train", "prepare", "tokenizer", "export", "import-hf", "generate", "score", "finetune"]
+
+
+@pytest.mark.parametrize("command", ALL)
+def test_each_subcommand_help_lists_its_flags_one_line_each_and_an_example(capsys, command):
+    from flaxlm import cli
+
+    code, out, err = run_in_process(capsys, command, "--help")
+    assert code == 0 and not err, err
+    assert out.startswith(f"usage: flaxlm {command} ")
+    lines = out.splitlines()
+    for name in cli.SUBCOMMANDS[command].flags:
+        rows = [l for l in lines if l.startswith(f"  --{name}=")]
+        assert len(rows) == 1 and len(rows[0].split(None, 1)) == 2, (name, out)  # flag, then its meaning
+    assert lines[lines.index("example:") + 1].startswith(f"  flaxlm {command} ")
+    # Any position, other flags given or not: still the help, never a "required" error.
+    assert run_in_process(capsys, "help", command)[1] == out
+    assert run_in_process(capsys, command, "--config=configs/bert_tiny.py", "-h")[1] == out
+
+
+def test_every_subcommand_has_its_help_test():
+    from flaxlm import cli
+
+    assert list(cli.SUBCOMMANDS) == ALL
+
+
+def test_missing_argument_is_one_line_with_the_usage(data_dir):
+    proc = flaxlm("export", f"--workdir={data_dir}", data_dir=data_dir, check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (
+        "flaxlm export: error: --workdir and --out are required; "
+        "usage: flaxlm export --workdir=DIR --out=PATH [--step=N] [--format=flaxlm|hf]\n"
+    )
+
+
+def test_tokenizer_prints_its_path(data_dir):
+    proc = flaxlm("tokenizer", "--config=configs/bert_tiny.py", *SMALL[:1], data_dir=data_dir)
+    size, path = proc.stdout.strip().splitlines()[-1].removeprefix("tokenizer with ").split(" tokens: ")
+    assert size == "1000" and path.endswith(".model") and os.path.isfile(path), proc.stdout
+
+
+def test_readme_shows_the_real_train_help():
+    from flaxlm import cli
+
+    assert cli.subcommand_help("train") in (REPO / "README.md").read_text()

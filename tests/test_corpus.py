@@ -4,6 +4,9 @@ import gzip
 import json
 import logging
 import os
+import pathlib
+import sys
+import types
 
 import pytest
 
@@ -193,6 +196,21 @@ def test_tfds_spec_parsing_and_missing_tensorflow():
     except ImportError:
         with pytest.raises(CorpusError, match=r"pip install flaxlm\[tf\]"):
             corpus.read_corpus("tfds:imdb_reviews")
+
+
+def test_a_non_utf8_tfds_corpus_is_one_line(monkeypatch):
+    """A tfds text feature holding Latin-1 bytes (tests/testdata/latin1.txt) is a CorpusError, not a
+    raw UnicodeDecodeError. tfds itself is replaced: no dataset is downloaded."""
+    import tensorflow_datasets as tfds
+
+    latin1 = (pathlib.Path(__file__).parent / "testdata" / "latin1.txt").read_bytes()
+    monkeypatch.setitem(sys.modules, "tensorflow", types.ModuleType("tensorflow"))
+    monkeypatch.setattr(tfds, "load", lambda name, split: (name, split))
+    monkeypatch.setattr(tfds, "as_numpy", lambda ds: iter([{"text": b"Fine words."}, {"text": latin1}]))
+    with pytest.raises(CorpusError) as e:
+        corpus.read_corpus("tfds:my_reviews")
+    msg = str(e.value)
+    assert msg.startswith("tfds:my_reviews example 1: not valid UTF-8 (byte 0x") and "\n" not in msg, msg
 
 
 # ----------------------------------------------------------------------------- sentences

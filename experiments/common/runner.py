@@ -38,6 +38,8 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
+from flaxlm import files
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Step-valued fields a variant's step_scale multiplies (matched-FLOPs comparisons).
@@ -258,11 +260,7 @@ def read_json(path: str, default=None):
 
 
 def write_json(path: str, obj) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    files.write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _settings(phases) -> list[dict]:

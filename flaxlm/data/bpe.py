@@ -111,7 +111,7 @@ class ByteLevelBPETokenizer(Tokenizer):
             ) from None
         if END_OF_TEXT not in vocab:
             raise TokenizerError(f"{source}: the BPE vocabulary has no {END_OF_TEXT} token; is it GPT-2's?")
-        self.source = source
+        self.source = self.path = source
         self.vocab = dict(vocab)
         self.merges = [tuple(m) for m in merges]
         self._pieces = [""] * len(self.vocab)

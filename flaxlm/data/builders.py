@@ -248,22 +248,44 @@ def _check_seq_len(seq_len: int, minimum: int, name: str) -> None:
 # ---------------------------------------------------------------- segment pairs / SOP
 
 
+def _chunk_end(document: list[np.ndarray], start: int, target: int) -> int:
+    """End (exclusive) of the chunk that begins at sentence ``start``: whole sentences are added
+    until they hold ``target`` tokens or the document ends (at least one sentence)."""
+    end, length = start, 0
+    while end < len(document) and length < target:
+        length += len(document[end])
+        end += 1
+    return end
+
+
+def _sentence_run(document: list[np.ndarray], start: int, min_tokens: int) -> np.ndarray:
+    """Consecutive sentences of ``document`` from ``start`` until they hold ``min_tokens`` (or it ends)."""
+    return np.concatenate(document[start : _chunk_end(document, start, min_tokens)])
+
+
 def _segment_pairs(
     docs: Sequence[Document],
     seq_len: int,
     rng: np.random.Generator,
     special: SpecialIds,
     short_seq_prob: float,
-    mode: str,  # "nsp" | "continuation" | "sop"
     stats: BuildStats | None,
     short_seq_per_document: bool,
-    name: str,
+    *,
+    nsp: bool,
+    sop: bool,
 ) -> Iterator[Example]:
-    """Shared body of ``segment_pair`` and ``sop`` (BERT's create_instances_from_document)."""
+    """Shared body of ``segment_pair`` and ``sop`` (BERT's create_instances_from_document).
+
+    ``nsp``: B is, with prob 0.5, sentences of another document (label 1).
+    ``sop``: A and B are swapped with prob 0.5 (label 1). With neither, B is always
+    A's continuation and no ``pair_label`` is emitted.
+    """
+    name = "sop" if sop else "segment_pair"
     _check_seq_len(seq_len, 5, name)  # [CLS] a [SEP] b [SEP]: at least one token per side
     stats = stats if stats is not None else BuildStats()
     clean = _clean_corpus(docs, stats)
-    nonempty = _nonempty_index(clean, mode == "nsp", name)
+    nonempty = _nonempty_index(clean, nsp, name)
     max_num_tokens = seq_len - 3
 
     def draw_target() -> tuple[int, bool]:
@@ -273,85 +295,63 @@ def _segment_pairs(
             return _randint(rng, 2, max_num_tokens + 1), True
         return max_num_tokens, False
 
+    def split_chunk(chunk, doc_index, target):
+        """(A, B, label, sentences of the chunk used); A is None for a chunk that cannot make a pair."""
+        if len(chunk) == 1:
+            stats.single_sentence_chunks += 1
+        a_end = _randint(rng, 1, len(chunk)) if len(chunk) >= 2 else 1  # A = chunk[:a_end]
+        if nsp and (len(chunk) == 1 or rng.random() < 0.5):
+            # NotNext (always for a one-sentence chunk, as in BERT): B is a run of sentences of
+            # another document, and the chunk's sentences after A are put back, not wasted.
+            tokens_a = np.concatenate(chunk[:a_end])
+            other = clean[_random_other_doc(rng, nonempty, doc_index)]
+            tokens_b = _sentence_run(other, _randint(rng, 0, len(other)), max(1, target - len(tokens_a)))
+            return tokens_a, tokens_b, 1, a_end
+        if len(chunk) == 1:
+            # No sentence boundary to split at and no random B allowed (continuation / SOP):
+            # split the sentence itself so B is still the true continuation of A. A 1-token
+            # chunk cannot form a pair.
+            sent = chunk[0]
+            if len(sent) < 2:
+                stats.dropped_chunks += 1
+                return None, None, 0, 1
+            stats.token_split_chunks += 1
+            cut = _randint(rng, 1, len(sent))
+            return sent[:cut], sent[cut:], 0, 1
+        return np.concatenate(chunk[:a_end]), np.concatenate(chunk[a_end:]), 0, len(chunk)
+
     for doc_index, document in enumerate(clean):
         if not document:
             continue
         # BERT draws the target once per document; by default we redraw per chunk so
         # that short_seq_prob is the fraction of *examples* (see short_seq_per_document).
         target, is_short = draw_target()
-        chunk: list[np.ndarray] = []
-        chunk_len = 0
-        i = 0
-        while i < len(document):
-            chunk.append(document[i])
-            chunk_len += len(document[i])
-            if i == len(document) - 1 or chunk_len >= target:
-                a_end = 1
-                if len(chunk) >= 2:
-                    a_end = _randint(rng, 1, len(chunk))  # in [1, len(chunk)-1]
-                label = 0
-                if len(chunk) == 1:
-                    stats.single_sentence_chunks += 1
-                if mode == "nsp" and (len(chunk) == 1 or rng.random() < 0.5):
-                    # NotNext. A single-sentence chunk is always NotNext, as in BERT.
-                    label = 1
-                    tokens_a = np.concatenate(chunk[:a_end])
-                    target_b = max(1, target - len(tokens_a))
-                    rand_doc = clean[_random_other_doc(rng, nonempty, doc_index)]
-                    start = _randint(rng, 0, len(rand_doc))
-                    parts, got = [], 0
-                    for sent in rand_doc[start:]:
-                        parts.append(sent)
-                        got += len(sent)
-                        if got >= target_b:
-                            break
-                    tokens_b = np.concatenate(parts)
-                    # "Put back" the unused segments so they are not wasted.
-                    i -= len(chunk) - a_end
-                elif len(chunk) == 1:
-                    # No sentence boundary to split at and no random B allowed
-                    # (continuation / SOP): split the sentence itself so B is still the
-                    # true continuation of A. A 1-token chunk cannot form a pair.
-                    sent = chunk[0]
-                    if len(sent) < 2:
-                        stats.dropped_chunks += 1
-                        chunk, chunk_len = [], 0
-                        if not short_seq_per_document:
-                            target, is_short = draw_target()
-                        i += 1
-                        continue
-                    stats.token_split_chunks += 1
-                    cut = _randint(rng, 1, len(sent))
-                    tokens_a, tokens_b = sent[:cut], sent[cut:]
-                else:
-                    tokens_a = np.concatenate(chunk[:a_end])
-                    tokens_b = np.concatenate(chunk[a_end:])
-
+        start = 0
+        while start < len(document):
+            chunk = document[start : _chunk_end(document, start, target)]
+            tokens_a, tokens_b, label, used = split_chunk(chunk, doc_index, target)
+            start += used
+            if tokens_a is not None:
                 tokens_a, tokens_b, removed = truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
                 if removed:
                     stats.truncated_examples += 1
                     stats.truncated_tokens += removed
-
-                if mode == "sop" and rng.random() < 0.5:
+                if sop and rng.random() < 0.5:
                     # ALBERT: negatives are the same two consecutive segments, swapped.
                     tokens_a, tokens_b = tokens_b, tokens_a
                     label = 1
                     stats.swapped += 1
-                if mode == "nsp" and label == 1:
-                    stats.not_next += 1
-
+                if nsp:
+                    stats.not_next += label
                 tokens, types = _encode_pair(tokens_a, tokens_b, special)
                 ex = {"tokens": tokens, "token_type_ids": types}
-                if mode != "continuation":
+                if nsp or sop:
                     ex["pair_label"] = _i32(label)
                 stats.examples += 1
                 stats.short_target_examples += int(is_short)
                 yield ex
-
-                chunk, chunk_len = [], 0
-                if not short_seq_per_document:
-                    target, is_short = draw_target()
-            i += 1
+            if not short_seq_per_document:
+                target, is_short = draw_target()
 
 
 def segment_pair(
@@ -389,15 +389,7 @@ def segment_pair(
     Yields ``tokens`` [n], ``token_type_ids`` [n] and (nsp) ``pair_label`` [], n <= seq_len.
     """
     return _segment_pairs(
-        docs,
-        seq_len,
-        rng,
-        special,
-        short_seq_prob,
-        "nsp" if nsp else "continuation",
-        stats,
-        short_seq_per_document,
-        "segment_pair",
+        docs, seq_len, rng, special, short_seq_prob, stats, short_seq_per_document, nsp=nsp, sop=False
     )
 
 
@@ -421,7 +413,7 @@ def sop(
     Yields ``tokens`` [n], ``token_type_ids`` [n], ``pair_label`` [].
     """
     return _segment_pairs(
-        docs, seq_len, rng, special, short_seq_prob, "sop", stats, short_seq_per_document, "sop"
+        docs, seq_len, rng, special, short_seq_prob, stats, short_seq_per_document, nsp=False, sop=True
     )
 
 

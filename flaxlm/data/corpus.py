@@ -32,6 +32,7 @@ import hashlib
 import importlib.resources
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -96,17 +97,20 @@ def _decode(data: bytes, source: str) -> str:
         raise CorpusError(
             f"{source}: looks binary (NUL byte at offset {nul}); corpus files must be UTF-8 text"
         )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CorpusError(
-            f"{source}: not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); "
-            "re-encode the file as UTF-8, e.g. iconv -t UTF-8"
-        ) from None
+    text = _utf8(data, source, "re-encode the file as UTF-8, e.g. iconv -t UTF-8")
     text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not content
     if not text.strip():
         raise CorpusError(f"{source}: file is empty; remove it from the corpus spec or add text")
     return text
+
+
+def _utf8(data: bytes, source: str, fix: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CorpusError(
+            f"{source}: not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); {fix}"
+        ) from None
 
 
 def _read_bytes(path: str) -> bytes:
@@ -220,6 +224,9 @@ def _parse_tfds_spec(spec: str) -> tuple[str, str, str]:
     return name, split, feature
 
 
+_TFDS_FIX = "use a text feature (tfds:NAME:SPLIT:FEATURE) or a UTF-8 copy of the data as .jsonl files"
+
+
 def _read_tfds(spec: str) -> list[Document]:
     name, split, feature = _parse_tfds_spec(spec)
     try:
@@ -242,7 +249,7 @@ def _read_tfds(spec: str) -> list[Document]:
                 "name it as tfds:NAME:SPLIT:FEATURE"
             )
         value = example[feature]
-        text = value.decode("utf-8", errors="strict") if isinstance(value, bytes) else str(value)
+        text = _utf8(value, f"{spec} example {i}", _TFDS_FIX) if isinstance(value, bytes) else str(value)
         docs.append(Document(f"tfds:{name}:{split}:{i}", split_paragraphs(text)))
     return docs
 
@@ -406,6 +413,15 @@ def split_train_validation(
     train = [d for d, v in zip(docs, is_val) if not v]
     validation = [d for d, v in zip(docs, is_val) if v]
     return train, validation
+
+
+def validation_fraction_for(docs: Sequence[Document], n: int, salt: str = _SPLIT_SALT) -> float:
+    """The smallest validation_fraction, in hundredths, that puts at least ``n`` of ``docs`` in the
+    validation split of ``split_train_validation`` (1.0, which no split accepts, if none does)."""
+    scores = sorted(_id_score(d.id, salt) for d in docs)
+    if len(scores) < n:
+        return 1.0
+    return min(math.floor(scores[n - 1] * 100 + 1) / 100, 1.0)
 
 
 # ----------------------------------------------------------------------------- fingerprint

@@ -150,6 +150,7 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
         del dl_manager
         docs = corpus_lib.read_corpus(self._corpus_spec)
         train, validation = corpus_lib.split_train_validation(docs, self._settings.validation_fraction)
+        check_pair_documents(self._settings, docs, train, validation)
         return {
             "train": self._generate_examples(train, "train"),
             "validation": self._generate_examples(validation, "validation"),
@@ -163,7 +164,9 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
         build_stats = builders.BuildStats()
         split_id = 0 if split == "train" else 1
         key = 0
-        for dupe in range(s.dupe_factor):
+        # Copies (each with its own segmentation, pairs and static masks) are more training data;
+        # the validation split is evaluated as it is.
+        for dupe in range(s.dupe_factor if split == "train" else 1):
             rng = np.random.default_rng([s.seed, split_id, dupe])
             if s.builder == "causal":
                 examples = builders.pack_causal(
@@ -193,6 +196,27 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
         # Tokenization and example-building counts side by side (both have e.g. "tokens").
         stats = {"examples": key, "tokenized": stats, "built": build_stats.as_dict()}
         log.info("prepared %s split: %s", split, json.dumps(stats))
+
+
+def check_pair_documents(s: DataSettings, docs, train, validation) -> None:
+    """NSP draws NotNext segments from a second document, so each split needs two; a one-line
+    DataError names the split and the fix (the builders' own check cannot name the split)."""
+    if not (s.pair_labels and s.builder in ("segment_pair", "sentence_pair")):
+        return
+    if len(train) >= 2 and len(validation) >= 2:
+        return
+    fraction = corpus_lib.validation_fraction_for(docs, 2)
+    if len(validation) < 2 and len(docs) >= 4 and fraction < 1:  # holding out 2 leaves 2 to train on
+        raise DataError(
+            f"the validation split has {len(validation)} of the corpus's {len(docs)} documents, but "
+            f"{s.builder} with NSP needs 2 in each split (NotNext segments come from another document); "
+            f"set --config.data.validation_fraction={fraction} (it holds out 2), or add documents"
+        )
+    raise DataError(
+        f"the corpus has {len(docs)} documents ({len(train)} train, {len(validation)} validation) but "
+        f"{s.builder} with NSP needs 2 in each split (NotNext segments come from another document); "
+        "add documents (a long .txt file is one document: split it into several files)"
+    )
 
 
 @dataclasses.dataclass
@@ -240,15 +264,17 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int) -> PreparedData:
         ) from None
     tok = get_tokenizer(data_cfg, vocab_size, data_dir)
     settings = settings_from_config(data_cfg, pair_labels)
-    key = json.dumps(
-        {
-            "format": FORMAT_VERSION,
-            "corpus": corpus_lib.corpus_fingerprint(data_cfg.corpus),
-            "tokenizer": tok.fingerprint,
-            "settings": dataclasses.asdict(settings),
-        },
-        sort_keys=True,
-    )
+    key = {
+        "format": FORMAT_VERSION,
+        "corpus": corpus_lib.corpus_fingerprint(data_cfg.corpus),
+        "tokenizer": tok.fingerprint,
+        "settings": dataclasses.asdict(settings),
+    }
+    if settings.dupe_factor > 1:
+        # dupe_factor once copied the validation split too: those datasets must not be reused
+        # (a key of its own, rather than a FORMAT_VERSION bump, keeps the dupe_factor=1 caches).
+        key["copies"] = "train only"
+    key = json.dumps(key, sort_keys=True)
     fingerprint = f"{settings.builder}_{settings.seq_len}_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
     builder = FlaxlmPretraining(
         corpus_spec=data_cfg.corpus,

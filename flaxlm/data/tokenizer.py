@@ -18,12 +18,12 @@ import hashlib
 import io
 import os
 import random
-import tempfile
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from flaxlm import files
 from flaxlm.errors import FlaxlmError
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -48,6 +48,7 @@ class Tokenizer(abc.ABC):
 
     _special: dict[str, int]
     fingerprint: str  # 16 hex chars: hash of the model/vocab file bytes
+    path: str  # the file (or folder) it was read from
 
     @property
     @abc.abstractmethod
@@ -119,7 +120,7 @@ class SentencePieceTokenizer(Tokenizer):
     def __init__(self, model_path: str):
         import sentencepiece as spm
 
-        self.model_path = os.fspath(model_path)
+        self.model_path = self.path = os.fspath(model_path)
         if not os.path.isfile(self.model_path):
             raise TokenizerError(f"{self.model_path}: no such SentencePiece model file")
         self._sp = spm.SentencePieceProcessor()
@@ -181,21 +182,6 @@ def _subsample(sentences: Iterable[str], max_sentences: int, seed: int) -> list[
         n += 1
     reservoir.sort()
     return [s for _, s in reservoir]
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    """Write via a temp file in the same directory + rename, so readers never see a partial file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def auto_character_coverage(sentences: Sequence[str], vocab_size: int) -> float:
@@ -274,7 +260,7 @@ def train_sentencepiece(
     model_bytes = proto.getvalue()
     _check_spm_ids(model_bytes, model_path_prefix)
     model_path = model_path_prefix + ".model"
-    _atomic_write(model_path, model_bytes)
+    files.write_atomic(model_path, model_bytes)
     return model_path
 
 
@@ -393,7 +379,7 @@ class WordPieceTokenizer(Tokenizer):
     max_chars_per_word = 100  # longer words become [UNK], as in BERT
 
     def __init__(self, vocab_path: str, lowercase: bool = True):
-        self.vocab_path = os.fspath(vocab_path)
+        self.vocab_path = self.path = os.fspath(vocab_path)
         self.lowercase = lowercase
         try:
             with open(self.vocab_path, encoding="utf-8") as f:

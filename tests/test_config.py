@@ -1,0 +1,72 @@
+"""config.validate: the recipes in configs/ pass; mistakes are one ConfigError line naming the fix."""
+
+import pytest
+
+from conftest import load_config
+from flaxlm import config as config_lib
+
+PRETRAINING = ["bert_tiny", "bert_base", "bert_large", "gpt_tiny", "gpt2_small", "gpt_1b"]
+
+
+def config_with(name="bert_tiny", **fields):
+    c = load_config(name)
+    for path, value in fields.items():
+        *parents, key = path.split("__")
+        node = c
+        for p in parents:
+            node = node[p]
+        node[key] = value
+    return c
+
+
+@pytest.mark.parametrize("name", PRETRAINING)
+def test_every_pretraining_recipe_is_valid(name):
+    config_lib.validate(load_config(name))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        dict(data__dupe_factor=10),  # BERT: segment pairs are drawn anew for each copy
+        dict(objective="mlm_sop", data__builder="sop", data__dupe_factor=3),
+        dict(objective="mlm", data__builder="full_sentences", data__masking="static", data__dupe_factor=5),
+        dict(data__seq_len=512, model__max_len=512, data__max_predictions=80),  # BERT's phase 2
+    ],
+)
+def test_copies_that_differ_and_enough_predictions_are_valid(fields):
+    config_lib.validate(config_with(**fields))
+
+
+@pytest.mark.parametrize(
+    "name, fields, message",
+    [
+        ("bert_tiny", dict(data__dupe_factor=0), "config.data.dupe_factor=0 must be >= 1"),
+        (
+            "bert_tiny",
+            dict(objective="mlm", data__builder="full_sentences", data__dupe_factor=5),
+            "config.data.dupe_factor=5 would make identical copies: builder 'full_sentences' has no "
+            "randomness; set --config.data.dupe_factor=1, or set --config.data.masking=static",
+        ),
+        (
+            "bert_tiny",
+            dict(objective="mlm", data__builder="sentence_pair", data__dupe_factor=2),
+            "builder 'sentence_pair' has no randomness",
+        ),
+        (
+            "gpt_tiny",
+            dict(data__dupe_factor=2),
+            "builder 'causal' has no randomness; set --config.data.dupe_factor=1, "
+            "or raise config.train.num_steps",
+        ),
+        (
+            "bert_tiny",
+            dict(data__seq_len=512, model__max_len=512),
+            "config.data.max_predictions=20 caps the masked tokens below seq_len=512 x mask_prob=0.15 = 77 "
+            "per sequence; set --config.data.max_predictions=77",
+        ),
+    ],
+)
+def test_mistakes_are_one_line_naming_the_fix(name, fields, message):
+    with pytest.raises(config_lib.ConfigError) as e:
+        config_lib.validate(config_with(name, **fields))
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)

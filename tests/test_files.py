@@ -1,0 +1,36 @@
+"""flaxlm.files: a file is replaced whole or left as it was."""
+
+import os
+
+import pytest
+
+from flaxlm import files
+
+
+def test_write_atomic_replaces_the_file_and_leaves_nothing_else(tmp_path):
+    path = tmp_path / "sub" / "a.json"  # the folder is created
+    files.write_atomic(path, "first\n")
+    files.write_atomic(path, b"second\n")
+    assert path.read_text() == "second\n" and os.listdir(path.parent) == ["a.json"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary_one(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text("old")
+    with pytest.raises(RuntimeError), files.atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise RuntimeError("disk gone")
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["a.json"]
+
+
+def test_a_writer_that_makes_its_file_owner_only_gets_the_usual_mode(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        with files.atomic_path(tmp_path / "w.bin") as tmp:
+            os.remove(tmp)  # as safetensors does: its own file, mode 0600
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.close(fd)
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "w.bin").stat().st_mode & 0o777 == 0o644
