@@ -20,6 +20,8 @@ import os
 
 import numpy as np
 
+from flaxlm import files
+
 log = logging.getLogger(__name__)
 
 _CACHE = "flaxlm_unigram.json"
@@ -57,10 +59,7 @@ def train_statistics(data) -> dict:
             labels[int(ex["pair_label"])] += 1
     counts[special] = 0
     stats = {"token_counts": counts.tolist(), "pair_label_counts": labels.tolist()}
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(stats, f)
-    os.replace(tmp, path)
+    files.write_atomic(path, json.dumps(stats))
     log.info("unigram baseline: %d training tokens counted", int(counts.sum()))
     return stats
 
