@@ -98,9 +98,10 @@ def base_config() -> ml_collections.ConfigDict:
             # Train K models as one program: one jitted step vmapped over a leading seed axis of the
             # state and batch (small models leave a CPU idle; a study needs >= 3 seeds). Seed i of K
             # (0-based) is exactly the single run with --config.train.seed=<seed>+i and
-            # --config.data.seed=<data.seed>+i (its own init, dropout, data order and masks) and
-            # writes WORKDIR/seed_i as that run writes its workdir (config.json, metrics.jsonl,
-            # checkpoints), so finetune/score/export/resume take WORKDIR/seed_i. 1: WORKDIR itself.
+            # --config.data.seed=<data.seed>+i (its own init, dropout, prepared examples, data
+            # order and masks) and writes WORKDIR/seed_i as that run writes its workdir (config.json,
+            # metrics.jsonl, checkpoints), so finetune/score/export/resume take WORKDIR/seed_i.
+            # 1: the single run, in WORKDIR itself. Mesh parallelism, one process.
             num_seeds=1,
             log_every=100,
             eval_every=10_000,
