@@ -166,8 +166,10 @@ def quarantine(workdir: str, step: int) -> str:
     return dest
 
 
-def restore_latest(mngr, workdir: str, abstract_state, data_iterator, check_config=None):
+def restore_latest(mngr, workdir: str, abstract_state, data_iterator, check_config=None, max_step=None):
     """Restores the newest readable checkpoint; returns (state, step), or (None, None) if there is none.
+
+    `max_step`: consider only the checkpoints of steps up to it.
 
     `check_config(saved_config_dict)` may raise FlaxlmError (a checkpoint of a
     different model): that is the user's to fix and propagates. An I/O error
@@ -179,7 +181,7 @@ def restore_latest(mngr, workdir: str, abstract_state, data_iterator, check_conf
     collide) with a one-line warning naming both steps. If none restores,
     nothing is moved and CheckpointError names them all.
     """
-    steps = sorted(mngr.all_steps(), reverse=True)
+    steps = sorted((s for s in mngr.all_steps() if max_step is None or s <= max_step), reverse=True)
     failed: list[tuple[int, str]] = []
     _quiet_abandoned_reads()
     for step in steps:
@@ -221,6 +223,38 @@ def restore_latest(mngr, workdir: str, abstract_state, data_iterator, check_conf
             + "); move the checkpoints folder away to start from scratch"
         )
     return None, None
+
+
+def restore_common(mngrs, workdirs, abstract_state, data_iterators, check_config=None):
+    """restore_latest for the workdirs of the seeds of one run (flaxlm/seeds.py), at one common step.
+
+    Returns (one state per seed, step), or (None, None) if they have no common checkpoint. Each seed
+    saves through its own manager, so a crash during a save can leave some seeds a checkpoint
+    ahead of the others: those newer checkpoints are deleted (the resumed run recomputes them
+    exactly, and a later save of the same step must not collide). With one workdir this is
+    restore_latest.
+    """
+    cap = max(set.intersection(*(set(m.all_steps()) for m in mngrs)), default=0)
+    while True:
+        restored = [
+            restore_latest(m, wd, abstract_state, it, check_config, max_step=cap)
+            for m, wd, it in zip(mngrs, workdirs, data_iterators)
+        ]
+        steps = {step or 0 for _, step in restored}
+        if len(steps) == 1:
+            break
+        cap = min(steps)  # a seed's checkpoint at `cap` was unreadable: fall back together
+    for m, wd in zip(mngrs, workdirs):
+        ahead = [s for s in m.all_steps() if s > cap]
+        if ahead and jax.process_index() == 0:
+            sys.stderr.write(
+                f"flaxlm: warning: {checkpoint_dir(wd)} holds steps {ahead}, ahead of the other seeds' "
+                f"common step {cap or 'none'}; deleted them, all seeds resume together\n"
+            )
+        for s in ahead:
+            m.delete(s)
+    step = steps.pop() or None
+    return ([state for state, _ in restored] if step else None), step
 
 
 def check_writable(path: str, what: str = "--workdir") -> None:

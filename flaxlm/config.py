@@ -97,6 +97,14 @@ def base_config() -> ml_collections.ConfigDict:
             weight_decay=0.01,  # not applied to LayerNorm scales and biases
             grad_clip_norm=1.0,
             seed=0,
+            # Train K models as one program: one jitted step vmapped over a leading seed axis of the
+            # state and batch (small models leave a CPU idle; a study needs >= 3 seeds). Seed i of K
+            # (0-based) is exactly the single run with --config.train.seed=<seed>+i and
+            # --config.data.seed=<data.seed>+i (its own init, dropout, prepared examples, data
+            # order and masks) and writes WORKDIR/seed_i as that run writes its workdir (config.json,
+            # metrics.jsonl, checkpoints), so finetune/score/export/resume take WORKDIR/seed_i.
+            # 1: the single run, in WORKDIR itself. Mesh parallelism, one process.
+            num_seeds=1,
             log_every=100,
             eval_every=10_000,
             eval_batches=0,  # 0 = the whole validation split
@@ -187,12 +195,18 @@ def validate(c: ml_collections.ConfigDict) -> None:
         "batch_size",
         "num_steps",
         "grad_accum_steps",
+        "num_seeds",
         "log_every",
         "checkpoint_every",
         "check_finite_every",
     ):
         if c.train[name] < 1:
             fail(f"config.train.{name}={c.train[name]} must be >= 1")
+    if c.train.num_seeds > 1 and c.parallelism != "mesh":
+        fail(
+            f"config.train.num_seeds={c.train.num_seeds} vmaps the seeds in the mesh step; "
+            "set --config.parallelism=mesh"
+        )
     if not 0 <= c.train.stop_at_step <= c.train.num_steps:
         fail(
             f"config.train.stop_at_step={c.train.stop_at_step} must be between 0 (off) and "

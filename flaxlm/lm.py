@@ -89,6 +89,11 @@ def read(
         find_tokenizer = lambda: _tokenizer_of_data_config(
             saved.get("data"), model_cfg["vocab_size"], source, missing_tokenizer
         )
+    elif os.path.isdir(os.path.join(path, "seed_0", "checkpoints")):
+        raise ConfigError(
+            f"{flag}={path} holds one workdir per seed (config.train.num_seeds > 1); "
+            f"pass one of them: {os.path.join(path, 'seed_0')}, seed_1, ..."
+        )
     elif os.path.isfile(os.path.join(path, "params.msgpack")) or path.endswith("params.msgpack"):
         from flaxlm import checkpoint as ckpt
 

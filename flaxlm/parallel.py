@@ -40,6 +40,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH_AXES))
 
 
+def with_seed_axis(shardings):
+    """The same layouts for arrays with a leading seed axis (num_seeds > 1), never split over devices."""
+    return jax.tree.map(lambda s: NamedSharding(s.mesh, P(None, *s.spec)), shardings)
+
+
 def check_batch_divisible(global_batch: int, num_shards: int, what: str = "devices"):
     if global_batch % num_shards:
         raise ConfigError(

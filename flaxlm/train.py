@@ -28,6 +28,7 @@ from flaxlm import objectives
 from flaxlm import optimizer as optimizer_lib
 from flaxlm import parallel
 from flaxlm import preemption
+from flaxlm import seeds as seeds_lib
 from flaxlm import sharding as sharding_lib
 from flaxlm import train_step as step_lib
 from flaxlm.data import pipeline
@@ -155,12 +156,22 @@ def check_resume_config(saved: dict, config) -> None:
 
 
 class Runner:
-    """Holds the compiled steps and data placement of one parallelism path."""
+    """Holds the compiled steps and data placement of one parallelism path.
+
+    With config.train.num_seeds = K > 1 (mesh path) the steps are vmapped over a leading seed
+    axis of the state, the batch and the dropout key (flaxlm/seeds.py).
+    """
 
     def __init__(self, config, model, tx, schedule, devices=None):
         self.config = config
         self.pmap = config.parallelism == "pmap"
         tc = config.train
+        self.num_seeds = tc.num_seeds
+        if self.num_seeds > 1 and jax.process_count() > 1:
+            raise config_lib.ConfigError(
+                f"config.train.num_seeds={self.num_seeds} trains its seeds in one process; with several "
+                "processes start one run per seed (--config.train.seed=S+i --config.data.seed=D+i)"
+            )
         kwargs = dict(objective=config.objective, pair_weight=config.pair_weight)
         train_kwargs = dict(kwargs, grad_accum_steps=tc.grad_accum_steps, debug_nan_step=tc.debug_nan_step)
         if self.pmap:
@@ -188,15 +199,22 @@ class Runner:
                 shapes, shapes.params, self.mesh, config.sharding.rules
             )
             train = step_lib.make_train_step(model, tx, schedule, **train_kwargs)
+            evaluate = step_lib.make_eval_step(model, **kwargs)
+            # The state as the steps hold it; self.state_sharding is one seed's (what checkpoints hold).
+            self.step_state_sharding = self.state_sharding
+            if self.num_seeds > 1:
+                train, evaluate = jax.vmap(train), jax.vmap(evaluate)
+                self.step_state_sharding = parallel.with_seed_axis(self.state_sharding)
+                self.batch_sharding = parallel.with_seed_axis(self.batch_sharding)
             self._train = jax.jit(
                 train,
-                in_shardings=(self.state_sharding, self.batch_sharding, rep),
-                out_shardings=(self.state_sharding, rep),
+                in_shardings=(self.step_state_sharding, self.batch_sharding, rep),
+                out_shardings=(self.step_state_sharding, rep),
                 donate_argnums=(0,),
             )
             self._eval = jax.jit(
-                step_lib.make_eval_step(model, **kwargs),
-                in_shardings=(self.state_sharding.params, self.batch_sharding),
+                evaluate,
+                in_shardings=(self.step_state_sharding.params, self.batch_sharding),
                 out_shardings=rep,
             )
         if tc.batch_size // tc.grad_accum_steps % (self.n if self.pmap else 1):
@@ -210,20 +228,26 @@ class Runner:
         return contextlib.nullcontext() if self.pmap else jax.set_mesh(self.mesh)
 
     def init(self, model, tx, rng):
+        """The initial state from `rng` (num_seeds > 1: one key per seed, [K])."""
         init = lambda r: init_state(model, tx, self.config, r)
         if self.pmap:
             return jax_utils.replicate(jax.jit(init)(rng), self.devices)
+        if self.num_seeds > 1:
+            init = jax.vmap(init)
         with self.in_mesh():  # each device computes only its own shards: no full copy anywhere
-            return jax.jit(init, out_shardings=self.state_sharding)(rng)
+            return jax.jit(init, out_shardings=self.step_state_sharding)(rng)
 
     def host_state(self, state):
         """The state as one copy (what checkpoints and exports hold)."""
         return jax_utils.unreplicate(state) if self.pmap else state
 
     def place_state(self, state):
-        return jax_utils.replicate(state, self.devices) if self.pmap else state
+        if self.pmap:
+            return jax_utils.replicate(state, self.devices)
+        return jax.device_put(state, self.step_state_sharding) if self.num_seeds > 1 else state
 
     def abstract_state(self, model, tx, rng):
+        """One seed's state as checkpoints hold it, laid out for restoring."""
         shapes = jax.eval_shape(lambda r: init_state(model, tx, self.config, r), rng)
         if self.pmap:
             sharding = jax.sharding.SingleDeviceSharding(self.devices[0])
@@ -262,17 +286,38 @@ class Runner:
             metrics = jax.tree.map(lambda x: x[0], metrics)
         return {k: float(v) for k, v in metrics.items()}
 
-
-def evaluate(runner: Runner, params, batches, pair_weight: float) -> dict[str, float]:
-    acc = step_lib.EvalAccumulator(pair_weight)
-    for batch in batches:
-        metrics, totals = runner.eval_step(params, batch)
-        acc.add(jax.device_get(metrics), jax.device_get(totals))
-    return acc.result()
+    def metrics_per_seed(self, metrics) -> list[dict[str, float]]:
+        """metrics_to_host for each seed: [dict] when num_seeds is 1."""
+        return [self.metrics_to_host(m) for m in seeds_lib.unstack(jax.device_get(metrics), self.num_seeds)]
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def evaluate(runner: Runner, params, seed_batches, pair_weight: float) -> list[dict[str, float]]:
+    """The eval metrics of each seed over its own list of batches (`seed_batches`: one list per seed).
+
+    The seeds' validation splits may differ in length (data.seed decides their segmentation): a seed
+    out of batches repeats its last one in the stacked step, and that result is not counted.
+    """
+    accs = [step_lib.EvalAccumulator(pair_weight) for _ in seed_batches]
+    for j in range(max(len(batches) for batches in seed_batches)):
+        batch = seeds_lib.stack([batches[min(j, len(batches) - 1)] for batches in seed_batches])
+        metrics, totals = jax.device_get(runner.eval_step(params, batch))
+        per_seed = zip(
+            accs, seed_batches, *(seeds_lib.unstack(x, runner.num_seeds) for x in (metrics, totals))
+        )
+        for acc, batches, m, t in per_seed:
+            if j < len(batches):
+                acc.add(m, t)
+    return [acc.result() for acc in accs]
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str
+) -> dict[str, float] | list[dict[str, float]]:
     """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the last eval metrics.
+
+    config.train.num_seeds = K > 1 trains K seeds as one program, seed i in
+    WORKDIR/seed_i exactly as its single run (flaxlm/seeds.py); the eval
+    metrics are then one dict per seed.
 
     SIGTERM/SIGINT during the loop: the current step is finished, saved and
     waited for, and the function returns early (rerun to resume). A
@@ -284,102 +329,129 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     tc = config.train
     is_main = jax.process_index() == 0
     ckpt.check_writable(workdir)  # before minutes of data preparation
+    configs = seeds_lib.seed_configs(config)  # each seed's single-run config: [config] when num_seeds is 1
+    workdirs = seeds_lib.seed_workdirs(workdir, tc.num_seeds)
+    tag = (lambda i: f"seed {i}: ") if tc.num_seeds > 1 else (lambda i: "")
 
-    data = prepare_data(config)
-    log.info("data: %s (train %d, validation %d examples)", data.path, len(data.train), len(data.validation))
+    # Per seed: data.seed also decides the prepared examples (segmentation, NSP pairs, static masks).
+    seed_data = [prepare_data(c) for c in configs]
+    for data in seed_data:
+        log.info(
+            "data: %s (train %d, validation %d examples)", data.path, len(data.train), len(data.validation)
+        )
 
     model = models.get_model(model_config(config))
     schedule = optimizer_lib.learning_rate_schedule(tc)
     tx = optimizer_lib.make_optimizer(tc)
     runner = Runner(config, model, tx, schedule)
 
-    init_rng, dropout_rng = jax.random.split(jax.random.key(tc.seed))
-    data_iter = pipeline.train_iterator(
-        data,
-        global_batch=tc.batch_size,
-        seed=config.data.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        prefetch=config.data.prefetch,
-    )
-    eval_batches = pipeline.eval_batches(
-        data,
-        global_batch=tc.batch_size,
-        seed=config.data.seed + 1,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        max_batches=tc.eval_batches,
-    )
+    keys = seeds_lib.stack([jax.random.split(jax.random.key(c.train.seed)) for c in configs])
+    init_rng, dropout_rng = keys[..., 0], keys[..., 1]
+    data_iters = [
+        pipeline.train_iterator(
+            data,
+            global_batch=tc.batch_size,
+            seed=c.data.seed,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            prefetch=config.data.prefetch,
+        )
+        for c, data in zip(configs, seed_data)
+    ]
+    seed_eval_batches = [
+        pipeline.eval_batches(
+            data,
+            global_batch=tc.batch_size,
+            seed=c.data.seed + 1,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            max_batches=tc.eval_batches,
+        )
+        for c, data in zip(configs, seed_data)
+    ]
 
     # Trivial baselines on the same held-out targets as the model (the whole validation list, not
     # this host's slice), logged with every evaluation.
-    baseline = baselines.evaluate(
-        baselines.train_statistics(data),
-        pipeline.eval_batches(
-            data, global_batch=tc.batch_size, seed=config.data.seed + 1, max_batches=tc.eval_batches
-        ),
-        config.objective,
-    )
-    if is_main:
-        tqdm.write(
-            "baselines on the held-out targets: "
-            + ", ".join(f"eval_{k}={v:.4f}" for k, v in sorted(baseline.items()))
+    seed_baselines = [
+        baselines.evaluate(
+            baselines.train_statistics(data),
+            pipeline.eval_batches(
+                data, global_batch=tc.batch_size, seed=c.data.seed + 1, max_batches=tc.eval_batches
+            ),
+            config.objective,
         )
+        for c, data in zip(configs, seed_data)
+    ]
+    if is_main:
+        for i, baseline in enumerate(seed_baselines):
+            tqdm.write(
+                f"{tag(i)}baselines on the held-out targets: "
+                + ", ".join(f"eval_{k}={v:.4f}" for k, v in sorted(baseline.items()))
+            )
 
-    mngr = ckpt.manager(workdir, keep=tc.keep_checkpoints)
-    state, latest = ckpt.restore_latest(
-        mngr,
-        workdir,
-        runner.abstract_state(model, tx, init_rng),
-        data_iter,
+    mngrs = [ckpt.manager(wd, keep=tc.keep_checkpoints) for wd in workdirs]
+    states, latest = ckpt.restore_common(
+        mngrs,
+        workdirs,
+        runner.abstract_state(model, tx, jax.random.key(tc.seed)),
+        data_iters,
         check_config=lambda saved: check_resume_config(saved, config),
     )
-    if state is not None:
-        state = runner.place_state(state)
-        log.info("resumed from the checkpoint of step %d in %s", latest, workdir)
+    where = workdirs[0] if tc.num_seeds == 1 else os.path.join(workdir, "seed_*")
+    if states is not None:
+        state = runner.place_state(seeds_lib.stack(states))
+        log.info("resumed from the checkpoint of step %d in %s", latest, where)
         if is_main:
-            print(f"flaxlm: resuming from step {latest} ({workdir}/checkpoints/{latest})", flush=True)
+            print(f"flaxlm: resuming from step {latest} ({where}/checkpoints/{latest})", flush=True)
     else:
         state = runner.init(model, tx, init_rng)
     start = latest or 0
     last = tc.stop_at_step or tc.num_steps  # a phase may end early; the schedule spans num_steps
 
     if is_main:
-        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(config.to_dict(), f, indent=2, default=str)
-        n_params = sum(x.size for x in jax.tree.leaves(runner.host_state(state).params))
+        # Each seed's workdir records its single-run config; WORKDIR records the K-seed one.
+        for wd, c in list(zip(workdirs, configs)) + ([(workdir, config)] if tc.num_seeds > 1 else []):
+            with open(os.path.join(wd, "config.json"), "w", encoding="utf-8") as f:
+                json.dump(c.to_dict(), f, indent=2, default=str)
+        n_params = sum(x.size for x in jax.tree.leaves(runner.host_state(state).params)) // tc.num_seeds
         log.info("model: %s, %d parameters; objective %s", config.model.arch, n_params, config.objective)
 
-    writer = metrics_lib.MetricWriter(workdir, enabled=is_main, start=start)
+    writers = [metrics_lib.MetricWriter(wd, enabled=is_main, start=start) for wd in workdirs]
     bar = tqdm(total=last, initial=start, disable=not is_main, desc="train", unit="step", dynamic_ncols=True)
-    eval_metrics: dict[str, float] = {}
+    eval_metrics: list[dict[str, float]] = [{} for _ in configs]  # one per seed
     pending = None  # (step, device metrics): read one step late so logging never stalls the device
     # (step, device metrics) of the steps whose finiteness the host has not read yet. Reading
     # them waits for the device, so it happens every config.train.check_finite_every steps
     # (and before every save), not after each step.
     unchecked: list = []
     last_saved = latest  # newest checkpoint known good (saved from a checked state, or restored)
-    tokens, t_last = 0, time.perf_counter()
+    no_tokens = lambda: np.zeros(tc.num_seeds, np.int64)  # each seed's tokens since the last log
+    tokens, t_last = no_tokens(), time.perf_counter()
 
     def log_train(step, device_metrics):
         nonlocal tokens, t_last
-        m = runner.metrics_to_host(device_metrics)
-        m.pop("finite")
+        ms = runner.metrics_per_seed(device_metrics)
         now = time.perf_counter()
-        m["tokens_per_s"] = tokens / max(now - t_last, 1e-9)
-        tokens, t_last = 0, now
-        writer.write(step, m)
-        bar.set_postfix(loss=f"{m['loss']:.3f}", tok_s=f"{m['tokens_per_s']:.0f}")
+        for writer, m, n in zip(writers, ms, tokens):
+            m.pop("finite")
+            m["tokens_per_s"] = int(n) / max(now - t_last, 1e-9)
+            writer.write(step, m)
+        tokens, t_last = no_tokens(), now
+        bar.set_postfix(
+            loss="/".join(f"{m['loss']:.3f}" for m in ms),
+            tok_s=f"{sum(m['tokens_per_s'] for m in ms):.0f}",
+        )
 
     def run_eval(step):
         nonlocal eval_metrics, tokens, t_last
-        eval_metrics = evaluate(runner, state.params, eval_batches, config.pair_weight)
-        writer.write(step, {**eval_metrics, **baseline}, prefix="eval_")
-        if is_main:
-            tqdm.write(
-                f"step {step}: " + ", ".join(f"eval_{k}={v:.4f}" for k, v in sorted(eval_metrics.items()))
-            )
-        t_last, tokens = time.perf_counter(), 0  # evaluation time is not training throughput
+        eval_metrics = evaluate(runner, state.params, seed_eval_batches, config.pair_weight)
+        for i, (writer, m, baseline) in enumerate(zip(writers, eval_metrics, seed_baselines)):
+            writer.write(step, {**m, **baseline}, prefix="eval_")
+            if is_main:
+                tqdm.write(
+                    f"{tag(i)}step {step}: " + ", ".join(f"eval_{k}={v:.4f}" for k, v in sorted(m.items()))
+                )
+        t_last, tokens = time.perf_counter(), no_tokens()  # evaluation time is not training throughput
 
     def check_finite(steps_metrics):
         """Reads the `finite` flags of these steps at once; warns (skip) or raises (stop) for bad ones."""
@@ -389,39 +461,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 nonfinite(step, device_metrics)
 
     def nonfinite(step, device_metrics):
-        m = runner.metrics_to_host(device_metrics)
-        what = f"non-finite loss ({m['loss']}) or gradient norm ({m['grad_norm']}) at step {step}"
-        if tc.nonfinite == "skip":
-            log.warning("%s: update skipped (%d skipped so far)", what, int(m["skipped_steps"]))
-            return
-        kept = (
-            f"the checkpoint of step {last_saved} is untouched" if last_saved else "no checkpoint was written"
-        )
-        raise errors.NonFiniteError(
-            f"{what}; stopped without saving it, {kept}; lower config.train.learning_rate, "
-            "or set --config.train.nonfinite=skip to drop such steps"
-        )
+        for i, m in enumerate(runner.metrics_per_seed(device_metrics)):
+            if m["finite"]:  # another seed's step
+                continue
+            what = f"{tag(i)}non-finite loss ({m['loss']}) or gradient norm ({m['grad_norm']}) at step {step}"
+            if tc.nonfinite == "skip":
+                log.warning("%s: update skipped (%d skipped so far)", what, int(m["skipped_steps"]))
+                continue
+            kept = (
+                f"the checkpoint of step {last_saved} is untouched"
+                if last_saved
+                else "no checkpoint was written"
+            )
+            raise errors.NonFiniteError(
+                f"{what}; stopped without saving it, {kept}; lower config.train.learning_rate, "
+                "or set --config.train.nonfinite=skip to drop such steps"
+            )
 
-    def disk_error(e: BaseException, step: int) -> errors.WorkdirError | None:
+    def disk_error(e: BaseException, step: int, seed: int) -> errors.WorkdirError | None:
         os_err = ckpt.os_error_in(e)
         if os_err is None:
             return None
+        mngr = mngrs[seed]
         mngr.reload()
         good = [s for s in mngr.all_steps() if s != step]
         kept = f"the checkpoint of step {max(good)} is intact" if good else "no earlier checkpoint exists"
         return errors.WorkdirError(
-            f"cannot write the checkpoint of step {step} to {ckpt.checkpoint_dir(workdir)}: "
+            f"cannot write the checkpoint of step {step} to {ckpt.checkpoint_dir(workdirs[seed])}: "
             f"{os_err.strerror or os_err}; {kept}; free space or choose a writable --workdir, then rerun"
         )
 
     def save(step):
         nonlocal last_saved
-        try:
-            ckpt.save(mngr, step, runner.host_state(state), data_iter, config.to_dict())
-            if stopping:
-                mngr.wait_until_finished()  # durable before we report it and exit
-        except Exception as e:
-            raise (disk_error(e, step) or e) from e
+        seed_states = seeds_lib.unstack(runner.host_state(state), tc.num_seeds)
+        for i, (mngr, seed_state, data_iter, c) in enumerate(zip(mngrs, seed_states, data_iters, configs)):
+            try:
+                ckpt.save(mngr, step, seed_state, data_iter, c.to_dict())
+                if stopping:
+                    mngr.wait_until_finished()  # durable before we report it and exit
+            except Exception as e:
+                raise (disk_error(e, step, i) or e) from e
         last_saved = step
 
     if start == 0:
@@ -430,9 +509,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     try:
         with preemption.Preemption() as preempt:
             for step in range(start + 1, last + 1):
-                batch = next(data_iter)
-                tokens += pipeline.batch_tokens(batch) * jax.process_count()
-                state, metrics = runner.train_step(state, batch, dropout_rng)
+                batches = [next(it) for it in data_iters]
+                tokens += np.array([pipeline.batch_tokens(b) for b in batches]) * jax.process_count()
+                state, metrics = runner.train_step(state, seeds_lib.stack(batches), dropout_rng)
                 unchecked.append((step, metrics))
                 if (
                     step % tc.check_finite_every == 0
@@ -460,30 +539,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         check_finite(unchecked)
         if pending is not None:
             log_train(*pending)
-        try:
-            mngr.wait_until_finished()
-        except Exception as e:
-            raise (disk_error(e, last_saved) or e) from e
+        for i, mngr in enumerate(mngrs):
+            try:
+                mngr.wait_until_finished()
+            except Exception as e:
+                raise (disk_error(e, last_saved, i) or e) from e
     finally:
         bar.close()
-        try:  # let good saves already under way finish, whatever stopped the loop
-            mngr.wait_until_finished()
-        except Exception:  # noqa: BLE001 - reported above when it matters; never mask the first error
-            log.debug("waiting for checkpoints after an error", exc_info=True)
-        mngr.close()
-        writer.close()
+        for mngr in mngrs:
+            try:  # let good saves already under way finish, whatever stopped the loop
+                mngr.wait_until_finished()
+            except Exception:  # noqa: BLE001 - reported above when it matters; never mask the first error
+                log.debug("waiting for checkpoints after an error", exc_info=True)
+            mngr.close()
+        for writer in writers:
+            writer.close()
     if is_main and stopping:
         print(
             f"flaxlm: stopped by {preempt.signal_name} at step {step}; checkpoint saved to "
-            f"{ckpt.checkpoint_dir(workdir)}/{step}; rerun the same command to resume",
+            f"{ckpt.checkpoint_dir(where)}/{step}; rerun the same command to resume",
             flush=True,
         )
     elif is_main:
         print(
-            f"flaxlm: done at step {last}; metrics in {workdir}/metrics.jsonl, "
-            f"checkpoint in {workdir}/checkpoints/{last}",
+            f"flaxlm: done at step {last}; metrics in {where}/metrics.jsonl, "
+            f"checkpoint in {where}/checkpoints/{last}",
             flush=True,
         )
-        if eval_metrics:
-            print(f"flaxlm: held-out {baselines.summary(eval_metrics, baseline)}", flush=True)
-    return eval_metrics
+        for i, (m, baseline) in enumerate(zip(eval_metrics, seed_baselines)):
+            if m:
+                print(f"flaxlm: {tag(i)}held-out {baselines.summary(m, baseline)}", flush=True)
+    return eval_metrics[0] if tc.num_seeds == 1 else eval_metrics
