@@ -129,6 +129,25 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+    """A config saved by a run (config.json, a checkpoint's config) on today's schema: fields added to
+    `base_config()` since that run was written take their defaults (which keep its behaviour)."""
+    c = base_config()
+    with c.unlocked():
+        c.update_from_flattened_dict(_flatten(saved))
+    return c
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "rules":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
     """Raises ConfigError (one line, naming the field) for configs that cannot run."""
 

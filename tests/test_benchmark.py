@@ -47,7 +47,7 @@ def test_flops_per_token_against_xla_cost_analysis(name):
     c = load_config(name)
     c.model.update(hidden_size=128, num_layers=2, num_heads=2, mlp_dim=512, vocab_size=1000, max_len=64)
     c.model.update(dropout_rate=0.0, attention_dropout_rate=0.0)  # dropout's RNG is not model work
-    c.data.update(seq_len=64, max_predictions=10)
+    c.data.update(seq_len=64, max_predictions=10, mask_prob=0.15)
     c.train.batch_size = 8
     model = models.get_model(train_lib.model_config(c))
     tx = optimizer_lib.make_optimizer(c.train)

@@ -17,7 +17,10 @@ SMALL = [
     "--config.data.seq_len=64",
     "--config.model.max_len=64",
     "--config.data.max_predictions=10",
+    "--config.data.mask_prob=0.15",  # bert_tiny masks 40% (52 predictions per 128 tokens)
     "--config.train.batch_size=16",
+    "--config.model.dropout_rate=0.1",  # bert_tiny trains without dropout; the tests cover its RNG
+    "--config.model.attention_dropout_rate=0.1",
 ]
 
 
@@ -95,7 +98,7 @@ def test_gpt_tiny_lowers_causal_lm_loss(tmp_path, data_dir):
         "train",
         f"--config={REPO}/configs/gpt_tiny.py",
         "--workdir=gpt",
-        *SMALL[:4],
+        *SMALL[:5],
         "--config.train.batch_size=16",
         "--config.train.num_steps=80",
         "--config.train.log_every=10",
@@ -130,7 +133,7 @@ def test_bad_config_is_one_clear_line(tmp_path, data_dir, override, message):
         "train",
         "--config=configs/bert_tiny.py",
         f"--workdir={tmp_path}",
-        *SMALL[:4],
+        *SMALL[:5],
         override,
         data_dir=data_dir,
         check=False,

@@ -1,5 +1,6 @@
 """config.validate: the recipes in configs/ pass; mistakes are one ConfigError line naming the fix."""
 
+import json
 import pytest
 
 from conftest import load_config
@@ -30,7 +31,7 @@ def test_every_pretraining_recipe_is_valid(name):
         dict(data__dupe_factor=10),  # BERT: segment pairs are drawn anew for each copy
         dict(objective="mlm_sop", data__builder="sop", data__dupe_factor=3),
         dict(objective="mlm", data__builder="full_sentences", data__masking="static", data__dupe_factor=5),
-        dict(data__seq_len=512, model__max_len=512, data__max_predictions=80),  # BERT's phase 2
+        dict(data__seq_len=512, model__max_len=512, data__mask_prob=0.15, data__max_predictions=80),  # BERT
     ],
 )
 def test_copies_that_differ_and_enough_predictions_are_valid(fields):
@@ -60,7 +61,7 @@ def test_copies_that_differ_and_enough_predictions_are_valid(fields):
         ),
         (
             "bert_tiny",
-            dict(data__seq_len=512, model__max_len=512),
+            dict(data__seq_len=512, model__max_len=512, data__mask_prob=0.15, data__max_predictions=20),
             "config.data.max_predictions=20 caps the masked tokens below seq_len=512 x mask_prob=0.15 = 77 "
             "per sequence; set --config.data.max_predictions=77",
         ),
@@ -70,3 +71,12 @@ def test_mistakes_are_one_line_naming_the_fix(name, fields, message):
     with pytest.raises(config_lib.ConfigError) as e:
         config_lib.validate(config_with(name, **fields))
     assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_a_config_saved_before_a_field_existed_reads_with_its_default():
+    saved = config_with("bert_tiny").to_dict()
+    del saved["train"]["num_seeds"]  # config.json of a run written before num_seeds existed
+    saved["data"]["mask_prob"] = 0.15
+    c = config_lib.from_saved(json.loads(json.dumps(saved)))
+    assert c.train.num_seeds == 1 and c.data.mask_prob == 0.15 and c.model.hidden_size == 128
+    config_lib.validate(c)

@@ -33,6 +33,7 @@ def phase_config(data_dir, corpus, seq_len, stop_at_step):
     c.data.update(
         data_dir=data_dir, corpus=corpus, seq_len=seq_len, max_predictions=math.ceil(seq_len * 0.15)
     )
+    c.data.mask_prob = 0.15
     c.data.validation_fraction = 0.1
     c.train.update(
         batch_size=16,
@@ -74,5 +75,7 @@ def test_second_phase_resumes_at_a_longer_sequence_on_the_same_schedule(tmp_path
 def test_stop_at_step_beyond_num_steps_is_a_config_error():
     c = load_config("bert_tiny")
     c.train.stop_at_step = c.train.num_steps + 1
-    with pytest.raises(config_lib.ConfigError, match="stop_at_step=601 must be between 0"):
+    with pytest.raises(
+        config_lib.ConfigError, match=f"stop_at_step={c.train.num_steps + 1} must be between 0"
+    ):
         config_lib.validate(c)

@@ -43,7 +43,15 @@ def config_for(builder, data_dir, corpus, **data):
         "sentence_pair": "mlm_nsp",
     }.get(builder, "mlm")
     c.model.update(vocab_size=1000, max_len=SEQ)
-    c.data.update(builder=builder, corpus=corpus, data_dir=data_dir, seq_len=SEQ, max_predictions=10, **data)
+    c.data.update(
+        builder=builder,
+        corpus=corpus,
+        data_dir=data_dir,
+        seq_len=SEQ,
+        max_predictions=10,
+        mask_prob=0.15,
+        **data,
+    )
     c.data.validation_fraction = 0.1
     return c
 

@@ -37,7 +37,9 @@ def tiny(data_dir, corpus, **train):
     """A 1-layer BERT with dropout, evaluated on the whole validation split (its length differs by seed)."""
     c = load_config("bert_tiny")
     c.model.update(num_layers=1, hidden_size=32, num_heads=2, mlp_dim=64, vocab_size=1000, max_len=64)
+    c.model.update(dropout_rate=0.1, attention_dropout_rate=0.1)
     c.data.update(data_dir=data_dir, corpus=corpus, seq_len=64, max_predictions=10, validation_fraction=0.1)
+    c.data.mask_prob = 0.15
     c.data.seed = DATA_SEED
     c.train.update(
         **{

@@ -22,7 +22,7 @@ def tiny(name, data_dir, **train):
         dropout_rate=0.0,
         attention_dropout_rate=0.0,
     )
-    c.data.update(data_dir=data_dir, seq_len=64, max_predictions=10)
+    c.data.update(data_dir=data_dir, seq_len=64, max_predictions=10, mask_prob=0.15)
     c.model.max_len = 64
     c.train.update(**{**dict(batch_size=16, num_steps=4, warmup_steps=1, learning_rate=1e-3), **train})
     return c

@@ -144,7 +144,9 @@ def bench_config(args):
             raise SystemExit(f"benchmark: --set {item!r}: {value!r} is not a {type(old).__name__}") from None
     c.model.max_len = max(c.model.max_len, args.seq)
     # BERT's recipe: 15% of the positions rounded up to a multiple of 10 (20 at 128, 80 at 512).
-    c.data.update(seq_len=args.seq, max_predictions=max(1, math.ceil(0.15 * args.seq / 10) * 10))
+    c.data.update(
+        seq_len=args.seq, mask_prob=0.15, max_predictions=max(1, math.ceil(0.15 * args.seq / 10) * 10)
+    )
     # No warmup: the learning rate starts at its peak in all three frameworks, as torch's AdamW here
     # (constant), so loss_first / loss_last show each one training. The arithmetic is the same.
     c.train.update(batch_size=args.batch, grad_accum_steps=1, warmup_steps=0)

@@ -99,7 +99,7 @@ def run_accounting(recipe_config: str, phases: Sequence[dict]) -> dict:
 def restore(workdir: str):
     """(params, step, saved config as ConfigDict) of a run's latest checkpoint."""
     params, step, saved = ckpt.restore_params(workdir)
-    return params, int(step), ml_collections.ConfigDict(saved)
+    return params, int(step), config_lib.from_saved(saved)
 
 
 def cross_evaluate(params, run_config: ml_collections.ConfigDict, overrides: dict) -> dict:

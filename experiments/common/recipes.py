@@ -29,6 +29,9 @@ CPU = Recipe(
         "data.corpus": "shakespeare",
         "data.seq_len": 128,
         "data.max_predictions": 20,
+        "data.mask_prob": 0.15,  # and the rest of bert_tiny as it was then: dropout 0.1, lr 1e-3
+        "model.dropout_rate": 0.1,
+        "model.attention_dropout_rate": 0.1,
         "data.validation_fraction": 0.05,
         "data.dupe_factor": 1,
         "train.batch_size": 32,
