@@ -2,29 +2,23 @@
 first stops at config.train.stop_at_step, the second resumes it at a longer sequence length and
 finishes the one learning-rate schedule."""
 
-import gzip
 import math
 import json
 
 import numpy as np
 import pytest
 
-from conftest import load_config
+from conftest import load_config, write_scenes
 from flaxlm import config as config_lib
 from flaxlm import metrics as metrics_lib
 from flaxlm import optimizer as optimizer_lib
 from flaxlm import train as train_lib
-from flaxlm.data import corpus as corpus_lib
 
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     """60 scenes of the embedded Shakespeare as a JSON-lines corpus: quick to prepare twice."""
-    path = tmp_path_factory.mktemp("corpus") / "scenes.jsonl.gz"
-    with gzip.open(path, "wt", encoding="utf-8") as f:
-        for d in corpus_lib.load_default_corpus()[:60]:
-            f.write(json.dumps({"id": d.id, "text": "\n\n".join(d.paragraphs)}) + "\n")
-    return str(path)
+    return write_scenes(tmp_path_factory.mktemp("corpus") / "scenes.jsonl.gz", 60)
 
 
 def phase_config(data_dir, corpus, seq_len, stop_at_step):

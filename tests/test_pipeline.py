@@ -1,7 +1,6 @@
 """The prepared-data pipeline: every builder through tfds/ArrayRecord + grain, masking modes,
 resumable iterators and per-host sharding (simulated and with 2 real jax.distributed processes)."""
 
-import gzip
 import json
 import os
 import socket
@@ -12,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import REPO, load_config
+from conftest import REPO, load_config, write_scenes
 from flaxlm import train as train_lib
 from flaxlm.data import corpus as corpus_lib
 from flaxlm.data import pipeline
@@ -26,12 +25,7 @@ VOCAB = REPO / "tests" / "testdata" / "bert_uncased_vocab.txt"
 @pytest.fixture(scope="module")
 def small_corpus(tmp_path_factory):
     """A user corpus in JSON lines: the first 120 scenes of the embedded Shakespeare."""
-    docs = corpus_lib.load_default_corpus()[:120]
-    path = tmp_path_factory.mktemp("corpus") / "scenes.jsonl.gz"
-    with gzip.open(path, "wt", encoding="utf-8") as f:
-        for d in docs:
-            f.write(json.dumps({"id": d.id, "text": "\n\n".join(d.paragraphs)}) + "\n")
-    return str(path)
+    return write_scenes(tmp_path_factory.mktemp("corpus") / "scenes.jsonl.gz", 120)
 
 
 def config_for(builder, data_dir, corpus, **data):
@@ -137,7 +131,7 @@ def test_static_masking_dupe_factor_makes_distinct_copies(data_dir, small_corpus
 
 def test_nsp_with_one_validation_document_names_the_split_and_the_fraction(tmp_path):
     """8 scenes: the 2% held out is one scene, and NSP needs a second document to draw NotNext from."""
-    scenes = corpus_lib.load_default_corpus()[:8]
+    scenes = corpus_lib.load_embedded("shakespeare")[:8]
     _, validation = corpus_lib.split_train_validation(scenes, 0.02)
     assert len(validation) == 1
     path = tmp_path / "scenes.jsonl"

@@ -2,7 +2,6 @@
 and data.seed + i, step by step and in its final parameters, through an interruption; its workdir is
 that run's; bad settings are one line."""
 
-import gzip
 import json
 import os
 import shutil
@@ -11,13 +10,12 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import load_config
+from conftest import load_config, write_scenes
 from flaxlm import checkpoint as ckpt
 from flaxlm import config as config_lib
 from flaxlm import lm as lm_lib
 from flaxlm import metrics as metrics_lib
 from flaxlm import train as train_lib
-from flaxlm.data import corpus as corpus_lib
 from test_cli import SMALL, flaxlm
 
 K, STEPS, SEED, DATA_SEED = 2, 6, 3, 5
@@ -26,11 +24,7 @@ K, STEPS, SEED, DATA_SEED = 2, 6, 3, 5
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     """40 scenes of the embedded Shakespeare: each data seed prepares its own examples, quickly."""
-    path = tmp_path_factory.mktemp("corpus") / "scenes.jsonl.gz"
-    with gzip.open(path, "wt", encoding="utf-8") as f:
-        for d in corpus_lib.load_default_corpus()[:40]:
-            f.write(json.dumps({"id": d.id, "text": "\n\n".join(d.paragraphs)}) + "\n")
-    return str(path)
+    return write_scenes(tmp_path_factory.mktemp("corpus") / "scenes.jsonl.gz", 40)
 
 
 def tiny(data_dir, corpus, **train):
