@@ -48,13 +48,15 @@ VARIANTS = (
     Variant(
         "full_sentences",
         "FULL-SENTENCES",
-        {"objective": "mlm", "data.builder": "full_sentences"},
+        # dupe_factor 1 at every scale: with dynamic masks the copies would be identical (RoBERTa masks
+        # each epoch anew instead of duplicating the data), and flaxlm refuses identical copies.
+        {"objective": "mlm", "data.builder": "full_sentences", "data.dupe_factor": 1},
         "RoBERTa: contiguous sentences packed to the full length, crossing document boundaries",
     ),
     Variant(
         "doc_sentences",
         "DOC-SENTENCES",
-        {"objective": "mlm", "data.builder": "doc_sentences"},
+        {"objective": "mlm", "data.builder": "doc_sentences", "data.dupe_factor": 1},
         "RoBERTa: as FULL-SENTENCES but never crossing a document (shorter sequences at ends)",
     ),
     Variant(
@@ -82,7 +84,7 @@ STATIC_PAIRS = (("segpair_nsp_static", "segpair_nsp"), ("full_sentences_static",
 EVALS = (
     EvalSpec(
         "common_mlm",
-        {"objective": "mlm", "data.builder": "doc_sentences"},
+        {"objective": "mlm", "data.builder": "doc_sentences", "data.dupe_factor": 1},
         lambda objective: objective != "clm",
         "MLM on the common DOC-SENTENCES validation split",
     ),

@@ -56,7 +56,8 @@ VARIANTS = (
     Variant(
         "clm",
         "CLM (left-to-right)",
-        {**SHARED, "model.arch": "gpt", "objective": "clm", "data.builder": "causal"},
+        # dupe_factor 1 at every scale: packed causal rows have no randomness to vary between copies.
+        {**SHARED, "model.arch": "gpt", "objective": "clm", "data.builder": "causal", "data.dupe_factor": 1},
         "causal decoder predicting every next token; documents packed into rows, never attended across",
     ),
 )
