@@ -22,7 +22,7 @@ import pytest
 from flaxlm.data import builders
 from flaxlm.data import tokenizer as tok_lib
 from flaxlm.data.builders import BuildStats, SpecialIds
-from flaxlm.data.corpus import document_sentences, load_default_corpus
+from flaxlm.data.corpus import document_sentences, load_embedded
 
 SP = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
 HF = SpecialIds(pad=0, unk=100, cls=101, sep=102, mask=103)
@@ -41,7 +41,7 @@ class RealText(NamedTuple):
 def load_real_text() -> RealText:
     """Every 5th scene of the embedded Shakespeare (spread over all plays, fast), as sentences of
     token ids from a 2000-piece sentencepiece model trained on them."""
-    sents = [list(document_sentences(d)) for d in load_default_corpus()[::5]]
+    sents = [list(document_sentences(d)) for d in load_embedded("shakespeare")[::5]]
     with tempfile.TemporaryDirectory(prefix="flaxlm-test-spm-") as tmp:
         path = tok_lib.train_sentencepiece((s for d in sents for s in d), os.path.join(tmp, "spm"), 2000)
         tok = tok_lib.SentencePieceTokenizer(path)

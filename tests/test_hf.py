@@ -55,7 +55,7 @@ def gpt2_bpe_dir() -> str:
 @pytest.fixture(scope="module")
 def sentences() -> list[str]:
     """Eight real sentences of varied length (a speech of a few words up to long verse)."""
-    docs = corpus_lib.load_default_corpus()
+    docs = corpus_lib.load_embedded("shakespeare")
     pool = [s for doc in docs[10:14] for s in corpus_lib.document_sentences(doc)]
     pool.sort(key=len)
     return [pool[int(q * (len(pool) - 1))] for q in np.linspace(0.02, 0.98, 8)]
@@ -64,7 +64,7 @@ def sentences() -> list[str]:
 @pytest.fixture(scope="module")
 def spm_tokenizer(tmp_path_factory) -> tokenizer_lib.SentencePieceTokenizer:
     """A flaxlm sentencepiece model (1000 pieces) trained on 3000 Shakespeare sentences."""
-    docs = corpus_lib.load_default_corpus()
+    docs = corpus_lib.load_embedded("shakespeare")
     text = [s for doc in docs[:60] for s in corpus_lib.document_sentences(doc)][:3000]
     path = tokenizer_lib.train_sentencepiece(text, str(tmp_path_factory.mktemp("spm") / "spm"), 1000)
     return tokenizer_lib.SentencePieceTokenizer(path)
@@ -239,7 +239,7 @@ def test_random_hf_gpt2_logits_and_bpe_match(tmp_path, gpt2_bpe_dir, sentences):
     reference = transformers.GPT2Tokenizer(
         os.path.join(gpt2_bpe_dir, "encoder.json"), os.path.join(gpt2_bpe_dir, "vocab.bpe")
     )
-    docs = corpus_lib.load_default_corpus()
+    docs = corpus_lib.load_embedded("shakespeare")
     for text in sentences + ["\n\n".join(docs[i].paragraphs[:20]) for i in (0, 300, 700)]:
         assert tok.encode(text) == reference.encode(text)
         assert tok.decode(tok.encode(text)) == text

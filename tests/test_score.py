@@ -103,7 +103,7 @@ def test_pll_equals_a_per_token_loop(trained):
 
 def _heldout_sentences(n: int) -> list[str]:
     """n sentences of 6-16 words from the embedded corpus's held-out scenes (never trained on)."""
-    _, validation = corpus.split_train_validation(corpus.read_corpus("default"), 0.02)
+    _, validation = corpus.split_train_validation(corpus.read_corpus("shakespeare"), 0.02)
     sentences = [s for d in validation for s in corpus.document_sentences(d) if 6 <= len(s.split()) <= 16]
     return sentences[:: len(sentences) // n][:n]
 

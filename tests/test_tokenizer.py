@@ -17,7 +17,7 @@ VOCAB = str(pathlib.Path(__file__).parent / "testdata" / "bert_uncased_vocab.txt
 @pytest.fixture(scope="module")
 def sentences():
     """~8k real sentences: every 10th scene of the embedded corpus."""
-    docs = corpus.load_default_corpus()[::10]
+    docs = corpus.load_embedded("shakespeare")[::10]
     return [s for d in docs for s in corpus.document_sentences(d)]
 
 
@@ -238,7 +238,7 @@ def test_wordpiece_ids_and_specials(wordpiece):
 
 
 def test_wordpiece_decode_round_trip(wordpiece):
-    docs = corpus.load_default_corpus()[::40]
+    docs = corpus.load_embedded("shakespeare")[::40]
     for s in [s for d in docs for s in corpus.document_sentences(d)][:300]:
         ids = wordpiece.encode(s)
         text = wordpiece.decode(ids)
