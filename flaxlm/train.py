@@ -310,6 +310,115 @@ def evaluate(runner: Runner, params, seed_batches, pair_weight: float) -> list[d
     return [acc.result() for acc in accs]
 
 
+class _Reports:
+    """What the loop reports: each seed's metrics.jsonl rows, the progress bar, the eval lines on stdout.
+
+    A train row is written one step late: `defer` keeps the step's device metrics and `flush`, called
+    once the next step is dispatched, reads them, so logging never stalls the device. Its
+    tokens_per_s counts each seed's training tokens since the previous train row or evaluation.
+    """
+
+    def __init__(self, runner: Runner, workdirs, tags, seed_baselines, start: int, last: int, is_main: bool):
+        self.runner, self.tags, self.seed_baselines, self.is_main = runner, tags, seed_baselines, is_main
+        self.writers = [metrics_lib.MetricWriter(wd, enabled=is_main, start=start) for wd in workdirs]
+        self.bar = tqdm(
+            total=last, initial=start, disable=not is_main, desc="train", unit="step", dynamic_ncols=True
+        )
+        self.pending = None  # (step, device metrics) of the train row not written yet
+        self._restart_count(time.perf_counter())
+
+    def _restart_count(self, now: float):
+        self.tokens, self.since = np.zeros(len(self.tags), np.int64), now
+
+    def count(self, batches):
+        """Adds each seed's batch tokens (all hosts') to its throughput count."""
+        self.tokens += np.array([pipeline.batch_tokens(b) for b in batches]) * jax.process_count()
+
+    def defer(self, step: int, device_metrics):
+        self.pending = (step, device_metrics)
+
+    def flush(self):
+        """Writes the deferred train row, if there is one."""
+        if self.pending is None:
+            return
+        (step, device_metrics), self.pending = self.pending, None
+        ms = self.runner.metrics_per_seed(device_metrics)
+        now = time.perf_counter()
+        for writer, m, n in zip(self.writers, ms, self.tokens):
+            m.pop("finite")
+            m["tokens_per_s"] = int(n) / max(now - self.since, 1e-9)
+            writer.write(step, m)
+        self._restart_count(now)
+        self.bar.set_postfix(
+            loss="/".join(f"{m['loss']:.3f}" for m in ms),
+            tok_s=f"{sum(m['tokens_per_s'] for m in ms):.0f}",
+        )
+
+    def eval(self, step: int, eval_metrics: list[dict[str, float]]):
+        """Writes each seed's eval row (with its baselines) and prints its line."""
+        for tag, writer, m, baseline in zip(self.tags, self.writers, eval_metrics, self.seed_baselines):
+            writer.write(step, {**m, **baseline}, prefix="eval_")
+            if self.is_main:
+                line = ", ".join(f"eval_{k}={v:.4f}" for k, v in sorted(m.items()))
+                tqdm.write(f"{tag}step {step}: {line}")
+        self._restart_count(time.perf_counter())  # evaluation time is not training throughput
+
+    def close(self):
+        self.bar.close()
+        for writer in self.writers:
+            writer.close()
+
+
+def _check_finite(steps_metrics, runner: Runner, policy: str, last_saved: int | None, tags) -> None:
+    """Reads the `finite` flags of these (step, device metrics) at once (this waits for the device).
+
+    A non-finite step of a seed is logged as skipped (policy "skip"), or raises NonFiniteError ("stop").
+    """
+    flags = jax.device_get([m["finite"] for _, m in steps_metrics])
+    for (step, device_metrics), flag in zip(steps_metrics, flags):
+        if np.all(flag):  # pmap: one copy per device, all equal
+            continue
+        for tag, m in zip(tags, runner.metrics_per_seed(device_metrics)):
+            if m["finite"]:  # another seed's step
+                continue
+            what = f"{tag}non-finite loss ({m['loss']}) or gradient norm ({m['grad_norm']}) at step {step}"
+            if policy == "skip":
+                log.warning("%s: update skipped (%d skipped so far)", what, int(m["skipped_steps"]))
+                continue
+            kept = "no checkpoint was written"
+            if last_saved:
+                kept = f"the checkpoint of step {last_saved} is untouched"
+            raise errors.NonFiniteError(
+                f"{what}; stopped without saving it, {kept}; lower config.train.learning_rate, "
+                "or set --config.train.nonfinite=skip to drop such steps"
+            )
+
+
+def _disk_error(e: BaseException, mngr, workdir: str, step: int) -> errors.WorkdirError | None:
+    """The one-line error for a checkpoint of `step` that the disk refused; None if `e` is not that."""
+    os_err = ckpt.os_error_in(e)
+    if os_err is None:
+        return None
+    mngr.reload()
+    good = [s for s in mngr.all_steps() if s != step]
+    kept = f"the checkpoint of step {max(good)} is intact" if good else "no earlier checkpoint exists"
+    return errors.WorkdirError(
+        f"cannot write the checkpoint of step {step} to {ckpt.checkpoint_dir(workdir)}: "
+        f"{os_err.strerror or os_err}; {kept}; free space or choose a writable --workdir, then rerun"
+    )
+
+
+def _save(mngrs, workdirs, step: int, seed_states, data_iters, configs, durable: bool) -> None:
+    """Saves each seed's state and data position of `step`; `durable` waits until it is on disk."""
+    for mngr, wd, seed_state, data_iter, c in zip(mngrs, workdirs, seed_states, data_iters, configs):
+        try:
+            ckpt.save(mngr, step, seed_state, data_iter, c.to_dict())
+            if durable:
+                mngr.wait_until_finished()
+        except Exception as e:
+            raise (_disk_error(e, mngr, wd, step) or e) from e
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str
 ) -> dict[str, float] | list[dict[str, float]]:
@@ -331,7 +440,7 @@ def train_and_evaluate(
     ckpt.check_writable(workdir)  # before minutes of data preparation
     configs = seeds_lib.seed_configs(config)  # each seed's single-run config: [config] when num_seeds is 1
     workdirs = seeds_lib.seed_workdirs(workdir, tc.num_seeds)
-    tag = (lambda i: f"seed {i}: ") if tc.num_seeds > 1 else (lambda i: "")
+    tags = [f"seed {i}: " if tc.num_seeds > 1 else "" for i in range(tc.num_seeds)]  # prefix of its lines
 
     # Per seed: data.seed also decides the prepared examples (segmentation, NSP pairs, static masks).
     seed_data = [prepare_data(c) for c in configs]
@@ -383,9 +492,9 @@ def train_and_evaluate(
         for c, data in zip(configs, seed_data)
     ]
     if is_main:
-        for i, baseline in enumerate(seed_baselines):
+        for tag, baseline in zip(tags, seed_baselines):
             tqdm.write(
-                f"{tag(i)}baselines on the held-out targets: "
+                f"{tag}baselines on the held-out targets: "
                 + ", ".join(f"eval_{k}={v:.4f}" for k, v in sorted(baseline.items()))
             )
 
@@ -416,144 +525,61 @@ def train_and_evaluate(
         n_params = sum(x.size for x in jax.tree.leaves(runner.host_state(state).params)) // tc.num_seeds
         log.info("model: %s, %d parameters; objective %s", config.model.arch, n_params, config.objective)
 
-    writers = [metrics_lib.MetricWriter(wd, enabled=is_main, start=start) for wd in workdirs]
-    bar = tqdm(total=last, initial=start, disable=not is_main, desc="train", unit="step", dynamic_ncols=True)
+    reports = _Reports(runner, workdirs, tags, seed_baselines, start, last, is_main)
     eval_metrics: list[dict[str, float]] = [{} for _ in configs]  # one per seed
-    pending = None  # (step, device metrics): read one step late so logging never stalls the device
+    if start == 0:  # the starting point of every learning curve
+        eval_metrics = evaluate(runner, state.params, seed_eval_batches, config.pair_weight)
+        reports.eval(0, eval_metrics)
     # (step, device metrics) of the steps whose finiteness the host has not read yet. Reading
     # them waits for the device, so it happens every config.train.check_finite_every steps
     # (and before every save), not after each step.
     unchecked: list = []
     last_saved = latest  # newest checkpoint known good (saved from a checked state, or restored)
-    no_tokens = lambda: np.zeros(tc.num_seeds, np.int64)  # each seed's tokens since the last log
-    tokens, t_last = no_tokens(), time.perf_counter()
-
-    def log_train(step, device_metrics):
-        nonlocal tokens, t_last
-        ms = runner.metrics_per_seed(device_metrics)
-        now = time.perf_counter()
-        for writer, m, n in zip(writers, ms, tokens):
-            m.pop("finite")
-            m["tokens_per_s"] = int(n) / max(now - t_last, 1e-9)
-            writer.write(step, m)
-        tokens, t_last = no_tokens(), now
-        bar.set_postfix(
-            loss="/".join(f"{m['loss']:.3f}" for m in ms),
-            tok_s=f"{sum(m['tokens_per_s'] for m in ms):.0f}",
-        )
-
-    def run_eval(step):
-        nonlocal eval_metrics, tokens, t_last
-        eval_metrics = evaluate(runner, state.params, seed_eval_batches, config.pair_weight)
-        for i, (writer, m, baseline) in enumerate(zip(writers, eval_metrics, seed_baselines)):
-            writer.write(step, {**m, **baseline}, prefix="eval_")
-            if is_main:
-                tqdm.write(
-                    f"{tag(i)}step {step}: " + ", ".join(f"eval_{k}={v:.4f}" for k, v in sorted(m.items()))
-                )
-        t_last, tokens = time.perf_counter(), no_tokens()  # evaluation time is not training throughput
-
-    def check_finite(steps_metrics):
-        """Reads the `finite` flags of these steps at once; warns (skip) or raises (stop) for bad ones."""
-        flags = jax.device_get([m["finite"] for _, m in steps_metrics])
-        for (step, device_metrics), flag in zip(steps_metrics, flags):
-            if not np.all(flag):  # pmap: one copy per device, all equal
-                nonfinite(step, device_metrics)
-
-    def nonfinite(step, device_metrics):
-        for i, m in enumerate(runner.metrics_per_seed(device_metrics)):
-            if m["finite"]:  # another seed's step
-                continue
-            what = f"{tag(i)}non-finite loss ({m['loss']}) or gradient norm ({m['grad_norm']}) at step {step}"
-            if tc.nonfinite == "skip":
-                log.warning("%s: update skipped (%d skipped so far)", what, int(m["skipped_steps"]))
-                continue
-            kept = (
-                f"the checkpoint of step {last_saved} is untouched"
-                if last_saved
-                else "no checkpoint was written"
-            )
-            raise errors.NonFiniteError(
-                f"{what}; stopped without saving it, {kept}; lower config.train.learning_rate, "
-                "or set --config.train.nonfinite=skip to drop such steps"
-            )
-
-    def disk_error(e: BaseException, step: int, seed: int) -> errors.WorkdirError | None:
-        os_err = ckpt.os_error_in(e)
-        if os_err is None:
-            return None
-        mngr = mngrs[seed]
-        mngr.reload()
-        good = [s for s in mngr.all_steps() if s != step]
-        kept = f"the checkpoint of step {max(good)} is intact" if good else "no earlier checkpoint exists"
-        return errors.WorkdirError(
-            f"cannot write the checkpoint of step {step} to {ckpt.checkpoint_dir(workdirs[seed])}: "
-            f"{os_err.strerror or os_err}; {kept}; free space or choose a writable --workdir, then rerun"
-        )
-
-    def save(step):
-        nonlocal last_saved
-        seed_states = seeds_lib.unstack(runner.host_state(state), tc.num_seeds)
-        for i, (mngr, seed_state, data_iter, c) in enumerate(zip(mngrs, seed_states, data_iters, configs)):
-            try:
-                ckpt.save(mngr, step, seed_state, data_iter, c.to_dict())
-                if stopping:
-                    mngr.wait_until_finished()  # durable before we report it and exit
-            except Exception as e:
-                raise (disk_error(e, step, i) or e) from e
-        last_saved = step
-
-    if start == 0:
-        run_eval(0)  # the starting point of every learning curve
     stopping = False
     try:
         with preemption.Preemption() as preempt:
             for step in range(start + 1, last + 1):
                 batches = [next(it) for it in data_iters]
-                tokens += np.array([pipeline.batch_tokens(b) for b in batches]) * jax.process_count()
+                reports.count(batches)
                 state, metrics = runner.train_step(state, seeds_lib.stack(batches), dropout_rng)
                 unchecked.append((step, metrics))
-                if (
-                    step % tc.check_finite_every == 0
-                ):  # all but this step: done by now, reading does not stall
-                    check_finite(unchecked[:-1])
+                if step % tc.check_finite_every == 0:  # all but this step: done by now, reading won't stall
+                    _check_finite(unchecked[:-1], runner, tc.nonfinite, last_saved, tags)
                     unchecked = unchecked[-1:]
-                if pending is not None:
-                    log_train(*pending)
-                    pending = None
+                reports.flush()
                 if step % tc.log_every == 0 or step == last:
-                    pending = (step, metrics)
-                bar.update(1)
+                    reports.defer(step, metrics)
+                reports.bar.update(1)
                 stopping = preempt.should_stop(step)
                 if step % tc.eval_every == 0 or step == last:
-                    if pending is not None:
-                        log_train(*pending)
-                        pending = None
-                    run_eval(step)
+                    reports.flush()
+                    eval_metrics = evaluate(runner, state.params, seed_eval_batches, config.pair_weight)
+                    reports.eval(step, eval_metrics)
                 if step % tc.checkpoint_every == 0 or step == last or stopping:
-                    check_finite(unchecked)  # never save a state the host has not seen finite
+                    # Never save a state the host has not seen finite.
+                    _check_finite(unchecked, runner, tc.nonfinite, last_saved, tags)
                     unchecked = []
-                    save(step)
+                    seed_states = seeds_lib.unstack(runner.host_state(state), tc.num_seeds)
+                    _save(mngrs, workdirs, step, seed_states, data_iters, configs, durable=stopping)
+                    last_saved = step
                 if stopping:
                     break
-        check_finite(unchecked)
-        if pending is not None:
-            log_train(*pending)
-        for i, mngr in enumerate(mngrs):
+        _check_finite(unchecked, runner, tc.nonfinite, last_saved, tags)
+        reports.flush()
+        for mngr, wd in zip(mngrs, workdirs):
             try:
                 mngr.wait_until_finished()
             except Exception as e:
-                raise (disk_error(e, last_saved, i) or e) from e
+                raise (_disk_error(e, mngr, wd, last_saved) or e) from e
     finally:
-        bar.close()
+        reports.close()
         for mngr in mngrs:
             try:  # let good saves already under way finish, whatever stopped the loop
                 mngr.wait_until_finished()
             except Exception:  # noqa: BLE001 - reported above when it matters; never mask the first error
                 log.debug("waiting for checkpoints after an error", exc_info=True)
             mngr.close()
-        for writer in writers:
-            writer.close()
+
     if is_main and stopping:
         print(
             f"flaxlm: stopped by {preempt.signal_name} at step {step}; checkpoint saved to "
@@ -566,7 +592,7 @@ def train_and_evaluate(
             f"checkpoint in {where}/checkpoints/{last}",
             flush=True,
         )
-        for i, (m, baseline) in enumerate(zip(eval_metrics, seed_baselines)):
+        for tag, m, baseline in zip(tags, eval_metrics, seed_baselines):
             if m:
-                print(f"flaxlm: {tag(i)}held-out {baselines.summary(m, baseline)}", flush=True)
+                print(f"flaxlm: {tag}held-out {baselines.summary(m, baseline)}", flush=True)
     return eval_metrics[0] if tc.num_seeds == 1 else eval_metrics
