@@ -480,16 +480,18 @@ def train_and_evaluate(
     ]
 
     # Trivial baselines on the same held-out targets as the model (the whole validation list, not
-    # this host's slice), logged with every evaluation.
+    # this host's slice: with one process, the very batches above), logged with every evaluation.
     seed_baselines = [
         baselines.evaluate(
             baselines.train_statistics(data),
-            pipeline.eval_batches(
+            local
+            if jax.process_count() == 1
+            else pipeline.eval_batches(
                 data, global_batch=tc.batch_size, seed=c.data.seed + 1, max_batches=tc.eval_batches
             ),
             config.objective,
         )
-        for c, data in zip(configs, seed_data)
+        for c, data, local in zip(configs, seed_data, seed_eval_batches)
     ]
     if is_main:
         for tag, baseline in zip(tags, seed_baselines):
