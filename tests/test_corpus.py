@@ -155,6 +155,10 @@ def _bad_input_cases(tmp_path):
     (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip at all")
     return [
         (str(tmp_path / "missing.txt"), "missing.txt: no such file"),
+        (
+            "shakespear",
+            "shakespear: no such file; check the path, or name an embedded corpus: default, shakespeare",
+        ),
         (str(tmp_path / "nothing" / "*.txt"), "glob matches no files"),
         (str(tmp_path / "empty.txt"), "empty.txt: file is empty"),
         (str(tmp_path / "blank.txt"), "blank.txt: file is empty"),

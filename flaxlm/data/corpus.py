@@ -199,7 +199,10 @@ def _match_files(pattern: str) -> list[tuple[str, str]]:
     elif os.path.isdir(pattern):
         raise CorpusError(f"{pattern}: is a directory; give a glob such as {os.path.join(pattern, '*.txt')}")
     elif not os.path.exists(pattern):
-        raise CorpusError(f"{pattern}: no such file; check the path or use 'default' for the embedded corpus")
+        raise CorpusError(
+            f"{pattern}: no such file; check the path, or name an embedded corpus: "
+            f"{', '.join([DEFAULT_SPEC, *EMBEDDED])}"
+        )
     else:
         paths = [pattern]
     base = _glob_base(pattern)
