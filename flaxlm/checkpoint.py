@@ -104,33 +104,54 @@ def saved_config(mngr: ocp.CheckpointManager, step: int) -> dict:
     return mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
 
 
+def _abandoned_read(e: BaseException | None) -> bool:
+    """An error left over from orbax's reads of a checkpoint that failed: raised in orbax's code, or
+    asyncio's "Event loop is closed" from a TensorStore callback that outlived the restore."""
+    if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+        return True
+    tb = e.__traceback__ if e is not None else None
+    while tb is not None:
+        if "orbax" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+class _AbandonedReadsFilter(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" records of abandoned orbax reads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        e = record.exc_info[1] if record.exc_info else None
+        if _abandoned_read(e):
+            log.debug("ignored after a failed restore: %r", e)
+            return False
+        return True
+
+
 def _quiet_abandoned_reads() -> None:
     """Keeps a failed restore's leftovers off stderr: the warning that follows says what happened.
 
     When one array of a checkpoint cannot be read, orbax abandons the other reads
     under way; their coroutines and TensorStore callbacks end later with the same
-    error, or with "Event loop is closed", reported through sys.unraisablehook (one
-    traceback each, dozens in all, some before the restore raises). This filter, set
-    before the first restore, logs those at debug level and passes every other
-    unraisable exception on unchanged.
+    error, or with "Event loop is closed". Python reports those through
+    sys.unraisablehook and asyncio through its logger ("Task exception was never
+    retrieved"): one traceback each, dozens in all, some before the restore raises.
+    These filters, set before the first restore, log exactly those at debug level and
+    pass everything else on unchanged.
     """
     previous = sys.unraisablehook
     if getattr(previous, "_flaxlm_quiet", False):
         return
 
     def hook(unraisable):
-        e = unraisable.exc_value
-        closed_loop = isinstance(e, RuntimeError) and str(e) == "Event loop is closed"
-        tb, in_orbax = (e.__traceback__ if e is not None else None), False
-        while tb is not None and not in_orbax:
-            in_orbax, tb = "orbax" in tb.tb_frame.f_code.co_filename, tb.tb_next
-        if closed_loop or in_orbax:
-            log.debug("ignored after a failed restore: %r", e)
+        if _abandoned_read(unraisable.exc_value):
+            log.debug("ignored after a failed restore: %r", unraisable.exc_value)
         else:
             previous(unraisable)
 
     hook._flaxlm_quiet = True
     sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(_AbandonedReadsFilter())
 
 
 def _chain(e: BaseException | None) -> list[BaseException]:
