@@ -10,6 +10,7 @@ import ml_collections
 
 from flaxlm.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
 from flaxlm import sharding
+from flaxlm.data.builders import NSP_NEGATIVES
 from flaxlm.objectives import OBJECTIVES, has_pair_head
 
 ENCODER_BUILDERS = ("segment_pair", "sentence_pair", "full_sentences", "doc_sentences", "sop")
@@ -74,6 +75,9 @@ def base_config() -> ml_collections.ConfigDict:
             whole_word=False,
             span=False,  # SpanBERT geometric span masking
             short_seq_prob=0.1,
+            # where NSP's NotNext segments come from: "any" other document (BERT), "same_source" or
+            # "other_source" (a source is one corpus of the spec; the default spec has four)
+            nsp_negatives="any",
             validation_fraction=0.02,
             seed=0,
             prefetch=4,  # batches prepared ahead on background threads
@@ -174,6 +178,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
         fail("config.objective='mlm_sop' needs config.data.builder='sop'")
     if c.data.builder == "sop" and c.objective != "mlm_sop":
         fail("config.data.builder='sop' makes sentence-order labels; set config.objective='mlm_sop'")
+    if c.data.nsp_negatives not in NSP_NEGATIVES:
+        choices = ", ".join(NSP_NEGATIVES)
+        fail(f"config.data.nsp_negatives={c.data.nsp_negatives!r} is unknown; choose one of {choices}")
+    if c.data.nsp_negatives != "any" and c.objective != "mlm_nsp":
+        fail(
+            f"config.data.nsp_negatives={c.data.nsp_negatives!r} chooses NSP's NotNext segments, but "
+            f"config.objective={c.objective!r} has no NSP; set config.objective='mlm_nsp' or drop it"
+        )
     if c.objective == "mlm_nsp" and c.data.builder not in ("segment_pair", "sentence_pair"):
         fail(
             f"config.objective='mlm_nsp' needs a pair builder (segment_pair or sentence_pair), "

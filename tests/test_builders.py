@@ -304,6 +304,72 @@ def test_segment_pair_needs_two_docs_for_nsp(tagged):
     assert list(builders.segment_pair(tagged.docs[:1], 64, np.random.default_rng(0), SP, nsp=False))
 
 
+def _three_sources(n: int) -> list[str]:
+    """Three sources over n documents, each a run of documents, as three corpora listed in a spec."""
+    return [("plays", "novels", "manuals")[3 * d // n] for d in range(n)]
+
+
+@pytest.mark.parametrize("builder", ["segment_pair", "sentence_pair"])
+@pytest.mark.parametrize("negatives", ["same_source", "other_source"])
+def test_nsp_negatives_come_from_the_chosen_source(tagged, builder, negatives):
+    sources = _three_sources(len(tagged.docs))
+    stats = BuildStats()
+    exs = builders.build_examples(
+        builder,
+        tagged.docs,
+        64,
+        np.random.default_rng(0),
+        SP,
+        stats=stats,
+        negatives=negatives,
+        sources=sources,
+    )
+    from_sources = set()
+    for ex in exs:
+        a, b = split_pair(ex)
+        da, db = tagged.doc_of[a[0] - TAG0], tagged.doc_of[b[0] - TAG0]
+        if ex["pair_label"] == 0:
+            assert db == da
+            continue
+        assert db != da and (sources[db] == sources[da]) == (negatives == "same_source")
+        from_sources.add(sources[da])
+    assert stats.not_next > 300 and from_sources == set(sources)
+
+
+def test_nsp_negatives_any_is_berts_draw(tagged):
+    """The default, "any", draws as BERT whatever the sources: data prepared before it is unchanged."""
+    sources = _three_sources(len(tagged.docs))
+    plain = list(builders.segment_pair(tagged.docs, 64, np.random.default_rng(0), SP))
+    given = list(builders.segment_pair(tagged.docs, 64, np.random.default_rng(0), SP, sources=sources))
+    assert len(plain) == len(given)
+    for x, y in zip(plain, given):
+        assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+    # ... so its negatives cross sources about as often as the other sources hold documents (2/3 here).
+    cross = [
+        sources[tagged.doc_of[a[0] - TAG0]] != sources[tagged.doc_of[b[0] - TAG0]]
+        for a, b in (split_pair(ex) for ex in plain if ex["pair_label"] == 1)
+    ]
+    assert 0.55 < np.mean(cross) < 0.78
+
+
+def test_nsp_negatives_need_documents_to_draw_from(tagged):
+    docs = tagged.docs[:3]
+    with pytest.raises(builders.DataError, match="source 'b' has 1 document \\(need 2\\)"):
+        list(
+            builders.segment_pair(
+                docs, 64, np.random.default_rng(0), SP, negatives="same_source", sources="aab"
+            )
+        )
+    with pytest.raises(builders.DataError, match="source 'a' has no other source"):
+        list(
+            builders.segment_pair(
+                docs, 64, np.random.default_rng(0), SP, negatives="other_source", sources="aaa"
+            )
+        )
+    with pytest.raises(builders.DataError, match="needs each document's source"):
+        list(builders.sentence_pair(docs, 64, np.random.default_rng(0), SP, negatives="same_source"))
+
+
 def test_segment_pair_without_nsp_is_always_continuation(tagged):
     for ex in builders.segment_pair(tagged.docs, 64, np.random.default_rng(2), SP, nsp=False):
         assert "pair_label" not in ex

@@ -65,6 +65,16 @@ def test_copies_that_differ_and_enough_predictions_are_valid(fields):
             "config.data.max_predictions=20 caps the masked tokens below seq_len=512 x mask_prob=0.15 = 77 "
             "per sequence; set --config.data.max_predictions=77",
         ),
+        (
+            "bert_tiny",
+            dict(data__nsp_negatives="nearby"),
+            "config.data.nsp_negatives='nearby' is unknown; choose one of any, same_source, other_source",
+        ),
+        (
+            "bert_tiny",
+            dict(objective="mlm_sop", data__builder="sop", data__nsp_negatives="same_source"),
+            "config.objective='mlm_sop' has no NSP; set config.objective='mlm_nsp' or drop it",
+        ),
     ],
 )
 def test_mistakes_are_one_line_naming_the_fix(name, fields, message):

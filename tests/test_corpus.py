@@ -34,6 +34,8 @@ def test_default_is_the_four_embedded_corpora_in_order(docs):
     assert corpus.read_corpus("bible")[0].id == "web/Gen/1" and corpus.read_corpus(["austen", "pydocs"])
     fps = {corpus.corpus_fingerprint(n) for n in [*sizes, "default"]}
     assert len(fps) == 5  # each name prepares its own data
+    # Each document knows its source: NSP can draw its NotNext segments from the same kind of text.
+    assert [d.source for d in default] == [n for n in sizes for _ in range(sizes[n])]
 
 
 def test_shakespeare_counts_and_ids(docs):
@@ -114,6 +116,9 @@ def test_read_txt_glob(tmp_path, docs):
     # A plain path and a list of specs work too.
     both = corpus.read_corpus([str(tmp_path / "a.txt"), "shakespeare"])
     assert both[0].paragraphs == docs[0].paragraphs and len(both) == 1 + len(docs) and both[0].id == "a.txt"
+    # A document's source is the spec item it was read from.
+    assert {d.source for d in got} == {str(tmp_path / "**" / "*.txt")}
+    assert both[0].source == str(tmp_path / "a.txt") and {d.source for d in both[1:]} == {"shakespeare"}
 
 
 def test_read_jsonl_and_gz(tmp_path, docs):

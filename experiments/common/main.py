@@ -33,6 +33,9 @@ class Experiment:
     write_report: Callable[[str, str], str]  # (runs_dir, report_dir) -> REPORT.md path
     # Variants as a recipe needs them (e.g. steps scaled to matched FLOPs at that recipe's shapes).
     adapt: Callable[[runner.Recipe, Sequence[runner.Variant]], list[runner.Variant]] | None = None
+    # The variants a scale runs without --variants, where not all (a scale that cannot test one says why
+    # in its report); --variants may still name any.
+    default_variants: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def folder(self) -> str:
@@ -86,9 +89,10 @@ def parse_args(exp: Experiment, argv):
     return p.parse_args(argv)
 
 
-def select_variants(exp: Experiment, names: str | None) -> list[runner.Variant]:
+def select_variants(exp: Experiment, names: str | None, scale: str = "cpu") -> list[runner.Variant]:
     if not names:
-        return list(exp.variants)
+        default = exp.default_variants.get(scale)
+        return [v for v in exp.variants if default is None or v.name in default]
     by_name = {v.name: v for v in exp.variants}
     unknown = [n for n in names.split(",") if n not in by_name]
     if unknown:
@@ -173,7 +177,7 @@ def _main(exp: Experiment, args) -> int:
         if args.seeds
         else list(exp.default_seeds[args.scale][: 1 if args.quick else None])
     )
-    variants = select_variants(exp, args.variants)
+    variants = select_variants(exp, args.variants, args.scale)
     if exp.adapt is not None:
         variants = exp.adapt(recipe, variants)
     extra = parse_set(args.set)

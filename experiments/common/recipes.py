@@ -24,26 +24,27 @@ CPU = Recipe(
     scale="cpu",
     config="configs/bert_tiny.py",  # 2 layers, hidden 128, 2 heads, MLP 512, 8000-piece vocabulary
     overrides={
+        # configs/bert_tiny.py as tuned (docs/cpu_recipe.md): the 4-corpus default, post-LN, no dropout,
+        # lr 2e-3, 40% masks (52 predictions), at a third of its steps so that 3 seeds of every variant
+        # fit in the study's budget. At step 600 the 1800-step default run is 0.67 nats below the
+        # unigram model with NSP at 0.70 (README).
         "model.max_len": 128,
-        # The corpus the committed reports were run on; flaxlm's default is now the 4-corpus mix.
-        "data.corpus": "shakespeare",
+        "data.corpus": "default",
         "data.seq_len": 128,
-        "data.max_predictions": 20,
-        "data.mask_prob": 0.15,  # and the rest of bert_tiny as it was then: dropout 0.1, lr 1e-3
-        "model.dropout_rate": 0.1,
-        "model.attention_dropout_rate": 0.1,
+        "data.mask_prob": 0.4,
+        "data.max_predictions": 52,
         "data.validation_fraction": 0.05,
         "data.dupe_factor": 1,
         "train.batch_size": 32,
-        "train.num_steps": 240,
-        "train.warmup_steps": 24,
-        "train.learning_rate": 1e-3,
+        "train.num_steps": 600,
+        "train.warmup_steps": 60,
+        "train.learning_rate": 2e-3,
         "train.log_every": 10,
-        "train.eval_every": 60,
-        "train.checkpoint_every": 60,
+        "train.eval_every": 150,
+        "train.checkpoint_every": 300,
         "train.keep_checkpoints": 2,
     },
-    note="2-layer BERT (hidden 128) on the embedded Shakespeare corpus, 240 steps of 32 × 128",
+    note="2-layer BERT (hidden 128) on the 4 embedded corpora, 600 steps of 32 × 128, 40% masks",
     # Fine-tuning budget per pretrained run: 4000 sentiment training examples of at most 64 tokens
     # (the snippets are short), 2 epochs at lr 1e-3, 3 seeds. Measured on a seed-0 run: 1000 examples
     # at the default lr 1e-4 stay at chance (52%), 2000 at 1e-3 reach 59 ± 3%, 4000 reach 70%.

@@ -104,7 +104,7 @@ EXPERIMENT = main_lib.Experiment(
     recipes={"cpu": recipes.CPU, "full": recipes.FULL},
     quick=recipes.quick,
     evals=EVALS,
-    default_seeds={"cpu": (0, 1), "full": (0,)},
+    default_seeds={"cpu": (0, 1, 2), "full": (0,)},
     write_report=_write_report,
     adapt=matched_flops,
 )

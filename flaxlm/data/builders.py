@@ -55,6 +55,7 @@ __all__ = [
     "pack_causal",
     "pad_encoder_example",
     "BUILDERS",
+    "NSP_NEGATIVES",
     "build_examples",
 ]
 
@@ -233,6 +234,46 @@ def _random_other_doc(rng: np.random.Generator, nonempty: np.ndarray, current: i
     return int(nonempty[j])
 
 
+# Where an NSP NotNext segment comes from (``negatives=``). BERT draws any other document; with a
+# corpus of several sources (e.g. the default's four kinds of text) "same_source" keeps the topic
+# and genre of A, so NotNext must be told from coherence, and "other_source" makes it a topic test.
+NSP_NEGATIVES = ("any", "same_source", "other_source")
+
+
+def _negative_sampler(
+    nonempty: np.ndarray, sources: Sequence[str] | None, negatives: str, name: str
+) -> Callable[[np.random.Generator, int], int]:
+    """``draw(rng, current)``: the document a NotNext segment of document ``current`` comes from.
+
+    ``sources[i]`` names document i's source (``corpus.Document.source``). "any" draws exactly as
+    BERT (and as flaxlm always has, so prepared data is unchanged); the others draw uniformly from
+    the other documents of the same source, or from the documents of every other source.
+    """
+    if negatives == "any":
+        return lambda rng, current: _random_other_doc(rng, nonempty, current)
+    if negatives not in NSP_NEGATIVES:
+        raise DataError(
+            f"{name}: negatives={negatives!r} is unknown; choose one of {', '.join(NSP_NEGATIVES)}"
+        )
+    if sources is None:
+        raise DataError(f"{name}: negatives={negatives!r} needs each document's source")
+    codes = np.array([sources[i] for i in nonempty], dtype=object)
+    pools = {}
+    for source in sorted(set(codes)):
+        same = nonempty[codes == source]
+        pool = same if negatives == "same_source" else nonempty[codes != source]
+        if len(pool) < (2 if negatives == "same_source" else 1):
+            raise DataError(
+                f"{name} with negatives={negatives!r}: source {source!r} has "
+                + (f"{len(same)} document (need 2)" if negatives == "same_source" else "no other source")
+                + "; use negatives='any' or a corpus with more documents per source"
+            )
+        pools[source] = pool
+    if negatives == "same_source":
+        return lambda rng, current: _random_other_doc(rng, pools[sources[current]], current)
+    return lambda rng, current: int(pools[sources[current]][_randint(rng, 0, len(pools[sources[current]]))])
+
+
 def _nonempty_index(clean: list[list[np.ndarray]], need_two: bool, name: str) -> np.ndarray:
     nonempty = np.array([i for i, d in enumerate(clean) if d], dtype=np.int64)
     if need_two and len(nonempty) < 2:
@@ -274,6 +315,8 @@ def _segment_pairs(
     *,
     nsp: bool,
     sop: bool,
+    negatives: str = "any",
+    sources: Sequence[str] | None = None,
 ) -> Iterator[Example]:
     """Shared body of ``segment_pair`` and ``sop`` (BERT's create_instances_from_document).
 
@@ -286,6 +329,7 @@ def _segment_pairs(
     stats = stats if stats is not None else BuildStats()
     clean = _clean_corpus(docs, stats)
     nonempty = _nonempty_index(clean, nsp, name)
+    other_doc = _negative_sampler(nonempty, sources, negatives, name) if nsp else None
     max_num_tokens = seq_len - 3
 
     def draw_target() -> tuple[int, bool]:
@@ -304,7 +348,7 @@ def _segment_pairs(
             # NotNext (always for a one-sentence chunk, as in BERT): B is a run of sentences of
             # another document, and the chunk's sentences after A are put back, not wasted.
             tokens_a = np.concatenate(chunk[:a_end])
-            other = clean[_random_other_doc(rng, nonempty, doc_index)]
+            other = clean[other_doc(rng, doc_index)]
             tokens_b = _sentence_run(other, _randint(rng, 0, len(other)), max(1, target - len(tokens_a)))
             return tokens_a, tokens_b, 1, a_end
         if len(chunk) == 1:
@@ -363,6 +407,8 @@ def segment_pair(
     nsp: bool = True,
     stats: BuildStats | None = None,
     short_seq_per_document: bool = False,
+    negatives: str = "any",
+    sources: Sequence[str] | None = None,
 ) -> Iterator[Example]:
     """BERT SEGMENT-PAIR (+NSP): Devlin et al. 2019, ``create_instances_from_document``.
 
@@ -386,10 +432,24 @@ def segment_pair(
     short target once per document (so short targets cover more than
     ``short_seq_prob`` of examples); by default it is redrawn per example.
 
+    ``negatives`` (with ``sources``, one name per document): where NotNext B comes from,
+    "any" other document (BERT), one of the "same_source" or of an "other_source"
+    (``NSP_NEGATIVES``).
+
     Yields ``tokens`` [n], ``token_type_ids`` [n] and (nsp) ``pair_label`` [], n <= seq_len.
     """
     return _segment_pairs(
-        docs, seq_len, rng, special, short_seq_prob, stats, short_seq_per_document, nsp=nsp, sop=False
+        docs,
+        seq_len,
+        rng,
+        special,
+        short_seq_prob,
+        stats,
+        short_seq_per_document,
+        nsp=nsp,
+        sop=False,
+        negatives=negatives,
+        sources=sources,
     )
 
 
@@ -427,6 +487,8 @@ def sentence_pair(
     special: SpecialIds,
     nsp: bool = True,
     stats: BuildStats | None = None,
+    negatives: str = "any",
+    sources: Sequence[str] | None = None,
 ) -> Iterator[Example]:
     """RoBERTa SENTENCE-PAIR (Liu et al. 2019, §4.2): A and B are single natural sentences.
 
@@ -438,12 +500,15 @@ def sentence_pair(
     (``dropped_sentences``). Pairs longer than ``seq_len - 3`` are trimmed by
     ``truncate_seq_pair`` (``truncated_sentences`` counts each cut sentence).
 
+    ``negatives`` and ``sources``: where NotNext B comes from, as in ``segment_pair``.
+
     Yields ``tokens`` [n], ``token_type_ids`` [n] and (nsp) ``pair_label`` [].
     """
     _check_seq_len(seq_len, 5, "sentence_pair")
     stats = stats if stats is not None else BuildStats()
     clean = _clean_corpus(docs, stats)
     nonempty = _nonempty_index(clean, nsp, "sentence_pair")
+    other_doc = _negative_sampler(nonempty, sources, negatives, "sentence_pair") if nsp else None
     max_num_tokens = seq_len - 3
     for doc_index, document in enumerate(clean):
         i = 0
@@ -456,7 +521,7 @@ def sentence_pair(
             if nsp and (last or rng.random() < 0.5):
                 if last:
                     stats.single_sentence_chunks += 1
-                rand_doc = clean[_random_other_doc(rng, nonempty, doc_index)]
+                rand_doc = clean[other_doc(rng, doc_index)]
                 tokens_b = rand_doc[_randint(rng, 0, len(rand_doc))]
                 label, step = 1, 1
                 stats.not_next += 1

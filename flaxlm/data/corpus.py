@@ -62,10 +62,16 @@ class CorpusError(FlaxlmError):
 
 @dataclasses.dataclass(frozen=True)
 class Document:
-    """One document: a stable id (used for the held-out split) and its cleaned paragraphs."""
+    """One document: a stable id (used for the held-out split) and its cleaned paragraphs.
+
+    ``source``: the corpus it came from, as `read_corpus` names it: the embedded corpus's name
+    (the default spec counts as its four), else the spec item (a path, glob or tfds spec).
+    NSP can draw its NotNext segments from the same source or another (`data.nsp_negatives`).
+    """
 
     id: str
     paragraphs: tuple[str, ...]
+    source: str = ""
 
 
 # ----------------------------------------------------------------------------- cleaning
@@ -272,7 +278,11 @@ def load_embedded(name: str) -> list[Document]:
     """One embedded corpus (a key of EMBEDDED) as Documents, in its file's order."""
     with _embedded_path(name).open("rb") as f:
         payload = gzip.decompress(f.read()).decode("utf-8")
-    return [Document(r["id"], tuple(r["paragraphs"])) for r in map(json.loads, payload.splitlines())]
+    return [Document(r["id"], tuple(r["paragraphs"]), name) for r in map(json.loads, payload.splitlines())]
+
+
+def _from(source: str, docs: list[Document]) -> list[Document]:
+    return [dataclasses.replace(d, source=source) for d in docs]
 
 
 def load_default_corpus() -> list[Document]:
@@ -299,10 +309,10 @@ def read_corpus(spec: str | Sequence[str]) -> list[Document]:
         if _embedded_names(item):
             docs.extend(d for name in _embedded_names(item) for d in load_embedded(name))
         elif item.startswith("tfds:"):
-            docs.extend(_drop_empty(_read_tfds(item), item))
+            docs.extend(_from(item, _drop_empty(_read_tfds(item), item)))
         else:
             for path, rel_id in _match_files(item):
-                docs.extend(_drop_empty(_read_file(path, rel_id), path))
+                docs.extend(_from(item, _drop_empty(_read_file(path, rel_id), path)))
     if not docs:
         raise CorpusError(f"{spec}: no non-empty documents; check the corpus files")
     seen: dict[str, int] = {}

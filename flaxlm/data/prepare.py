@@ -13,6 +13,7 @@ reuses the cached one. tfds writes into an `incomplete.*` folder and renames
 it when done, so an interrupted preparation is never read.
 """
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -55,6 +56,7 @@ class DataSettings:
     short_seq_prob: float
     validation_fraction: float
     seed: int
+    nsp_negatives: str = "any"
 
 
 def settings_from_config(data_cfg, pair_labels: bool) -> DataSettings:
@@ -71,6 +73,7 @@ def settings_from_config(data_cfg, pair_labels: bool) -> DataSettings:
         short_seq_prob=data_cfg.short_seq_prob,
         validation_fraction=data_cfg.validation_fraction,
         seed=data_cfg.seed,
+        nsp_negatives=data_cfg.nsp_negatives,
     )
 
 
@@ -176,6 +179,7 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
                 options = {"short_seq_prob": s.short_seq_prob} if s.builder == "segment_pair" else {}
                 if s.builder in ("segment_pair", "sentence_pair"):
                     options["nsp"] = s.pair_labels
+                    options.update(negatives=s.nsp_negatives, sources=[d.source for d in docs])
                 examples = builders.build_examples(
                     s.builder, tok_docs, s.seq_len, rng, special, stats=build_stats, **options
                 )
@@ -204,6 +208,8 @@ def check_pair_documents(s: DataSettings, docs, train, validation) -> None:
     if not (s.pair_labels and s.builder in ("segment_pair", "sentence_pair")):
         return
     if len(train) >= 2 and len(validation) >= 2:
+        _check_sources(s, train, "training")
+        _check_sources(s, validation, "validation")
         return
     fraction = corpus_lib.validation_fraction_for(docs, 2)
     if len(validation) < 2 and len(docs) >= 4 and fraction < 1:  # holding out 2 leaves 2 to train on
@@ -217,6 +223,24 @@ def check_pair_documents(s: DataSettings, docs, train, validation) -> None:
         f"{s.builder} with NSP needs 2 in each split (NotNext segments come from another document); "
         "add documents (a long .txt file is one document: split it into several files)"
     )
+
+
+def _check_sources(s: DataSettings, docs, split: str) -> None:
+    """nsp_negatives other than "any" needs 2 documents of each source (same) or 2 sources (other)."""
+    counts = collections.Counter(d.source for d in docs)
+    if s.nsp_negatives == "same_source" and min(counts.values()) < 2:
+        source = min(counts, key=counts.get)
+        raise DataError(
+            f"the {split} split has 1 document of source {source!r}, but data.nsp_negatives='same_source' "
+            "needs 2 of each (NotNext comes from another document of the same source); "
+            "set --config.data.nsp_negatives=any or add documents to that source"
+        )
+    if s.nsp_negatives == "other_source" and len(counts) < 2:
+        raise DataError(
+            f"the {split} split has one source ({next(iter(counts))!r}), but data.nsp_negatives="
+            "'other_source' draws NotNext from another; list several corpora (e.g. --config.data.corpus="
+            "default) or set --config.data.nsp_negatives=any"
+        )
 
 
 @dataclasses.dataclass
@@ -270,6 +294,8 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int) -> PreparedData:
         "tokenizer": tok.fingerprint,
         "settings": dataclasses.asdict(settings),
     }
+    if settings.nsp_negatives == "any":  # BERT's draw, as before the option existed: keep those caches
+        del key["settings"]["nsp_negatives"]
     if settings.dupe_factor > 1:
         # dupe_factor once copied the validation split too: those datasets must not be reused
         # (a key of its own, rather than a FORMAT_VERSION bump, keeps the dupe_factor=1 caches).
