@@ -145,7 +145,9 @@ def test_flops_within_xla_count_and_parameters_exact(arch, objective):
     forward = jax.jit(lambda p, b: step_lib.apply_model(model, p, b, objective=objective, train=False))
     cost = forward.lower(params, batch).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    ours = flops.forward_flops_per_sequence(config.model.to_dict(), objective, 128, 20)
+    ours = flops.forward_flops_per_sequence(
+        config.model.to_dict(), objective, 128, config.data.max_predictions
+    )
     assert 0.93 * cost["flops"] < ours <= cost["flops"]
 
 
@@ -177,13 +179,18 @@ def test_every_planned_config_is_valid_and_matched(exp, tmp_path):
 
 
 def test_objectives_give_clm_fewer_steps_for_the_same_flops():
-    variants = {v.name: v for v in obj_sweep.matched_flops(recipes.CPU, obj_sweep.VARIANTS)}
-    runs = {r.variant.name: r for r in runner.plan_runs(recipes.CPU, variants.values(), [0], "/tmp/x")}
+    recipe = obj_sweep.EXPERIMENT.recipes["cpu"]  # bert_tiny as before its tuning: 15% masks, 240 steps
+    variants = {v.name: v for v in obj_sweep.matched_flops(recipe, obj_sweep.VARIANTS)}
+    runs = {r.variant.name: r for r in runner.plan_runs(recipe, variants.values(), [0], "/tmp/x")}
     assert runs["mlm"].num_steps == 240
     assert runs["mlm_nsp"].num_steps == 240
     # Forward FLOPs per sequence at the CPU shapes (hidden 128, vocabulary 8000): MLM 159.1M (the
     # vocabulary projection on 20 scored positions), CLM 379.6M (on all 128).
     assert runs["clm"].num_steps == round(240 * 159_088_640 / 379_584_512) == 101
+    # At the NSP ablation's recipe (40% masks: 52 scored positions, 225.7M) the CLM gets more steps.
+    variants = obj_sweep.matched_flops(recipes.CPU, obj_sweep.VARIANTS)
+    runs = {r.variant.name: r for r in runner.plan_runs(recipes.CPU, variants, [0], "/tmp/x")}
+    assert runs["mlm"].num_steps == 600 and runs["clm"].num_steps == round(600 * 225_673_216 / 379_584_512)
 
 
 def test_results_json_parsing():
@@ -234,9 +241,13 @@ def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, dat
     # Cross-evaluation: both pair-head models on both tasks, and everyone on the common MLM split.
     for run in (nsp_run, sop_run):
         evals = json.loads((run / "analysis.json").read_text())["evals"]
-        assert set(evals) == {"common_mlm", "nsp", "sop"}
+        assert set(evals) == {"common_mlm", "nsp", "sop", "nsp_same_source", "nsp_other_source"}
         assert 0.0 <= evals["nsp"]["nsp_accuracy"] <= 1.0 and 0.0 <= evals["sop"]["sop_accuracy"] <= 1.0
         assert evals["nsp"]["examples"] == evals["sop"]["examples"] == 4 * 16  # train.eval_batches x batch
+        # NotNext drawn within and across the default corpus's four sources: other examples than "nsp".
+        within, across = evals["nsp_same_source"], evals["nsp_other_source"]
+        assert within["examples"] == across["examples"] == 4 * 16
+        assert within["nsp_loss"] != across["nsp_loss"] != evals["nsp"]["nsp_loss"]
     # A run of seed 0 evaluated on its own task reads the very batches its own last evaluation read:
     # restored parameters + flaxlm's eval step must give the training loop's numbers.
     for run, task in ((nsp_run, "nsp"), (sop_run, "sop")):
@@ -254,6 +265,7 @@ def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, dat
         "| SEGMENT-PAIR + NSP | 1 |",
         "| SEGMENT-PAIR + SOP | 1 |",
         "## NSP ↔ SOP cross-evaluation",
+        "## NSP within and across kinds of text",
         "## Published directions and ours",
         "Not run: --no_downstream",
         "flaxlm train --config=configs/bert_tiny.py",
@@ -271,7 +283,7 @@ def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, dat
 
     # Different settings for an existing run: refused, nothing touched.
     proc = sweep(
-        out, "--variants=sop", "--set", "train.learning_rate=0.002", "--no_downstream", data_dir=data_dir
+        out, "--variants=sop", "--set", "train.learning_rate=0.0005", "--no_downstream", data_dir=data_dir
     )
     assert proc.returncode == 2 and "trained with different settings" in proc.stderr, proc.stderr
 
@@ -362,7 +374,7 @@ def test_tuning_scores_every_setting_on_the_same_targets(tmp_path, data_dir, mon
 
     monkeypatch.setenv("FLAXLM_DATA_DIR", data_dir)
     small = [f"{k}={v}" for k, v in recipes.QUICK_OVERRIDES.items() if k.split(".")[0] != "train"]
-    small = [s for s in small if not s.startswith("data.max_predictions")]  # each setting keeps its own
+    small = [s for s in small if not s.startswith(("data.max_predictions", "data.mask_prob"))]  # each its own
     small += ["train.batch_size=16", "train.num_steps=4", "train.warmup_steps=1", "train.eval_every=4"]
     small += ["train.checkpoint_every=4", "train.eval_batches=2"]
     argv = [f"--out={tmp_path}", "--only=fast,fast_mask40", *(f"--set={s}" for s in small)]

@@ -1,13 +1,16 @@
 """The base recipes the BERT experiments share, at two scales and one smoke size.
 
-CPU scale (the committed REPORT.md files): flaxlm's bert_tiny model (2
-layers, hidden 128, 2 heads, MLP 512), sequence 128, batch 32, 240 steps, on
-the embedded Shakespeare corpus (`data.corpus=shakespeare`), with 5% of its scenes
-held out so evaluations score ~540 sequences. Each pretrained run is then
-fine-tuned on 4000 sentiment training examples, 2 epochs, 3 seeds (NER only
-at full scale: see `CPU.tasks`). A larger model (4 layers, hidden 256, the
-more usual small BERT) costs ~6x more per step (experiments/README.md); pass
-it with --set model.num_layers=4 ....
+CPU scale: flaxlm's bert_tiny (2 layers, hidden 128, 2 heads, MLP 512) as
+docs/cpu_recipe.md tuned it (the 4 embedded corpora, no dropout, lr 2e-3,
+40% masks), at 600 steps of 32 × 128 instead of its 1,800 so that every
+variant trains with 3 seeds in the study's budget; 5% of the documents are
+held out. Each pretrained run is then fine-tuned on 4000 sentiment training
+examples, 2 epochs, 3 seeds (NER only at full scale: see `CPU.tasks`).
+`CPU_SHAKESPEARE` is the recipe before that tuning (Shakespeare only, 15%
+masks, dropout 0.1, lr 1e-3, 240 steps): the objectives study's committed
+report was made with it. A larger model (4 layers, hidden 256, the more
+usual small BERT) costs ~6x more per step (experiments/README.md); pass it
+with --set model.num_layers=4 ....
 
 Full scale: BERT-base (configs/bert_base.py) with the paper's 128 → 512
 recipe: 900k steps at sequence 128, then 100k at 512, batch 256, one
@@ -48,6 +51,9 @@ CPU = Recipe(
     # Fine-tuning budget per pretrained run: 4000 sentiment training examples of at most 64 tokens
     # (the snippets are short), 2 epochs at lr 1e-3, 3 seeds. Measured on a seed-0 run: 1000 examples
     # at the default lr 1e-4 stay at chance (52%), 2000 at 1e-3 reach 59 ± 3%, 4000 reach 70%.
+    # With the tuned recipe's own 1,800-step model (README run) the same budget reaches 69.6 ± 1.9% test
+    # accuracy against 75.5 ± 0.5% from its random initialisation (3 seeds each); lr 3e-4, 5 epochs,
+    # fine-tuning without dropout or a frozen encoder did not close that gap (docs/cpu_recipe.md).
     # NER is left out at this scale: this model tags every token O (entity F1 0.0, 3 seeds, even with
     # the full 1932-tweet set at lr 1e-3), so it would cost a third of the sweep and say nothing.
     finetune=(
@@ -59,6 +65,26 @@ CPU = Recipe(
         "--config.save_params=false",
     ),
     tasks=("sentiment",),
+)
+
+# The objectives study's committed report was made with bert_tiny as it was before docs/cpu_recipe.md's
+# tuning (Shakespeare only, 15% masks, dropout 0.1, lr 1e-3, 240 steps); it runs this recipe until it is
+# re-run with CPU's.
+CPU_SHAKESPEARE = CPU.with_overrides(
+    "cpu",
+    {
+        "data.corpus": "shakespeare",
+        "data.max_predictions": 20,
+        "data.mask_prob": 0.15,
+        "model.dropout_rate": 0.1,
+        "model.attention_dropout_rate": 0.1,
+        "train.num_steps": 240,
+        "train.warmup_steps": 24,
+        "train.learning_rate": 1e-3,
+        "train.eval_every": 60,
+        "train.checkpoint_every": 60,
+    },
+    note="2-layer BERT (hidden 128) on the embedded Shakespeare corpus, 240 steps of 32 × 128",
 )
 
 FULL = Recipe(
@@ -92,6 +118,7 @@ QUICK_OVERRIDES = {
     "model.max_len": 64,
     "data.seq_len": 64,
     "data.max_predictions": 10,
+    "data.mask_prob": 0.15,
     "data.validation_fraction": 0.02,
     "data.dupe_factor": 1,
     "train.batch_size": 16,
