@@ -57,7 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(
         dict(
             # "default" (the 4 embedded corpora), one of them ("shakespeare", "austen", "bible", "pydocs"),
-            # a glob of .txt/.jsonl files, or "tfds:NAME"
+            # a glob of .txt/.jsonl files, or "tfds:NAME"; several joined by commas ("austen,pydocs")
             corpus="default",
             data_dir="",  # prepared ArrayRecord shards + tokenizers; "" = $FLAXLM_DATA_DIR or ~/.cache/flaxlm
             # a sentencepiece .model or WordPiece vocab.txt; "" = train sentencepiece on the corpus

@@ -116,16 +116,20 @@ def test_read_txt_glob(tmp_path, docs):
     # A plain path and a list of specs work too.
     both = corpus.read_corpus([str(tmp_path / "a.txt"), "shakespeare"])
     assert both[0].paragraphs == docs[0].paragraphs and len(both) == 1 + len(docs) and both[0].id == "a.txt"
-    # A document's source is the spec item it was read from.
+    # A document's source is the spec item it was read from; a list may be one string joined by commas.
     assert {d.source for d in got} == {str(tmp_path / "**" / "*.txt")}
     assert both[0].source == str(tmp_path / "a.txt") and {d.source for d in both[1:]} == {"shakespeare"}
+    assert corpus.read_corpus(f"{tmp_path / 'a.txt'},shakespeare") == both
+    assert corpus.corpus_fingerprint(f"{tmp_path / 'a.txt'},shakespeare") == corpus.corpus_fingerprint(
+        [str(tmp_path / "a.txt"), "shakespeare"]
+    )
 
 
 def test_read_jsonl_and_gz(tmp_path, docs):
     lines = [
         json.dumps({"text": "\n\n".join(docs[0].paragraphs)}),
         "",
-        json.dumps({"id": "mine", "paragraphs": list(docs[1].paragraphs)}),
+        json.dumps({"id": "mine", "paragraphs": list(docs[1].paragraphs), "source": "plays"}),
     ]
     (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     with gzip.open(tmp_path / "d.jsonl.gz", "wt", encoding="utf-8") as f:
@@ -133,6 +137,8 @@ def test_read_jsonl_and_gz(tmp_path, docs):
     got = corpus.read_corpus(str(tmp_path / "*.jsonl*"))
     assert [d.id for d in got] == ["c.jsonl:1", "mine", "7"]
     assert [d.paragraphs for d in got] == [docs[0].paragraphs, docs[1].paragraphs, docs[2].paragraphs[:1]]
+    # A line's own "source" wins over the spec item it was read from.
+    assert [d.source for d in got] == [str(tmp_path / "*.jsonl*"), "plays", str(tmp_path / "*.jsonl*")]
 
 
 def test_empty_documents_skipped_and_logged(tmp_path, docs, caplog):

@@ -150,6 +150,34 @@ def test_nsp_with_one_validation_document_names_the_split_and_the_fraction(tmp_p
     assert len(corpus_lib.split_train_validation(scenes, fraction)[1]) == 2 and len(data.validation) > 0
 
 
+def test_nsp_negatives_prepare_data_of_their_own_and_need_two_sources(tmp_path):
+    """A corpus of two sources (plays and novels, two items of the spec): NotNext drawn within or across
+    them are datasets of their own; a one-source corpus cannot draw across sources and says so."""
+    plays = write_scenes(tmp_path / "plays.jsonl.gz", 40)
+    novels = tmp_path / "novels.jsonl"
+    novels.write_text(
+        "".join(
+            json.dumps({"id": d.id, "text": "\n\n".join(d.paragraphs)}) + "\n"
+            for d in corpus_lib.load_embedded("austen")[:40]
+        )
+    )
+    data_dir = str(tmp_path / "data")
+    paths = {}
+    for negatives in ("any", "same_source", "other_source"):
+        c = config_for("segment_pair", data_dir, f"{plays},{novels}", tokenizer=str(VOCAB))
+        c.data.nsp_negatives = negatives
+        data = prepare_lib.prepare(c.data, pair_labels=True, vocab_size=30522)
+        paths[negatives] = data.path
+        assert len(data.validation) > 0 and 0.3 < np.mean([x["pair_label"] for x in data.train]) < 0.7
+    assert len(set(paths.values())) == 3
+    c = config_for("segment_pair", data_dir, plays, tokenizer=str(VOCAB))
+    c.data.nsp_negatives = "other_source"
+    with pytest.raises(DataError) as e:
+        prepare_lib.prepare(c.data, pair_labels=True, vocab_size=30522)
+    assert str(e.value).startswith(f"the training split has one source ({plays!r}), but data.nsp_negatives=")
+    assert "\n" not in str(e.value)
+
+
 def test_preparation_is_cached_and_keyed_by_settings(data_dir, small_corpus):
     a = train_lib.prepare_data(config_for("full_sentences", data_dir, small_corpus))
     b = train_lib.prepare_data(config_for("full_sentences", data_dir, small_corpus))

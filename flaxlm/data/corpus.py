@@ -13,7 +13,12 @@ A corpus is named by a *spec*:
   ``*.txt`` -- one document per file, paragraphs separated by blank lines;
   ``*.jsonl`` / ``*.jsonl.gz`` -- one document per non-blank line, either
   ``{"text": "para 1\\n\\npara 2", "id": "optional"}`` or our own
-  ``{"id": ..., "paragraphs": [...]}``.
+  ``{"id": ..., "paragraphs": [...]}``; an optional ``"source"`` names the line's source.
+* several of these, as a list or one string joined by commas (``"austen,data/wiki/*.txt"``).
+
+Each document records its *source*: the embedded corpus, the ``"source"`` of its JSON
+line, or else the spec item it was read from (NSP can draw NotNext within or across
+sources, ``data.nsp_negatives``).
 * ``"tfds:NAME[:SPLIT][:FEATURE]"`` -- a TensorFlow Datasets dataset (default
   split ``train``, feature ``text``); needs TensorFlow (``pip install flaxlm[tf]``).
 
@@ -141,15 +146,18 @@ def _jsonl_document(record: object, source: str, lineno: int, default_id: str) -
     doc_id = record.get("id", default_id)
     if not isinstance(doc_id, (str, int)):
         raise CorpusError(f"{where}: 'id' must be a string or integer")
+    origin = record.get("source", "")
+    if not isinstance(origin, str):
+        raise CorpusError(f"{where}: 'source' must be a string")
     if "text" in record:
         if not isinstance(record["text"], str):
             raise CorpusError(f"{where}: 'text' must be a string")
-        return Document(str(doc_id), split_paragraphs(record["text"]))
+        return Document(str(doc_id), split_paragraphs(record["text"]), origin)
     if "paragraphs" in record:
         paras = record["paragraphs"]
         if not isinstance(paras, list) or not all(isinstance(p, str) for p in paras):
             raise CorpusError(f"{where}: 'paragraphs' must be a list of strings")
-        return Document(str(doc_id), _clean_paragraphs(paras))
+        return Document(str(doc_id), _clean_paragraphs(paras), origin)
     raise CorpusError(
         f"{where}: JSON line has no 'text' field (keys: {sorted(record)[:5]}); "
         'each line needs {"text": ...}'
@@ -216,8 +224,8 @@ def _match_files(pattern: str) -> list[tuple[str, str]]:
 
 
 def _as_spec_list(spec: str | Sequence[str]) -> list[str]:
-    if isinstance(spec, (str, os.PathLike)):
-        return [os.fspath(spec)]
+    if isinstance(spec, (str, os.PathLike)):  # "a,b": a list given as one string (a config field, a flag)
+        return [item for item in os.fspath(spec).split(",") if item] or [os.fspath(spec)]
     specs = [os.fspath(s) for s in spec]
     if not specs:
         raise CorpusError("empty corpus spec list; pass 'default', a path/glob, or 'tfds:NAME'")
@@ -282,7 +290,8 @@ def load_embedded(name: str) -> list[Document]:
 
 
 def _from(source: str, docs: list[Document]) -> list[Document]:
-    return [dataclasses.replace(d, source=source) for d in docs]
+    """`docs` read from spec item `source`: their source, unless a JSON line named its own."""
+    return [d if d.source else dataclasses.replace(d, source=source) for d in docs]
 
 
 def load_default_corpus() -> list[Document]:
