@@ -720,18 +720,37 @@ def scale_and_noise_lines(ctx: Context) -> list[str]:
             f"{BERT_BASE_TOKENS / t:,.0f}× more. Effects that "
             "appear only once a model has learned the easy statistics of its data cannot show up here."
         )
-    lines.append(
-        "- **Data.** One corpus of verse drama (Shakespeare, ~0.8M words) instead of BooksCorpus + "
-        "English Wikipedia (3.3B words); its scenes are short, so segment pairs and document-bounded "
-        "sequences often end early."
-    )
+    corpora = {
+        str(p.get("overrides", {}).get("data.corpus", "default"))
+        for r in runs
+        for p in r.record.get("phases", [])[:1]
+    }
+    lines.append(_data_line(corpora))
     n = min((len(rs) for rs in ctx.grouped.values()), default=0)
     lines.append(
         f"- **Noise.** {n} pretraining seed(s) per variant: a difference smaller than the seed-to-seed "
         "spread cannot be resolved, and with one seed no test is possible. The validation splits are "
-        "held-out scenes (a few hundred sequences) and add their own sampling noise."
+        "held-out documents and add their own sampling noise."
     )
     return lines
+
+
+def _data_line(corpora: set[str]) -> str:
+    """What the runs trained on, against BERT's BooksCorpus + English Wikipedia."""
+    bert = "instead of BooksCorpus + English Wikipedia (3.3B words)"
+    if corpora == {"default"}:
+        return (
+            "- **Data.** flaxlm's default corpus, four kinds of text (Shakespeare's plays, Austen's novels, "
+            f"the World English Bible, the Python documentation; ~3.5M words), {bert}. Its documents "
+            "(scenes, chapters, pages) are short, so segment pairs and document-bounded sequences often "
+            "end early."
+        )
+    if corpora == {"shakespeare"}:
+        return (
+            f"- **Data.** One corpus of verse drama (Shakespeare, ~0.8M words) {bert}; its scenes are short, "
+            "so segment pairs and document-bounded sequences often end early."
+        )
+    return f"- **Data.** `data.corpus={', '.join(sorted(corpora))}` {bert}."
 
 
 def commands_lines(ctx: Context) -> list[str]:

@@ -158,17 +158,18 @@ def _pooled(evs, task: str) -> tuple[int, int, float]:
     return correct, total, sum(e["majority_rate"] * e["examples"] for e in evs) / total
 
 
-def source_table(grouped) -> tuple[str, list[tuple[str, stats.Comparison, float, float]]]:
+def source_table(grouped) -> tuple[str, list[dict]]:
     """NSP accuracy of each pair-head model when NotNext comes from the same source as A or another.
 
-    Returns the table and, per model, (trained, comparison other − same over seeds, mean same, mean
-    other). ALBERT's argument is that NSP conflates topic with coherence: a model that learned mostly
-    topic is far better on other-source negatives than on same-source ones.
+    Returns the table and, per model, a dict: trained, comp (other − same over seeds), and per
+    evaluation (same, other) its mean accuracy, majority-label rate and binomial p against it.
+    ALBERT's argument is that NSP conflates topic with coherence: a model that learned mostly topic is
+    far better on other-source negatives than on same-source ones.
     """
     rows, found = [], []
     for trained in ("segpair_nsp", "segpair_nsp_static", "sop"):
         runs = grouped.get(trained, [])
-        accs, cells = {}, []
+        accs, cells, pooled = {}, [], {}
         for spec in ("nsp_same_source", "nsp_other_source", "nsp"):
             evs = [r.analysis.get("evals", {}).get(spec) for r in runs]
             evs = [e for e in evs if e and "nsp_accuracy" in e]
@@ -177,17 +178,25 @@ def source_table(grouped) -> tuple[str, list[tuple[str, stats.Comparison, float,
                 cells.append("n/a")
                 continue
             correct, total, chance = _pooled(evs, "nsp")
+            pooled[spec] = (correct / total, chance, stats.binomial_vs_chance(correct, total, chance))
             s = stats.summarize(accs[spec])
             cells.append(
                 f"{s.mean:.4f}"
                 + ("" if s.n < 2 else f" ± {s.std:.4f}")
-                + f" (p vs {chance:.3f}: {R.fmt_p(stats.binomial_vs_chance(correct, total, chance))})"
+                + f" (p vs {chance:.3f}: {R.fmt_p(pooled[spec][2])})"
             )
         same, other = accs["nsp_same_source"], accs["nsp_other_source"]
         if not (same and other):
             continue
         comp = stats.compare(other, same)
-        found.append((trained, comp, sum(same) / len(same), sum(other) / len(other)))
+        found.append(
+            {
+                "trained": trained,
+                "comp": comp,
+                "same": pooled["nsp_same_source"],
+                "other": pooled["nsp_other_source"],
+            }
+        )
         rows.append(
             [
                 LABELS.get(trained, trained),
@@ -209,15 +218,21 @@ def source_table(grouped) -> tuple[str, list[tuple[str, stats.Comparison, float,
 
 def _source_lines(found) -> list[str]:
     out = []
-    for trained, comp, same, other in found:
-        if other <= 0.5:
+    for f in found:
+        label = LABELS.get(f["trained"], f["trained"])
+        (same, same_chance, _), (other, other_chance, other_p) = f["same"], f["other"]
+        if not (other_p < stats.ALPHA and other > other_chance):
+            out.append(
+                f"- {label}: at chance even when B comes from another kind of text ({other:.3f}, majority "
+                f"label {other_chance:.3f}): it did not learn NSP, topic or otherwise."
+            )
             continue
-        kept = (same - 0.5) / (other - 0.5)
-        significant = comp.p < stats.ALPHA and comp.diff > 0
+        kept = max(same - same_chance, 0.0) / (other - other_chance)
+        significant = f["comp"].p < stats.ALPHA and f["comp"].diff > 0
         out.append(
-            f"- {LABELS.get(trained, trained)}: {other:.3f} when B comes from another kind of text, "
-            f"{same:.3f} when it comes from the same kind; with the topic cue removed it keeps "
-            f"{max(kept, 0):.0%} of its margin over chance"
+            f"- {label}: {other:.3f} when B comes from another kind of text, {same:.3f} when it comes from "
+            f"the same kind; with the topic cue removed it keeps {kept:.0%} of its margin over the majority "
+            "label"
             + (
                 " (the gap is significant). Most of what it learned for NSP is telling sources apart, "
                 "ALBERT's reading of NSP (topic prediction more than coherence)."
