@@ -231,7 +231,7 @@ def ok(proc):
     return proc
 
 
-def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, data_dir):
+def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, data_dir, capsys, monkeypatch):
     out = tmp_path / "runs"
     # --no_downstream: tests/test_finetune.py covers `flaxlm finetune`; the results it writes are
     # put in place below, as the downstream stage would find them.
@@ -248,6 +248,15 @@ def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, dat
         within, across = evals["nsp_same_source"], evals["nsp_other_source"]
         assert within["examples"] == across["examples"] == 4 * 16
         assert within["nsp_loss"] != across["nsp_loss"] != evals["nsp"]["nsp_loss"]
+    # The same three numbers for one run, from the command line.
+    from experiments.nsp_ablation import sources
+
+    monkeypatch.setenv("FLAXLM_DATA_DIR", data_dir)  # where the sweep prepared the run's data
+    assert sources.main([f"--workdir={nsp_run}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    evals = json.loads((nsp_run / "analysis.json").read_text())["evals"]
+    for line, spec in zip(lines, ("nsp", "nsp_same_source", "nsp_other_source")):
+        assert f"nsp_accuracy {evals[spec]['nsp_accuracy']:.4f}" in line, (line, spec)
     # A run of seed 0 evaluated on its own task reads the very batches its own last evaluation read:
     # restored parameters + flaxlm's eval step must give the training loop's numbers.
     for run, task in ((nsp_run, "nsp"), (sop_run, "sop")):
