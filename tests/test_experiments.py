@@ -231,7 +231,7 @@ def ok(proc):
     return proc
 
 
-def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, data_dir, capsys, monkeypatch):
+def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, data_dir):
     out = tmp_path / "runs"
     # --no_downstream: tests/test_finetune.py covers `flaxlm finetune`; the results it writes are
     # put in place below, as the downstream stage would find them.
@@ -249,11 +249,15 @@ def test_quick_nsp_sweep_cross_evaluates_reports_skips_and_resumes(tmp_path, dat
         assert within["examples"] == across["examples"] == 4 * 16
         assert within["nsp_loss"] != across["nsp_loss"] != evals["nsp"]["nsp_loss"]
     # The same three numbers for one run, from the command line.
-    from experiments.nsp_ablation import sources
-
-    monkeypatch.setenv("FLAXLM_DATA_DIR", data_dir)  # where the sweep prepared the run's data
-    assert sources.main([f"--workdir={nsp_run}"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.nsp_ablation.sources", f"--workdir={nsp_run}"],
+        cwd=REPO,
+        env=dict(os.environ, FLAXLM_DATA_DIR=data_dir),  # where the sweep prepared the run's data
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = ok(proc).stdout.splitlines()
     evals = json.loads((nsp_run / "analysis.json").read_text())["evals"]
     for line, spec in zip(lines, ("nsp", "nsp_same_source", "nsp_other_source")):
         assert f"nsp_accuracy {evals[spec]['nsp_accuracy']:.4f}" in line, (line, spec)
