@@ -14,13 +14,13 @@ A corpus is named by a *spec*:
   ``*.jsonl`` / ``*.jsonl.gz`` -- one document per non-blank line, either
   ``{"text": "para 1\\n\\npara 2", "id": "optional"}`` or our own
   ``{"id": ..., "paragraphs": [...]}``; an optional ``"source"`` names the line's source.
+* ``"tfds:NAME[:SPLIT][:FEATURE]"`` -- a TensorFlow Datasets dataset (default
+  split ``train``, feature ``text``); needs TensorFlow (``pip install flaxlm[tf]``).
 * several of these, as a list or one string joined by commas (``"austen,data/wiki/*.txt"``).
 
 Each document records its *source*: the embedded corpus, the ``"source"`` of its JSON
 line, or else the spec item it was read from (NSP can draw NotNext within or across
 sources, ``data.nsp_negatives``).
-* ``"tfds:NAME[:SPLIT][:FEATURE]"`` -- a TensorFlow Datasets dataset (default
-  split ``train``, feature ``text``); needs TensorFlow (``pip install flaxlm[tf]``).
 
 Paragraph text is whitespace-normalised (runs of whitespace, including the
 line breaks inside a paragraph, become one space). Bad input raises a one-line
@@ -70,7 +70,8 @@ class Document:
     """One document: a stable id (used for the held-out split) and its cleaned paragraphs.
 
     ``source``: the corpus it came from, as `read_corpus` names it: the embedded corpus's name
-    (the default spec counts as its four), else the spec item (a path, glob or tfds spec).
+    (the default spec counts as its four), its JSON line's "source", else the spec item (a path,
+    glob or tfds spec).
     NSP can draw its NotNext segments from the same source or another (`data.nsp_negatives`).
     """
 
