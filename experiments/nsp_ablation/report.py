@@ -106,22 +106,35 @@ ALBERT_PAIR = {  # (trained with, evaluated on): published accuracy
 }
 
 
+def _evals(runs, spec: str, task: str) -> list[dict]:
+    """Each run's cross-evaluation `spec` that scored `task` (nsp or sop) accuracy."""
+    evs = [r.analysis.get("evals", {}).get(spec) for r in runs]
+    return [e for e in evs if e and f"{task}_accuracy" in e]
+
+
+def _pooled(evs, task: str) -> tuple[int, int, float]:
+    """(correct, examples, majority-label rate) of `task` accuracy pooled over runs' evaluations."""
+    correct = sum(round(e[f"{task}_accuracy"] * e["examples"]) for e in evs)
+    total = sum(e["examples"] for e in evs)
+    return correct, total, sum(e["majority_rate"] * e["examples"] for e in evs) / total
+
+
+def _mean_std(s: stats.Summary) -> str:
+    return f"{s.mean:.4f}" + ("" if s.n < 2 else f" ± {s.std:.4f}")
+
+
 def cross_eval_table(grouped) -> tuple[str, list[str]]:
     """NSP and SOP accuracy of both pair-head models on both tasks, pooled over seeds, against chance."""
     rows, findings = [], []
     for trained in ("segpair_nsp", "segpair_nsp_static", "sop"):
         runs = grouped.get(trained, [])
         for task in ("nsp", "sop"):
-            evs = [r.analysis.get("evals", {}).get(task) for r in runs]
-            evs = [e for e in evs if e and f"{task}_accuracy" in e]
+            evs = _evals(runs, task, task)
             if not evs:
                 continue
-            accs = [e[f"{task}_accuracy"] for e in evs]
-            correct = sum(round(e[f"{task}_accuracy"] * e["examples"]) for e in evs)
-            total = sum(e["examples"] for e in evs)
-            chance = sum(e["majority_rate"] * e["examples"] for e in evs) / total
+            correct, total, chance = _pooled(evs, task)
             p = stats.binomial_vs_chance(correct, total, chance)
-            s = stats.summarize(accs)
+            s = stats.summarize([e[f"{task}_accuracy"] for e in evs])
             above = p < stats.ALPHA and correct / total > chance
             where = "**above chance**" if above else "below chance" if p < stats.ALPHA else "at chance"
             published = ALBERT_PAIR.get((trained.replace("_static", ""), task))
@@ -129,7 +142,7 @@ def cross_eval_table(grouped) -> tuple[str, list[str]]:
                 [
                     LABELS.get(trained, trained),
                     task.upper(),
-                    f"{s.mean:.4f}" + ("" if s.n < 2 else f" ± {s.std:.4f}"),
+                    _mean_std(s),
                     f"{correct}/{total}",
                     f"{chance:.4f}",
                     R.fmt_p(p),
@@ -151,13 +164,6 @@ def cross_eval_table(grouped) -> tuple[str, list[str]]:
     return R.md_table(headers, rows), findings
 
 
-def _pooled(evs, task: str) -> tuple[int, int, float]:
-    """(correct, examples, majority-label rate) of `task` accuracy pooled over runs' evaluations."""
-    correct = sum(round(e[f"{task}_accuracy"] * e["examples"]) for e in evs)
-    total = sum(e["examples"] for e in evs)
-    return correct, total, sum(e["majority_rate"] * e["examples"] for e in evs) / total
-
-
 def source_table(grouped) -> tuple[str, list[dict]]:
     """NSP accuracy of each pair-head model when NotNext comes from the same source as A or another.
 
@@ -171,19 +177,15 @@ def source_table(grouped) -> tuple[str, list[dict]]:
         runs = grouped.get(trained, [])
         accs, cells, pooled = {}, [], {}
         for spec in ("nsp_same_source", "nsp_other_source", "nsp"):
-            evs = [r.analysis.get("evals", {}).get(spec) for r in runs]
-            evs = [e for e in evs if e and "nsp_accuracy" in e]
+            evs = _evals(runs, spec, "nsp")
             accs[spec] = [e["nsp_accuracy"] for e in evs]
             if not evs:
                 cells.append("n/a")
                 continue
             correct, total, chance = _pooled(evs, "nsp")
             pooled[spec] = (correct / total, chance, stats.binomial_vs_chance(correct, total, chance))
-            s = stats.summarize(accs[spec])
             cells.append(
-                f"{s.mean:.4f}"
-                + ("" if s.n < 2 else f" ± {s.std:.4f}")
-                + f" (p vs {chance:.3f}: {R.fmt_p(pooled[spec][2])})"
+                f"{_mean_std(stats.summarize(accs[spec]))} (p vs {chance:.3f}: {R.fmt_p(pooled[spec][2])})"
             )
         same, other = accs["nsp_same_source"], accs["nsp_other_source"]
         if not (same and other):

@@ -271,7 +271,12 @@ def _negative_sampler(
         pools[source] = pool
     if negatives == "same_source":
         return lambda rng, current: _random_other_doc(rng, pools[sources[current]], current)
-    return lambda rng, current: int(pools[sources[current]][_randint(rng, 0, len(pools[sources[current]]))])
+
+    def from_other_source(rng: np.random.Generator, current: int) -> int:
+        pool = pools[sources[current]]
+        return int(pool[_randint(rng, 0, len(pool))])
+
+    return from_other_source
 
 
 def _nonempty_index(clean: list[list[np.ndarray]], need_two: bool, name: str) -> np.ndarray:
