@@ -16,6 +16,7 @@ from flaxlm import train as train_lib
 from flaxlm.data import corpus as corpus_lib
 from flaxlm.data import pipeline
 from flaxlm.data import prepare as prepare_lib
+from flaxlm.data import tokenizer as tokenizer_lib
 from flaxlm.errors import DataError
 
 SEQ, BATCH = 64, 8
@@ -148,6 +149,19 @@ def test_nsp_with_one_validation_document_names_the_split_and_the_fraction(tmp_p
     c.data.validation_fraction = fraction  # the fix it names works
     data = prepare_lib.prepare(c.data, pair_labels=True, vocab_size=30522)
     assert len(corpus_lib.split_train_validation(scenes, fraction)[1]) == 2 and len(data.validation) > 0
+
+
+def test_a_document_that_tokenizes_to_nothing_keeps_the_sources_aligned():
+    """A scene, a document of only zero-width spaces (it survives reading, but WordPiece drops every
+    character), a chapter: two documents are kept, each with its own source."""
+    tok = tokenizer_lib.load_tokenizer(str(VOCAB))
+    scene = corpus_lib.load_embedded("shakespeare")[0]
+    chapter = corpus_lib.load_embedded("austen")[0]
+    blank = corpus_lib.Document("blank", corpus_lib.split_paragraphs("\u200b \u200b"), "blanks")
+    assert blank.paragraphs  # not empty to the corpus reader
+    tok_docs, sources, stats = prepare_lib.tokenize_documents([scene, blank, chapter], tok)
+    assert sources == ["shakespeare", "austen"] and len(tok_docs) == 2
+    assert stats["documents"] == 2 and stats["empty_documents"] == 1
 
 
 def test_nsp_negatives_prepare_data_of_their_own_and_need_two_sources(tmp_path):

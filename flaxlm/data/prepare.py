@@ -94,9 +94,14 @@ def word_start_table(tok) -> np.ndarray:
     return np.asarray(tok.word_start_mask(np.arange(tok.vocab_size)), dtype=bool)
 
 
-def tokenize_documents(docs, tok) -> tuple[list[list[np.ndarray]], dict[str, int]]:
-    """Documents → lists of sentence token-id arrays; empty results are counted, not hidden."""
-    out, stats = [], {"documents": 0, "sentences": 0, "tokens": 0, "empty_sentences": 0, "empty_documents": 0}
+def tokenize_documents(docs, tok) -> tuple[list[list[np.ndarray]], list[str], dict[str, int]]:
+    """Documents → lists of sentence token-id arrays, the source of each, and counts.
+
+    A document that tokenizes to nothing (e.g. only zero-width spaces) is dropped and counted, not
+    hidden; the sources stay aligned with the documents kept.
+    """
+    out, sources = [], []
+    stats = {"documents": 0, "sentences": 0, "tokens": 0, "empty_sentences": 0, "empty_documents": 0}
     for doc in docs:
         sentences = corpus_lib.document_sentences(doc)
         ids = [np.asarray(x, np.int32) for x in tok.encode_batch(sentences)]
@@ -106,10 +111,11 @@ def tokenize_documents(docs, tok) -> tuple[list[list[np.ndarray]], dict[str, int
             stats["empty_documents"] += 1
             continue
         out.append(kept)
+        sources.append(doc.source)
         stats["documents"] += 1
         stats["sentences"] += len(kept)
         stats["tokens"] += sum(x.size for x in kept)
-    return out, stats
+    return out, sources, stats
 
 
 class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
@@ -161,7 +167,7 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, docs, split):
         s, tok = self._settings, self._tok
-        tok_docs, stats = tokenize_documents(docs, tok)
+        tok_docs, sources, stats = tokenize_documents(docs, tok)
         special = special_ids(tok)
         word_starts = word_start_table(tok) if (s.whole_word or s.span) else None
         build_stats = builders.BuildStats()
@@ -179,7 +185,7 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
                 options = {"short_seq_prob": s.short_seq_prob} if s.builder == "segment_pair" else {}
                 if s.builder in ("segment_pair", "sentence_pair"):
                     options["nsp"] = s.pair_labels
-                    options.update(negatives=s.nsp_negatives, sources=[d.source for d in docs])
+                    options.update(negatives=s.nsp_negatives, sources=sources)
                 examples = builders.build_examples(
                     s.builder, tok_docs, s.seq_len, rng, special, stats=build_stats, **options
                 )
