@@ -20,9 +20,8 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 from experiments.common import evaluation  # noqa: E402
 from experiments.common import stats  # noqa: E402
 from flaxlm import objectives  # noqa: E402
+from flaxlm.data.builders import NSP_NEGATIVES  # noqa: E402
 from flaxlm.errors import FlaxlmError  # noqa: E402
-
-NEGATIVES = ("any", "same_source", "other_source")
 
 
 def nsp_by_source(workdir: str) -> dict[str, dict]:
@@ -39,7 +38,7 @@ def nsp_by_source(workdir: str) -> dict[str, dict]:
             config,
             {"objective": "mlm_nsp", "data.builder": "segment_pair", "data.nsp_negatives": negatives},
         )
-        for negatives in NEGATIVES
+        for negatives in NSP_NEGATIVES
     }
 
 
