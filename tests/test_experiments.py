@@ -179,18 +179,20 @@ def test_every_planned_config_is_valid_and_matched(exp, tmp_path):
 
 
 def test_objectives_give_clm_fewer_steps_for_the_same_flops():
-    recipe = obj_sweep.EXPERIMENT.recipes["cpu"]  # bert_tiny as before its tuning: 15% masks, 240 steps
+    recipe = obj_sweep.EXPERIMENT.recipes["cpu"]  # bert_tiny as tuned: 40% masks, 600 steps
+    assert recipe is recipes.CPU
     variants = {v.name: v for v in obj_sweep.matched_flops(recipe, obj_sweep.VARIANTS)}
     runs = {r.variant.name: r for r in runner.plan_runs(recipe, variants.values(), [0], "/tmp/x")}
-    assert runs["mlm"].num_steps == 240
-    assert runs["mlm_nsp"].num_steps == 240
-    # Forward FLOPs per sequence at the CPU shapes (hidden 128, vocabulary 8000): MLM 159.1M (the
-    # vocabulary projection on 20 scored positions), CLM 379.6M (on all 128).
-    assert runs["clm"].num_steps == round(240 * 159_088_640 / 379_584_512) == 101
-    # At the NSP ablation's recipe (40% masks: 52 scored positions, 225.7M) the CLM gets more steps.
-    variants = obj_sweep.matched_flops(recipes.CPU, obj_sweep.VARIANTS)
-    runs = {r.variant.name: r for r in runner.plan_runs(recipes.CPU, variants, [0], "/tmp/x")}
-    assert runs["mlm"].num_steps == 600 and runs["clm"].num_steps == round(600 * 225_673_216 / 379_584_512)
+    assert runs["mlm"].num_steps == 600
+    assert runs["mlm_nsp"].num_steps == 600
+    # Forward FLOPs per sequence at the CPU shapes (hidden 128, vocabulary 8000): MLM 225.7M (the
+    # vocabulary projection on 52 scored positions), CLM 379.6M (on all 128).
+    assert runs["clm"].num_steps == round(600 * 225_673_216 / 379_584_512) == 357
+    # 15% masks (20 scored positions, 159.1M) would leave the CLM fewer steps for the same budget.
+    shakespeare_era = recipe.with_overrides("cpu", {"data.max_predictions": 20, "train.num_steps": 240})
+    variants = obj_sweep.matched_flops(shakespeare_era, obj_sweep.VARIANTS)
+    runs = {r.variant.name: r for r in runner.plan_runs(shakespeare_era, variants, [0], "/tmp/x")}
+    assert runs["mlm"].num_steps == 240 and runs["clm"].num_steps == round(240 * 159_088_640 / 379_584_512)
 
 
 def test_results_json_parsing():
