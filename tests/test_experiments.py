@@ -409,3 +409,27 @@ def test_tuning_scores_every_setting_on_the_same_targets(tmp_path, data_dir, mon
     tune.main(argv)
     assert (tmp_path / "fast" / "train.log").stat().st_mtime == mtime
     assert json.loads((tmp_path / "results.json").read_text()) == rows
+
+
+def test_baseline_line_gives_each_variant_its_margin_over_the_same_runs_baseline():
+    def run(variant, seed, loss, unigram):
+        row = {"step": 600, "eval_mlm_loss": loss, "eval_unigram_mlm_loss": unigram}
+        return report.RunData(f"/r/{variant}/seed{seed}", {"variant": variant, "seed": seed}, [row], {}, {})
+
+    grouped = {
+        "a": [run("a", 0, 6.0, 6.7), run("a", 1, 6.2, 6.7)],  # margins 0.7 and 0.5
+        "b": [run("b", 0, 6.9, 6.6)],  # worse than its baseline
+    }
+    measure = report.Measure(
+        "loss",
+        "MLM loss",
+        report.final_eval_metric("mlm_loss"),
+        higher_is_better=False,
+        digits=2,
+        baseline=(report.UNIGRAM, report.final_eval_metric("unigram_mlm_loss")),
+    )
+    line = report.baseline_line(grouped, measure, {"a": "A", "b": "B"})
+    assert "the unigram model of the training tokens, 6.67 (runs 6.60 to 6.70)" in line
+    assert line.endswith("A +0.60, B -0.30.")
+    no_baseline = dataclasses.replace(measure, baseline=None)
+    assert report.baseline_line(grouped, no_baseline, {}) == ""

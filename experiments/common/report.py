@@ -107,7 +107,7 @@ def metric_values(runs: Sequence[RunData], get: Callable[[RunData], float | None
     vals = []
     for r in runs:
         v = get(r)
-        if isinstance(v, (int, float)) and math.isfinite(v):
+        if _finite(v):
             vals.append(float(v))
     return vals
 
@@ -284,13 +284,23 @@ def generated_line(command: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Measure:
-    """A per-run score the report tabulates: `get(run)` → float or None."""
+    """A per-run score the report tabulates: `get(run)` → float or None.
+
+    baseline: (what it is, get) of a trivial predictor scored on the same targets as `get` in the
+    same run (the unigram model, the majority label), printed under the table with each variant's
+    margin over it.
+    """
 
     key: str
     label: str
     get: Callable[[RunData], float | None]
     higher_is_better: bool = True
     digits: int = 4
+    baseline: tuple[str, Callable[[RunData], float | None]] | None = None
+
+
+UNIGRAM = "the unigram model of the training tokens"
+MAJORITY = "always the majority label"
 
 
 def final_eval_metric(name: str) -> Callable[[RunData], float | None]:
@@ -301,6 +311,41 @@ def final_eval_metric(name: str) -> Callable[[RunData], float | None]:
 def cross_eval_metric(spec: str, name: str) -> Callable[[RunData], float | None]:
     """A metric of the run's cross-evaluation `spec` (analysis.json)."""
     return lambda r: r.analysis.get("evals", {}).get(spec, {}).get(name)
+
+
+def baseline_line(grouped: dict[str, list[RunData]], measure: Measure, labels: dict[str, str]) -> str:
+    """ "Trivial baseline on the same targets: ..., X; margin: variant +d, ..." ("" without one).
+
+    The margin is the variant's mean over runs of (its score − the baseline of the same run), signed so
+    that positive is better than the baseline.
+    """
+    if measure.baseline is None:
+        return ""
+    what, get_base = measure.baseline
+    sign = 1.0 if measure.higher_is_better else -1.0
+    bases, margins = [], {}
+    for variant, runs in grouped.items():
+        pairs = [(measure.get(r), get_base(r)) for r in runs]
+        pairs = [(float(v), float(b)) for v, b in pairs if _finite(v) and _finite(b)]
+        bases += [b for _, b in pairs]
+        if pairs:
+            margins[variant] = sum(sign * (v - b) for v, b in pairs) / len(pairs)
+    if not bases:
+        return ""
+    d = measure.digits
+    spread = (
+        f" (runs {min(bases):.{d}f} to {max(bases):.{d}f})" if max(bases) - min(bases) > 0.5 * 10**-d else ""
+    )
+    parts = ", ".join(f"{labels.get(v, v)} {m:+.{d}f}" for v, m in margins.items())
+    return (
+        f"Trivial baseline on the same targets: {what}, {sum(bases) / len(bases):.{d}f}{spread}. "
+        f"Margin over it ({'higher' if measure.higher_is_better else 'lower'} is better, positive means "
+        f"better than the baseline): {parts}."
+    )
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def measure_values(grouped: dict[str, list[RunData]], measure: Measure) -> dict[str, list[float]]:
@@ -529,14 +574,10 @@ def measure_lines(ctx: Context, measures: Sequence[Measure], values: dict[str, d
             reference=0.5 if chance else None,
             reference_label="50%" if chance else "",
         )
-        out += [
-            f"### {m.label}",
-            "",
-            summary_table(vals, ctx.labels, m.digits),
-            "",
-            f"![{m.label}](figures/{os.path.basename(chart)})",
-            "",
-        ]
+        out += [f"### {m.label}", "", summary_table(vals, ctx.labels, m.digits), ""]
+        base = baseline_line(ctx.grouped, m, ctx.labels)
+        out += [base, ""] if base else []
+        out += [f"![{m.label}](figures/{os.path.basename(chart)})", ""]
     return out
 
 

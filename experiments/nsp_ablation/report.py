@@ -28,24 +28,40 @@ MEASURES = (
         "common_mlm_accuracy",
         "MLM accuracy, common DOC-SENTENCES validation split",
         R.cross_eval_metric("common_mlm", "mlm_accuracy"),
+        baseline=(R.UNIGRAM, R.cross_eval_metric("common_mlm", "unigram_mlm_accuracy")),
     ),
     R.Measure(
         "common_mlm_loss",
         "MLM loss, common DOC-SENTENCES validation split",
         R.cross_eval_metric("common_mlm", "mlm_loss"),
         higher_is_better=False,
+        baseline=(R.UNIGRAM, R.cross_eval_metric("common_mlm", "unigram_mlm_loss")),
     ),
-    R.Measure("own_mlm_accuracy", "MLM accuracy, own validation split", R.final_eval_metric("mlm_accuracy")),
+    R.Measure(
+        "own_mlm_accuracy",
+        "MLM accuracy, own validation split",
+        R.final_eval_metric("mlm_accuracy"),
+        baseline=(R.UNIGRAM, R.final_eval_metric("unigram_mlm_accuracy")),
+    ),
     R.Measure(
         "own_mlm_loss",
         "MLM loss, own validation split",
         R.final_eval_metric("mlm_loss"),
         higher_is_better=False,
+        baseline=(R.UNIGRAM, R.final_eval_metric("unigram_mlm_loss")),
     ),
     R.Measure(
-        "nsp_accuracy", "NSP accuracy (SEGMENT-PAIR + NSP data)", R.cross_eval_metric("nsp", "nsp_accuracy")
+        "nsp_accuracy",
+        "NSP accuracy (SEGMENT-PAIR + NSP data)",
+        R.cross_eval_metric("nsp", "nsp_accuracy"),
+        baseline=(R.MAJORITY, R.cross_eval_metric("nsp", "majority_rate")),
     ),
-    R.Measure("sop_accuracy", "SOP accuracy (SOP data)", R.cross_eval_metric("sop", "sop_accuracy")),
+    R.Measure(
+        "sop_accuracy",
+        "SOP accuracy (SOP data)",
+        R.cross_eval_metric("sop", "sop_accuracy"),
+        baseline=(R.MAJORITY, R.cross_eval_metric("sop", "majority_rate")),
+    ),
 )
 PAIRS = [(v, sweep.BASELINE) for v in ORDER if v != sweep.BASELINE] + list(sweep.STATIC_PAIRS)
 

@@ -11,6 +11,7 @@ Pretraining losses of a masked and a causal LM are different tasks and are
 not compared with each other; only fine-tuning compares all three.
 """
 
+import math
 import os
 import sys
 
@@ -22,26 +23,38 @@ from experiments.objectives import sweep  # noqa: E402
 
 LABELS = {v.name: v.label for v in sweep.VARIANTS}
 
+
+def _exp(x: float | None) -> float | None:
+    """A unigram loss (nats/token) as a perplexity."""
+    return None if x is None else math.exp(x)
+
+
 MLM_MEASURES = (
     R.Measure(
         "common_mlm_accuracy",
         "MLM accuracy, common DOC-SENTENCES validation split",
         R.cross_eval_metric("common_mlm", "mlm_accuracy"),
+        baseline=(R.UNIGRAM, R.cross_eval_metric("common_mlm", "unigram_mlm_accuracy")),
     ),
     R.Measure(
         "common_mlm_loss",
         "MLM loss, common DOC-SENTENCES validation split",
         R.cross_eval_metric("common_mlm", "mlm_loss"),
         higher_is_better=False,
+        baseline=(R.UNIGRAM, R.cross_eval_metric("common_mlm", "unigram_mlm_loss")),
     ),
     R.Measure(
-        "own_mlm_accuracy", "MLM accuracy, segment-pair validation split", R.final_eval_metric("mlm_accuracy")
+        "own_mlm_accuracy",
+        "MLM accuracy, segment-pair validation split",
+        R.final_eval_metric("mlm_accuracy"),
+        baseline=(R.UNIGRAM, R.final_eval_metric("unigram_mlm_accuracy")),
     ),
     R.Measure(
         "own_mlm_loss",
         "MLM loss, segment-pair validation split",
         R.final_eval_metric("mlm_loss"),
         higher_is_better=False,
+        baseline=(R.UNIGRAM, R.final_eval_metric("unigram_mlm_loss")),
     ),
 )
 OTHER_MEASURES = (
@@ -51,14 +64,21 @@ OTHER_MEASURES = (
         R.final_eval_metric("perplexity"),
         higher_is_better=False,
         digits=2,
+        baseline=(R.UNIGRAM, lambda r: _exp(r.final_eval().get("eval_unigram_lm_loss"))),
     ),
     R.Measure(
         "lm_loss",
         "causal-LM loss (nats/token), held-out",
         R.final_eval_metric("lm_loss"),
         higher_is_better=False,
+        baseline=(R.UNIGRAM, R.final_eval_metric("unigram_lm_loss")),
     ),
-    R.Measure("nsp_accuracy", "NSP accuracy, held-out segment pairs", R.final_eval_metric("nsp_accuracy")),
+    R.Measure(
+        "nsp_accuracy",
+        "NSP accuracy, held-out segment pairs",
+        R.final_eval_metric("nsp_accuracy"),
+        baseline=(R.MAJORITY, R.final_eval_metric("majority_nsp_accuracy")),
+    ),
 )
 PAIRS = [("mlm", "mlm_nsp"), ("clm", "mlm_nsp"), ("clm", "mlm")]
 
