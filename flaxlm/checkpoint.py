@@ -31,6 +31,8 @@ from flax import serialization
 
 from flaxlm import files
 from flaxlm import objectives
+from flaxlm import tokenizer_pin
+from flaxlm.data.tokenizer import WordPieceTokenizer
 from flaxlm.errors import CheckpointError, FlaxlmError, WorkdirError
 
 log = logging.getLogger(__name__)
@@ -356,7 +358,18 @@ def export_params(workdir: str, out: str, step: int | None = None) -> tuple[str,
     model["pair_head"] = objectives.has_pair_head(saved["objective"])  # as train.model_config
     # "data" lets fine-tuning find the tokenizer pretraining used (flaxlm.pretrained).
     meta = {"model": model, "objective": saved["objective"], "step": int(step), "data": saved.get("data")}
+    tok = tokenizer_pin.pinned(workdir)  # the tokenizer the run pinned travels with the export
+    if tok is not None:
+        add_tokenizer(out, tok, meta)
     return write_export(out, params, meta), step
+
+
+def add_tokenizer(out: str, tok, meta: dict) -> None:
+    """Saves `tok`'s files in the export folder `out` and names them in `meta` for `flaxlm.lm` to read."""
+    check_writable(out, "--out")
+    meta["tokenizer"] = os.path.basename(tok.save(out)[0])
+    if isinstance(tok, WordPieceTokenizer):
+        meta["tokenizer_lowercase"] = tok.lowercase
 
 
 def write_export(out: str, params, meta: dict) -> str:

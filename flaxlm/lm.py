@@ -26,6 +26,7 @@ from absl import logging as absl_logging
 
 from flaxlm import models
 from flaxlm import objectives
+from flaxlm import tokenizer_pin
 from flaxlm.data import tokenizer as tokenizer_lib
 from flaxlm.errors import ConfigError, FlaxlmError
 
@@ -86,6 +87,11 @@ def read(
             params, step, saved = ckpt.restore_params(path)
         model_cfg = dict(saved["model"], pair_head=objectives.has_pair_head(saved["objective"]))
         source = f"flaxlm workdir {path} (step {step})"
+        pinned = tokenizer_pin.pinned(path)
+        if tokenizer and pinned:
+            tokenizer_pin.check_given(path, pinned, tokenizer_lib.load_tokenizer(tokenizer), tokenizer_flag)
+        if pinned:
+            tok = pinned
         find_tokenizer = lambda: _tokenizer_of_data_config(
             saved.get("data"), model_cfg["vocab_size"], source, missing_tokenizer
         )

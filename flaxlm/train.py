@@ -30,6 +30,7 @@ from flaxlm import parallel
 from flaxlm import preemption
 from flaxlm import seeds as seeds_lib
 from flaxlm import sharding as sharding_lib
+from flaxlm import tokenizer_pin
 from flaxlm import train_step as step_lib
 from flaxlm.data import pipeline
 from flaxlm.data import prepare as prepare_lib
@@ -508,6 +509,13 @@ def train_and_evaluate(
         data_iters,
         check_config=lambda saved: check_resume_config(saved, config),
     )
+    # The tokenizer goes with the run (WORKDIR/tokenizer/): later readers use that copy, and a resume
+    # whose config now gives another tokenizer (an edited corpus) stops here. A fresh start pins anew.
+    for wd, data in zip(workdirs, seed_data):
+        if states is None and is_main:
+            tokenizer_pin.pin(wd, data.tokenizer)
+        elif states is not None:
+            tokenizer_pin.pin_or_check(wd, data.tokenizer, write=is_main)
     where = workdirs[0] if tc.num_seeds == 1 else os.path.join(workdir, "seed_*")
     if states is not None:
         state = runner.place_state(seeds_lib.stack(states))

@@ -18,6 +18,7 @@ import hashlib
 import io
 import os
 import random
+import shutil
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 
@@ -36,6 +37,15 @@ MODEL_TYPES = ("unigram", "bpe")
 
 class TokenizerError(FlaxlmError):
     """Unusable tokenizer model/vocab or training input; one-line message naming the file."""
+
+
+def _copy_into(src: str, directory: str, name: str) -> str:
+    """``src`` copied to ``directory/name`` (created if needed; nothing to do if it is that file)."""
+    os.makedirs(directory, exist_ok=True)
+    dest = os.path.join(directory, name)
+    if os.path.abspath(src) != os.path.abspath(dest):
+        shutil.copyfile(src, dest)
+    return dest
 
 
 def _file_fingerprint(path: str) -> str:
@@ -142,6 +152,10 @@ class SentencePieceTokenizer(Tokenizer):
                 "retrain it with flaxlm.data.tokenizer.train_sentencepiece"
             )
         self.fingerprint = _file_fingerprint(self.model_path)
+
+    def save(self, directory: str) -> list[str]:
+        """Copies the model to ``directory``/spiece.model (the name transformers reads); returns [it]."""
+        return [_copy_into(self.model_path, directory, "spiece.model")]
 
     @property
     def vocab_size(self) -> int:
@@ -398,6 +412,10 @@ class WordPieceTokenizer(Tokenizer):
             )
         self._special = {p: self._vocab[p] for p in SPECIAL_PIECES}
         self.fingerprint = _file_fingerprint(self.vocab_path)
+
+    def save(self, directory: str) -> list[str]:
+        """Copies the vocab to ``directory``/vocab.txt; returns [it]."""
+        return [_copy_into(self.vocab_path, directory, "vocab.txt")]
 
     @property
     def vocab_size(self) -> int:

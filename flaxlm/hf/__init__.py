@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from flaxlm import files
-from flaxlm.data.tokenizer import Tokenizer, WordPieceTokenizer
+from flaxlm.data.tokenizer import Tokenizer
 from flaxlm.errors import FlaxlmError, HFError
 from flaxlm.hf.configs import (
     BERT_ARCHITECTURES,
@@ -275,10 +275,7 @@ def import_hf(hf_dir: str, out: str) -> dict:
         "tokenizer": None,
     }
     if tok is not None:
-        ckpt.check_writable(out, "--out")
-        meta["tokenizer"] = os.path.basename(save_tokenizer(tok, out))
-        if isinstance(tok, WordPieceTokenizer):
-            meta["tokenizer_lowercase"] = tok.lowercase
+        ckpt.add_tokenizer(out, tok, meta)
     ckpt.write_export(out, params, meta)
     return meta
 
@@ -286,8 +283,9 @@ def import_hf(hf_dir: str, out: str) -> dict:
 def workdir_tokenizer(config: dict) -> Tokenizer | None:
     """The tokenizer a training run with this saved config.json used, or None if it is not on this machine.
 
-    Either the configured file (config.data.tokenizer) or the sentencepiece
-    model `flaxlm train` trained and cached in the data dir. Never trains one.
+    For a workdir from before tokenizers were pinned in it (flaxlm.tokenizer_pin). Either the
+    configured file (config.data.tokenizer) or the sentencepiece model `flaxlm train` trained and
+    cached in the data dir. Never trains one.
     """
     from flaxlm.data import corpus as corpus_lib
     from flaxlm.data import prepare as prepare_lib
@@ -322,6 +320,8 @@ def export_workdir(workdir: str, out: str, step: int | None = None) -> tuple[int
     params, step, saved = ckpt.restore_params(workdir, step)
     model_cfg = dict(saved["model"])
     model_cfg["pair_head"] = objectives.has_pair_head(saved["objective"])
-    tok = workdir_tokenizer(saved)
+    from flaxlm import tokenizer_pin
+
+    tok = tokenizer_pin.pinned(workdir) or workdir_tokenizer(saved)
     save_hf(out, model_cfg, params, tok)
     return step, tok

@@ -11,7 +11,6 @@ as flaxlm on text without literal special-token strings such as "[MASK]".
 
 import json
 import os
-import shutil
 
 from flaxlm.data import bpe
 from flaxlm.data.tokenizer import SentencePieceTokenizer, Tokenizer, WordPieceTokenizer
@@ -65,23 +64,9 @@ def save_tokenizer(tok: Tokenizer, directory: str) -> str:
     Returns the file to give `flaxlm.data.tokenizer.load_tokenizer` (or --config.data.tokenizer):
     vocab.txt (WordPiece), spiece.model (sentencepiece) or vocab.json (+ merges.txt, GPT-2 BPE).
     """
-    os.makedirs(directory, exist_ok=True)
-    if isinstance(tok, WordPieceTokenizer):
-        dest = os.path.join(directory, "vocab.txt")
-        _copy(tok.vocab_path, dest)
-    elif isinstance(tok, SentencePieceTokenizer):
-        dest = os.path.join(directory, SPM_FILE)
-        _copy(tok.model_path, dest)
-    elif isinstance(tok, bpe.ByteLevelBPETokenizer):
-        dest = tok.save(directory)[0]
-    else:
+    if not isinstance(tok, (WordPieceTokenizer, SentencePieceTokenizer, bpe.ByteLevelBPETokenizer)):
         raise HFError(f"cannot save a {type(tok).__name__} in Hugging Face format")
-    return dest
-
-
-def _copy(src: str, dest: str) -> None:
-    if os.path.abspath(src) != os.path.abspath(dest):
-        shutil.copyfile(src, dest)
+    return tok.save(directory)[0]
 
 
 def tokenizer_config(tok: Tokenizer, max_len: int) -> dict:
