@@ -119,3 +119,15 @@ def test_a_workdir_from_before_pins_is_read_as_before_and_pinned_on_resume(run, 
     latest = ckpt.manager(copy, keep=3).latest_step()
     train_lib.train_and_evaluate(tiny(config.data.data_dir, corpus, num_steps=latest + 2), copy)
     assert tokenizer_pin.pinned(copy).fingerprint == tok.fingerprint
+
+
+def test_the_tokenizer_cache_is_per_train_split(run):
+    """A sentencepiece model is trained on the train documents: another validation_fraction is another one."""
+    _, config, tok, _ = run
+    same = _tokenizer_now(config)
+    assert same.fingerprint == tok.fingerprint
+    assert _tokenizer_now(config).path == same.path  # the same settings reuse the cached model
+    other = config.copy_and_resolve_references()
+    other.data.validation_fraction = 0.3
+    moved = _tokenizer_now(other)
+    assert moved.path != same.path and moved.fingerprint != tok.fingerprint

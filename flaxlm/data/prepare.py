@@ -274,8 +274,18 @@ def get_tokenizer(data_cfg, vocab_size: int, data_dir: str):
         os.path.join(data_dir, "tokenizers"),
         vocab_size,
         data_cfg.tokenizer_type,
-        corpus_lib.corpus_fingerprint(data_cfg.corpus),
+        tokenizer_cache_key(data_cfg.corpus, data_cfg.validation_fraction),
     )
+
+
+def tokenizer_cache_key(corpus_spec, validation_fraction: float) -> str:
+    """16 hex chars naming the sentencepiece model trained on this corpus's train split.
+
+    The split is part of it: the model is trained on the train documents only, so another
+    validation_fraction is another model (the same one would have seen now-held-out text).
+    """
+    key = f"{corpus_lib.corpus_fingerprint(corpus_spec)}:validation_fraction={float(validation_fraction)!r}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def prepare(data_cfg, *, pair_labels: bool, vocab_size: int) -> PreparedData:

@@ -287,7 +287,6 @@ def workdir_tokenizer(config: dict) -> Tokenizer | None:
     configured file (config.data.tokenizer) or the sentencepiece model `flaxlm train` trained and
     cached in the data dir. Never trains one.
     """
-    from flaxlm.data import corpus as corpus_lib
     from flaxlm.data import prepare as prepare_lib
     from flaxlm.data import tokenizer as tokenizer_lib
 
@@ -297,7 +296,9 @@ def workdir_tokenizer(config: dict) -> Tokenizer | None:
     else:
         data_dir = data.get("data_dir") or prepare_lib.default_data_dir()
         try:
-            fingerprint = corpus_lib.corpus_fingerprint(data.get("corpus", "default"))
+            fingerprint = prepare_lib.tokenizer_cache_key(
+                data.get("corpus", "default"), data.get("validation_fraction", 0.02)
+            )
         except FlaxlmError:  # the corpus files are gone, so the cache key cannot be rebuilt
             return None
         path = tokenizer_lib.spm_cache_path(
