@@ -11,6 +11,7 @@ import ml_collections
 from flaxlm.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
 from flaxlm import sharding
 from flaxlm.data.builders import NSP_NEGATIVES
+from flaxlm.models.layers import SHARE_LAYERS
 from flaxlm.objectives import OBJECTIVES, has_pair_head
 
 ENCODER_BUILDERS = ("segment_pair", "sentence_pair", "full_sentences", "doc_sentences", "sop")
@@ -46,6 +47,11 @@ def base_config() -> ml_collections.ConfigDict:
             # "xla": einsum attention (with attention dropout); "dot_product":
             # jax.nn.dot_product_attention, cuDNN flash attention on GPU (needs attention_dropout_rate=0)
             attention="xla",
+            # ALBERT (BERT only): > 0 factorises the embeddings, E wide then projected to hidden_size
+            # (0: hidden_size wide, no projection, BERT as is)
+            embedding_size=0,
+            # cross-layer parameter sharing: "none" | "all" (ALBERT) | "attention" | "ffn"
+            share_layers="none",
         )
     )
 
@@ -163,6 +169,18 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if c.model.arch not in ("bert", "gpt"):
         fail(f"config.model.arch={c.model.arch!r} is unknown; choose 'bert' or 'gpt'")
     decoder = c.model.arch == "gpt"
+    if c.model.share_layers not in SHARE_LAYERS:
+        fail(
+            f"config.model.share_layers={c.model.share_layers!r} is unknown; "
+            f"choose one of {', '.join(SHARE_LAYERS)}"
+        )
+    if c.model.embedding_size < 0:
+        fail(f"config.model.embedding_size={c.model.embedding_size} must be >= 0 (0: hidden_size, BERT)")
+    if decoder and (c.model.embedding_size or c.model.share_layers != "none"):
+        fail(
+            "config.model.embedding_size and config.model.share_layers (ALBERT) apply to arch 'bert' only; "
+            "set them to 0 and 'none' for arch 'gpt'"
+        )
     if decoder != (c.objective == "clm"):
         fail(
             f"config.objective={c.objective!r} does not fit config.model.arch={c.model.arch!r}: "

@@ -75,6 +75,17 @@ def test_copies_that_differ_and_enough_predictions_are_valid(fields):
             dict(objective="mlm_sop", data__builder="sop", data__nsp_negatives="same_source"),
             "config.objective='mlm_sop' has no NSP; set config.objective='mlm_nsp' or drop it",
         ),
+        (
+            "bert_tiny",
+            dict(model__share_layers="odd"),
+            "config.model.share_layers='odd' is unknown; choose one of none, all, attention, ffn",
+        ),
+        ("bert_tiny", dict(model__embedding_size=-8), "config.model.embedding_size=-8 must be >= 0"),
+        (
+            "gpt_tiny",
+            dict(model__share_layers="all"),
+            "config.model.embedding_size and config.model.share_layers (ALBERT) apply to arch 'bert' only",
+        ),
     ],
 )
 def test_mistakes_are_one_line_naming_the_fix(name, fields, message):
