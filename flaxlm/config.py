@@ -80,6 +80,8 @@ def base_config() -> ml_collections.ConfigDict:
             mask_prob=0.15,
             whole_word=False,
             span=False,  # SpanBERT geometric span masking
+            ngram=False,  # ALBERT n-gram masking: n <= max_ngram whole words, p(n) ∝ 1/n
+            max_ngram=3,
             short_seq_prob=0.1,
             # where NSP's NotNext segments come from: "any" other document (BERT), "same_source" or
             # "other_source" (a source is one corpus of the spec; the default spec has four)
@@ -229,6 +231,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
             "config.data.whole_word and config.data.span are exclusive (spans are made of whole words); "
             "set one of them to False"
         )
+    if c.data.ngram and (c.data.whole_word or c.data.span):
+        fail(
+            "config.data.ngram is exclusive with config.data.whole_word and config.data.span (n-grams are "
+            "made of whole words); set the others to False"
+        )
+    if c.data.max_ngram < 1:
+        fail(f"config.data.max_ngram={c.data.max_ngram} must be >= 1")
     for name in ("mask_prob", "validation_fraction"):
         if not 0.0 < c.data[name] < 1.0:
             fail(f"config.data.{name}={c.data[name]} must be between 0 and 1")
