@@ -11,6 +11,7 @@ import ml_collections
 from flaxlm.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
 from flaxlm import sharding
 from flaxlm.data.builders import NSP_NEGATIVES
+from flaxlm.models.layers import SHARE_LAYERS
 from flaxlm.objectives import OBJECTIVES, has_pair_head
 
 ENCODER_BUILDERS = ("segment_pair", "sentence_pair", "full_sentences", "doc_sentences", "sop")
@@ -46,6 +47,11 @@ def base_config() -> ml_collections.ConfigDict:
             # "xla": einsum attention (with attention dropout); "dot_product":
             # jax.nn.dot_product_attention, cuDNN flash attention on GPU (needs attention_dropout_rate=0)
             attention="xla",
+            # ALBERT (BERT only): > 0 factorises the embeddings, E wide then projected to hidden_size
+            # (0: hidden_size wide, no projection, BERT as is)
+            embedding_size=0,
+            # cross-layer parameter sharing: "none" | "all" (ALBERT) | "attention" | "ffn"
+            share_layers="none",
         )
     )
 
@@ -74,6 +80,8 @@ def base_config() -> ml_collections.ConfigDict:
             mask_prob=0.15,
             whole_word=False,
             span=False,  # SpanBERT geometric span masking
+            ngram=False,  # ALBERT n-gram masking: n <= max_ngram whole words, p(n) ∝ 1/n
+            max_ngram=3,
             short_seq_prob=0.1,
             # where NSP's NotNext segments come from: "any" other document (BERT), "same_source" or
             # "other_source" (a source is one corpus of the spec; the default spec has four)
@@ -163,6 +171,18 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if c.model.arch not in ("bert", "gpt"):
         fail(f"config.model.arch={c.model.arch!r} is unknown; choose 'bert' or 'gpt'")
     decoder = c.model.arch == "gpt"
+    if c.model.share_layers not in SHARE_LAYERS:
+        fail(
+            f"config.model.share_layers={c.model.share_layers!r} is unknown; "
+            f"choose one of {', '.join(SHARE_LAYERS)}"
+        )
+    if c.model.embedding_size < 0:
+        fail(f"config.model.embedding_size={c.model.embedding_size} must be >= 0 (0: hidden_size, BERT)")
+    if decoder and (c.model.embedding_size or c.model.share_layers != "none"):
+        fail(
+            "config.model.embedding_size and config.model.share_layers (ALBERT) apply to arch 'bert' only; "
+            "set them to 0 and 'none' for arch 'gpt'"
+        )
     if decoder != (c.objective == "clm"):
         fail(
             f"config.objective={c.objective!r} does not fit config.model.arch={c.model.arch!r}: "
@@ -211,6 +231,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
             "config.data.whole_word and config.data.span are exclusive (spans are made of whole words); "
             "set one of them to False"
         )
+    if c.data.ngram and (c.data.whole_word or c.data.span):
+        fail(
+            "config.data.ngram is exclusive with config.data.whole_word and config.data.span (n-grams are "
+            "made of whole words); set the others to False"
+        )
+    if c.data.max_ngram < 1:
+        fail(f"config.data.max_ngram={c.data.max_ngram} must be >= 1")
     for name in ("mask_prob", "validation_fraction"):
         if not 0.0 < c.data[name] < 1.0:
             fail(f"config.data.{name}={c.data[name]} must be between 0 and 1")

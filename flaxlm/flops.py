@@ -11,7 +11,10 @@ for both operands of every matmul). Per token that is, as in the PaLM paper
     6 * N + 12 * L * D * T
 
 N: the weights each token goes through in a matmul (embedding lookups are
-not matmuls, the tied output projection is); L layers, D hidden size, T
+not matmuls, the tied output projection is; with ALBERT's factorised
+embeddings of width E, the E -> D projection is, and the MLM head is D -> E
+then E -> V; a block shared by several layers counts once per layer, as
+each layer runs it); L layers, D hidden size, T
 sequence length. 12 * L * D * T is attention's two products (q k^T and
 probs v, 2 * T * D FLOPs each per token and layer, times 3). It counts the
 full T x T square even for causal models, as PaLM does.
@@ -66,17 +69,20 @@ def matmul_params_per_token(model_cfg: Mapping[str, Any], seq_len: int, scored_p
     """N: the matmul weights one token goes through, on average over the T positions of a row.
 
     model_cfg: flaxlm's model config (arch, hidden_size, num_layers, mlp_dim, vocab_size, and for
-    BERT pair_head). scored_positions: positions per row that go through the vocabulary
+    BERT pair_head and embedding_size). scored_positions: positions per row that go through the vocabulary
     projection: BERT's `max_predictions` (the head runs on the gathered masked positions only),
     GPT's T. Per-row work (BERT's pooler and pair head) is spread over the row's T tokens.
     Biases, LayerNorm and the embedding lookups are not matmuls and are left out.
     """
     d, f, v = model_cfg["hidden_size"], model_cfg["mlp_dim"], model_cfg["vocab_size"]
+    e = model_cfg.get("embedding_size") or d  # E: ALBERT's factorised embedding width
     blocks = model_cfg["num_layers"] * (4 * d * d + 2 * d * f)  # q, k, v, out; fc_in, fc_out
+    if model_cfg.get("embedding_size"):
+        blocks += e * d  # embedding_projection, at every position
     scored = scored_positions / seq_len
-    head = v * d * scored  # the tied vocabulary projection
+    head = v * e * scored  # the tied vocabulary projection
     if model_cfg["arch"] == "bert":
-        head += d * d * scored  # mlm_transform
+        head += d * e * scored  # mlm_transform
         head += d * d / seq_len  # pooler, on [CLS]
         if model_cfg.get("pair_head", True):
             head += 2 * d / seq_len

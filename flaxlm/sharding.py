@@ -4,7 +4,10 @@ A rule is a pair `(regex, spec)`; config.sharding.rules holds them in order
 and the first whose regex is found (`re.search`) in a parameter's path
 wins. A path joins the parameter's dict keys with "/", e.g.
 "encoder/block_0/attention/query/kernel" (BERT) or
-"block_0/mlp/fc_in/kernel" (GPT). A spec has one entry per array
+"block_0/mlp/fc_in/kernel" (GPT). ALBERT's shared weights sit under
+"encoder/shared_block/..." (share_layers="all") or "encoder/shared_attention",
+"encoder/shared_mlp" (and their *_norm), so the same rules name them; its
+factorised embeddings add "encoder/embedding_projection". A spec has one entry per array
 dimension (fewer: the rest are replicated): None (replicated), a mesh axis
 name, or a tuple of axis names; `()` replicates the whole array.
 
@@ -57,11 +60,13 @@ DEFAULT_RULES = (
     (r"word_embeddings/embedding$", ("tensor", None)),  # [V, D]
     (r"mlm_bias$", ("tensor",)),  # [V]
     (r"(position|token_type)_embeddings/embedding$", ()),  # [T, D], [2, D]: small
+    # ALBERT's factorised embeddings: the E -> D projection, its output dimension D over `fsdp`.
+    (r"embedding_projection/kernel$", (None, "fsdp")),  # [E, D]
     # Heads on [CLS] / masked positions: small; split the input dimension over `fsdp` only.
-    (r"(pooler|mlm_transform)/kernel$", ("fsdp", None)),  # [D, D]
+    (r"(pooler|mlm_transform)/kernel$", ("fsdp", None)),  # [D, D]; mlm_transform [D, E] with ALBERT
     (r"pair_head/kernel$", ()),  # [D, 2]
     # Replicated: biases added after a row-split (or small) matrix, and LayerNorm.
-    (r"(attention/out|mlp/fc_out|pooler|mlm_transform|pair_head)/bias$", ()),
+    (r"(attention/out|mlp/fc_out|pooler|mlm_transform|pair_head|embedding_projection)/bias$", ()),
     (r"_norm/(scale|bias)$", ()),
     # Anything else (a fine-tuning head, say) is replicated.
     (r".*", ()),

@@ -39,7 +39,16 @@ def test_flops_per_token_by_hand():
     assert flops.train_flops_per_token(gpt, 1024, 1024) == expected == 854_438_400
 
 
-@pytest.mark.parametrize("name", ["bert_tiny", "gpt_tiny"])
+def test_flops_per_token_of_albert_by_hand():
+    """ALBERT-base: E=128 embeddings projected to D=768 at every position; the MLM head is D -> E -> V."""
+    albert = dict(load_config("albert_base").model, pair_head=True)
+    blocks = 12 * (4 * 768 * 768 + 2 * 768 * 3072) + 128 * 768  # one shared block run 12 times; projection
+    head = 30000 * 128 * 80 / 512 + 768 * 128 * 80 / 512  # vocabulary projection and mlm_transform
+    head += 768 * 768 / 512 + 2 * 768 / 512  # pooler and SOP head, once per row
+    assert flops.matmul_params_per_token(albert, 512, 80) == pytest.approx(blocks + head, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["bert_tiny", "gpt_tiny", "albert_tiny"])
 def test_flops_per_token_against_xla_cost_analysis(name):
     """XLA counts every FLOP of the lowered train step (matmuls, and the elementwise work the model
     count leaves out); the model count is within 8% below it on a model of hidden size 128.

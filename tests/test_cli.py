@@ -92,6 +92,35 @@ def test_bert_tiny_trains_logs_checkpoints_and_resumes(tmp_path, data_dir):
     assert [r["step"] for r in train][-2:] == [130, 140]
 
 
+def test_albert_tiny_trains_sop_checkpoints_and_resumes(tmp_path, data_dir):
+    """ALBERT's recipe end to end: factorised embeddings, one shared block, SOP, n-gram masking."""
+    workdir = str(tmp_path / "albert")
+    args = [
+        "train",
+        "--config=configs/albert_tiny.py",
+        f"--workdir={workdir}",
+        *SMALL,
+        "--config.train.log_every=10",
+        "--config.train.eval_every=40",
+        "--config.train.eval_batches=2",
+        "--config.train.checkpoint_every=20",
+    ]
+    flaxlm(*args, "--config.train.num_steps=40", data_dir=data_dir)
+    train, evals = read_metrics(workdir)
+    assert [r["step"] for r in train] == [10, 20, 30, 40]
+    assert all(isinstance(r[k], float) for r in train for k in ("mlm_loss", "sop_loss", "sop_accuracy"))
+    assert sorted(evals) == [0, 40] and evals[40]["eval_mlm_loss"] < evals[0]["eval_mlm_loss"]
+    assert {"20", "40"} <= set(os.listdir(os.path.join(workdir, "checkpoints")))
+    saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
+    assert saved["model"]["share_layers"] == "all" and saved["model"]["embedding_size"] == 64
+    assert saved["data"]["ngram"] is True and saved["objective"] == "mlm_sop"
+
+    proc = flaxlm(*args, "--config.train.num_steps=50", data_dir=data_dir)
+    assert "resuming from step 40" in proc.stdout
+    train, _ = read_metrics(workdir)
+    assert [r["step"] for r in train][-1] == 50
+
+
 def test_gpt_tiny_lowers_causal_lm_loss(tmp_path, data_dir):
     workdir = str(tmp_path / "gpt")
     flaxlm(  # a relative --workdir, as the experiment sweeps pass (orbax itself wants absolute paths)

@@ -6,7 +6,16 @@ import pytest
 from conftest import load_config
 from flaxlm import config as config_lib
 
-PRETRAINING = ["bert_tiny", "bert_base", "bert_large", "gpt_tiny", "gpt2_small", "gpt_1b"]
+PRETRAINING = [
+    "bert_tiny",
+    "bert_base",
+    "bert_large",
+    "albert_tiny",
+    "albert_base",
+    "gpt_tiny",
+    "gpt2_small",
+    "gpt_1b",
+]
 
 
 def config_with(name="bert_tiny", **fields):
@@ -74,6 +83,23 @@ def test_copies_that_differ_and_enough_predictions_are_valid(fields):
             "bert_tiny",
             dict(objective="mlm_sop", data__builder="sop", data__nsp_negatives="same_source"),
             "config.objective='mlm_sop' has no NSP; set config.objective='mlm_nsp' or drop it",
+        ),
+        (
+            "bert_tiny",
+            dict(model__share_layers="odd"),
+            "config.model.share_layers='odd' is unknown; choose one of none, all, attention, ffn",
+        ),
+        ("bert_tiny", dict(model__embedding_size=-8), "config.model.embedding_size=-8 must be >= 0"),
+        (
+            "albert_tiny",
+            dict(data__span=True),
+            "config.data.ngram is exclusive with config.data.whole_word and config.data.span",
+        ),
+        ("albert_tiny", dict(data__max_ngram=0), "config.data.max_ngram=0 must be >= 1"),
+        (
+            "gpt_tiny",
+            dict(model__share_layers="all"),
+            "config.model.embedding_size and config.model.share_layers (ALBERT) apply to arch 'bert' only",
         ),
     ],
 )

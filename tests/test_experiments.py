@@ -16,7 +16,7 @@ import optax
 import pytest
 from scipy import stats as sps
 
-from conftest import REPO
+from conftest import REPO, load_config
 from experiments.common import downstream
 from experiments.common import flops
 from experiments.common import recipes
@@ -125,14 +125,17 @@ def test_verdicts_follow_published_direction():
 # FLOPs, schedule and planned configs -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch,objective", [("bert", "mlm_nsp"), ("gpt", "clm")])
+@pytest.mark.parametrize("arch,objective", [("bert", "mlm_nsp"), ("gpt", "clm"), ("albert", "mlm_sop")])
 def test_flops_within_xla_count_and_parameters_exact(arch, objective):
     """Our matmul-only count is the bulk of what XLA counts for the forward pass (the rest is
-    elementwise), at the CPU recipe's shapes; the parameter count is exact."""
+    elementwise), at the CPU recipe's shapes; the parameter count is exact. ALBERT: factorised
+    embeddings (E 64 < D 128) and one block shared by the layers."""
     config = runner.resolved_config(recipes.CPU.config, recipes.CPU.overrides)
     config.objective = objective
-    config.model.arch = arch
-    config.data.builder = "causal" if arch == "gpt" else "segment_pair"
+    config.model.arch = "bert" if arch == "albert" else arch
+    config.data.builder = {"gpt": "causal", "albert": "sop"}.get(arch, "segment_pair")
+    if arch == "albert":
+        config.model.update(embedding_size=64, share_layers="all")
     model = models.get_model(train_lib.model_config(config))
     batch = train_lib.dummy_batch(config, 1)
     params = jax.eval_shape(
@@ -433,3 +436,20 @@ def test_baseline_line_gives_each_variant_its_margin_over_the_same_runs_baseline
     assert line.endswith("A +0.60, B -0.30.")
     no_baseline = dataclasses.replace(measure, baseline=None)
     assert report.baseline_line(grouped, no_baseline, {}) == ""
+
+
+@pytest.mark.parametrize("share", ["none", "all", "attention", "ffn"])
+def test_parameter_count_of_albert_options_is_exact(share):
+    model_cfg = dict(
+        load_config("albert_tiny").model.to_dict(), num_layers=3, share_layers=share, pair_head=True
+    )
+    model = models.get_model(model_cfg)
+    ids = np.zeros((1, 8), np.int32)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), ids, ids, ids, ids, deterministic=True))
+    expected = flops.parameter_count(model_cfg, "mlm_sop")["total"]
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == expected
+    # Sharing saves parameters, not FLOPs: every layer still runs a block.
+    unshared = dict(model_cfg, share_layers="none")
+    assert flops.forward_flops_per_sequence(model_cfg, "mlm_sop", 128, 52) == (
+        flops.forward_flops_per_sequence(unshared, "mlm_sop", 128, 52)
+    )

@@ -389,6 +389,121 @@ def test_sinusoidal_positions_are_saved_as_their_table(tmp_path):
     assert_trees_equal(params, params2)  # everything else bitwise
 
 
+# ----------------------------------------------------------------------------- ALBERT
+
+ALBERT_TOL = 1e-5  # ALBERT parity (float32, CPU): logits and hidden states
+
+
+def random_hf_albert(architecture: str, vocab_size: int, seed: int = 0):
+    """A random, perturbed HF ALBERT with E != H and 3 layers sharing one block."""
+    torch.manual_seed(seed)
+    config = transformers.AlbertConfig(
+        vocab_size=vocab_size,
+        embedding_size=16,
+        hidden_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=128,
+    )
+    model = getattr(transformers, architecture)(config).eval()
+    perturb_torch(model, seed)
+    return model
+
+
+@pytest.mark.parametrize("architecture", ["AlbertForPreTraining", "AlbertForMaskedLM", "AlbertModel"])
+def test_random_hf_albert_matches_and_round_trips_exactly(architecture, tmp_path, spm_tokenizer, sentences):
+    """MLM and SOP logits and hidden states of a random HF ALBERT equal flaxlm's; import -> export writes
+    the HF state dict back tensor for tensor, bit for bit."""
+    hf_model = random_hf_albert(architecture, spm_tokenizer.vocab_size)
+    hf_model.save_pretrained(tmp_path / "hf")
+    model_cfg, params, _ = hf.load_hf(str(tmp_path / "hf"))
+    assert model_cfg["embedding_size"] == 16 and model_cfg["share_layers"] == "all"
+    assert model_cfg["activation"] == "gelu_tanh" and model_cfg["layer_norm_eps"] == 1e-12
+    assert "shared_block" in params["encoder"] and "block_0" not in params["encoder"]
+    pretraining = architecture == "AlbertForPreTraining"
+    assert model_cfg["pair_head"] == pretraining and model_cfg["pooler"] == (
+        architecture != "AlbertForMaskedLM"
+    )
+    assert hf.objective_of(model_cfg) == ("mlm_sop" if pretraining else "mlm")
+
+    ids, type_ids, mask = bert_pairs(spm_tokenizer, sentences)
+    with torch.no_grad():
+        ref = hf_model(
+            input_ids=t(ids), token_type_ids=t(type_ids), attention_mask=t(mask), output_hidden_states=True
+        )
+    config = models.get_model(model_cfg).config
+    if architecture == "AlbertModel":
+        hidden, pooled = models.BertEncoder(config).apply(
+            {"params": params["encoder"]}, ids, type_ids, mask, positions(ids), deterministic=True
+        )
+        diffs = {"pooled": max_diff(pooled, ref.pooler_output.numpy())}
+    else:
+        out = flax_bert_apply(model_cfg)(
+            {"params": params}, ids, type_ids, mask, positions(ids), deterministic=True
+        )
+        hidden = out["hidden"]
+        mlm_ref = ref.prediction_logits if pretraining else ref.logits
+        diffs = {"mlm": max_diff(out["mlm_logits"], mlm_ref.numpy(), mask)}
+        if pretraining:
+            diffs["sop"] = max_diff(out["pair_logits"], ref.sop_logits.numpy())
+    diffs["hidden"] = max_diff(hidden, ref.hidden_states[-1].numpy(), mask)
+    assert max(diffs.values()) <= ALBERT_TOL, diffs
+    print(f"random {architecture} max abs diff: {diffs}")
+
+    hf.save_hf(str(tmp_path / "out"), model_cfg, params)
+    config_out = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config_out["architectures"] == [architecture] and config_out["model_type"] == "albert"
+    from safetensors.numpy import load_file
+
+    original = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    exported = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert sorted(exported) == sorted(original)
+    for name, w in original.items():
+        assert exported[name].dtype == w.dtype and np.array_equal(exported[name], w), name
+    reloaded = getattr(transformers, architecture).from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        again = reloaded(input_ids=t(ids), token_type_ids=t(type_ids), attention_mask=t(mask))
+    assert np.array_equal(again[0].numpy(), ref[0].numpy())
+
+
+def test_albert_base_parameter_count_matches_hf():
+    """albert-base-v2's shapes: HF's AlbertModel and flaxlm's encoder both have 11,683,584 parameters."""
+    hf_config = transformers.AlbertConfig(hidden_size=768, num_attention_heads=12, intermediate_size=3072)
+    with torch.device("meta"):
+        hf_count = sum(p.numel() for p in transformers.AlbertModel(hf_config).parameters())
+    assert hf_count == 11_683_584
+    model_cfg = hf.configs.albert_model_cfg(hf_config.to_dict(), "albert-base")
+    assert (model_cfg["vocab_size"], model_cfg["embedding_size"], model_cfg["num_layers"]) == (30000, 128, 12)
+    ids = np.zeros((1, 8), np.int32)
+    encoder = models.BertEncoder(models.get_model(model_cfg).config)
+    shapes = jax.eval_shape(lambda: encoder.init(jax.random.key(0), ids, ids, ids, ids, deterministic=True))
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == hf_count
+    # configs/albert_base.py builds the same shapes.
+    base = load_config("albert_base").model.to_dict()
+    assert {k: base[k] for k in ("vocab_size", "embedding_size", "hidden_size", "num_layers", "mlp_dim")} == {
+        k: model_cfg[k] for k in ("vocab_size", "embedding_size", "hidden_size", "num_layers", "mlp_dim")
+    }
+
+
+def test_albert_layer_groups_and_partial_sharing_are_one_clear_error(tmp_path):
+    config = transformers.AlbertConfig(
+        vocab_size=100,
+        embedding_size=8,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_hidden_groups=2,
+    )
+    transformers.AlbertModel(config).save_pretrained(tmp_path / "groups")
+    with pytest.raises(hf.HFError) as e:
+        hf.load_hf(str(tmp_path / "groups"))
+    assert "num_hidden_groups=2 is not supported" in str(e.value) and "\n" not in str(e.value)
+    model_cfg = tiny_cfg("bert", 100, embedding_size=8, share_layers="attention")
+    with pytest.raises(hf.HFError, match="share_layers='attention' has no Hugging Face equivalent"):
+        hf.save_hf(str(tmp_path / "partial"), model_cfg, random_params(model_cfg))
+
+
 # ----------------------------------------------------------------------------- errors
 
 
@@ -491,9 +606,10 @@ def test_cli_import_hf_writes_the_export_format(tmp_path, minilm_dir):
     assert (out / "vocab.txt").read_bytes() == open(os.path.join(minilm_dir, "vocab.txt"), "rb").read()
 
 
-def test_cli_export_format_hf_loads_in_transformers(tmp_path, spm_tokenizer, sentences):
+@pytest.mark.parametrize("recipe, architecture", [("bert_tiny", "Bert"), ("albert_tiny", "Albert")])
+def test_cli_export_format_hf_loads_in_transformers(recipe, architecture, tmp_path, spm_tokenizer, sentences):
     """A checkpoint written by flaxlm's checkpointing code -> `flaxlm export --format=hf` -> transformers."""
-    config = load_config("bert_tiny")
+    config = load_config(recipe)
     config.model.vocab_size, config.model.max_len, config.data.seq_len = 1000, 64, 64
     config.data.tokenizer = spm_tokenizer.model_path
     model = models.get_model(train_lib.model_config(config))
@@ -509,6 +625,7 @@ def test_cli_export_format_hf_loads_in_transformers(tmp_path, spm_tokenizer, sen
     proc = flaxlm("export", f"--workdir={workdir}", f"--out={out}", "--format=hf")
     assert f"exported step 7 in Hugging Face format to {out}" in proc.stdout
     hf_model = transformers.AutoModelForPreTraining.from_pretrained(out).eval()
+    assert type(hf_model).__name__ == f"{architecture}ForPreTraining"
     hf_tok = transformers.AutoTokenizer.from_pretrained(out)
     batch = hf_tok(sentences[:3], sentences[3:6], padding=True, truncation=True, return_tensors="np")
     ids, type_ids, mask = (
@@ -522,7 +639,21 @@ def test_cli_export_format_hf_loads_in_transformers(tmp_path, spm_tokenizer, sen
         ref = hf_model(input_ids=t(ids), token_type_ids=t(type_ids), attention_mask=t(mask))
     ref_mlm = ref.prediction_logits.numpy()
     assert max_diff(out_ours["mlm_logits"], ref_mlm, mask) <= TOL
-    assert max_diff(out_ours["pair_logits"], ref.seq_relationship_logits.numpy()) <= TOL
+    pair_ref = ref.sop_logits if architecture == "Albert" else ref.seq_relationship_logits
+    assert max_diff(out_ours["pair_logits"], pair_ref.numpy()) <= TOL
+
+
+def test_cli_import_hf_reads_albert(tmp_path, spm_tokenizer):
+    hf_model = random_hf_albert("AlbertForPreTraining", spm_tokenizer.vocab_size)
+    hf_model.save_pretrained(tmp_path / "hf")
+    out = tmp_path / "imported"
+    proc = flaxlm("import-hf", f"--hf_dir={tmp_path / 'hf'}", f"--out={out}")
+    assert f"imported bert (heads: pooler, mlm, pair; no tokenizer files found) to {out}" in proc.stdout
+    params, meta = ckpt.load_params(str(out))
+    _, expected, _ = hf.load_hf(str(tmp_path / "hf"))
+    assert_trees_equal(expected, params)
+    assert meta["objective"] == "mlm_sop" and meta["model"]["share_layers"] == "all"
+    assert meta["model"]["embedding_size"] == 16
 
 
 def test_cli_bad_hf_dir_is_one_line_exit_2(tmp_path):

@@ -137,9 +137,11 @@ def test_hf_special_ids_never_hardcoded(real):
     assert (news == HF.mask).mean() > 0.7 and not (news == SP.mask).any()
 
 
-@pytest.mark.parametrize("mode", ["plain", "whole_word", "span"])
+@pytest.mark.parametrize("mode", ["plain", "whole_word", "span", "ngram"])
 def test_max_predictions_respected(real, padded, mode):
-    cfg = MaskingConfig(max_predictions=5, whole_word=mode == "whole_word", span=mode == "span")
+    cfg = MaskingConfig(
+        max_predictions=5, whole_word=mode == "whole_word", span=mode == "span", ngram=mode == "ngram"
+    )
     rng = np.random.default_rng(2)
     for ex in padded[:300]:
         ws = real.word_start[ex["input_ids"]]
@@ -153,7 +155,7 @@ def test_max_predictions_respected(real, padded, mode):
 
 def test_edge_cases(real):
     only_specials = np.array([SP.cls, SP.sep, SP.sep, SP.pad, SP.pad], np.int32)
-    for kw in ({}, {"whole_word": True}, {"span": True}):
+    for kw in ({}, {"whole_word": True}, {"span": True}, {"ngram": True}):
         out = masking.mask_tokens(
             only_specials, np.random.default_rng(0), SP, real.vocab_size, max_predictions=4, **kw
         )
@@ -165,6 +167,8 @@ def test_edge_cases(real):
     with pytest.raises(ValueError):
         MaskingConfig(whole_word=True, span=True)
     with pytest.raises(ValueError):
+        MaskingConfig(span=True, ngram=True)
+    with pytest.raises(ValueError):
         MaskingConfig(mask_token_prob=0.9, random_token_prob=0.2)
 
 
@@ -173,7 +177,9 @@ def test_determinism(real, padded):
 
     def run(seed, mode):
         rng = np.random.default_rng(seed)
-        c = MaskingConfig(max_predictions=20, whole_word=mode == "wwm", span=mode == "span")
+        c = MaskingConfig(
+            max_predictions=20, whole_word=mode == "wwm", span=mode == "span", ngram=mode == "ngram"
+        )
         return [
             masking.apply_masking(
                 ex, rng, c, SP, real.vocab_size, word_starts=real.word_start[ex["input_ids"]]
@@ -181,7 +187,7 @@ def test_determinism(real, padded):
             for ex in padded[:100]
         ]
 
-    for mode in ("plain", "wwm", "span"):
+    for mode in ("plain", "wwm", "span", "ngram"):
         a, b, c = run(0, mode), run(0, mode), run(1, mode)
         assert all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
         assert any(not np.array_equal(x["mlm_positions"], y["mlm_positions"]) for x, y in zip(a, c))
@@ -319,3 +325,67 @@ def test_span_masking_without_word_starts_uses_tokens(real, padded):
         breaks = np.flatnonzero(np.diff(pos) > 1)
         runs.extend(np.diff(np.r_[0, breaks + 1, len(pos)]))
     assert np.mean(runs) > 2.5  # contiguous runs, not isolated tokens
+
+
+# ------------------------------------------------------------------------ n-grams
+
+
+def test_ngram_distribution():
+    np.testing.assert_allclose(masking.ngram_distribution(3), [6 / 11, 3 / 11, 2 / 11], rtol=1e-12)
+    assert masking.ngram_distribution(1).tolist() == [1.0]
+
+
+def test_ngram_masking(real, padded):
+    """ALBERT n-grams on real text: whole words, n <= 3 with p(n) ∝ 1/n, one 80/10/10 decision each,
+    never over the budget; the masked tokens are the n-grams' tokens and nothing else."""
+    cfg = MaskingConfig(max_predictions=20, ngram=True)
+    rng = np.random.default_rng(6)
+    ngram_words, all_mask, mixed = [], 0, 0
+    n_sel = n_cand_total = multi_word = 0
+    for ex in padded:
+        ids = ex["input_ids"]
+        ws = real.word_start[ids]
+        replay = np.random.Generator(type(rng.bit_generator)())
+        replay.bit_generator.state = rng.bit_generator.state
+        out = masking.apply_masking(ex, rng, cfg, SP, real.vocab_size, word_starts=ws)
+        pos, _, _ = _check_common(ex, out, SP, real.vocab_size, 20)
+        k, n_cand = _budget(ids, SP, 0.15, 20, real.vocab_size)
+        assert len(pos) <= k
+        is_cand = ~np.isin(ids, SP.all_ids())
+        w_start, w_len = masking._words(is_cand, ws)
+        ngrams = masking._select_ngrams(replay, w_start, w_len, k, cfg.max_ngram)
+        assert ngrams, "a prediction in every sequence"
+        np.testing.assert_array_equal(np.sort(np.concatenate([np.arange(s, e) for s, e, _ in ngrams])), pos)
+        wid = _word_ids(ids, real.word_start, SP)
+        for s, e, nw in ngrams:
+            assert 1 <= nw <= 3 and len(np.unique(wid[s:e])) == nw
+            assert is_cand[s:e].all()  # consecutive words: no special token inside
+            assert (wid[s] != wid[s - 1]) and (e == len(ids) or wid[e] != wid[e - 1])  # whole words
+            masked = out["input_ids"][s:e] == SP.mask
+            all_mask += bool(masked.all())
+            mixed += bool(masked.any() and not masked.all())
+            multi_word += nw > 1
+            ngram_words.append(nw)
+        n_sel += len(pos)
+        n_cand_total += n_cand
+    assert mixed == 0  # one decision per n-gram
+    assert binom_ok(all_mask, len(ngram_words), 0.8)
+    assert len(ngram_words) > 10_000 and multi_word > 2000
+    # p(n) ∝ 1/n: 6/11, 3/11, 2/11. The n-gram drawn when the budget is nearly spent is more often too
+    # long to fit (and ends the sequence), so short ones gain a little (measured .568, .268, .165).
+    freq = np.bincount(ngram_words, minlength=4)[1:] / len(ngram_words)
+    np.testing.assert_allclose(freq, [6 / 11, 3 / 11, 2 / 11], atol=0.03)
+    assert 0.13 < n_sel / n_cand_total < 0.16
+
+
+def test_ngram_lengths_follow_one_over_n_in_isolation():
+    """Far from the budget and other n-grams (one-token words, a small budget), n ~ 1/n exactly."""
+    rng = np.random.default_rng(9)
+    ids = np.r_[SP.cls, np.full(20_000, 77), SP.sep].astype(np.int32)
+    w_start, w_len = masking._words(~np.isin(ids, SP.all_ids()), None)
+    lens = []
+    for _ in range(20):
+        lens += [nw for *_, nw in masking._select_ngrams(rng, w_start, w_len, 400, 3)]
+    counts = np.bincount(lens, minlength=4)[1:]
+    for n, p in zip(range(3), (6 / 11, 3 / 11, 2 / 11)):
+        assert binom_ok(counts[n], len(lens), p), (counts, len(lens))

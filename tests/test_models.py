@@ -340,3 +340,108 @@ def test_get_model_errors():
         models.get_model(ml_collections.ConfigDict(dict(arch="bert", hiden_size=8)))
     with pytest.raises(ValueError, match="float8"):
         models.get_model(ml_collections.ConfigDict(dict(arch="bert", dtype="float8")))
+
+
+# --- ALBERT: factorised embeddings and cross-layer sharing --------------------
+
+ALBERT_TINY = dataclasses.replace(TINY, num_layers=3, embedding_size=16, share_layers="all")
+
+
+def test_albert_factorised_embeddings_are_e_wide_and_projected():
+    ids = jnp.zeros((1, 4), jnp.int32)
+    params = _abstract_params(BertForPreTraining(ALBERT_TINY), ids, ids, ids, ids)["params"]
+    enc = params["encoder"]
+    for name, rows in (("word_embeddings", 64), ("position_embeddings", 32), ("token_type_embeddings", 2)):
+        assert enc[name]["embedding"].shape == (rows, 16), name
+    assert enc["embeddings_norm"]["scale"].shape == (16,)
+    assert enc["embedding_projection"]["kernel"].shape == (16, 32)  # E -> D
+    assert params["mlm_transform"]["kernel"].shape == (32, 16)  # D -> E, then the tied E -> V
+    assert params["mlm_norm"]["scale"].shape == (16,) and params["mlm_bias"].shape == (64,)
+    # share_layers="all": one block, whatever num_layers says.
+    assert not any(k.startswith("block_") for k in enc) and "attention" in enc["shared_block"]
+    block = 4 * 32 * 32 + 4 * 32 + 2 * 32 * 64 + 64 + 32 + 2 * 2 * 32
+    unshared = _abstract_params(
+        BertForPreTraining(dataclasses.replace(ALBERT_TINY, share_layers="none")), ids, ids, ids, ids
+    )
+    assert _num_params(unshared) - _num_params(params) == 2 * block
+    # embedding_size == D still has the projection (HF Albert has one whatever E is); 0 has none.
+    same = _abstract_params(
+        BertForPreTraining(dataclasses.replace(ALBERT_TINY, embedding_size=32)), ids, ids, ids, ids
+    )
+    assert "embedding_projection" in same["params"]["encoder"]
+    bert = _abstract_params(BertForPreTraining(TINY), ids, ids, ids, ids)["params"]["encoder"]
+    assert "embedding_projection" not in bert and "shared_block" not in bert
+
+
+def _unshared_copy(params: dict, share: str, num_layers: int) -> dict:
+    """The share_layers="none" params that hold the shared weights in every block_i."""
+    enc = dict(params["encoder"])
+    if share == "all":
+        shared = enc.pop("shared_block")
+        blocks = [shared] * num_layers
+    else:
+        sub = "attention" if share == "attention" else "mlp"
+        shared = {sub: enc.pop(f"shared_{sub}"), f"{sub}_norm": enc.pop(f"shared_{sub}_norm")}
+        blocks = [{**enc.pop(f"block_{i}"), **shared} for i in range(num_layers)]
+    enc.update({f"block_{i}": b for i, b in enumerate(blocks)})
+    return {**params, "encoder": enc}
+
+
+@pytest.mark.parametrize("share", ["all", "attention", "ffn"])
+def test_shared_weights_get_the_sum_of_the_per_layer_gradients(share):
+    """A shared model computes what an unshared one with equal copies in every layer computes, and the
+    gradient of a shared weight is the sum of the copies' gradients (one weight, used L times)."""
+    cfg = dataclasses.replace(ALBERT_TINY, share_layers=share)
+    inputs = _bert_inputs(np.arange(1, 13).reshape(2, 6))
+    shared_model = BertForPreTraining(cfg)
+    unshared_model = BertForPreTraining(dataclasses.replace(cfg, share_layers="none"))
+    params = shared_model.init(jax.random.key(0), *inputs, deterministic=True)["params"]
+    # Perturb LayerNorms and biases away from their 1/0 init, so their gradients are not trivial.
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    params = jax.tree.unflatten(
+        treedef, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+    )
+    copies = _unshared_copy(params, share, cfg.num_layers)
+
+    def loss(model, p):
+        out = model.apply({"params": p}, *inputs, deterministic=True)
+        return jnp.mean(out["mlm_logits"] ** 2) + jnp.mean(out["pair_logits"] ** 2)
+
+    l_shared, g_shared = jax.value_and_grad(functools.partial(loss, shared_model))(params)
+    l_copies, g_copies = jax.value_and_grad(functools.partial(loss, unshared_model))(copies)
+    np.testing.assert_allclose(l_shared, l_copies, rtol=1e-6)
+    enc_shared, enc_copies = g_shared["encoder"], g_copies["encoder"]
+    if share == "all":
+        pairs = [(enc_shared["shared_block"], [enc_copies[f"block_{i}"] for i in range(3)])]
+    else:
+        sub = "attention" if share == "attention" else "mlp"
+        pairs = [
+            (enc_shared[f"shared_{name}"], [enc_copies[f"block_{i}"][name] for i in range(3)])
+            for name in (sub, f"{sub}_norm")
+        ]
+        for i in range(3):  # the blocks' own sublayer is per layer in both models
+            own = "mlp" if share == "attention" else "attention"
+            for a, b in zip(
+                jax.tree.leaves(enc_shared[f"block_{i}"]), jax.tree.leaves(enc_copies[f"block_{i}"][own])
+            ):
+                np.testing.assert_allclose(a, b, atol=1e-6)
+    for shared_grad, per_layer in pairs:
+        summed = jax.tree.map(lambda *g: sum(g), *per_layer)
+        for a, b in zip(jax.tree.leaves(shared_grad), jax.tree.leaves(summed)):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+        # A real gradient (not zeros on both sides), and not one layer's alone: layers contribute differently.
+        largest = int(np.argmax([float(jnp.max(jnp.abs(b))) for b in jax.tree.leaves(summed)]))
+        assert float(jnp.max(jnp.abs(jax.tree.leaves(summed)[largest]))) > 1e-3
+        first_layer = jax.tree.leaves(per_layer[0])[largest]
+        assert not np.allclose(first_layer, jax.tree.leaves(shared_grad)[largest], atol=1e-5)
+
+
+def test_albert_options_refused_where_they_do_not_apply():
+    with pytest.raises(ValueError, match="share_layers='some'; expected one of"):
+        dataclasses.replace(TINY, share_layers="some")
+    with pytest.raises(ValueError, match="embedding_size=-1 must be >= 0"):
+        dataclasses.replace(TINY, embedding_size=-1)
+    ids = jnp.zeros((1, 4), jnp.int32)
+    with pytest.raises(ValueError, match="are BERT options; GPTDecoder has neither"):
+        _abstract_params(GPTDecoder(dataclasses.replace(TINY_GPT, share_layers="all")), ids, ids, ids)

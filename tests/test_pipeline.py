@@ -200,6 +200,11 @@ def test_preparation_is_cached_and_keyed_by_settings(data_dir, small_corpus):
     )
     assert a.path == b.path != c.path
     assert os.path.getmtime(a.path) == os.path.getmtime(b.path)
+    # N-gram masks drawn at preparation are a dataset of their own.
+    d = train_lib.prepare_data(
+        config_for("full_sentences", data_dir, small_corpus, short_seq_prob=0.2, masking="static", ngram=True)
+    )
+    assert d.path != c.path
 
 
 def test_iterator_state_resumes_with_the_very_next_batch(data_dir, small_corpus):

@@ -60,11 +60,34 @@ EXPECTED = {
     },
     "gpt2_small": {**BLOCK, "final_norm/scale": ()},
 }
+# ALBERT: the one block every layer shares, and the factorised embeddings' E -> D projection.
+EXPECTED["albert_base"] = {
+    **{k.replace("block_3", "shared_block"): v for k, v in EXPECTED["bert_base"].items()},
+    "encoder/embedding_projection/kernel": (None, "fsdp"),
+    "encoder/embedding_projection/bias": (),
+}
+# Partial sharing (ALBERT's ablations): the shared sublayer beside each block's own.
+EXPECTED["albert_base:attention"] = {
+    "encoder/shared_attention/query/kernel": ("fsdp", "tensor"),
+    "encoder/shared_attention/out/kernel": ("tensor", "fsdp"),
+    "encoder/shared_attention_norm/scale": (),
+    "encoder/block_3/mlp/fc_in/kernel": ("fsdp", "tensor"),
+}
+EXPECTED["albert_base:ffn"] = {
+    "encoder/shared_mlp/fc_in/kernel": ("fsdp", "tensor"),
+    "encoder/shared_mlp/fc_out/kernel": ("tensor", "fsdp"),
+    "encoder/shared_mlp_norm/bias": (),
+    "encoder/block_3/attention/value/kernel": ("fsdp", "tensor"),
+}
 
 
-@pytest.mark.parametrize("name", ["bert_base", "gpt2_small"])
+@pytest.mark.parametrize("name", list(EXPECTED))
 def test_rules_name_every_parameter_of_the_real_models(name):
-    params = abstract_state(load_config(name)).params
+    recipe, _, share = name.partition(":")
+    config = load_config(recipe)
+    if share:
+        config.model.share_layers = share
+    params = abstract_state(config).params
     rows = sharding.explain(params, sharding.DEFAULT_RULES)
     assert len(rows) == len(jax.tree.leaves(params))
     caught = [path for path, _, regex, _ in rows if regex == sharding.DEFAULT_RULES[CATCH_ALL][0]]
@@ -74,7 +97,7 @@ def test_rules_name_every_parameter_of_the_real_models(name):
         assert got[path] == spec, path
     # Every matrix of the blocks is split over fsdp (ZeRO-3); all that stays whole is small.
     for path, shape, _, spec in rows:
-        if len(shape) == 2 and "block_" in path:
+        if len(shape) == 2 and ("block_" in path or "/shared_" in path):
             assert "fsdp" in spec, path
 
 

@@ -5,11 +5,13 @@ elementwise work, LayerNorm, softmax and GELU, is a few percent at these
 shapes and is left out). The count is per padded sequence: the model
 computes every one of the T positions whether it holds a token or padding.
 
-Per sequence, forward:
-  blocks     L · T · (8·D² + 4·D·M)   Q, K, V and output projections, MLP in and out
+Per sequence, forward (E: ALBERT's factorised embedding width, E = D without it):
+  blocks     L · T · (8·D² + 4·D·M)   Q, K, V and output projections, MLP in and out (a block
+                                      shared by several layers runs, and counts, in each)
+  projection T · 2·E·D                ALBERT's embedding projection E -> D, if factorised
   attention  L · T · 4·T·D            scores QKᵀ and the weighted sum of V (the full T×T,
                                       also for causal masks: flaxlm computes it all)
-  MLM head   P · (2·D² + 2·D·V)       transform and vocabulary projection at the P scored
+  MLM head   P · (2·D·E + 2·E·V)      transform and vocabulary projection at the P scored
                                       positions only (flaxlm gathers them first)
   pooler     2·D²                     BERT's [CLS] pooler, always built
   pair head  4·D                      NSP/SOP 2-way classifier, if the objective has one
@@ -31,12 +33,15 @@ def forward_flops_per_sequence(model: dict, objective: str, seq_len: int, max_pr
         model["vocab_size"],
         seq_len,
     )
+    E = model.get("embedding_size") or D
     blocks = L * T * (8 * D * D + 4 * D * M)
+    if model.get("embedding_size"):
+        blocks += T * 2 * E * D
     attention = L * T * 4 * T * D
     if objective == "clm":
         head = T * 2 * D * V
     else:
-        head = max_predictions * (2 * D * D + 2 * D * V) + 2 * D * D
+        head = max_predictions * (2 * D * E + 2 * E * V) + 2 * D * D
         if objectives.has_pair_head(objective):
             head += 4 * D
     return blocks + attention + head
@@ -53,18 +58,31 @@ def train_flops_per_step(config: dict) -> int:
 def parameter_count(model: dict, objective: str) -> dict[str, int]:
     """Parameters by part: `embedding` (word, position, token type) and `non_embedding` (the rest).
 
-    The output projection is tied to the word embeddings in both BERT and GPT.
+    The output projection is tied to the word embeddings in both BERT and GPT. ALBERT's options:
+    embeddings E = embedding_size wide (plus the E -> D projection), and blocks shared across
+    layers (share_layers) counted once.
     """
     D, L, M, V = model["hidden_size"], model["num_layers"], model["mlp_dim"], model["vocab_size"]
+    E = model.get("embedding_size") or D
     gpt = model.get("arch") == "gpt"
-    embedding = V * D + model["max_len"] * D * (model.get("position_embedding", "learned") == "learned")
+    embedding = V * E + model["max_len"] * E * (model.get("position_embedding", "learned") == "learned")
     if not gpt:
-        embedding += model.get("type_vocab_size", 2) * D
-    layer = 4 * D * D + 4 * D + 2 * D * M + M + D + 4 * D  # attention, MLP, two LayerNorms
-    non_embedding = L * layer + 2 * D  # embedding (or final) LayerNorm
+        embedding += model.get("type_vocab_size", 2) * E
+    attention = 4 * D * D + 4 * D + 2 * D  # q, k, v, out and its LayerNorm
+    mlp = 2 * D * M + M + D + 2 * D  # fc_in, fc_out and its LayerNorm
+    share = model.get("share_layers", "none")
+    layers = {
+        "none": L * (attention + mlp),
+        "all": attention + mlp,
+        "attention": attention + L * mlp,
+        "ffn": L * attention + mlp,
+    }[share]
+    non_embedding = layers + 2 * E  # embedding (or GPT's final) LayerNorm
+    if model.get("embedding_size"):
+        non_embedding += E * D + D  # embedding_projection
     if not gpt:
         non_embedding += D * D + D  # pooler
-        non_embedding += D * D + D + 2 * D + V  # MLM transform, its LayerNorm, output bias
+        non_embedding += D * E + E + 2 * E + V  # MLM transform, its LayerNorm, output bias
         if objectives.has_pair_head(objective):
             non_embedding += 2 * D + 2
         if model.get("pre_ln"):

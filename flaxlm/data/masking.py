@@ -5,7 +5,9 @@ Implements
     ``round(n * mask_prob)`` positions, 80% -> [MASK], 10% -> random token, 10% kept;
   * BERT whole-word masking (WWM, the 2019 ``do_whole_word_mask`` update);
   * SpanBERT span masking (Joshi et al. 2020): geometric span lengths in words,
-    one 80/10/10 decision per span.
+    one 80/10/10 decision per span;
+  * ALBERT n-gram masking (Lan et al. 2020): n-grams of n <= 3 whole words with
+    p(n) ∝ 1/n, one 80/10/10 decision per n-gram.
 
 ``mask_tokens`` works on one unpadded or padded sequence; ``apply_masking`` takes a
 ``pad_encoder_example`` dict and adds the fixed-shape ``mlm_*`` fields. Dynamic
@@ -26,6 +28,7 @@ __all__ = [
     "mask_tokens",
     "apply_masking",
     "span_length_distribution",
+    "ngram_distribution",
 ]
 
 
@@ -39,12 +42,18 @@ class MaskingConfig:
     span: bool = False
     span_p: float = 0.2
     max_span: int = 10
+    ngram: bool = False
+    max_ngram: int = 3
     mask_token_prob: float = 0.8
     random_token_prob: float = 0.1
 
     def __post_init__(self):
-        if self.whole_word and self.span:
-            raise ValueError("whole_word and span masking are mutually exclusive (spans are whole words)")
+        if self.whole_word + self.span + self.ngram > 1:
+            raise ValueError(
+                "whole_word, span and ngram masking are mutually exclusive (all mask whole words)"
+            )
+        if self.max_ngram < 1:
+            raise ValueError("max_ngram must be >= 1")
         if not 0.0 <= self.mask_token_prob + self.random_token_prob <= 1.0:
             raise ValueError("mask_token_prob + random_token_prob must be in [0, 1]")
         if self.max_predictions < 1:
@@ -59,6 +68,12 @@ def span_length_distribution(span_p: float, max_span: int) -> np.ndarray:
     """
     lengths = np.arange(1, max_span + 1)
     pmf = span_p * (1.0 - span_p) ** (lengths - 1)
+    return pmf / pmf.sum()
+
+
+def ngram_distribution(max_ngram: int) -> np.ndarray:
+    """ALBERT's n-gram length pmf over n = 1..max_ngram [max_ngram]: p(n) ∝ 1/n (6/11, 3/11, 2/11 for 3)."""
+    pmf = 1.0 / np.arange(1, max_ngram + 1)
     return pmf / pmf.sum()
 
 
@@ -193,6 +208,66 @@ def _select_spans(
     return spans
 
 
+def _ngram_starts(n: int, masked_before: np.ndarray, tokens: np.ndarray, budget: int) -> np.ndarray:
+    """The words where an n-gram fits: none of its n words masked, its tokens within `budget`."""
+    n_words = tokens.shape[1]
+    free = masked_before[n:] - masked_before[: n_words - n + 1] == 0
+    return np.flatnonzero(free & (tokens[n - 1, : n_words - n + 1] <= budget))
+
+
+def _select_ngrams(
+    rng, w_start: np.ndarray, w_len: np.ndarray, k: int, max_ngram: int
+) -> list[tuple[int, int, int]]:
+    """ALBERT n-gram selection. Returns n-grams as (first_token, end_token, n_words), like `_select_spans`.
+
+    Repeatedly: draw n from ``ngram_distribution`` and mask n consecutive words (no special token
+    between them) at a start drawn uniformly among those where the n-gram fits: none of its words
+    masked yet and its tokens within what is left of the budget k. Stops at k tokens or at the first
+    n-gram that fits nowhere (only a sequence's first n-gram is shortened until it fits, so that it
+    gets a prediction whenever BERT's would). ALBERT's code instead shortens every such n-gram and
+    skips one that meets a masked word, which on real text turns p(n) = 6/11, 3/11, 2/11 into about
+    .64, .24, .12; here n-grams keep their drawn length (.57, .27, .16 at seq 128, k 20), and the
+    budget is left short by less than one n-gram (98% of it used at seq 128).
+    """
+    n_words = len(w_start)
+    if n_words == 0 or k <= 0:
+        return []
+    w_end = w_start + w_len
+    # tokens[n - 1, w]: the tokens of words w .. w+n-1, or k + 1 (never fits) if they are not consecutive.
+    contiguous = w_end[:-1] == w_start[1:]
+    tokens = np.full((max_ngram, n_words), k + 1, dtype=np.int64)
+    joined = np.ones(n_words, dtype=bool)
+    for n in range(1, max_ngram + 1):
+        last = np.arange(n_words) + n - 1
+        if n > 1:
+            joined[: n_words - n + 1] &= contiguous[n - 2 :]
+            joined[n_words - n + 1 :] = False
+        ok = joined & (last < n_words)
+        tokens[n - 1, ok] = w_end[last[ok]] - w_start[ok]
+    cdf = np.cumsum(ngram_distribution(max_ngram))
+    draws = rng.random((k, 2))  # at most k n-grams: (length, start) uniforms for each
+    masked_before = np.zeros(n_words + 1, dtype=np.int64)  # masked words among 0 .. w-1
+    masked = np.zeros(n_words, dtype=bool)
+    ngrams: list[tuple[int, int, int]] = []
+    total = 0
+    for u_len, u_start in draws:
+        n = min(int(np.searchsorted(cdf, u_len, side="right")) + 1, max_ngram, n_words)
+        starts = _ngram_starts(n, masked_before, tokens, k - total)
+        while not len(starts) and not ngrams and n > 1:  # the first n-gram: shorter ones, so that
+            n -= 1  # a sequence gets a prediction whenever one word fits (BERT's at least 1)
+            starts = _ngram_starts(n, masked_before, tokens, k - total)
+        if not len(starts):
+            break
+        w = int(starts[int(u_start * len(starts))])
+        masked[w : w + n] = True
+        masked_before[1:] = np.cumsum(masked)
+        total += int(tokens[n - 1, w])
+        ngrams.append((int(w_start[w]), int(w_end[w + n - 1]), n))
+        if total >= k:
+            break
+    return ngrams
+
+
 # ---------------------------------------------------------------------------- API
 
 
@@ -209,6 +284,8 @@ def mask_tokens(
     span: bool = False,
     span_p: float = 0.2,
     max_span: int = 10,
+    ngram: bool = False,
+    max_ngram: int = 3,
     mask_token_prob: float = 0.8,
     random_token_prob: float = 0.1,
 ) -> dict[str, np.ndarray]:
@@ -224,11 +301,12 @@ def mask_tokens(
         None = every token is a word.
       whole_word: BERT whole-word masking (all pieces of a chosen word together).
       span: SpanBERT span masking, lengths in words ~ Geo(span_p) truncated at max_span.
+      ngram: ALBERT n-gram masking, n <= max_ngram whole words with p(n) ∝ 1/n.
 
     Budget: ``min(max_predictions, max(1, round(n_real * mask_prob)))`` tokens, with
     n_real the non-padding length (BERT counts [CLS]/[SEP]). Of the chosen tokens
     ``mask_token_prob`` -> [MASK], ``random_token_prob`` -> random id, rest unchanged;
-    decided per token (BERT, WWM) or per span (SpanBERT).
+    decided per token (BERT, WWM) or per span (SpanBERT) or n-gram (ALBERT).
 
     Returns:
       input_ids    [n] int32  masked tokens
@@ -236,8 +314,8 @@ def mask_tokens(
       mlm_targets   [max_predictions] int32  original ids, padded with 0
       mlm_weights   [max_predictions] float32  1 real / 0 padding
     """
-    if whole_word and span:
-        raise ValueError("whole_word and span masking are mutually exclusive")
+    if whole_word + span + ngram > 1:
+        raise ValueError("whole_word, span and ngram masking are mutually exclusive")
     tokens = np.asarray(tokens)
     n = len(tokens)
     is_special, non_special = _vocab_tables(special, int(vocab_size))
@@ -247,14 +325,17 @@ def mask_tokens(
     n_real = n - int(np.count_nonzero(tokens == special.pad))
     k = _num_to_predict(n_real, n_cand, mask_prob, max_predictions)
 
-    if whole_word or span:
+    if whole_word or span or ngram:
         w_start, w_len = _words(is_cand, word_starts)
         if whole_word:
             positions = _select_whole_words(rng, w_start, w_len, k)
             n_pred = len(positions)
             u = rng.random(2 * n_pred)  # BERT WWM still decides 80/10/10 per token
         else:
-            spans = _select_spans(rng, w_start, w_len, k, span_p, max_span)
+            if span:
+                spans = _select_spans(rng, w_start, w_len, k, span_p, max_span)
+            else:
+                spans = _select_ngrams(rng, w_start, w_len, k, max_ngram)
             positions = np.zeros(0, np.int64)
             u = np.zeros(0)
             if spans:
@@ -264,7 +345,7 @@ def mask_tokens(
                 starts, lens = starts[order], lens[order]
                 group = np.repeat(np.arange(len(spans)), lens)
                 positions = starts[group] + (np.arange(len(group)) - np.repeat(np.cumsum(lens) - lens, lens))
-                # One decision per span (SpanBERT), a random id per token.
+                # One decision per span (SpanBERT) or n-gram (ALBERT), a random id per token.
                 u = np.concatenate([rng.random(len(spans))[group], rng.random(len(positions))])
             n_pred = len(positions)
     elif k > 0:
@@ -327,6 +408,8 @@ def apply_masking(
         span=cfg.span,
         span_p=cfg.span_p,
         max_span=cfg.max_span,
+        ngram=cfg.ngram,
+        max_ngram=cfg.max_ngram,
         mask_token_prob=cfg.mask_token_prob,
         random_token_prob=cfg.random_token_prob,
     )

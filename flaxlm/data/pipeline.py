@@ -41,7 +41,7 @@ def with_dynamic_masks(ds: grain.MapDataset, data: prepare_lib.PreparedData) -> 
     if s.builder == "causal" or s.static_masking:
         return ds
     tok = data.tokenizer
-    word_starts = prepare_lib.word_start_table(tok) if (s.whole_word or s.span) else None
+    word_starts = prepare_lib.word_start_table(tok) if prepare_lib.uses_words(s) else None
     return ds.random_map(
         functools.partial(
             _mask_example,

@@ -57,6 +57,8 @@ class DataSettings:
     validation_fraction: float
     seed: int
     nsp_negatives: str = "any"
+    ngram: bool = False
+    max_ngram: int = 3
 
 
 def settings_from_config(data_cfg, pair_labels: bool) -> DataSettings:
@@ -74,12 +76,19 @@ def settings_from_config(data_cfg, pair_labels: bool) -> DataSettings:
         validation_fraction=data_cfg.validation_fraction,
         seed=data_cfg.seed,
         nsp_negatives=data_cfg.nsp_negatives,
+        ngram=data_cfg.ngram,
+        max_ngram=data_cfg.max_ngram,
     )
 
 
 def masking_config(s: DataSettings) -> masking.MaskingConfig:
     return masking.MaskingConfig(
-        mask_prob=s.mask_prob, max_predictions=s.max_predictions, whole_word=s.whole_word, span=s.span
+        mask_prob=s.mask_prob,
+        max_predictions=s.max_predictions,
+        whole_word=s.whole_word,
+        span=s.span,
+        ngram=s.ngram,
+        max_ngram=s.max_ngram,
     )
 
 
@@ -89,8 +98,13 @@ def special_ids(tok) -> builders.SpecialIds:
     )
 
 
+def uses_words(s: DataSettings) -> bool:
+    """Whether the masking picks whole words (whole-word, span or n-gram masking), so needs word starts."""
+    return s.whole_word or s.span or s.ngram
+
+
 def word_start_table(tok) -> np.ndarray:
-    """[vocab] bool: does token id i begin a word (for whole-word / span masking)."""
+    """[vocab] bool: does token id i begin a word (for whole-word / span / n-gram masking)."""
     return np.asarray(tok.word_start_mask(np.arange(tok.vocab_size)), dtype=bool)
 
 
@@ -169,7 +183,7 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
         s, tok = self._settings, self._tok
         tok_docs, sources, stats = tokenize_documents(docs, tok)
         special = special_ids(tok)
-        word_starts = word_start_table(tok) if (s.whole_word or s.span) else None
+        word_starts = word_start_table(tok) if uses_words(s) else None
         build_stats = builders.BuildStats()
         split_id = 0 if split == "train" else 1
         key = 0
@@ -312,6 +326,8 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int) -> PreparedData:
     }
     if settings.nsp_negatives == "any":  # BERT's draw, as before the option existed: keep those caches
         del key["settings"]["nsp_negatives"]
+    if not settings.ngram:  # n-gram masking off: the datasets of before the option existed
+        del key["settings"]["ngram"], key["settings"]["max_ngram"]
     if settings.dupe_factor > 1:
         # dupe_factor once copied the validation split too: those datasets must not be reused
         # (a key of its own, rather than a FORMAT_VERSION bump, keeps the dupe_factor=1 caches).

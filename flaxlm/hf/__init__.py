@@ -1,4 +1,4 @@
-"""Hugging Face interoperability: HF BERT / GPT-2 model directories <-> flaxlm parameters.
+"""Hugging Face interoperability: HF BERT / ALBERT / GPT-2 model directories <-> flaxlm parameters.
 
     model_cfg, params, tokenizer = load_hf("path/to/hf_dir")
     model = flaxlm.models.get_model(model_cfg)      # BertForPreTraining or GPTDecoder
@@ -15,6 +15,12 @@ tokenizer files. Supported:
     model_cfg["pair_head"] say which. A BertModel checkpoint has no MLM head: its
     params are {"encoder": ...} and run with
     `BertEncoder(get_model(model_cfg).config).apply({"params": params["encoder"]}, ...)`.
+  ALBERT (model_type "albert"): AlbertModel, AlbertForPreTraining, AlbertForMaskedLM, as
+    flaxlm's BERT with embedding_size=E and share_layers="all" (HF's one layer group of one
+    layer; other groupings are refused). Heads as for BERT; the pair head is ALBERT's SOP
+    head (sop_classifier), so a re-import calls its objective mlm_sop. ALBERT's own
+    tokenizer (AlbertTokenizer) lowercases before its sentencepiece model, which flaxlm's
+    sentencepiece tokenizer does not.
   GPT-2 (model_type "gpt2"): GPT2LMHeadModel, GPT2Model (the LM head is tied to the
     word embeddings in both).
 
@@ -44,10 +50,13 @@ from flaxlm import files
 from flaxlm.data.tokenizer import Tokenizer
 from flaxlm.errors import FlaxlmError, HFError
 from flaxlm.hf.configs import (
+    ALBERT_ARCHITECTURES,
     BERT_ARCHITECTURES,
     CONFIG_FILE,
     GPT_ARCHITECTURES,
     TO_HF_ACTIVATION,
+    albert_hf_config,
+    albert_model_cfg,
     base_model_cfg,
     bert_hf_config,
     bert_model_cfg,
@@ -55,6 +64,7 @@ from flaxlm.hf.configs import (
     gpt_hf_config,
     gpt_model_cfg,
     heads_of,
+    is_albert,
     objective_of,
     read_config,
 )
@@ -64,6 +74,7 @@ from flaxlm.hf.weights import (
     SAFETENSORS_FILE,
     SAFETENSORS_INDEX_FILE,
     TORCH_FILE,
+    albert_weights,
     bert_weights,
     check_shapes,
     gpt_weights,
@@ -103,7 +114,7 @@ def is_hf_dir(path: str) -> bool:
 
 
 def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
-    """Reads an HF BERT or GPT-2 directory: returns (model_cfg, params, tokenizer).
+    """Reads an HF BERT, ALBERT or GPT-2 directory: returns (model_cfg, params, tokenizer).
 
     model_cfg: a plain dict of flaxlm config.model fields (plus pair_head), ready
     for `flaxlm.models.get_model`. params: the nested dict of float32 numpy
@@ -132,6 +143,22 @@ def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
         model_cfg.update(pooler=pooler, pair_head=pair)
         tied = {"cls.predictions.decoder.weight": f"{prefix}embeddings.word_embeddings.weight"}
         ignored = {"cls.predictions.decoder.bias"}  # the same Parameter as cls.predictions.bias
+    elif model_type == "albert":
+        check_architecture(hf_config, ALBERT_ARCHITECTURES, source)
+        model_cfg = albert_model_cfg(hf_config, source)
+        weights = read_weights(path)
+        prefix = "albert." if any(k.startswith("albert.") for k in weights) else ""
+        pooler = f"{prefix}pooler.weight" in weights
+        mlm = "predictions.bias" in weights
+        pair = "sop_classifier.classifier.weight" in weights
+        if pair and not pooler:
+            raise HFError(
+                f"{path}: the checkpoint has an SOP head but no pooler; it is not an AlbertForPreTraining"
+            )
+        rules = albert_weights(prefix=prefix, pooler=pooler, mlm=mlm, pair=pair)
+        model_cfg.update(pooler=pooler, pair_head=pair)
+        tied = {"predictions.decoder.weight": f"{prefix}embeddings.word_embeddings.weight"}
+        ignored = {"predictions.decoder.bias"}  # the same Parameter as predictions.bias
     elif model_type == "gpt2":
         check_architecture(hf_config, GPT_ARCHITECTURES, source)
         model_cfg = gpt_model_cfg(hf_config, source)
@@ -143,7 +170,8 @@ def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
     else:
         raise HFError(
             f"{source}: model_type {model_type!r} is not supported; flaxlm imports 'bert' "
-            f"({', '.join(BERT_ARCHITECTURES)}) and 'gpt2' ({', '.join(GPT_ARCHITECTURES)})"
+            f"({', '.join(BERT_ARCHITECTURES)}), 'albert' ({', '.join(ALBERT_ARCHITECTURES)}) "
+            f"and 'gpt2' ({', '.join(GPT_ARCHITECTURES)})"
         )
 
     for name, tied_to in tied.items():
@@ -158,7 +186,8 @@ def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
         more = f" and {len(unexpected) - 3} more" if len(unexpected) > 3 else ""
         raise HFError(
             f"{path}: unexpected weights {unexpected[:3]}{more}; only "
-            f"{', '.join(BERT_ARCHITECTURES + GPT_ARCHITECTURES)} checkpoints are supported"
+            f"{', '.join(BERT_ARCHITECTURES + ALBERT_ARCHITECTURES + GPT_ARCHITECTURES)} checkpoints "
+            "are supported"
         )
     params = to_flaxlm(weights, rules, path)
     check_shapes(model_cfg, params, path)
@@ -178,7 +207,9 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
     The HF class follows the heads in `params`: BERT with a pair head ->
     BertForPreTraining (an SOP head too: same shape, its labels mean sentence
     order; a re-import calls its objective mlm_nsp); with an MLM head only -> BertForMaskedLM (which ignores
-    the pooler; load_hf keeps it); encoder only -> BertModel; GPT ->
+    the pooler; load_hf keeps it); encoder only -> BertModel. An ALBERT-shaped BERT (embedding_size > 0,
+    share_layers="all") -> AlbertForPreTraining / AlbertForMaskedLM / AlbertModel likewise; other
+    factorisations or sharings have no HF equivalent and are refused. GPT ->
     GPT2LMHeadModel. Sinusoidal position tables are written as HF's learned
     position embeddings (same values; a reload gives position_embedding
     "learned"). BERT with pre_ln=True has no HF equivalent and is refused.
@@ -219,10 +250,23 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
                 "only post-LN BERTs can be saved in HF format"
             )
         mlm, pair, pooler = "mlm_bias" in params, model_cfg["pair_head"], model_cfg["pooler"]
-        architecture = "BertForPreTraining" if pair else "BertForMaskedLM" if mlm else "BertModel"
-        prefix = "" if architecture == "BertModel" else "bert."
-        rules = bert_weights(model_cfg["num_layers"], prefix=prefix, pooler=pooler, mlm=mlm, pair=pair)
-        hf_config = bert_hf_config(model_cfg, architecture, tokenizer.pad_id if tokenizer else 0)
+        pad_id = tokenizer.pad_id if tokenizer else 0
+        if is_albert(model_cfg):
+            architecture = "AlbertForPreTraining" if pair else "AlbertForMaskedLM" if mlm else "AlbertModel"
+            prefix = "" if architecture == "AlbertModel" else "albert."
+            rules = albert_weights(prefix=prefix, pooler=pooler, mlm=mlm, pair=pair)
+            hf_config = albert_hf_config(model_cfg, architecture, pad_id)
+        elif model_cfg["embedding_size"] or model_cfg["share_layers"] != "none":
+            raise HFError(
+                f"embedding_size={model_cfg['embedding_size']} with share_layers="
+                f"{model_cfg['share_layers']!r} has no Hugging Face equivalent; HF ALBERT is "
+                "embedding_size > 0 with share_layers='all', HF BERT is 0 with 'none'"
+            )
+        else:
+            architecture = "BertForPreTraining" if pair else "BertForMaskedLM" if mlm else "BertModel"
+            prefix = "" if architecture == "BertModel" else "bert."
+            rules = bert_weights(model_cfg["num_layers"], prefix=prefix, pooler=pooler, mlm=mlm, pair=pair)
+            hf_config = bert_hf_config(model_cfg, architecture, pad_id)
     else:
         rules = gpt_weights(model_cfg["num_layers"], prefix="transformer.")
         hf_config = gpt_hf_config(model_cfg, tokenizer.sep_id if tokenizer else None)

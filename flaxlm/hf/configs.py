@@ -1,4 +1,4 @@
-"""HF config.json (BertConfig, GPT2Config) <-> flaxlm config.model fields."""
+"""HF config.json (BertConfig, AlbertConfig, GPT2Config) <-> flaxlm config.model fields."""
 
 import json
 import os
@@ -7,6 +7,7 @@ from flaxlm.errors import HFError
 
 CONFIG_FILE = "config.json"
 BERT_ARCHITECTURES = ("BertModel", "BertForPreTraining", "BertForMaskedLM")
+ALBERT_ARCHITECTURES = ("AlbertModel", "AlbertForPreTraining", "AlbertForMaskedLM")
 GPT_ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model")
 
 # HF activation name -> ours. HF's "gelu_new" and "gelu_pytorch_tanh" are both the tanh approximation.
@@ -94,6 +95,51 @@ def bert_model_cfg(hf: dict, source: str) -> dict:
     return cfg
 
 
+def albert_model_cfg(hf: dict, source: str) -> dict:
+    """config.json of HF ALBERT -> our model fields (HF AlbertConfig's defaults for absent keys).
+
+    ALBERT is our BERT with factorised embeddings and every layer sharing one
+    block: HF's single layer group of a single layer.
+    """
+    for key in ("num_hidden_groups", "inner_group_num"):
+        if hf.get(key, 1) != 1:
+            raise HFError(
+                f"{source}: {key}={hf[key]} is not supported; flaxlm imports ALBERTs whose layers all share "
+                "one block (num_hidden_groups=1 and inner_group_num=1, as every released ALBERT)"
+            )
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise HFError(
+            f"{source}: position_embedding_type={hf['position_embedding_type']!r} is not supported; "
+            "flaxlm imports ALBERTs with 'absolute' (learned) position embeddings"
+        )
+    cfg = base_model_cfg()
+    cfg.update(
+        arch="bert",
+        vocab_size=hf.get("vocab_size", 30000),
+        embedding_size=hf.get("embedding_size", 128),
+        hidden_size=hf.get("hidden_size", 4096),
+        num_layers=hf.get("num_hidden_layers", 12),
+        num_heads=hf.get("num_attention_heads", 64),
+        mlp_dim=hf.get("intermediate_size", 16384),
+        max_len=hf.get("max_position_embeddings", 512),
+        type_vocab_size=hf.get("type_vocab_size", 2),
+        dropout_rate=hf.get("hidden_dropout_prob", 0.0),
+        attention_dropout_rate=hf.get("attention_probs_dropout_prob", 0.0),
+        pre_ln=False,
+        position_embedding="learned",
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        activation=_activation(hf.get("hidden_act", "gelu_new"), source),
+        initializer_range=hf.get("initializer_range", 0.02),
+        share_layers="all",
+    )
+    return cfg
+
+
+def is_albert(cfg: dict) -> bool:
+    """Whether a BERT model config has HF ALBERT's shape: factorised embeddings, one block for every layer."""
+    return cfg.get("embedding_size", 0) > 0 and cfg.get("share_layers", "none") == "all"
+
+
 def gpt_model_cfg(hf: dict, source: str) -> dict:
     """config.json of HF GPT-2 -> our model fields (HF GPT2Config's defaults for absent keys)."""
     for key, expected in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False)):
@@ -150,6 +196,17 @@ def bert_hf_config(cfg: dict, architecture: str, pad_id: int) -> dict:
     }
 
 
+def albert_hf_config(cfg: dict, architecture: str, pad_id: int) -> dict:
+    config = bert_hf_config(cfg, architecture, pad_id)
+    config.update(
+        model_type="albert",
+        embedding_size=cfg["embedding_size"],
+        num_hidden_groups=1,
+        inner_group_num=1,
+    )
+    return config
+
+
 def gpt_hf_config(cfg: dict, eos_id: int | None) -> dict:
     config = {
         "architectures": ["GPT2LMHeadModel"],
@@ -188,7 +245,10 @@ def heads_of(model_cfg: dict, params) -> list[str]:
 
 
 def objective_of(model_cfg: dict) -> str:
-    """The flaxlm objective whose heads match: "clm" (gpt), "mlm_nsp" (BERT with a pair head), "mlm"."""
+    """The flaxlm objective whose heads match: "clm" (gpt), "mlm_nsp" (BERT with a pair head), "mlm_sop"
+    (ALBERT with a pair head: its sentence-order head), "mlm"."""
     if model_cfg["arch"] == "gpt":
         return "clm"
-    return "mlm_nsp" if model_cfg.get("pair_head") else "mlm"
+    if not model_cfg.get("pair_head"):
+        return "mlm"
+    return "mlm_sop" if is_albert(model_cfg) else "mlm_nsp"

@@ -1,9 +1,9 @@
-"""HF BERT / GPT-2 state dicts <-> flaxlm parameter trees: the tensor correspondence and weight files.
+"""HF BERT / ALBERT / GPT-2 state dicts <-> flaxlm parameter trees: tensor correspondence, weight files.
 
 torch's nn.Linear stores [out, in] and flax's Dense kernel is [in, out], so
 BERT's linear weights are transposed. GPT-2's Conv1D weights are already
 [in, out]; its fused c_attn [D, 3D] is our query | key | value concatenated
-along the output axis. Tied weights (BERT's MLM decoder, GPT-2's lm_head) have
+along the output axis. Tied weights (BERT's and ALBERT's MLM decoder, GPT-2's lm_head) have
 no entry: transformers' save_pretrained does not write them either.
 """
 
@@ -81,6 +81,39 @@ def bert_weights(num_layers: int, *, prefix: str, pooler: bool, mlm: bool, pair:
         w.append(_Weight("cls.predictions.bias", (("mlm_bias",),)))
     if pair:
         w += _linear("cls.seq_relationship", ("pair_head",))
+    return w
+
+
+def albert_weights(*, prefix: str, pooler: bool, mlm: bool, pair: bool) -> list[_Weight]:
+    """The HF ALBERT <-> flaxlm BertForPreTraining (embedding_size > 0, share_layers="all") correspondence.
+
+    HF's one layer group of one layer is our `shared_block`. prefix: "albert." for
+    AlbertForPreTraining/AlbertForMaskedLM, "" for AlbertModel.
+    """
+    enc = ("encoder",)
+    w = [
+        _embedding(f"{prefix}embeddings.word_embeddings", enc + ("word_embeddings",)),
+        _embedding(f"{prefix}embeddings.position_embeddings", enc + ("position_embeddings",)),
+        _embedding(f"{prefix}embeddings.token_type_embeddings", enc + ("token_type_embeddings",)),
+        *_norm(f"{prefix}embeddings.LayerNorm", enc + ("embeddings_norm",)),
+        *_linear(f"{prefix}encoder.embedding_hidden_mapping_in", enc + ("embedding_projection",)),
+    ]
+    hf, ours = f"{prefix}encoder.albert_layer_groups.0.albert_layers.0", enc + ("shared_block",)
+    for name in ("query", "key", "value"):
+        w += _linear(f"{hf}.attention.{name}", ours + ("attention", name))
+    w += _linear(f"{hf}.attention.dense", ours + ("attention", "out"))
+    w += _norm(f"{hf}.attention.LayerNorm", ours + ("attention_norm",))
+    w += _linear(f"{hf}.ffn", ours + ("mlp", "fc_in"))
+    w += _linear(f"{hf}.ffn_output", ours + ("mlp", "fc_out"))
+    w += _norm(f"{hf}.full_layer_layer_norm", ours + ("mlp_norm",))
+    if pooler:
+        w += _linear(f"{prefix}pooler", enc + ("pooler",))
+    if mlm:
+        w += _linear("predictions.dense", ("mlm_transform",))
+        w += _norm("predictions.LayerNorm", ("mlm_norm",))
+        w.append(_Weight("predictions.bias", (("mlm_bias",),)))
+    if pair:
+        w += _linear("sop_classifier.classifier", ("pair_head",))
     return w
 
 

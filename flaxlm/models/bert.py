@@ -4,6 +4,12 @@ embeddings (word + token type + position, LayerNorm, dropout)
   -> num_layers post-LN Transformer blocks (pre-LN + final LayerNorm if pre_ln)
   -> pooler (tanh dense on [CLS])
   -> heads: MLM (transform, LayerNorm, tied vocab projection + bias), pair (2-way).
+
+ALBERT (Lan et al., 2020) is this model configured (see TransformerConfig):
+embedding_size=E factorises the embeddings (E-wide tables and LayerNorm, then
+`embedding_projection` E -> D; the MLM transform maps D -> E, so the tied
+projection is E -> V), and share_layers="all" runs one block's weights
+num_layers times ("attention" / "ffn" share one sublayer only).
 """
 
 import flax.linen as nn
@@ -18,7 +24,10 @@ class BertEncoder(nn.Module):
     """Token ids -> (hidden_BTD, pooled_BD).
 
     Written with `setup` so BertForPreTraining can reuse `word_embeddings` for
-    its tied output projection.
+    its tied output projection. Shared weights (config.share_layers) are
+    modules created here once and called by every layer: "all" is one
+    `shared_block`; "attention" / "ffn" give `shared_attention` (+ its norm) /
+    `shared_mlp` (+ its norm) to every block_i.
     """
 
     config: TransformerConfig
@@ -29,9 +38,25 @@ class BertEncoder(nn.Module):
         self.token_type_embeddings = layers.embed(cfg, cfg.type_vocab_size, "token_type_embeddings")
         self.position_embeddings = layers.PositionEmbedding(cfg)
         self.embeddings_norm = layers.layer_norm(cfg, "embeddings_norm")
+        if cfg.embedding_size:
+            self.embedding_projection = layers.dense(cfg, cfg.hidden_size, "embedding_projection")
         self.dropout = layers.Dropout(cfg.dropout_rate)
         block = layers.block_class(cfg)
-        self.blocks = [block(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
+        if cfg.share_layers == "all":
+            self.shared_block = block(cfg, name="shared_block")
+        else:
+            shared = {}
+            if cfg.share_layers == "attention":
+                self.shared_attention = layers.MultiHeadAttention(cfg, name="shared_attention")
+                self.shared_attention_norm = layers.layer_norm(cfg, "shared_attention_norm")
+                shared = dict(
+                    shared_attention=self.shared_attention, shared_attention_norm=self.shared_attention_norm
+                )
+            elif cfg.share_layers == "ffn":
+                self.shared_mlp = layers.Mlp(cfg, name="shared_mlp")
+                self.shared_mlp_norm = layers.layer_norm(cfg, "shared_mlp_norm")
+                shared = dict(shared_mlp=self.shared_mlp, shared_mlp_norm=self.shared_mlp_norm)
+            self.blocks = [block(cfg, **shared, name=f"block_{i}") for i in range(cfg.num_layers)]
         if cfg.pre_ln:
             self.final_norm = layers.layer_norm(cfg, "final_norm")
         if cfg.pooler:
@@ -58,11 +83,15 @@ class BertEncoder(nn.Module):
             + self.token_type_embeddings(token_type_ids)
             + self.position_embeddings(positions)
         )
-        x_BTD = self.embeddings_norm(x_BTD)
+        x_BTD = self.embeddings_norm(x_BTD)  # x_BTE when factorised
         x_BTD = layers.constrain_batch(self.dropout(x_BTD, deterministic=deterministic))
+        if self.config.embedding_size:
+            # HF Albert projects after the dropout (its embedding_hidden_mapping_in).
+            x_BTD = self.embedding_projection(x_BTD)
 
         mask_B1TT = layers.make_attention_mask(segment_ids, causal=False)
-        for block in self.blocks:
+        shared = self.config.share_layers == "all"
+        for block in [self.shared_block] * self.config.num_layers if shared else self.blocks:
             x_BTD = layers.constrain_batch(block(x_BTD, mask_B1TT, deterministic))
         if self.config.pre_ln:
             x_BTD = self.final_norm(x_BTD)
@@ -72,9 +101,9 @@ class BertEncoder(nn.Module):
         pooled_BD = jnp.tanh(self.pooler(x_BTD[:, 0]))
         return x_BTD, pooled_BD
 
-    def attend(self, x_BPD: jax.Array) -> jax.Array:
-        """x_BPD @ word_embeddings^T -> logits_BPV (the tied output projection)."""
-        return self.word_embeddings.attend(x_BPD)
+    def attend(self, x_BPE: jax.Array) -> jax.Array:
+        """x_BPE @ word_embeddings^T -> logits_BPV (the tied output projection; E = D unless factorised)."""
+        return self.word_embeddings.attend(x_BPE)
 
 
 class BertForPreTraining(nn.Module):
@@ -112,11 +141,12 @@ class BertForPreTraining(nn.Module):
             x_BPD = hidden_BTD
         else:
             x_BPD = jnp.take_along_axis(hidden_BTD, mlm_positions[:, :, None], axis=1)
-        x_BPD = layers.dense(cfg, cfg.hidden_size, "mlm_transform")(x_BPD)
-        x_BPD = layers.ACTIVATIONS[cfg.activation](x_BPD)
-        x_BPD = layers.layer_norm(cfg, "mlm_norm")(x_BPD)
+        # D -> E (ALBERT's factorised head; E = D for BERT), then the tied E -> V projection.
+        x_BPE = layers.dense(cfg, cfg.embedding_dim, "mlm_transform")(x_BPD)
+        x_BPE = layers.ACTIVATIONS[cfg.activation](x_BPE)
+        x_BPE = layers.layer_norm(cfg, "mlm_norm")(x_BPE)
         mlm_bias_V = self.param("mlm_bias", nn.initializers.zeros, (cfg.vocab_size,), cfg.param_dtype)
-        mlm_logits_BPV = encoder.attend(x_BPD) + mlm_bias_V.astype(cfg.dtype)
+        mlm_logits_BPV = encoder.attend(x_BPE) + mlm_bias_V.astype(cfg.dtype)
 
         outputs = dict(mlm_logits=mlm_logits_BPV, hidden=hidden_BTD)
         if cfg.pooler:

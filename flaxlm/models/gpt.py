@@ -46,6 +46,10 @@ class GPTDecoder(nn.Module):
     ) -> jax.Array:
         """-> logits_BTV, or with return_hidden the final hidden states hidden_BTD (for task heads)."""
         cfg = self.config
+        if cfg.embedding_size or cfg.share_layers != "none":
+            raise ValueError(
+                "embedding_size and share_layers (ALBERT) are BERT options; GPTDecoder has neither"
+            )
         # GPT-2 blocks are pre-LN; the flag only chooses between BERT variants.
         block_cfg = dataclasses.replace(cfg, pre_ln=True)
 

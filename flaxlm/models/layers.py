@@ -4,6 +4,7 @@ Shape suffixes used across `flaxlm.models`:
   B: batch size             T: sequence length (queries)   S: key length
   D: hidden size            N: attention heads             H: head size (D // N)
   F: MLP hidden size        V: vocabulary size             P: gathered MLM positions
+  E: embedding size (ALBERT's factorised embeddings; E = D without them)
 """
 
 import dataclasses
@@ -53,6 +54,13 @@ class TransformerConfig:
     # jax.nn.dot_product_attention (cuDNN flash attention on GPU, XLA elsewhere), which has no
     # attention dropout, so it needs attention_dropout_rate=0.
     attention: str = "xla"
+    # ALBERT (Lan et al., 2020), BERT only. embedding_size > 0: factorised embeddings, E wide, projected
+    # to D by `embedding_projection` (present even when E == D, as in HF Albert); the MLM head maps D
+    # back to E before the tied E -> V projection. 0: BERT's D-wide embeddings, no projection.
+    embedding_size: int = 0
+    # Cross-layer parameter sharing: "none"; "all" (one block's weights in every layer, ALBERT's
+    # default); "attention" / "ffn" (only the attention / MLP sublayer with its LayerNorm shared).
+    share_layers: str = "none"
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -72,6 +80,20 @@ class TransformerConfig:
                 "attention='dot_product' has no attention dropout; set attention_dropout_rate=0 "
                 "or attention='xla'"
             )
+        if self.share_layers not in SHARE_LAYERS:
+            raise ValueError(f"share_layers={self.share_layers!r}; expected one of {SHARE_LAYERS}")
+        if self.embedding_size < 0:
+            raise ValueError(
+                f"embedding_size={self.embedding_size} must be >= 0 (0: hidden_size, no projection)"
+            )
+
+    @property
+    def embedding_dim(self) -> int:
+        """E: the width of the embedding tables and of the MLM head's output (D without factorisation)."""
+        return self.embedding_size or self.hidden_size
+
+
+SHARE_LAYERS = ("none", "all", "attention", "ffn")
 
 
 ATTENTION_IMPLEMENTATIONS = ("xla", "dot_product")
@@ -106,9 +128,10 @@ def layer_norm(config: TransformerConfig, name: str) -> nn.LayerNorm:
 
 
 def embed(config: TransformerConfig, num_embeddings: int, name: str) -> nn.Embed:
+    """A [num_embeddings, E] table (E = config.embedding_dim)."""
     return nn.Embed(
         num_embeddings,
-        config.hidden_size,
+        config.embedding_dim,
         embedding_init=nn.initializers.normal(config.initializer_range),
         dtype=config.dtype,
         param_dtype=config.param_dtype,
@@ -127,7 +150,7 @@ def sinusoidal_table(max_len: int, dim: int) -> np.ndarray:
 
 
 class PositionEmbedding(nn.Module):
-    """positions_BT (index within each document) -> embeddings_BTD."""
+    """positions_BT (index within each document) -> embeddings_BTE (E = config.embedding_dim)."""
 
     config: TransformerConfig
 
@@ -139,11 +162,11 @@ class PositionEmbedding(nn.Module):
             table_LD = self.param(
                 "embedding",
                 nn.initializers.normal(cfg.initializer_range),
-                (cfg.max_len, cfg.hidden_size),
+                (cfg.max_len, cfg.embedding_dim),
                 cfg.param_dtype,
             )
         else:
-            table_LD = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.hidden_size))
+            table_LD = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.embedding_dim))
         return jnp.take(table_LD, positions_BT, axis=0).astype(cfg.dtype)
 
 
@@ -366,18 +389,25 @@ class TransformerBlock(nn.Module):
     Pre-LN stacks need a final LayerNorm after the last block (the caller's).
     With config.adapter_dim > 0, an Adapter transforms each sublayer's output
     (after dropout) before the residual sum; otherwise no adapter params exist.
+    Cross-layer sharing (ALBERT's "attention" / "ffn"): a sublayer and its
+    LayerNorm created once by the caller and given to every block as
+    shared_*; their params are the caller's, and this block has none of its own.
     """
 
     config: TransformerConfig
     causal: bool = False  # passed to MultiHeadAttention
+    shared_attention: nn.Module | None = None  # a MultiHeadAttention, with shared_attention_norm
+    shared_attention_norm: nn.Module | None = None
+    shared_mlp: nn.Module | None = None  # an Mlp, with shared_mlp_norm
+    shared_mlp_norm: nn.Module | None = None
 
     @nn.compact
     def __call__(self, x_BTD: jax.Array, mask_B1TT: jax.Array, deterministic: bool) -> jax.Array:
         cfg = self.config
-        attention = MultiHeadAttention(cfg, causal=self.causal, name="attention")
-        mlp = Mlp(cfg, name="mlp")
-        attention_norm = layer_norm(cfg, "attention_norm")
-        mlp_norm = layer_norm(cfg, "mlp_norm")
+        attention = self.shared_attention or MultiHeadAttention(cfg, causal=self.causal, name="attention")
+        mlp = self.shared_mlp or Mlp(cfg, name="mlp")
+        attention_norm = self.shared_attention_norm or layer_norm(cfg, "attention_norm")
+        mlp_norm = self.shared_mlp_norm or layer_norm(cfg, "mlp_norm")
         dropout = Dropout(cfg.dropout_rate, deterministic=deterministic)
         identity = lambda y_BTD: y_BTD
         attention_adapter = Adapter(cfg, name="attention_adapter") if cfg.adapter_dim else identity
