@@ -115,9 +115,11 @@ def test_export_and_workdir_give_the_same_backbone_and_tokenizer(pretrained_work
     assert leaves and all(leaves)
     assert "pair_head" not in from_export.model and "mlm_bias" not in from_export.backbone
 
-    # An export written before exports recorded their data config: the fix is named.
+    # The export carries the tokenizer the run pinned.
     meta = json.loads((tmp_path / "export" / ckpt.MODEL_CONFIG_FILE).read_text())
-    del meta["data"]
+    assert meta["tokenizer"] == "spiece.model" and from_export.tokenizer.path == out + "/spiece.model"
+    # An export written before exports carried a tokenizer or recorded their data config: the fix is named.
+    del meta["data"], meta["tokenizer"]
     (tmp_path / "export" / ckpt.MODEL_CONFIG_FILE).write_text(json.dumps(meta))
     with pytest.raises(FlaxlmError, match="pass --config.tokenizer=PATH"):
         pretrained.load(out)
