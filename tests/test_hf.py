@@ -634,10 +634,15 @@ def test_roberta_base_parameter_count_matches_hf():
     model_cfg = hf.configs.roberta_model_cfg(hf_config.to_dict(), "roberta-base")
     model_cfg.update(pooler=False, pair_head=False)
     assert (model_cfg["vocab_size"], model_cfg["max_len"], model_cfg["position_offset"]) == (50265, 512, 2)
-    ids = np.zeros((1, 8), np.int32)
-    model = models.get_model(model_cfg)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), ids, ids, ids, ids, deterministic=True))
-    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == hf_count
+
+    def count(model) -> int:
+        ids = np.zeros((1, 8), np.int32)
+        shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *[ids] * 4, deterministic=True))
+        return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+
+    assert count(models.get_model(model_cfg)) == hf_count
+    # configs/roberta_base.py builds the same model.
+    assert count(models.get_model(train_lib.model_config(load_config("roberta_base")))) == hf_count
 
 
 def test_roberta_layouts_without_hf_form_are_one_clear_error(tmp_path, roberta_tokenizer, spm_tokenizer):
