@@ -39,7 +39,7 @@ lm_head) are not written, as transformers' save_pretrained does not write them.
 Weights are read and written as float32 (bf16/fp16 checkpoints are widened).
 
 Tokenizers: BERT's vocab.txt -> WordPieceTokenizer (do_lower_case from
-tokenizer_config.json); GPT-2's vocab.json + merges.txt, encoder.json +
+tokenizer_config.json); GPT-2's and RoBERTa's vocab.json + merges.txt, encoder.json +
 vocab.bpe or tokenizer.json -> flaxlm.data.bpe.ByteLevelBPETokenizer; our own
 sentencepiece models travel as spiece.model, declared as transformers'
 BigBirdTokenizer (a plain sentencepiece tokenizer that adds [CLS] ... [SEP]
