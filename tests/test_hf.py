@@ -818,6 +818,22 @@ def test_cli_import_hf_reads_albert(tmp_path, spm_tokenizer):
     assert meta["model"]["embedding_size"] == 16
 
 
+def test_cli_import_hf_reads_roberta(tmp_path, roberta_tokenizer):
+    hf_model = random_hf_roberta("RobertaForMaskedLM")
+    hf_model.save_pretrained(tmp_path / "hf")
+    roberta_tokenizer.save(str(tmp_path / "hf"))
+    out = tmp_path / "imported"
+    proc = flaxlm("import-hf", f"--hf_dir={tmp_path / 'hf'}", f"--out={out}")
+    assert f"imported bert (heads: mlm; tokenizer vocab.json) to {out}" in proc.stdout
+    params, meta = ckpt.load_params(str(out))
+    _, expected, _ = hf.load_hf(str(tmp_path / "hf"))
+    assert_trees_equal(expected, params)
+    assert meta["objective"] == "mlm" and meta["heads"] == ["mlm"]
+    assert (meta["model"]["position_offset"], meta["model"]["max_len"]) == (2, 128)
+    tok = tokenizer_lib.load_tokenizer(str(out / meta["tokenizer"]))
+    assert tok.roberta and tok.fingerprint == roberta_tokenizer.fingerprint
+
+
 def test_cli_bad_hf_dir_is_one_line_exit_2(tmp_path):
     """The other problems (shapes, vocab, model types) are the same HFError, checked in-process above."""
     proc = flaxlm("import-hf", f"--hf_dir={tmp_path}", f"--out={tmp_path / 'out'}", check=False)
