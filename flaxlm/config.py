@@ -32,6 +32,9 @@ def base_config() -> ml_collections.ConfigDict:
             num_heads=12,
             mlp_dim=3072,
             max_len=512,
+            # RoBERTa (BERT only): position p reads row p + position_offset of a max_len + position_offset
+            # row table, the layout of HF RoBERTa's (2 for roberta-base); 0: BERT
+            position_offset=0,
             type_vocab_size=2,
             dropout_rate=0.1,
             attention_dropout_rate=0.1,
@@ -178,6 +181,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
         )
     if c.model.embedding_size < 0:
         fail(f"config.model.embedding_size={c.model.embedding_size} must be >= 0 (0: hidden_size, BERT)")
+    if c.model.position_offset < 0:
+        fail(f"config.model.position_offset={c.model.position_offset} must be >= 0 (0: BERT, 2: RoBERTa)")
     if decoder and (c.model.embedding_size or c.model.share_layers != "none"):
         fail(
             "config.model.embedding_size and config.model.share_layers (ALBERT) apply to arch 'bert' only; "

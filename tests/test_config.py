@@ -1,10 +1,15 @@
 """config.validate: the recipes in configs/ pass; mistakes are one ConfigError line naming the fix."""
 
 import json
+
+import jax
+import numpy as np
+import optax
 import pytest
 
 from conftest import load_config
 from flaxlm import config as config_lib
+from flaxlm import optimizer as optimizer_lib
 
 PRETRAINING = [
     "bert_tiny",
@@ -12,6 +17,7 @@ PRETRAINING = [
     "bert_large",
     "albert_tiny",
     "albert_base",
+    "roberta_base",
     "gpt_tiny",
     "gpt2_small",
     "gpt_1b",
@@ -116,3 +122,38 @@ def test_a_config_saved_before_a_field_existed_reads_with_its_default():
     c = config_lib.from_saved(json.loads(json.dumps(saved)))
     assert c.train.num_seeds == 1 and c.data.mask_prob == 0.15 and c.model.hidden_size == 128
     config_lib.validate(c)
+
+
+def test_roberta_base_is_the_papers_recipe_and_its_adam_betas_reach_optax():
+    c = load_config("roberta_base")
+    assert (c.objective, c.data.builder, c.data.masking, c.data.mask_prob) == (
+        "mlm",
+        "full_sentences",
+        "dynamic",
+        0.15,
+    )
+    assert (c.model.vocab_size, c.model.max_len, c.model.position_offset, c.model.type_vocab_size) == (
+        50265,
+        512,
+        2,
+        1,
+    )
+    assert (c.model.pre_ln, c.model.activation, c.model.dropout_rate) == (False, "gelu", 0.1)
+    assert c.train.batch_size == 8192 and c.train.batch_size // c.train.grad_accum_steps == 256
+    assert (c.train.learning_rate, c.train.warmup_steps, c.train.num_steps) == (6e-4, 24_000, 500_000)
+    assert (c.train.b2, c.train.eps, c.train.weight_decay) == (0.98, 1e-6, 0.01)
+    # One AdamW step on a bias (no weight decay) at a constant rate: nu = (1 - b2) g^2, and the update
+    # is -lr g / (|g| + eps) (bias-corrected first step), so a gradient of 1e-6 moves by lr / 2.
+    lr = 1e-3
+    tx = optimizer_lib.make_optimizer(c.train, optax.constant_schedule(lr))
+    params = {"bias": np.zeros(3, np.float32)}
+    grads = {"bias": np.array([1e-6, 1e-3, -2e-6], np.float32)}
+    state = tx.init(params)
+    updates, state = tx.update(grads, state, params)
+    is_adam = lambda x: isinstance(x, optax.ScaleByAdamState)
+    (adam,) = [x for x in jax.tree.leaves(state, is_leaf=is_adam) if is_adam(x)]
+    nu = adam.nu
+    np.testing.assert_allclose(nu["bias"], 0.02 * grads["bias"] ** 2, rtol=1e-5)
+    expected = -lr * grads["bias"] / (np.abs(grads["bias"]) + 1e-6)
+    np.testing.assert_allclose(updates["bias"], expected, rtol=1e-4)
+    np.testing.assert_allclose(updates["bias"][0], -lr / 2, rtol=1e-4)

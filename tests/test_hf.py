@@ -504,6 +504,168 @@ def test_albert_layer_groups_and_partial_sharing_are_one_clear_error(tmp_path):
         hf.save_hf(str(tmp_path / "partial"), model_cfg, random_params(model_cfg))
 
 
+# ----------------------------------------------------------------------------- RoBERTa
+
+ROBERTA_TOL = 1e-5  # RoBERTa parity (float32, CPU): logits, hidden states, pooled output
+
+
+@pytest.fixture(scope="module")
+def roberta_tokenizer(tmp_path_factory, gpt2_bpe_dir) -> bpe.ByteLevelBPETokenizer:
+    """RoBERTa's vocabulary layout on GPT-2's real BPE: <s> <pad> </s> <unk> = 0..3, GPT-2's pieces
+    shifted by 4, <mask> last (50262 pieces; the released vocab.json orders the pieces otherwise)."""
+    vocab, merges = bpe.read_bpe_files(os.path.join(gpt2_bpe_dir, "encoder.json"))
+    layout = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    layout.update({piece: i + 4 for piece, i in vocab.items()})
+    layout["<mask>"] = len(layout)
+    directory = str(tmp_path_factory.mktemp("roberta_bpe"))
+    bpe.ByteLevelBPETokenizer(layout, merges).save(directory)
+    return tokenizer_lib.load_tokenizer(os.path.join(directory, "vocab.json"))
+
+
+def roberta_rows(tok, texts: list[str], max_len: int = 60):
+    """<s> text </s> rows, right-padded with <pad> (HF RoBERTa numbers positions by the non-pad ids)."""
+    ids, type_ids, mask = pad([[tok.cls_id, *tok.encode(s)[: max_len - 2], tok.sep_id] for s in texts])
+    ids[mask == 0] = tok.pad_id
+    return ids, type_ids, mask
+
+
+def random_hf_roberta(architecture: str, seed: int = 0):
+    """A random, perturbed HF RoBERTa with roberta-base's layout: 50265 pieces, pad 1, one token type,
+    positions from row 2 (max_position_embeddings = 128 + 2), LayerNorm eps 1e-5."""
+    torch.manual_seed(seed)
+    config = transformers.RobertaConfig(
+        vocab_size=50265,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=130,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+    )
+    model = getattr(transformers, architecture)(config).eval()
+    perturb_torch(model, seed)
+    return model
+
+
+def test_roberta_bpe_maps_specials_and_matches_hf_roberta_tokenizer(roberta_tokenizer, sentences):
+    tok = roberta_tokenizer
+    assert tok.roberta and tok.vocab_size == 50262
+    assert (tok.cls_id, tok.pad_id, tok.sep_id, tok.unk_id, tok.mask_id) == (0, 1, 2, 3, 50261)
+    files = (os.path.join(os.path.dirname(tok.source), name) for name in ("vocab.json", "merges.txt"))
+    vocab_file, merges_file = files
+    for hf_tok in (
+        transformers.RobertaTokenizer(vocab_file, merges_file),
+        transformers.RobertaTokenizerFast(vocab_file, merges_file),
+    ):
+        for text in sentences:
+            assert hf_tok(text)["input_ids"] == [tok.cls_id, *tok.encode(text), tok.sep_id]
+    assert tok.decode([tok.cls_id, *tok.encode(sentences[0]), tok.sep_id, tok.pad_id]) == sentences[0]
+
+
+@pytest.mark.parametrize("architecture", ["RobertaForMaskedLM", "RobertaModel"])
+def test_random_hf_roberta_matches_and_round_trips_exactly(
+    architecture, tmp_path, roberta_tokenizer, sentences
+):
+    """MLM logits, hidden states (and the pooled output) of a random HF RoBERTa equal flaxlm's on real
+    text; import -> export writes the HF state dict back tensor for tensor, bit for bit."""
+    hf_model = random_hf_roberta(architecture)
+    hf_model.save_pretrained(tmp_path / "hf")
+    roberta_tokenizer.save(str(tmp_path / "hf"))
+    model_cfg, params, tok = hf.load_hf(str(tmp_path / "hf"))
+    assert tok.fingerprint == roberta_tokenizer.fingerprint and tok.roberta
+    assert (model_cfg["max_len"], model_cfg["position_offset"], model_cfg["type_vocab_size"]) == (128, 2, 1)
+    assert params["encoder"]["position_embeddings"]["embedding"].shape == (130, 64)
+    mlm = architecture == "RobertaForMaskedLM"
+    assert model_cfg["pooler"] != mlm and not model_cfg["pair_head"] and ("mlm_bias" in params) == mlm
+    assert hf.objective_of(model_cfg) == "mlm"
+
+    ids, type_ids, mask = roberta_rows(tok, sentences)
+    assert mask.sum(1).min() < mask.shape[1] // 2  # real padding in the batch
+    with torch.no_grad():
+        ref = hf_model(input_ids=t(ids), attention_mask=t(mask), output_hidden_states=True)
+    if mlm:
+        out = flax_bert_apply(model_cfg)(
+            {"params": params}, ids, type_ids, mask, positions(ids), deterministic=True
+        )
+        hidden = out["hidden"]
+        diffs = {"mlm": max_diff(out["mlm_logits"], ref.logits.numpy(), mask)}
+    else:
+        hidden, pooled = models.BertEncoder(models.get_model(model_cfg).config).apply(
+            {"params": params["encoder"]}, ids, type_ids, mask, positions(ids), deterministic=True
+        )
+        diffs = {"pooled": max_diff(pooled, ref.pooler_output.numpy())}
+    diffs["hidden"] = max_diff(hidden, ref.hidden_states[-1].numpy(), mask)
+    assert max(diffs.values()) <= ROBERTA_TOL, diffs
+    print(f"random {architecture} max abs diff: {diffs}")
+
+    hf.save_hf(str(tmp_path / "out"), model_cfg, params, tok)
+    config_out = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config_out["architectures"] == [architecture] and config_out["model_type"] == "roberta"
+    assert (config_out["max_position_embeddings"], config_out["pad_token_id"]) == (130, 1)
+    from safetensors.numpy import load_file
+
+    original = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    exported = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert sorted(exported) == sorted(original)
+    for name, w in original.items():
+        assert exported[name].dtype == w.dtype and np.array_equal(exported[name], w), name
+    reloaded = getattr(transformers, architecture).from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        again = reloaded(input_ids=t(ids), attention_mask=t(mask))
+    assert np.array_equal(again[0].numpy(), ref[0].numpy())
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert type(hf_tok).__name__ == "RobertaTokenizerFast"
+    for text in sentences:
+        assert hf_tok(text)["input_ids"] == [tok.cls_id, *tok.encode(text), tok.sep_id]
+    cfg2, params2, tok2 = hf.load_hf(str(tmp_path / "out"))
+    assert_trees_equal(params, params2)
+    assert {k: cfg2[k] for k in model_cfg} == model_cfg and tok2.fingerprint == tok.fingerprint
+
+
+def test_roberta_base_parameter_count_matches_hf():
+    """roberta-base's shapes: HF's RobertaForMaskedLM (decoder tied) and flaxlm's model have 124,697,433."""
+    hf_config = transformers.RobertaConfig(
+        max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5
+    )
+    with torch.device("meta"):
+        hf_count = sum(p.numel() for p in transformers.RobertaForMaskedLM(hf_config).parameters())
+    assert hf_count == 124_697_433
+    model_cfg = hf.configs.roberta_model_cfg(hf_config.to_dict(), "roberta-base")
+    model_cfg.update(pooler=False, pair_head=False)
+    assert (model_cfg["vocab_size"], model_cfg["max_len"], model_cfg["position_offset"]) == (50265, 512, 2)
+
+    def count(model) -> int:
+        ids = np.zeros((1, 8), np.int32)
+        shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *[ids] * 4, deterministic=True))
+        return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+
+    assert count(models.get_model(model_cfg)) == hf_count
+    # configs/roberta_base.py builds the same model.
+    assert count(models.get_model(train_lib.model_config(load_config("roberta_base")))) == hf_count
+
+
+def test_roberta_layouts_without_hf_form_are_one_clear_error(tmp_path, roberta_tokenizer, spm_tokenizer):
+    config = transformers.RobertaConfig(
+        vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    transformers.RobertaModel(config).save_pretrained(tmp_path / "hf")
+    path = _edited_copy(str(tmp_path / "hf"), tmp_path / "short", max_position_embeddings=2)
+    with pytest.raises(hf.HFError) as e:
+        hf.load_hf(path)
+    assert "max_position_embeddings=2 leaves no position after padding_idx + 1 = 2" in str(e.value)
+    assert "\n" not in str(e.value)
+    model_cfg = tiny_cfg("bert", 1000, position_offset=2, pair_head=True)
+    with pytest.raises(hf.HFError, match="and an NSP/SOP head has no Hugging Face equivalent"):
+        hf.save_hf(str(tmp_path / "nsp"), model_cfg, random_params(model_cfg))
+    model_cfg = tiny_cfg("bert", 1000, position_offset=2, pair_head=False)
+    with pytest.raises(hf.HFError, match="needs the tokenizer's \\[PAD\\] at id 1, but it is 0"):
+        hf.save_hf(str(tmp_path / "spm"), model_cfg, random_params(model_cfg), spm_tokenizer)
+    model_cfg = tiny_cfg("gpt", 1000, position_offset=2)
+    with pytest.raises(hf.HFError, match="position_offset=2 has no HF GPT-2 equivalent"):
+        hf.save_hf(str(tmp_path / "gpt"), model_cfg, random_params(model_cfg))
+
+
 # ----------------------------------------------------------------------------- errors
 
 
@@ -531,7 +693,7 @@ def _edited_copy(src: str, dest, **config_changes) -> str:
     [
         ({"hidden_size": 64}, "has shape (32,) but the config implies (64,)"),
         ({"vocab_size": 1000}, "the tokenizer has 30522 tokens but the model's vocab_size is 1000"),
-        ({"model_type": "roberta"}, "model_type 'roberta' is not supported"),
+        ({"model_type": "xlnet"}, "model_type 'xlnet' is not supported"),
         ({"architectures": ["BertForSequenceClassification"]}, "'BertForSequenceClassification' is not supp"),
         ({"num_hidden_layers": 2}, "weight 'bert.encoder.layer.1.attention.self.query.weight' is missing"),
         ({"position_embedding_type": "relative_key"}, "position_embedding_type='relative_key' is not supp"),
@@ -654,6 +816,22 @@ def test_cli_import_hf_reads_albert(tmp_path, spm_tokenizer):
     assert_trees_equal(expected, params)
     assert meta["objective"] == "mlm_sop" and meta["model"]["share_layers"] == "all"
     assert meta["model"]["embedding_size"] == 16
+
+
+def test_cli_import_hf_reads_roberta(tmp_path, roberta_tokenizer):
+    hf_model = random_hf_roberta("RobertaForMaskedLM")
+    hf_model.save_pretrained(tmp_path / "hf")
+    roberta_tokenizer.save(str(tmp_path / "hf"))
+    out = tmp_path / "imported"
+    proc = flaxlm("import-hf", f"--hf_dir={tmp_path / 'hf'}", f"--out={out}")
+    assert f"imported bert (heads: mlm; tokenizer vocab.json) to {out}" in proc.stdout
+    params, meta = ckpt.load_params(str(out))
+    _, expected, _ = hf.load_hf(str(tmp_path / "hf"))
+    assert_trees_equal(expected, params)
+    assert meta["objective"] == "mlm" and meta["heads"] == ["mlm"]
+    assert (meta["model"]["position_offset"], meta["model"]["max_len"]) == (2, 128)
+    tok = tokenizer_lib.load_tokenizer(str(out / meta["tokenizer"]))
+    assert tok.roberta and tok.fingerprint == roberta_tokenizer.fingerprint
 
 
 def test_cli_bad_hf_dir_is_one_line_exit_2(tmp_path):

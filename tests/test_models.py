@@ -232,6 +232,26 @@ def test_bert_options_sinusoidal_pre_ln_remat_dropout():
     _assert_finite(grads)
 
 
+def test_position_offset_reads_the_table_that_many_rows_down():
+    """RoBERTa's layout: position p at row p + offset; the rows above are never read."""
+    cfg = dataclasses.replace(TINY, num_layers=1)
+    params = _bert(cfg)[1]
+    shifted = dataclasses.replace(cfg, position_offset=2)
+    table = params["params"]["encoder"]["position_embeddings"]["embedding"]
+    expected = _abstract_params(BertForPreTraining(shifted), *_bert_inputs(np.ones((1, 4))))
+    assert expected["params"]["encoder"]["position_embeddings"]["embedding"].shape == (34, 32)
+    shifted_params = jax.tree.map(lambda x: x, params)
+    unused = jnp.full((2, 32), 1e3, table.dtype)  # would dominate every output if it were read
+    shifted_params["params"]["encoder"]["position_embeddings"]["embedding"] = jnp.concatenate([unused, table])
+    inputs = _bert_inputs(np.arange(1, 13).reshape(2, 6))
+    out = BertForPreTraining(cfg).apply(params, *inputs, deterministic=True)
+    out_shifted = BertForPreTraining(shifted).apply(shifted_params, *inputs, deterministic=True)
+    for key in out:
+        np.testing.assert_array_equal(out[key], out_shifted[key])
+    with pytest.raises(ValueError, match="position_offset=-1 must be >= 0"):
+        dataclasses.replace(TINY, position_offset=-1)
+
+
 def test_sinusoidal_table():
     table = layers.sinusoidal_table(16, 8)
     assert table.shape == (16, 8)

@@ -1,4 +1,4 @@
-"""GPT-2's byte-level BPE behind flaxlm's Tokenizer interface.
+"""GPT-2's (and RoBERTa's) byte-level BPE behind flaxlm's Tokenizer interface.
 
 Reads the vocabulary and merge list from any of the three layouts GPT-2 BPE
 files come in:
@@ -17,6 +17,12 @@ GPT-2 has one special token, <|endoftext|>. flaxlm's [PAD] [UNK] [CLS] [SEP]
 [MASK] all map to its id: the causal builder ends each document with [SEP]
 (so with <|endoftext|>, as GPT-2 was trained), padding is marked by segment
 id 0 whatever token it holds, and byte-level BPE never needs [UNK].
+
+RoBERTa's vocabulary (GPT-2's merges, its own vocab.json) has <s> <pad> </s>
+<unk> <mask>; when all five are in the vocabulary they are flaxlm's [CLS]
+[PAD] [SEP] [UNK] [MASK] (`roberta` is then True), so the encoder builders
+write <s> A </s> as RoBERTa's FULL-SENTENCES inputs (a pair is <s> A </s> B
+</s>, one </s> fewer between the segments than transformers' RobertaTokenizer).
 """
 
 from __future__ import annotations
@@ -26,11 +32,23 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 
-from flaxlm.data.tokenizer import SPECIAL_PIECES, Tokenizer, TokenizerError
+from flaxlm.data.tokenizer import CLS, MASK, PAD, SEP, SPECIAL_PIECES, UNK, Tokenizer, TokenizerError
 
 END_OF_TEXT = "<|endoftext|>"
 BYTE_SPACE = "\u0120"  # "Ġ": the printable stand-in for the space byte, prefixes word-initial pieces
 MERGES_HEADER = "#version: 0.2"
+# RoBERTa's piece for each of flaxlm's special pieces.
+ROBERTA_PIECES = {PAD: "<pad>", UNK: "<unk>", CLS: "<s>", SEP: "</s>", MASK: "<mask>"}
+# transformers' RobertaTokenizer arguments (tokenizer_config.json) naming them: bos_token, ...
+ROBERTA_SPECIALS = {
+    "bos": "<s>",
+    "eos": "</s>",
+    "cls": "<s>",
+    "sep": "</s>",
+    "unk": "<unk>",
+    "pad": "<pad>",
+    "mask": "<mask>",
+}
 
 # Companion file of each file name a user may pass.
 _PAIRS = {
@@ -99,7 +117,8 @@ def read_bpe_files(path: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
 
 
 class ByteLevelBPETokenizer(Tokenizer):
-    """GPT-2 byte-level BPE; [PAD] [UNK] [CLS] [SEP] [MASK] all map to <|endoftext|>."""
+    """Byte-level BPE; [PAD] [UNK] [CLS] [SEP] [MASK] map to RoBERTa's pieces if present, else to
+    GPT-2's <|endoftext|>."""
 
     def __init__(self, vocab: dict[str, int], merges: Sequence[tuple[str, str]], source: str = "<memory>"):
         try:
@@ -109,15 +128,22 @@ class ByteLevelBPETokenizer(Tokenizer):
             raise TokenizerError(
                 f"{source}: GPT-2 BPE tokenization needs the 'tokenizers' package; pip install 'flaxlm[hf]'"
             ) from None
-        if END_OF_TEXT not in vocab:
-            raise TokenizerError(f"{source}: the BPE vocabulary has no {END_OF_TEXT} token; is it GPT-2's?")
+        self.roberta = all(piece in vocab for piece in ROBERTA_PIECES.values())
+        if not self.roberta and END_OF_TEXT not in vocab:
+            raise TokenizerError(
+                f"{source}: the BPE vocabulary has neither GPT-2's {END_OF_TEXT} nor RoBERTa's "
+                f"{' '.join(ROBERTA_PIECES.values())}; is it GPT-2's or RoBERTa's?"
+            )
         self.source = self.path = source
         self.vocab = dict(vocab)
         self.merges = [tuple(m) for m in merges]
         self._pieces = [""] * len(self.vocab)
         for piece, i in self.vocab.items():
             self._pieces[i] = piece
-        self._special = {piece: self.vocab[END_OF_TEXT] for piece in SPECIAL_PIECES}
+        if self.roberta:
+            self._special = {piece: self.vocab[ROBERTA_PIECES[piece]] for piece in SPECIAL_PIECES}
+        else:
+            self._special = {piece: self.vocab[END_OF_TEXT] for piece in SPECIAL_PIECES}
         self._rust = RustTokenizer(models.BPE(self.vocab, self.merges))
         self._rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         self._rust.decoder = decoders.ByteLevel()

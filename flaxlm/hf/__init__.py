@@ -1,4 +1,4 @@
-"""Hugging Face interoperability: HF BERT / ALBERT / GPT-2 model directories <-> flaxlm parameters.
+"""Hugging Face interoperability: HF BERT / ALBERT / RoBERTa / GPT-2 model directories <-> flaxlm parameters.
 
     model_cfg, params, tokenizer = load_hf("path/to/hf_dir")
     model = flaxlm.models.get_model(model_cfg)      # BertForPreTraining or GPTDecoder
@@ -21,6 +21,13 @@ tokenizer files. Supported:
     head (sop_classifier), so a re-import calls its objective mlm_sop. ALBERT's own
     tokenizer (AlbertTokenizer) lowercases before its sentencepiece model, which flaxlm's
     sentencepiece tokenizer does not.
+  RoBERTa (model_type "roberta"): RobertaModel, RobertaForMaskedLM, as flaxlm's BERT with
+    position_offset = pad_token_id + 1 (2 for roberta-base): HF numbers real tokens from
+    padding_idx + 1, so its table of max_position_embeddings rows is ours of max_len =
+    max_position_embeddings - position_offset rows plus the offset's unread rows. The MLM head is
+    lm_head (tied decoder); RobertaForMaskedLM has no pooler (a checkpoint that carries one keeps
+    it, as roberta-base's does). The tokenizer is byte-level BPE with RoBERTa's <s> </s> <pad>
+    <mask> <unk> (see flaxlm.data.bpe).
   GPT-2 (model_type "gpt2"): GPT2LMHeadModel, GPT2Model (the LM head is tied to the
     word embeddings in both).
 
@@ -32,7 +39,7 @@ lm_head) are not written, as transformers' save_pretrained does not write them.
 Weights are read and written as float32 (bf16/fp16 checkpoints are widened).
 
 Tokenizers: BERT's vocab.txt -> WordPieceTokenizer (do_lower_case from
-tokenizer_config.json); GPT-2's vocab.json + merges.txt, encoder.json +
+tokenizer_config.json); GPT-2's and RoBERTa's vocab.json + merges.txt, encoder.json +
 vocab.bpe or tokenizer.json -> flaxlm.data.bpe.ByteLevelBPETokenizer; our own
 sentencepiece models travel as spiece.model, declared as transformers'
 BigBirdTokenizer (a plain sentencepiece tokenizer that adds [CLS] ... [SEP]
@@ -54,6 +61,7 @@ from flaxlm.hf.configs import (
     BERT_ARCHITECTURES,
     CONFIG_FILE,
     GPT_ARCHITECTURES,
+    ROBERTA_ARCHITECTURES,
     TO_HF_ACTIVATION,
     albert_hf_config,
     albert_model_cfg,
@@ -67,6 +75,8 @@ from flaxlm.hf.configs import (
     is_albert,
     objective_of,
     read_config,
+    roberta_hf_config,
+    roberta_model_cfg,
 )
 from flaxlm.hf.tokenizer_files import TOKENIZER_CONFIG_FILE, read_tokenizer, save_tokenizer, tokenizer_config
 from flaxlm.hf.weights import (
@@ -79,6 +89,7 @@ from flaxlm.hf.weights import (
     check_shapes,
     gpt_weights,
     read_weights,
+    roberta_weights,
     to_flaxlm,
     to_hf,
 )
@@ -114,7 +125,7 @@ def is_hf_dir(path: str) -> bool:
 
 
 def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
-    """Reads an HF BERT, ALBERT or GPT-2 directory: returns (model_cfg, params, tokenizer).
+    """Reads an HF BERT, ALBERT, RoBERTa or GPT-2 directory: returns (model_cfg, params, tokenizer).
 
     model_cfg: a plain dict of flaxlm config.model fields (plus pair_head), ready
     for `flaxlm.models.get_model`. params: the nested dict of float32 numpy
@@ -159,6 +170,17 @@ def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
         model_cfg.update(pooler=pooler, pair_head=pair)
         tied = {"predictions.decoder.weight": f"{prefix}embeddings.word_embeddings.weight"}
         ignored = {"predictions.decoder.bias"}  # the same Parameter as predictions.bias
+    elif model_type == "roberta":
+        check_architecture(hf_config, ROBERTA_ARCHITECTURES, source)
+        model_cfg = roberta_model_cfg(hf_config, source)
+        weights = read_weights(path)
+        prefix = "roberta." if any(k.startswith("roberta.") for k in weights) else ""
+        pooler = f"{prefix}pooler.dense.weight" in weights
+        mlm = "lm_head.bias" in weights
+        rules = roberta_weights(model_cfg["num_layers"], prefix=prefix, pooler=pooler, mlm=mlm)
+        model_cfg.update(pooler=pooler, pair_head=False)
+        tied = {"lm_head.decoder.weight": f"{prefix}embeddings.word_embeddings.weight"}
+        ignored = {"lm_head.decoder.bias"}  # the same Parameter as lm_head.bias
     elif model_type == "gpt2":
         check_architecture(hf_config, GPT_ARCHITECTURES, source)
         model_cfg = gpt_model_cfg(hf_config, source)
@@ -170,8 +192,8 @@ def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
     else:
         raise HFError(
             f"{source}: model_type {model_type!r} is not supported; flaxlm imports 'bert' "
-            f"({', '.join(BERT_ARCHITECTURES)}), 'albert' ({', '.join(ALBERT_ARCHITECTURES)}) "
-            f"and 'gpt2' ({', '.join(GPT_ARCHITECTURES)})"
+            f"({', '.join(BERT_ARCHITECTURES)}), 'albert' ({', '.join(ALBERT_ARCHITECTURES)}), "
+            f"'roberta' ({', '.join(ROBERTA_ARCHITECTURES)}) and 'gpt2' ({', '.join(GPT_ARCHITECTURES)})"
         )
 
     for name, tied_to in tied.items():
@@ -181,18 +203,18 @@ def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
                 "embeddings, so untied checkpoints are not supported"
             )
     known = {r.hf for r in rules} | set(tied) | ignored
+    supported = BERT_ARCHITECTURES + ALBERT_ARCHITECTURES + ROBERTA_ARCHITECTURES + GPT_ARCHITECTURES
     unexpected = sorted(k for k in weights if k not in known and not k.endswith(BUFFER_SUFFIXES))
     if unexpected:
         more = f" and {len(unexpected) - 3} more" if len(unexpected) > 3 else ""
         raise HFError(
             f"{path}: unexpected weights {unexpected[:3]}{more}; only "
-            f"{', '.join(BERT_ARCHITECTURES + ALBERT_ARCHITECTURES + GPT_ARCHITECTURES)} checkpoints "
-            "are supported"
+            f"{', '.join(supported)} checkpoints are supported"
         )
     params = to_flaxlm(weights, rules, path)
     check_shapes(model_cfg, params, path)
 
-    tok = read_tokenizer(path, model_cfg["arch"])
+    tok = read_tokenizer(path, wordpiece=model_type == "bert")
     if tok is not None and tok.vocab_size > model_cfg["vocab_size"]:
         raise HFError(
             f"{path}: the tokenizer has {tok.vocab_size} tokens but the model's vocab_size is "
@@ -209,7 +231,10 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
     order; a re-import calls its objective mlm_nsp); with an MLM head only -> BertForMaskedLM (which ignores
     the pooler; load_hf keeps it); encoder only -> BertModel. An ALBERT-shaped BERT (embedding_size > 0,
     share_layers="all") -> AlbertForPreTraining / AlbertForMaskedLM / AlbertModel likewise; other
-    factorisations or sharings have no HF equivalent and are refused. GPT ->
+    factorisations or sharings have no HF equivalent and are refused. A BERT with position_offset > 0
+    (RoBERTa's layout) -> RobertaForMaskedLM / RobertaModel, its pad_token_id position_offset - 1
+    (HF RoBERTa derives positions from it, so a tokenizer with another [PAD] id is refused); a pair
+    head has no HF RoBERTa class and is refused. GPT ->
     GPT2LMHeadModel. Sinusoidal position tables are written as HF's learned
     position embeddings (same values; a reload gives position_embedding
     "learned"). BERT with pre_ln=True has no HF equivalent and is refused.
@@ -243,6 +268,11 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
             f"{model_cfg['vocab_size']}; pass the tokenizer the model was trained with"
         )
 
+    if arch == "gpt" and model_cfg["position_offset"]:
+        raise HFError(
+            f"position_offset={model_cfg['position_offset']} has no HF GPT-2 equivalent (its positions start "
+            "at row 0); only position_offset=0 GPTs can be saved in HF format"
+        )
     if arch == "bert":
         if model_cfg["pre_ln"]:
             raise HFError(
@@ -251,7 +281,13 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
             )
         mlm, pair, pooler = "mlm_bias" in params, model_cfg["pair_head"], model_cfg["pooler"]
         pad_id = tokenizer.pad_id if tokenizer else 0
-        if is_albert(model_cfg):
+        if model_cfg["position_offset"]:
+            architecture = _roberta_architecture(model_cfg, mlm, pair, tokenizer)
+            prefix = "" if architecture == "RobertaModel" else "roberta."
+            rules = roberta_weights(model_cfg["num_layers"], prefix=prefix, pooler=pooler, mlm=mlm)
+            bos_eos = (tokenizer.cls_id, tokenizer.sep_id) if tokenizer else (0, 2)  # RobertaConfig's
+            hf_config = roberta_hf_config(model_cfg, architecture, *bos_eos)
+        elif is_albert(model_cfg):
             architecture = "AlbertForPreTraining" if pair else "AlbertForMaskedLM" if mlm else "AlbertModel"
             prefix = "" if architecture == "AlbertModel" else "albert."
             rules = albert_weights(prefix=prefix, pooler=pooler, mlm=mlm, pair=pair)
@@ -289,6 +325,28 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
         _write_json(
             os.path.join(path, TOKENIZER_CONFIG_FILE), tokenizer_config(tokenizer, model_cfg["max_len"])
         )
+
+
+def _roberta_architecture(model_cfg: dict, mlm: bool, pair: bool, tokenizer: Tokenizer | None) -> str:
+    """The HF RoBERTa class of a position_offset > 0 BERT, or an HFError saying why it has none."""
+    offset = model_cfg["position_offset"]
+    if pair:
+        raise HFError(
+            f"a BERT with position_offset={offset} (RoBERTa) and an NSP/SOP head has no Hugging Face "
+            "equivalent (HF RoBERTa has no pair head); train it with objective 'mlm'"
+        )
+    if model_cfg["embedding_size"] or model_cfg["share_layers"] != "none":
+        raise HFError(
+            f"position_offset={offset} with embedding_size={model_cfg['embedding_size']} and share_layers="
+            f"{model_cfg['share_layers']!r} has no Hugging Face equivalent; HF RoBERTa has neither"
+        )
+    if tokenizer is not None and tokenizer.pad_id != offset - 1:
+        raise HFError(
+            f"HF RoBERTa numbers positions from pad_token_id + 1, so position_offset={offset} needs the "
+            f"tokenizer's [PAD] at id {offset - 1}, but it is {tokenizer.pad_id}; use a RoBERTa vocab.json "
+            "(<pad> = 1) or save the weights without the tokenizer"
+        )
+    return "RobertaForMaskedLM" if mlm else "RobertaModel"
 
 
 def _write_json(file: str, obj) -> None:

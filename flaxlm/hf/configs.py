@@ -1,4 +1,4 @@
-"""HF config.json (BertConfig, AlbertConfig, GPT2Config) <-> flaxlm config.model fields."""
+"""HF config.json (BertConfig, AlbertConfig, RobertaConfig, GPT2Config) <-> flaxlm config.model fields."""
 
 import json
 import os
@@ -8,6 +8,7 @@ from flaxlm.errors import HFError
 CONFIG_FILE = "config.json"
 BERT_ARCHITECTURES = ("BertModel", "BertForPreTraining", "BertForMaskedLM")
 ALBERT_ARCHITECTURES = ("AlbertModel", "AlbertForPreTraining", "AlbertForMaskedLM")
+ROBERTA_ARCHITECTURES = ("RobertaModel", "RobertaForMaskedLM")
 GPT_ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model")
 
 # HF activation name -> ours. HF's "gelu_new" and "gelu_pytorch_tanh" are both the tanh approximation.
@@ -135,6 +136,36 @@ def albert_model_cfg(hf: dict, source: str) -> dict:
     return cfg
 
 
+def roberta_model_cfg(hf: dict, source: str) -> dict:
+    """config.json of HF RoBERTa -> our model fields (HF RobertaConfig's defaults for absent keys).
+
+    RoBERTa is our BERT whose positions start at row padding_idx + 1 of the table: HF numbers the real
+    tokens padding_idx + 1, padding_idx + 2, ... (fairseq's make_positions), so position_offset =
+    pad_token_id + 1 and max_len = max_position_embeddings - position_offset (roberta-base: 514 - 2).
+    """
+    cfg = bert_model_cfg(hf, source)
+    pad_id = hf.get("pad_token_id", 1)
+    if not isinstance(pad_id, int) or pad_id < 0:
+        raise HFError(
+            f"{source}: pad_token_id={pad_id!r}; HF RoBERTa numbers positions from pad_token_id + 1, "
+            "so flaxlm needs it as an id >= 0 (roberta-base has 1)"
+        )
+    offset = pad_id + 1
+    rows = hf.get("max_position_embeddings", 512)
+    if rows <= offset:
+        raise HFError(
+            f"{source}: max_position_embeddings={rows} leaves no position after padding_idx + 1 = {offset} "
+            f"(HF RoBERTa's first position); it needs more than {offset} rows (roberta-base has 514)"
+        )
+    cfg.update(
+        vocab_size=hf.get("vocab_size", 50265),
+        type_vocab_size=hf.get("type_vocab_size", 2),
+        max_len=rows - offset,
+        position_offset=offset,
+    )
+    return cfg
+
+
 def is_albert(cfg: dict) -> bool:
     """Whether a BERT model config has HF ALBERT's shape: factorised embeddings, one block for every layer."""
     return cfg.get("embedding_size", 0) > 0 and cfg.get("share_layers", "none") == "all"
@@ -194,6 +225,18 @@ def bert_hf_config(cfg: dict, architecture: str, pad_id: int) -> dict:
         "tie_word_embeddings": True,
         "torch_dtype": "float32",
     }
+
+
+def roberta_hf_config(cfg: dict, architecture: str, bos_id: int, eos_id: int) -> dict:
+    """RobertaConfig of a position_offset > 0 BERT; pad_token_id is the offset - 1 (see roberta_model_cfg)."""
+    config = bert_hf_config(cfg, architecture, cfg["position_offset"] - 1)
+    config.update(
+        model_type="roberta",
+        max_position_embeddings=cfg["max_len"] + cfg["position_offset"],
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+    )
+    return config
 
 
 def albert_hf_config(cfg: dict, architecture: str, pad_id: int) -> dict:

@@ -1,7 +1,7 @@
 """Tokenizer files of an HF directory <-> flaxlm Tokenizers.
 
 BERT's vocab.txt -> WordPieceTokenizer (do_lower_case from tokenizer_config.json);
-GPT-2's vocab.json + merges.txt, encoder.json + vocab.bpe or tokenizer.json ->
+GPT-2's and RoBERTa's vocab.json + merges.txt, encoder.json + vocab.bpe or tokenizer.json ->
 flaxlm.data.bpe.ByteLevelBPETokenizer. flaxlm's own sentencepiece models are
 written as spiece.model and declared as transformers' BigBirdTokenizer: a plain
 sentencepiece tokenizer (no extra normalisation, unlike ALBERT's, which rewrites
@@ -20,8 +20,11 @@ TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPM_FILE = "spiece.model"
 
 
-def read_tokenizer(path: str, arch: str) -> Tokenizer | None:
-    """The tokenizer in an HF directory, or None when it has none flaxlm reads."""
+def read_tokenizer(path: str, wordpiece: bool) -> Tokenizer | None:
+    """The tokenizer in an HF directory, or None when it has none flaxlm reads.
+
+    wordpiece: a BERT directory (vocab.txt); otherwise byte-level BPE files are looked for.
+    """
     tok_config = {}
     tok_config_file = os.path.join(path, TOKENIZER_CONFIG_FILE)
     if os.path.isfile(tok_config_file):
@@ -32,7 +35,7 @@ def read_tokenizer(path: str, arch: str) -> Tokenizer | None:
             raise HFError(f"{tok_config_file}: not valid JSON ({e}); fix or remove the file") from None
     if os.path.isfile(os.path.join(path, SPM_FILE)):  # written by save_hf for flaxlm-trained models
         return SentencePieceTokenizer(os.path.join(path, SPM_FILE))
-    if arch == "bert":
+    if wordpiece:
         vocab = os.path.join(path, "vocab.txt")
         if not os.path.isfile(vocab):
             return None
@@ -71,6 +74,14 @@ def save_tokenizer(tok: Tokenizer, directory: str) -> str:
 
 def tokenizer_config(tok: Tokenizer, max_len: int) -> dict:
     """tokenizer_config.json telling transformers' AutoTokenizer how to read the saved files."""
+    if isinstance(tok, bpe.ByteLevelBPETokenizer) and tok.roberta:
+        # RobertaTokenizer adds <s> A </s> (</s></s> B </s> for pairs) around byte-level BPE.
+        return {
+            "tokenizer_class": "RobertaTokenizer",
+            "add_prefix_space": False,
+            **{f"{name}_token": piece for name, piece in bpe.ROBERTA_SPECIALS.items()},
+            "model_max_length": max_len,
+        }
     if isinstance(tok, bpe.ByteLevelBPETokenizer):
         eot = bpe.END_OF_TEXT
         return {

@@ -1,9 +1,9 @@
-"""HF BERT / ALBERT / GPT-2 state dicts <-> flaxlm parameter trees: tensor correspondence, weight files.
+"""HF BERT / ALBERT / RoBERTa / GPT-2 state dicts <-> flaxlm parameter trees: tensor map, weight files.
 
 torch's nn.Linear stores [out, in] and flax's Dense kernel is [in, out], so
 BERT's linear weights are transposed. GPT-2's Conv1D weights are already
 [in, out]; its fused c_attn [D, 3D] is our query | key | value concatenated
-along the output axis. Tied weights (BERT's and ALBERT's MLM decoder, GPT-2's lm_head) have
+along the output axis. Tied weights (BERT's, ALBERT's and RoBERTa's MLM decoder, GPT-2's lm_head) have
 no entry: transformers' save_pretrained does not write them either.
 """
 
@@ -81,6 +81,20 @@ def bert_weights(num_layers: int, *, prefix: str, pooler: bool, mlm: bool, pair:
         w.append(_Weight("cls.predictions.bias", (("mlm_bias",),)))
     if pair:
         w += _linear("cls.seq_relationship", ("pair_head",))
+    return w
+
+
+def roberta_weights(num_layers: int, *, prefix: str, pooler: bool, mlm: bool) -> list[_Weight]:
+    """The HF RoBERTa <-> flaxlm BertForPreTraining (position_offset > 0) correspondence.
+
+    The encoder is named as BERT's; the MLM head is `lm_head` (dense, layer_norm, bias; its decoder is
+    tied to the word embeddings). prefix: "roberta." for RobertaForMaskedLM, "" for RobertaModel.
+    """
+    w = bert_weights(num_layers, prefix=prefix, pooler=pooler, mlm=False, pair=False)
+    if mlm:
+        w += _linear("lm_head.dense", ("mlm_transform",))
+        w += _norm("lm_head.layer_norm", ("mlm_norm",))
+        w.append(_Weight("lm_head.bias", (("mlm_bias",),)))
     return w
 
 

@@ -32,7 +32,11 @@ class TransformerConfig:
     num_layers: int = 12
     num_heads: int = 12
     mlp_dim: int = 3072
-    max_len: int = 512  # Rows of the position-embedding table.
+    max_len: int = 512  # Positions per sequence; the position table has max_len + position_offset rows.
+    # RoBERTa (fairseq): position p reads row p + position_offset of the table. HF RoBERTa numbers the
+    # real tokens from padding_idx + 1 (2 for roberta-base), so its table's first rows are never read;
+    # keeping them lets an imported table map exactly. 0: BERT / GPT-2, row p.
+    position_offset: int = 0
     type_vocab_size: int = 2
     dropout_rate: float = 0.1
     attention_dropout_rate: float = 0.1
@@ -86,6 +90,8 @@ class TransformerConfig:
             raise ValueError(
                 f"embedding_size={self.embedding_size} must be >= 0 (0: hidden_size, no projection)"
             )
+        if self.position_offset < 0:
+            raise ValueError(f"position_offset={self.position_offset} must be >= 0 (0: BERT, 2: RoBERTa)")
 
     @property
     def embedding_dim(self) -> int:
@@ -150,23 +156,29 @@ def sinusoidal_table(max_len: int, dim: int) -> np.ndarray:
 
 
 class PositionEmbedding(nn.Module):
-    """positions_BT (index within each document) -> embeddings_BTE (E = config.embedding_dim)."""
+    """positions_BT (index within each document) -> embeddings_BTE (E = config.embedding_dim).
+
+    Position p reads row p + config.position_offset of a [max_len + position_offset, E] table.
+    """
 
     config: TransformerConfig
 
     @nn.compact
     def __call__(self, positions_BT: jax.Array) -> jax.Array:
         cfg = self.config
+        rows = cfg.max_len + cfg.position_offset
         if cfg.position_embedding == "learned":
             # A bare param (not nn.Embed) so its path mirrors word_embeddings/embedding.
             table_LD = self.param(
                 "embedding",
                 nn.initializers.normal(cfg.initializer_range),
-                (cfg.max_len, cfg.embedding_dim),
+                (rows, cfg.embedding_dim),
                 cfg.param_dtype,
             )
         else:
-            table_LD = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.embedding_dim))
+            table_LD = jnp.asarray(sinusoidal_table(rows, cfg.embedding_dim))
+        if cfg.position_offset:
+            positions_BT = positions_BT + cfg.position_offset
         return jnp.take(table_LD, positions_BT, axis=0).astype(cfg.dtype)
 
 
