@@ -47,9 +47,10 @@ like BERT), which gives the same ids as flaxlm on text without literal
 special-token strings.
 """
 
+import dataclasses
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -124,6 +125,54 @@ def is_hf_dir(path: str) -> bool:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class _EncoderFamily:
+    """How one HF encoder type's checkpoints name what flaxlm's BERT reads (`load_hf`)."""
+
+    architectures: tuple[str, ...]  # [1] is the class with every head, for messages
+    model_cfg: Callable[[dict, str], dict]  # (HF config, source) -> flaxlm config.model fields
+    weights: Callable[..., list]  # (num_layers, *, prefix, pooler, mlm, pair) -> the correspondence
+    prefix: str  # of the encoder's weights in the classes with heads ("bert.")
+    pooler: str  # the pooler's weight, after the prefix
+    mlm_head: str  # the MLM head's module: its .bias, and its .decoder tied to the word embeddings
+    pair_head: str  # the NSP/SOP classifier's weight ("" if the family has none)
+    pair_task: str  # what that head predicts, for messages
+
+
+_ENCODERS = {
+    "bert": _EncoderFamily(
+        BERT_ARCHITECTURES,
+        bert_model_cfg,
+        bert_weights,
+        "bert.",
+        "pooler.dense.weight",
+        "cls.predictions",
+        "cls.seq_relationship.weight",
+        "NSP",
+    ),
+    "albert": _EncoderFamily(
+        ALBERT_ARCHITECTURES,
+        albert_model_cfg,
+        lambda num_layers, **kw: albert_weights(**kw),  # one shared block, whatever the depth
+        "albert.",
+        "pooler.weight",
+        "predictions",
+        "sop_classifier.classifier.weight",
+        "SOP",
+    ),
+    "roberta": _EncoderFamily(
+        ROBERTA_ARCHITECTURES,
+        roberta_model_cfg,
+        lambda num_layers, pair, **kw: roberta_weights(num_layers, **kw),  # RoBERTa has no pair head
+        "roberta.",
+        "pooler.dense.weight",
+        "lm_head",
+        "",
+        "",
+    ),
+}
+
+
 def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
     """Reads an HF BERT, ALBERT, RoBERTa or GPT-2 directory: returns (model_cfg, params, tokenizer).
 
@@ -138,49 +187,24 @@ def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
     hf_config = read_config(path)
     source = os.path.join(path, CONFIG_FILE)
     model_type = hf_config.get("model_type")
-    if model_type == "bert":
-        check_architecture(hf_config, BERT_ARCHITECTURES, source)
-        model_cfg = bert_model_cfg(hf_config, source)
+    if model_type in _ENCODERS:
+        family = _ENCODERS[model_type]
+        check_architecture(hf_config, family.architectures, source)
+        model_cfg = family.model_cfg(hf_config, source)
         weights = read_weights(path)
-        prefix = "bert." if any(k.startswith("bert.") for k in weights) else ""
-        pooler = f"{prefix}pooler.dense.weight" in weights
-        mlm = "cls.predictions.bias" in weights
-        pair = "cls.seq_relationship.weight" in weights
+        prefix = family.prefix if any(k.startswith(family.prefix) for k in weights) else ""
+        pooler = prefix + family.pooler in weights
+        mlm = f"{family.mlm_head}.bias" in weights
+        pair = bool(family.pair_head) and family.pair_head in weights
         if pair and not pooler:
             raise HFError(
-                f"{path}: the checkpoint has an NSP head but no pooler; it is not a BertForPreTraining"
+                f"{path}: the checkpoint has an {family.pair_task} head but no pooler; "
+                f"{family.architectures[1]} checkpoints have both"
             )
-        rules = bert_weights(model_cfg["num_layers"], prefix=prefix, pooler=pooler, mlm=mlm, pair=pair)
+        rules = family.weights(model_cfg["num_layers"], prefix=prefix, pooler=pooler, mlm=mlm, pair=pair)
         model_cfg.update(pooler=pooler, pair_head=pair)
-        tied = {"cls.predictions.decoder.weight": f"{prefix}embeddings.word_embeddings.weight"}
-        ignored = {"cls.predictions.decoder.bias"}  # the same Parameter as cls.predictions.bias
-    elif model_type == "albert":
-        check_architecture(hf_config, ALBERT_ARCHITECTURES, source)
-        model_cfg = albert_model_cfg(hf_config, source)
-        weights = read_weights(path)
-        prefix = "albert." if any(k.startswith("albert.") for k in weights) else ""
-        pooler = f"{prefix}pooler.weight" in weights
-        mlm = "predictions.bias" in weights
-        pair = "sop_classifier.classifier.weight" in weights
-        if pair and not pooler:
-            raise HFError(
-                f"{path}: the checkpoint has an SOP head but no pooler; it is not an AlbertForPreTraining"
-            )
-        rules = albert_weights(prefix=prefix, pooler=pooler, mlm=mlm, pair=pair)
-        model_cfg.update(pooler=pooler, pair_head=pair)
-        tied = {"predictions.decoder.weight": f"{prefix}embeddings.word_embeddings.weight"}
-        ignored = {"predictions.decoder.bias"}  # the same Parameter as predictions.bias
-    elif model_type == "roberta":
-        check_architecture(hf_config, ROBERTA_ARCHITECTURES, source)
-        model_cfg = roberta_model_cfg(hf_config, source)
-        weights = read_weights(path)
-        prefix = "roberta." if any(k.startswith("roberta.") for k in weights) else ""
-        pooler = f"{prefix}pooler.dense.weight" in weights
-        mlm = "lm_head.bias" in weights
-        rules = roberta_weights(model_cfg["num_layers"], prefix=prefix, pooler=pooler, mlm=mlm)
-        model_cfg.update(pooler=pooler, pair_head=False)
-        tied = {"lm_head.decoder.weight": f"{prefix}embeddings.word_embeddings.weight"}
-        ignored = {"lm_head.decoder.bias"}  # the same Parameter as lm_head.bias
+        tied = {f"{family.mlm_head}.decoder.weight": f"{prefix}embeddings.word_embeddings.weight"}
+        ignored = {f"{family.mlm_head}.decoder.bias"}  # the same Parameter as the head's bias
     elif model_type == "gpt2":
         check_architecture(hf_config, GPT_ARCHITECTURES, source)
         model_cfg = gpt_model_cfg(hf_config, source)
