@@ -285,6 +285,59 @@ def test_span_masking(real, padded):
     assert 0.12 < n_sel / n_cand_total < 0.16
 
 
+def _check_sbo(out, n_tokens):
+    """Span-boundary targets: the positions predicted with boundaries (l, r) are exactly l+1 .. r-1
+    with offsets 0 .. r-l-2, and l, r lie outside that span; padding of P is 0. Returns the spans."""
+    w = out["mlm_weights"] > 0
+    for k in ("sbo_left", "sbo_right", "sbo_offset"):
+        assert out[k].dtype == np.int32 and out[k].shape == w.shape and (out[k][~w] == 0).all()
+    pos, left, right, off = (out[k][w] for k in ("mlm_positions", "sbo_left", "sbo_right", "sbo_offset"))
+    np.testing.assert_array_equal(left, pos - off - 1)  # each position's own span start, minus one
+    spans = sorted(set(zip(left.tolist(), right.tolist())))
+    for l, r in spans:
+        assert 0 <= l < r - 1 < n_tokens - 1
+        in_span = (left == l) & (right == r)
+        np.testing.assert_array_equal(pos[in_span], np.arange(l + 1, r))
+        np.testing.assert_array_equal(off[in_span], np.arange(r - l - 1))
+    return spans
+
+
+def test_span_boundary_targets(real, padded):
+    cfg, sbo_cfg = (
+        MaskingConfig(max_predictions=20, span=True),
+        MaskingConfig(max_predictions=20, span=True, sbo=True),
+    )
+    n_spans = n_special_boundaries = 0
+    for i, ex in enumerate(padded[:500]):
+        ids = ex["input_ids"]
+        ws = real.word_start[ids]
+        out = masking.apply_masking(
+            ex, np.random.default_rng(i), sbo_cfg, SP, real.vocab_size, word_starts=ws
+        )
+        plain = masking.apply_masking(ex, np.random.default_rng(i), cfg, SP, real.vocab_size, word_starts=ws)
+        assert set(out) == set(plain) | {"sbo_left", "sbo_right", "sbo_offset"}
+        for k in plain:  # the same masks: the targets only describe them
+            np.testing.assert_array_equal(out[k], plain[k], err_msg=k)
+        # The spans are those _select_spans draws, each boundary just outside one.
+        replay = np.random.default_rng(i)
+        is_cand = ~np.isin(ids, SP.all_ids())
+        w_start, w_len = masking._words(is_cand, ws)
+        k, _ = _budget(ids, SP, 0.15, 20, real.vocab_size)
+        drawn = masking._select_spans(replay, w_start, w_len, k, cfg.span_p, cfg.max_span)
+        assert _check_sbo(out, len(ids)) == sorted((s - 1, e) for s, e, _ in drawn)
+        bounds = np.concatenate([out["sbo_left"], out["sbo_right"]])[np.tile(out["mlm_weights"] > 0, 2)]
+        n_special_boundaries += int(np.isin(ids[bounds], [SP.cls, SP.sep]).sum())
+        n_spans += len(drawn)
+    assert n_spans > 1000 and n_special_boundaries > 0  # [CLS] / [SEP] may bound a span, as in SpanBERT
+
+
+def test_span_boundary_targets_need_span_masking():
+    with pytest.raises(ValueError, match="sbo .* needs span=True"):
+        MaskingConfig(sbo=True)
+    with pytest.raises(ValueError, match="sbo .* needs span=True"):
+        masking.mask_tokens(np.arange(5, 15), np.random.default_rng(0), SP, 100, max_predictions=3, sbo=True)
+
+
 def test_span_lengths_follow_truncated_geometric(real):
     pmf = masking.span_length_distribution(0.2, 10)
     expected_mean = float((pmf * np.arange(1, 11)).sum())  # 3.8 words

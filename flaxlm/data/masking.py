@@ -7,7 +7,10 @@ Implements
   * SpanBERT span masking (Joshi et al. 2020): geometric span lengths in words,
     one 80/10/10 decision per span;
   * ALBERT n-gram masking (Lan et al. 2020): n-grams of n <= 3 whole words with
-    p(n) ∝ 1/n, one 80/10/10 decision per n-gram.
+    p(n) ∝ 1/n, one 80/10/10 decision per n-gram;
+  * with span masking, SpanBERT's span-boundary targets (``sbo=True``): for each
+    predicted token, the positions of the tokens just outside its span and its
+    offset in the span (what the span-boundary objective reads).
 
 ``mask_tokens`` works on one unpadded or padded sequence; ``apply_masking`` takes a
 ``pad_encoder_example`` dict and adds the fixed-shape ``mlm_*`` fields. Dynamic
@@ -46,12 +49,15 @@ class MaskingConfig:
     max_ngram: int = 3
     mask_token_prob: float = 0.8
     random_token_prob: float = 0.1
+    sbo: bool = False
 
     def __post_init__(self):
         if self.whole_word + self.span + self.ngram > 1:
             raise ValueError(
                 "whole_word, span and ngram masking are mutually exclusive (all mask whole words)"
             )
+        if self.sbo and not self.span:
+            raise ValueError("sbo (span-boundary targets) needs span=True masking")
         if self.max_ngram < 1:
             raise ValueError("max_ngram must be >= 1")
         if not 0.0 <= self.mask_token_prob + self.random_token_prob <= 1.0:
@@ -288,6 +294,7 @@ def mask_tokens(
     max_ngram: int = 3,
     mask_token_prob: float = 0.8,
     random_token_prob: float = 0.1,
+    sbo: bool = False,
 ) -> dict[str, np.ndarray]:
     """Mask one sequence for MLM.
 
@@ -302,6 +309,7 @@ def mask_tokens(
       whole_word: BERT whole-word masking (all pieces of a chosen word together).
       span: SpanBERT span masking, lengths in words ~ Geo(span_p) truncated at max_span.
       ngram: ALBERT n-gram masking, n <= max_ngram whole words with p(n) ∝ 1/n.
+      sbo: also return SpanBERT's span-boundary targets (needs ``span``).
 
     Budget: ``min(max_predictions, max(1, round(n_real * mask_prob)))`` tokens, with
     n_real the non-padding length (BERT counts [CLS]/[SEP]). Of the chosen tokens
@@ -313,9 +321,18 @@ def mask_tokens(
       mlm_positions [max_predictions] int32  ascending, padded with 0
       mlm_targets   [max_predictions] int32  original ids, padded with 0
       mlm_weights   [max_predictions] float32  1 real / 0 padding
+    and with ``sbo``, aligned with mlm_positions and 0 where the weight is 0:
+      sbo_left   [max_predictions] int32  position of the token just before the span (s - 1)
+      sbo_right  [max_predictions] int32  position of the token just after it (e + 1)
+      sbo_offset [max_predictions] int32  the position's offset in its span, 0 .. len - 1
+    Spans never hold a special token, so the boundaries are real tokens or [CLS] / [SEP]
+    (as in the SpanBERT code, where they may be the sentence's ends); they are clipped
+    to the sequence, which only matters for a sequence without specials at its ends.
     """
     if whole_word + span + ngram > 1:
         raise ValueError("whole_word, span and ngram masking are mutually exclusive")
+    if sbo and not span:
+        raise ValueError("sbo (span-boundary targets) needs span=True masking")
     tokens = np.asarray(tokens)
     n = len(tokens)
     is_special, non_special = _vocab_tables(special, int(vocab_size))
@@ -338,13 +355,17 @@ def mask_tokens(
                 spans = _select_ngrams(rng, w_start, w_len, k, max_ngram)
             positions = np.zeros(0, np.int64)
             u = np.zeros(0)
+            left = right = offset = np.zeros(0, np.int64)
             if spans:
                 starts = np.array([sp[0] for sp in spans])
                 lens = np.array([sp[1] - sp[0] for sp in spans])
                 order = np.argsort(starts)  # spans never overlap: sorting starts sorts tokens
                 starts, lens = starts[order], lens[order]
                 group = np.repeat(np.arange(len(spans)), lens)
-                positions = starts[group] + (np.arange(len(group)) - np.repeat(np.cumsum(lens) - lens, lens))
+                offset = np.arange(len(group)) - np.repeat(np.cumsum(lens) - lens, lens)
+                positions = starts[group] + offset
+                left = np.maximum(starts[group] - 1, 0)
+                right = np.minimum(starts[group] + lens[group], n - 1)
                 # One decision per span (SpanBERT) or n-gram (ALBERT), a random id per token.
                 u = np.concatenate([rng.random(len(spans))[group], rng.random(len(positions))])
             n_pred = len(positions)
@@ -376,12 +397,17 @@ def mask_tokens(
         mlm_positions[:n_pred] = positions
         mlm_targets[:n_pred] = targets
         mlm_weights[:n_pred] = 1.0
-    return {
+    out = {
         "input_ids": input_ids,
         "mlm_positions": mlm_positions,
         "mlm_targets": mlm_targets,
         "mlm_weights": mlm_weights,
     }
+    if sbo:
+        for name, values in (("sbo_left", left), ("sbo_right", right), ("sbo_offset", offset)):
+            out[name] = np.zeros(max_predictions, dtype=np.int32)
+            out[name][:n_pred] = values
+    return out
 
 
 def apply_masking(
@@ -394,7 +420,8 @@ def apply_masking(
 ) -> dict[str, np.ndarray]:
     """Mask a ``pad_encoder_example`` dict: returns a new dict with ``input_ids``
     replaced by the masked ids and ``mlm_positions`` / ``mlm_targets`` [max_predictions]
-    int32 and ``mlm_weights`` [max_predictions] float32 added. Padding is never selected.
+    int32 and ``mlm_weights`` [max_predictions] float32 added (and, with ``cfg.sbo``,
+    ``sbo_left`` / ``sbo_right`` / ``sbo_offset``). Padding is never selected.
     """
     out = mask_tokens(
         example_padded["input_ids"],
@@ -412,6 +439,7 @@ def apply_masking(
         max_ngram=cfg.max_ngram,
         mask_token_prob=cfg.mask_token_prob,
         random_token_prob=cfg.random_token_prob,
+        sbo=cfg.sbo,
     )
     result = dict(example_padded)
     result.update(out)
