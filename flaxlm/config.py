@@ -12,7 +12,7 @@ from flaxlm.errors import ConfigError  # noqa: F401  (re-exported: config.Config
 from flaxlm import sharding
 from flaxlm.data.builders import NSP_NEGATIVES
 from flaxlm.models.layers import SHARE_LAYERS
-from flaxlm.objectives import OBJECTIVES, has_pair_head
+from flaxlm.objectives import OBJECTIVES, has_pair_head, has_sbo_head
 
 ENCODER_BUILDERS = ("segment_pair", "sentence_pair", "full_sentences", "doc_sentences", "sop")
 DECODER_BUILDERS = ("causal",)
@@ -59,7 +59,8 @@ def base_config() -> ml_collections.ConfigDict:
     )
 
     # What is learned: "mlm_nsp" (BERT), "mlm" (NSP removed), "mlm_sop" (ALBERT),
-    # "clm" (GPT, left-to-right). The pair head exists only for *_nsp/*_sop.
+    # "mlm_sbo" (SpanBERT: MLM + span-boundary objective, needs data.span), "clm" (GPT,
+    # left-to-right). The pair head exists only for *_nsp/*_sop, the SBO head only for mlm_sbo.
     c.objective = "mlm_nsp"
     c.pair_weight = 1.0  # total loss = MLM + pair_weight * NSP/SOP
 
@@ -243,6 +244,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
         )
     if c.data.max_ngram < 1:
         fail(f"config.data.max_ngram={c.data.max_ngram} must be >= 1")
+    if has_sbo_head(c.objective) and not c.data.span:
+        fail(
+            "config.objective='mlm_sbo' predicts masked spans from their boundaries and needs span "
+            "masking; set --config.data.span=True (and whole_word / ngram False)"
+        )
     for name in ("mask_prob", "validation_fraction"):
         if not 0.0 < c.data[name] < 1.0:
             fail(f"config.data.{name}={c.data[name]} must be between 0 and 1")

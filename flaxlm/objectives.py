@@ -10,7 +10,11 @@ from typing import Any, Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
-OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop", "clm")
+OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop", "mlm_sbo", "clm")
+
+# The batch fields of SpanBERT's span-boundary objective (flaxlm.data.masking, sbo=True), in the order
+# BertForPreTraining takes them.
+SBO_FIELDS = ("sbo_left", "sbo_right", "sbo_offset")
 
 
 def _cross_entropy(logits_XC: jax.Array, targets_X: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -32,19 +36,20 @@ def _weighted_mean(x: jax.Array, weights: jax.Array) -> jax.Array:
 
 
 def mlm_loss(
-    logits_BPV: jax.Array, targets_BP: jax.Array, weights_BP: jax.Array
+    logits_BPV: jax.Array, targets_BP: jax.Array, weights_BP: jax.Array, *, name: str = "mlm"
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Masked-LM cross-entropy, averaged over positions with weight > 0.
+    """Masked-LM cross-entropy, averaged over positions with weight > 0; metrics `{name}_loss/...`.
 
     weights_BP: 1.0 for real masked positions, 0.0 for padding of P.
+    (SpanBERT's SBO loss is this on the SBO head's logits, name "sbo".)
     """
     weights_BP = weights_BP.astype(jnp.float32)
     ce_BP, correct_BP = _cross_entropy(logits_BPV, targets_BP)
     loss = _weighted_mean(ce_BP, weights_BP)
     return loss, {
-        "mlm_loss": loss,
-        "mlm_accuracy": _weighted_mean(correct_BP, weights_BP),
-        "mlm_count": jnp.sum(weights_BP),
+        f"{name}_loss": loss,
+        f"{name}_accuracy": _weighted_mean(correct_BP, weights_BP),
+        f"{name}_count": jnp.sum(weights_BP),
     }
 
 
@@ -100,10 +105,16 @@ def has_pair_head(objective: str) -> bool:
     return pair_name(objective) is not None
 
 
+def has_sbo_head(objective: str) -> bool:
+    """Whether the model for `objective` builds SpanBERT's span-boundary head (and the masks carry
+    the SBO_FIELDS): "mlm_sbo", MLM + SBO on single segments, as SpanBERT trained (no NSP)."""
+    return objective == "mlm_sbo"
+
+
 class LossTerm(NamedTuple):
     """One weighted-mean loss of an objective: `count` is the weight behind the mean."""
 
-    name: str  # "mlm", "pair" or "lm"
+    name: str  # "mlm", "pair", "sbo" or "lm"
     loss: jax.Array
     count: jax.Array
     metrics: dict[str, jax.Array]
@@ -113,9 +124,10 @@ def loss_terms(outputs: Any, batch: Mapping[str, jax.Array], *, objective: str) 
     """The loss terms of one pretraining objective on one batch.
 
     objective:
-      "mlm", "mlm_nsp", "mlm_sop": outputs is BertForPreTraining's dict; batch
-        has mlm_targets [B,P], mlm_weights [B,P] and, for the pair objectives,
-        pair_label [B] (NSP: 1 = random B; SOP: 1 = swapped).
+      "mlm", "mlm_nsp", "mlm_sop", "mlm_sbo": outputs is BertForPreTraining's dict;
+        batch has mlm_targets [B,P], mlm_weights [B,P] and, for the pair objectives,
+        pair_label [B] (NSP: 1 = random B; SOP: 1 = swapped). mlm_sbo adds the SBO
+        term: the same targets and weights scored from outputs["sbo_logits"].
       "clm": outputs is GPTDecoder's logits_BTV; batch has input_ids and
         segment_ids.
     """
@@ -131,13 +143,16 @@ def loss_terms(outputs: Any, batch: Mapping[str, jax.Array], *, objective: str) 
         labels_B = batch["pair_label"]
         loss, m = pair_loss(outputs["pair_logits"], labels_B, name=name)
         terms.append(LossTerm("pair", loss, jnp.asarray(labels_B.shape[0], jnp.float32), m))
+    if has_sbo_head(objective):
+        loss, m = mlm_loss(outputs["sbo_logits"], batch["mlm_targets"], batch["mlm_weights"], name="sbo")
+        terms.append(LossTerm("sbo", loss, m["sbo_count"], m))
     return terms
 
 
 def pretraining_loss(
     outputs: Any, batch: Mapping[str, jax.Array], *, objective: str, pair_weight: float = 1.0
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Total loss on one batch: mlm + pair_weight * pair (or the causal-LM loss).
+    """Total loss on one batch: mlm + pair_weight * pair (+ sbo, summed as SpanBERT), or the causal-LM loss.
 
     Metrics always include `loss`. (The train step sums the same terms, each
     normalised by its global count, so it also works on shards of a batch.)

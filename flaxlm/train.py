@@ -42,6 +42,9 @@ def model_config(config) -> ml_collections.ConfigDict:
     """The model section plus what the objective decides (whether the pair head exists)."""
     mc = ml_collections.ConfigDict(config.model.to_dict())
     mc.pair_head = objectives.has_pair_head(config.objective)
+    if objectives.has_sbo_head(config.objective):
+        # A span holds at most the masking budget, max_predictions tokens: offsets 0 .. P - 1.
+        mc.sbo_positions = config.data.max_predictions
     return mc
 
 
@@ -62,6 +65,8 @@ def dummy_batch(config, batch_size: int = 1):
     }
     if objectives.pair_name(config.objective):
         batch["pair_label"] = z()
+    if objectives.has_sbo_head(config.objective):
+        batch.update(sbo_left=z(P), sbo_right=z(P), sbo_offset=z(P))
     return batch
 
 
@@ -79,6 +84,7 @@ def init_state(model, tx, config, rng) -> step_lib.TrainState:
             batch["segment_ids"],
             batch["positions"],
             batch["mlm_positions"],
+            *[batch[k] for k in objectives.SBO_FIELDS if k in batch],
             deterministic=True,
         )
     params = variables["params"]
@@ -102,6 +108,7 @@ def prepare_data(config) -> prepare_lib.PreparedData:
             config.data,
             pair_labels=objectives.has_pair_head(config.objective),
             vocab_size=config.model.vocab_size,
+            sbo=objectives.has_sbo_head(config.objective),
         )
 
     if jax.process_count() == 1:

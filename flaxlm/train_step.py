@@ -20,7 +20,7 @@ import optax
 from flaxlm import objectives
 
 # Which loss term each metric is a mean over.
-_TERM_OF_PREFIX = {"mlm": "mlm", "nsp": "pair", "sop": "pair", "lm": "lm"}
+_TERM_OF_PREFIX = {"mlm": "mlm", "nsp": "pair", "sop": "pair", "sbo": "sbo", "lm": "lm"}
 
 
 @flax.struct.dataclass
@@ -38,6 +38,8 @@ def batch_totals(batch, objective: str) -> dict[str, jax.Array]:
     totals = {"mlm": jnp.sum(batch["mlm_weights"].astype(jnp.float32))}
     if objectives.pair_name(objective):
         totals["pair"] = jnp.asarray(batch["pair_label"].shape[0], jnp.float32)
+    if objectives.has_sbo_head(objective):
+        totals["sbo"] = totals["mlm"]  # the SBO term scores the MLM targets
     return totals
 
 
@@ -52,6 +54,7 @@ def apply_model(model, params, batch, *, objective: str, train: bool, rng=None):
             deterministic=not train,
             rngs=rngs,
         )
+    sbo = [batch[k] for k in objectives.SBO_FIELDS] if objectives.has_sbo_head(objective) else []
     return model.apply(
         {"params": params},
         batch["input_ids"],
@@ -59,6 +62,7 @@ def apply_model(model, params, batch, *, objective: str, train: bool, rng=None):
         batch["segment_ids"],
         batch["positions"],
         batch["mlm_positions"],
+        *sbo,
         deterministic=not train,
         rngs=rngs,
     )
@@ -220,7 +224,7 @@ class EvalAccumulator:
 
     def result(self) -> dict[str, float]:
         out = {k: self.sums[k] / max(self.counts[k], 1e-9) for k in self.sums}
-        loss = out.get("mlm_loss", 0.0) + out.get("lm_loss", 0.0)
+        loss = out.get("mlm_loss", 0.0) + out.get("sbo_loss", 0.0) + out.get("lm_loss", 0.0)
         for name in ("nsp", "sop"):
             loss += self.pair_weight * out.get(f"{name}_loss", 0.0)
         out["loss"] = loss

@@ -103,6 +103,17 @@ def test_copies_that_differ_and_enough_predictions_are_valid(fields):
         ),
         ("albert_tiny", dict(data__max_ngram=0), "config.data.max_ngram=0 must be >= 1"),
         (
+            "bert_tiny",
+            dict(objective="mlm_sbo"),
+            "config.objective='mlm_sbo' predicts masked spans from their boundaries and needs span "
+            "masking; set --config.data.span=True",
+        ),
+        (
+            "gpt_tiny",
+            dict(objective="mlm_sbo", data__span=True),
+            "config.objective='mlm_sbo' does not fit config.model.arch='gpt'",
+        ),
+        (
             "gpt_tiny",
             dict(model__share_layers="all"),
             "config.model.embedding_size and config.model.share_layers (ALBERT) apply to arch 'bert' only",

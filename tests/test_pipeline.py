@@ -119,6 +119,40 @@ def test_dynamic_masks_change_each_epoch_static_masks_do_not(masking, data_dir, 
     assert changed > 0.9 if masking == "dynamic" else changed == 0.0
 
 
+@pytest.mark.parametrize("masking", ["dynamic", "static"])
+def test_span_boundary_targets_reach_the_batches(masking, data_dir, small_corpus):
+    """objective mlm_sbo: batches carry sbo_left / sbo_right / sbo_offset, each prediction's span
+    boundaries just outside its span and its offset in it; span masking without SBO has none."""
+    c = config_for("doc_sentences", data_dir, small_corpus, masking=masking, span=True)
+    plain = train_lib.prepare_data(c)
+    c.objective = "mlm_sbo"
+    data = train_lib.prepare_data(c)
+    # A dataset of its own: the cache key holds sbo only when it is on (so SBO off keeps the old keys).
+    assert data.path != plain.path
+    assert not {"sbo_left", "sbo_right", "sbo_offset"} & set(
+        next(pipeline.train_iterator(plain, global_batch=BATCH, seed=0))
+    )
+    tok = data.tokenizer
+    n_spans = 0
+    for batch in pipeline.take(pipeline.train_iterator(data, global_batch=BATCH, seed=0), 3):
+        for r in range(BATCH):
+            w = batch["mlm_weights"][r] > 0
+            pos, left, right, off = (
+                batch[k][r][w] for k in ("mlm_positions", "sbo_left", "sbo_right", "sbo_offset")
+            )
+            assert all((batch[k][r][~w] == 0).all() for k in ("sbo_left", "sbo_right", "sbo_offset"))
+            np.testing.assert_array_equal(left, pos - off - 1)
+            for lr in set(zip(left.tolist(), right.tolist())):
+                in_span = (left == lr[0]) & (right == lr[1])
+                np.testing.assert_array_equal(pos[in_span], np.arange(lr[0] + 1, lr[1]))
+                np.testing.assert_array_equal(off[in_span], np.arange(lr[1] - lr[0] - 1))
+                n_spans += 1
+            ids = batch["input_ids"][r]
+            ends = ids[[left.min(), right.max()]] if w.any() else []
+            assert tok.pad_id not in list(ends)  # boundaries are real tokens, [CLS] or [SEP]
+    assert n_spans > 3 * BATCH
+
+
 def test_static_masking_dupe_factor_makes_distinct_copies(data_dir, small_corpus):
     one = train_lib.prepare_data(config_for("segment_pair", data_dir, small_corpus, masking="static"))
     three = train_lib.prepare_data(

@@ -59,9 +59,10 @@ class DataSettings:
     nsp_negatives: str = "any"
     ngram: bool = False
     max_ngram: int = 3
+    sbo: bool = False  # SpanBERT's span-boundary targets wanted (objective mlm_sbo)
 
 
-def settings_from_config(data_cfg, pair_labels: bool) -> DataSettings:
+def settings_from_config(data_cfg, pair_labels: bool, sbo: bool = False) -> DataSettings:
     return DataSettings(
         builder=data_cfg.builder,
         seq_len=data_cfg.seq_len,
@@ -78,6 +79,7 @@ def settings_from_config(data_cfg, pair_labels: bool) -> DataSettings:
         nsp_negatives=data_cfg.nsp_negatives,
         ngram=data_cfg.ngram,
         max_ngram=data_cfg.max_ngram,
+        sbo=sbo,
     )
 
 
@@ -89,6 +91,7 @@ def masking_config(s: DataSettings) -> masking.MaskingConfig:
         span=s.span,
         ngram=s.ngram,
         max_ngram=s.max_ngram,
+        sbo=s.sbo,
     )
 
 
@@ -162,6 +165,9 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
                 features["mlm_positions"] = tfds.features.Tensor(shape=(P,), dtype=np.int32)
                 features["mlm_targets"] = tfds.features.Tensor(shape=(P,), dtype=np.int32)
                 features["mlm_weights"] = tfds.features.Tensor(shape=(P,), dtype=np.float32)
+                if s.sbo:
+                    for k in ("sbo_left", "sbo_right", "sbo_offset"):
+                        features[k] = tfds.features.Tensor(shape=(P,), dtype=np.int32)
         return tfds.core.DatasetInfo(
             builder=self,
             description=f"flaxlm pretraining examples: corpus={self._corpus_spec!r} {s}",
@@ -302,10 +308,11 @@ def tokenizer_cache_key(corpus_spec, validation_fraction: float) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def prepare(data_cfg, *, pair_labels: bool, vocab_size: int) -> PreparedData:
+def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) -> PreparedData:
     """Prepares (or reuses) the ArrayRecord shards for this data config; returns their sources.
 
     pair_labels: whether examples carry NSP/SOP labels (the objective has a pair head).
+    sbo: whether masks carry SpanBERT's span-boundary targets (the objective is mlm_sbo).
     vocab_size: of the sentencepiece model to train when `data_cfg.tokenizer` is empty.
     """
     data_dir = data_cfg.data_dir or default_data_dir()
@@ -317,7 +324,7 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int) -> PreparedData:
             "$FLAXLM_DATA_DIR to a writable folder"
         ) from None
     tok = get_tokenizer(data_cfg, vocab_size, data_dir)
-    settings = settings_from_config(data_cfg, pair_labels)
+    settings = settings_from_config(data_cfg, pair_labels, sbo)
     key = {
         "format": FORMAT_VERSION,
         "corpus": corpus_lib.corpus_fingerprint(data_cfg.corpus),
@@ -328,6 +335,8 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int) -> PreparedData:
         del key["settings"]["nsp_negatives"]
     if not settings.ngram:  # n-gram masking off: the datasets of before the option existed
         del key["settings"]["ngram"], key["settings"]["max_ngram"]
+    if not settings.sbo:  # no span-boundary targets: the datasets of before the option existed
+        del key["settings"]["sbo"]
     if settings.dupe_factor > 1:
         # dupe_factor once copied the validation split too: those datasets must not be reused
         # (a key of its own, rather than a FORMAT_VERSION bump, keeps the dupe_factor=1 caches).

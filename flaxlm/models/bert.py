@@ -3,7 +3,8 @@
 embeddings (word + token type + position, LayerNorm, dropout)
   -> num_layers post-LN Transformer blocks (pre-LN + final LayerNorm if pre_ln)
   -> pooler (tanh dense on [CLS])
-  -> heads: MLM (transform, LayerNorm, tied vocab projection + bias), pair (2-way).
+  -> heads: MLM (transform, LayerNorm, tied vocab projection + bias), pair (2-way),
+     SpanBERT's span-boundary objective (SBO; Joshi et al. 2020) if config.sbo_positions.
 
 ALBERT (Lan et al., 2020) is this model configured (see TransformerConfig):
 embedding_size=E factorises the embeddings (E-wide tables and LayerNorm, then
@@ -106,8 +107,50 @@ class BertEncoder(nn.Module):
         return self.word_embeddings.attend(x_BPE)
 
 
+def _gather(x_BTD: jax.Array, positions_BP: jax.Array) -> jax.Array:
+    return jnp.take_along_axis(x_BTD, positions_BP[:, :, None], axis=1)
+
+
+class SpanBoundaryHead(nn.Module):
+    """SpanBERT's SBO head: each span token from the span's two boundary tokens and its offset.
+
+    h0 = [x_left; x_right; p_offset] (p: a learned D-wide table of config.sbo_positions rows),
+    h1 = LayerNorm(GeLU(W1 h0)), y = LayerNorm(GeLU(W2 h1)): D -> D, then D -> E (E = D unless
+    ALBERT-factorised) so y can go through the tied vocabulary projection, as in the SpanBERT
+    code (its pair-target head shares the MLM decoder's weights and has a bias of its own).
+    """
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(
+        self, hidden_BTD: jax.Array, left_BP: jax.Array, right_BP: jax.Array, offset_BP: jax.Array
+    ) -> jax.Array:
+        """-> y_BPE, the head's output before the vocabulary projection."""
+        cfg = self.config
+        act = layers.ACTIVATIONS[cfg.activation]
+        position_embeddings = nn.Embed(
+            cfg.sbo_positions,
+            cfg.hidden_size,
+            embedding_init=nn.initializers.normal(cfg.initializer_range),
+            dtype=cfg.dtype,
+            param_dtype=cfg.param_dtype,
+            name="sbo_position_embeddings",
+        )
+        h_BP3D = jnp.concatenate(
+            [_gather(hidden_BTD, left_BP), _gather(hidden_BTD, right_BP), position_embeddings(offset_BP)],
+            axis=-1,
+        )
+        h_BPD = layers.layer_norm(cfg, "sbo_norm_1")(
+            act(layers.dense(cfg, cfg.hidden_size, "sbo_dense_1")(h_BP3D))
+        )
+        return layers.layer_norm(cfg, "sbo_norm_2")(
+            act(layers.dense(cfg, cfg.embedding_dim, "sbo_dense_2")(h_BPD))
+        )
+
+
 class BertForPreTraining(nn.Module):
-    """BertEncoder + MLM head (+ NSP/SOP pair head if config.pair_head)."""
+    """BertEncoder + MLM head (+ NSP/SOP pair head if config.pair_head, SBO head if config.sbo_positions)."""
 
     config: TransformerConfig
 
@@ -119,6 +162,9 @@ class BertForPreTraining(nn.Module):
         segment_ids: jax.Array,
         positions: jax.Array,
         mlm_positions: jax.Array | None = None,
+        sbo_left: jax.Array | None = None,
+        sbo_right: jax.Array | None = None,
+        sbo_offset: jax.Array | None = None,
         *,
         deterministic: bool,
     ) -> dict[str, jax.Array]:
@@ -126,8 +172,12 @@ class BertForPreTraining(nn.Module):
 
         mlm_positions: int32 [B, P] indices into T of the positions to score;
         None scores every position (P = T).
+        sbo_left, sbo_right, sbo_offset: int32 [B, P], each predicted position's span boundaries
+        (indices into T) and offset in its span (see flaxlm.data.masking); with config.sbo_positions
+        they give sbo_logits (None: no SBO output, e.g. at inference; pass them to init).
         Returns mlm_logits [B, P, V], pair_logits [B, 2] (only if
-        config.pair_head), hidden [B, T, D], pooled [B, D] (only if config.pooler).
+        config.pair_head), sbo_logits [B, P, V] (only with the SBO head and its inputs),
+        hidden [B, T, D], pooled [B, D] (only if config.pooler).
         """
         cfg = self.config
         encoder = BertEncoder(cfg, name="encoder")
@@ -140,7 +190,7 @@ class BertForPreTraining(nn.Module):
         if mlm_positions is None:
             x_BPD = hidden_BTD
         else:
-            x_BPD = jnp.take_along_axis(hidden_BTD, mlm_positions[:, :, None], axis=1)
+            x_BPD = _gather(hidden_BTD, mlm_positions)
         # D -> E (ALBERT's factorised head; E = D for BERT), then the tied E -> V projection.
         x_BPE = layers.dense(cfg, cfg.embedding_dim, "mlm_transform")(x_BPD)
         x_BPE = layers.ACTIVATIONS[cfg.activation](x_BPE)
@@ -153,4 +203,8 @@ class BertForPreTraining(nn.Module):
             outputs["pooled"] = pooled_BD
         if cfg.pair_head:
             outputs["pair_logits"] = layers.dense(cfg, 2, "pair_head")(pooled_BD)
+        if cfg.sbo_positions and sbo_left is not None:
+            y_BPE = SpanBoundaryHead(cfg, name="sbo_head")(hidden_BTD, sbo_left, sbo_right, sbo_offset)
+            sbo_bias_V = self.param("sbo_bias", nn.initializers.zeros, (cfg.vocab_size,), cfg.param_dtype)
+            outputs["sbo_logits"] = encoder.attend(y_BPE) + sbo_bias_V.astype(cfg.dtype)
         return outputs

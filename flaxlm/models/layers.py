@@ -65,6 +65,9 @@ class TransformerConfig:
     # Cross-layer parameter sharing: "none"; "all" (one block's weights in every layer, ALBERT's
     # default); "attention" / "ffn" (only the attention / MLP sublayer with its LayerNorm shared).
     share_layers: str = "none"
+    # SpanBERT (BERT only): > 0 builds the span-boundary-objective head, whose table of offsets within a
+    # span has this many rows (the trainer sets it to data.max_predictions, the longest span). 0: none.
+    sbo_positions: int = 0
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -92,6 +95,8 @@ class TransformerConfig:
             )
         if self.position_offset < 0:
             raise ValueError(f"position_offset={self.position_offset} must be >= 0 (0: BERT, 2: RoBERTa)")
+        if self.sbo_positions < 0:
+            raise ValueError(f"sbo_positions={self.sbo_positions} must be >= 0 (0: no SBO head)")
 
     @property
     def embedding_dim(self) -> int:
