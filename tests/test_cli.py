@@ -127,6 +127,36 @@ def test_albert_tiny_trains_sop_checkpoints_and_resumes(tmp_path, data_dir):
     assert [r["step"] for r in train][-1] == 50
 
 
+def test_spanbert_tiny_trains_mlm_and_sbo(tmp_path, data_dir):
+    """SpanBERT's recipe end to end: single segments, span masking, MLM + span-boundary objective."""
+    workdir = str(tmp_path / "spanbert")
+    scenes = write_scenes(tmp_path / "scenes.jsonl.gz", 40)
+    flaxlm(
+        "train",
+        "--config=configs/spanbert_tiny.py",
+        f"--workdir={workdir}",
+        *SMALL,
+        f"--config.data.corpus={scenes}",
+        "--config.data.validation_fraction=0.1",
+        "--config.train.log_every=10",
+        "--config.train.eval_every=40",
+        "--config.train.eval_batches=2",
+        "--config.train.warmup_steps=4",
+        "--config.train.num_steps=40",
+        data_dir=data_dir,
+    )
+    train, evals = read_metrics(workdir)
+    assert [r["step"] for r in train] == [10, 20, 30, 40]
+    assert all(isinstance(r[k], float) for r in train for k in ("mlm_loss", "sbo_loss", "sbo_accuracy"))
+    for r in train:
+        assert r["loss"] == pytest.approx(r["mlm_loss"] + r["sbo_loss"], rel=1e-5)  # summed, as SpanBERT
+    assert sorted(evals) == [0, 40]
+    for k in ("eval_mlm_loss", "eval_sbo_loss"):
+        assert evals[40][k] < evals[0][k] - 0.5, k
+    saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
+    assert saved["objective"] == "mlm_sbo" and saved["data"]["span"] is True
+
+
 def test_gpt_tiny_lowers_causal_lm_loss(tmp_path, data_dir):
     workdir = str(tmp_path / "gpt")
     flaxlm(  # a relative --workdir, as the experiment sweeps pass (orbax itself wants absolute paths)

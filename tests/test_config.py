@@ -17,6 +17,7 @@ PRETRAINING = [
     "bert_large",
     "albert_tiny",
     "albert_base",
+    "spanbert_tiny",
     "roberta_base",
     "gpt_tiny",
     "gpt2_small",
