@@ -14,7 +14,8 @@ N: the weights each token goes through in a matmul (embedding lookups are
 not matmuls, the tied output projection is; with ALBERT's factorised
 embeddings of width E, the E -> D projection is, and the MLM head is D -> E
 then E -> V; a block shared by several layers counts once per layer, as
-each layer runs it); L layers, D hidden size, T
+each layer runs it; SpanBERT's span-boundary head is two dense layers and the
+tied projection again on the masked positions); L layers, D hidden size, T
 sequence length. 12 * L * D * T is attention's two products (q k^T and
 probs v, 2 * T * D FLOPs each per token and layer, times 3). It counts the
 full T x T square even for causal models, as PaLM does.
@@ -69,9 +70,11 @@ def matmul_params_per_token(model_cfg: Mapping[str, Any], seq_len: int, scored_p
     """N: the matmul weights one token goes through, on average over the T positions of a row.
 
     model_cfg: flaxlm's model config (arch, hidden_size, num_layers, mlp_dim, vocab_size, and for
-    BERT pair_head and embedding_size). scored_positions: positions per row that go through the vocabulary
-    projection: BERT's `max_predictions` (the head runs on the gathered masked positions only),
-    GPT's T. Per-row work (BERT's pooler and pair head) is spread over the row's T tokens.
+    BERT pair_head, embedding_size and sbo_positions). scored_positions: positions per row that go
+    through the vocabulary projection: BERT's `max_predictions` (the head runs on the gathered masked
+    positions only), GPT's T. Per-row work (BERT's pooler and pair head) is spread over the row's T
+    tokens. SpanBERT's SBO head (sbo_positions > 0) runs on the same scored positions: its two dense
+    layers (3D -> D, D -> E) and the tied vocabulary projection once more.
     Biases, LayerNorm and the embedding lookups are not matmuls and are left out.
     """
     d, f, v = model_cfg["hidden_size"], model_cfg["mlp_dim"], model_cfg["vocab_size"]
@@ -86,6 +89,8 @@ def matmul_params_per_token(model_cfg: Mapping[str, Any], seq_len: int, scored_p
         head += d * d / seq_len  # pooler, on [CLS]
         if model_cfg.get("pair_head", True):
             head += 2 * d / seq_len
+        if model_cfg.get("sbo_positions"):
+            head += (3 * d * d + d * e + v * e) * scored  # sbo_dense_1, sbo_dense_2, vocabulary projection
     return blocks + head
 
 

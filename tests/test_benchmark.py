@@ -48,7 +48,17 @@ def test_flops_per_token_of_albert_by_hand():
     assert flops.matmul_params_per_token(albert, 512, 80) == pytest.approx(blocks + head, rel=1e-12)
 
 
-@pytest.mark.parametrize("name", ["bert_tiny", "gpt_tiny", "albert_tiny"])
+def test_flops_per_token_of_spanbert_by_hand():
+    """SpanBERT's SBO head on the same 20 of 128 positions: 3D -> D, D -> D, and the vocabulary again."""
+    bert = dict(load_config("bert_base").model, pair_head=False)
+    spanbert = dict(bert, sbo_positions=20)
+    sbo = (3 * 768 * 768 + 768 * 768 + 30522 * 768) * 20 / 128
+    assert flops.matmul_params_per_token(spanbert, 128, 20) == pytest.approx(
+        flops.matmul_params_per_token(bert, 128, 20) + sbo, rel=1e-12
+    )
+
+
+@pytest.mark.parametrize("name", ["bert_tiny", "gpt_tiny", "albert_tiny", "spanbert_tiny"])
 def test_flops_per_token_against_xla_cost_analysis(name):
     """XLA counts every FLOP of the lowered train step (matmuls, and the elementwise work the model
     count leaves out); the model count is within 8% below it on a model of hidden size 128.

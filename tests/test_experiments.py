@@ -125,11 +125,13 @@ def test_verdicts_follow_published_direction():
 # FLOPs, schedule and planned configs -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch,objective", [("bert", "mlm_nsp"), ("gpt", "clm"), ("albert", "mlm_sop")])
+@pytest.mark.parametrize(
+    "arch,objective", [("bert", "mlm_nsp"), ("gpt", "clm"), ("albert", "mlm_sop"), ("bert", "mlm_sbo")]
+)
 def test_flops_within_xla_count_and_parameters_exact(arch, objective):
     """Our matmul-only count is the bulk of what XLA counts for the forward pass (the rest is
     elementwise), at the CPU recipe's shapes; the parameter count is exact. ALBERT: factorised
-    embeddings (E 64 < D 128) and one block shared by the layers."""
+    embeddings (E 64 < D 128) and one block shared by the layers. mlm_sbo: SpanBERT's SBO head."""
     config = runner.resolved_config(recipes.CPU.config, recipes.CPU.overrides)
     config.objective = objective
     config.model.arch = "bert" if arch == "albert" else arch
@@ -143,7 +145,7 @@ def test_flops_within_xla_count_and_parameters_exact(arch, objective):
     )
     assert (
         sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-        == (flops.parameter_count(config.model.to_dict(), objective)["total"])
+        == (flops.parameter_count(config.model.to_dict(), objective, config.data.max_predictions)["total"])
     )
     forward = jax.jit(lambda p, b: step_lib.apply_model(model, p, b, objective=objective, train=False))
     cost = forward.lower(params, batch).compile().cost_analysis()

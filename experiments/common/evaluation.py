@@ -92,7 +92,7 @@ def run_accounting(recipe_config: str, phases: Sequence[dict]) -> dict:
         out.append(phase)
         for k in totals:
             totals[k] += phase[k]
-    params = flops_lib.parameter_count(config.model.to_dict(), config.objective)
+    params = flops_lib.parameter_count(config.model.to_dict(), config.objective, config.data.max_predictions)
     return {"phases": out, "totals": totals, "parameters": params}
 
 

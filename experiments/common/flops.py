@@ -15,6 +15,8 @@ Per sequence, forward (E: ALBERT's factorised embedding width, E = D without it)
                                       positions only (flaxlm gathers them first)
   pooler     2·D²                     BERT's [CLS] pooler, always built
   pair head  4·D                      NSP/SOP 2-way classifier, if the objective has one
+  SBO head   P · (6·D² + 2·D·E + 2·E·V)  SpanBERT's span-boundary head (mlm_sbo) at the same P
+                                      positions: 3D -> D, D -> E, then the vocabulary projection
   causal LM  T · 2·D·V                vocabulary projection at every position
 A training step is forward + backward = 3 × forward (the backward pass
 costs two matrix products per forward one). This is Kaplan et al.'s 6·N
@@ -44,6 +46,8 @@ def forward_flops_per_sequence(model: dict, objective: str, seq_len: int, max_pr
         head = max_predictions * (2 * D * E + 2 * E * V) + 2 * D * D
         if objectives.has_pair_head(objective):
             head += 4 * D
+        if objectives.has_sbo_head(objective):
+            head += max_predictions * (2 * 3 * D * D + 2 * D * E + 2 * E * V)
     return blocks + attention + head
 
 
@@ -55,12 +59,13 @@ def train_flops_per_step(config: dict) -> int:
     return 3 * per_seq * config["train"]["batch_size"]
 
 
-def parameter_count(model: dict, objective: str) -> dict[str, int]:
+def parameter_count(model: dict, objective: str, max_predictions: int = 0) -> dict[str, int]:
     """Parameters by part: `embedding` (word, position, token type) and `non_embedding` (the rest).
 
     The output projection is tied to the word embeddings in both BERT and GPT. ALBERT's options:
     embeddings E = embedding_size wide (plus the E -> D projection), and blocks shared across
-    layers (share_layers) counted once.
+    layers (share_layers) counted once. mlm_sbo: SpanBERT's head, whose table of offsets has
+    max_predictions rows (config.data.max_predictions, the trainer's sbo_positions).
     """
     D, L, M, V = model["hidden_size"], model["num_layers"], model["mlp_dim"], model["vocab_size"]
     E = model.get("embedding_size") or D
@@ -85,6 +90,12 @@ def parameter_count(model: dict, objective: str) -> dict[str, int]:
         non_embedding += D * E + E + 2 * E + V  # MLM transform, its LayerNorm, output bias
         if objectives.has_pair_head(objective):
             non_embedding += 2 * D + 2
+        if objectives.has_sbo_head(objective):
+            if max_predictions < 1:
+                raise ValueError("objective mlm_sbo: pass max_predictions (the SBO head's offset table rows)")
+            non_embedding += max_predictions * D  # offsets within a span
+            non_embedding += 3 * D * D + D + 2 * D + D * E + E + 2 * E  # 2 dense layers, their LayerNorms
+            non_embedding += V  # its output bias (the projection is the tied word embeddings)
         if model.get("pre_ln"):
             non_embedding += 2 * D  # final LayerNorm
     return {"embedding": embedding, "non_embedding": non_embedding, "total": embedding + non_embedding}
