@@ -201,3 +201,18 @@ def test_train_and_eval_steps_report_sbo_metrics():
     result = acc.result()
     assert result["loss"] == pytest.approx(result["mlm_loss"] + result["sbo_loss"], rel=1e-6)
     assert 0.0 <= result["sbo_accuracy"] <= 1.0
+
+
+def test_hf_export_leaves_the_span_boundary_head_out(tmp_path):
+    """HF BERT has no SBO head: the export is the encoder and its MLM head (BertForMaskedLM), as SpanBERT's
+    releases; a re-import gives back exactly those params."""
+    from flaxlm import hf
+
+    _, params = _model_and_params()
+    cfg = dict(MODEL, sbo_positions=P, pooler=True)
+    hf.save_hf(str(tmp_path), cfg, params)
+    cfg_back, params_back, _ = hf.load_hf(str(tmp_path))
+    assert "sbo_head" not in params_back and "sbo_bias" not in params_back and not cfg_back["pair_head"]
+    kept = {k: v for k, v in params.items() if k not in ("sbo_head", "sbo_bias")}
+    assert jax.tree.structure(kept) == jax.tree.structure(params_back)
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, kept, params_back)))

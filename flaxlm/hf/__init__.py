@@ -247,6 +247,9 @@ def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
     return model_cfg, params, tok
 
 
+SBO_PARAMS = ("sbo_head", "sbo_bias")  # flaxlm.models.bert's span-boundary head (objective mlm_sbo)
+
+
 def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = None) -> None:
     """Writes config.json + model.safetensors (+ tokenizer files) that transformers' from_pretrained loads.
 
@@ -258,7 +261,7 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
     factorisations or sharings have no HF equivalent and are refused. A BERT with position_offset > 0
     (RoBERTa's layout) -> RobertaForMaskedLM / RobertaModel, its pad_token_id position_offset - 1
     (HF RoBERTa derives positions from it, so a tokenizer with another [PAD] id is refused); a pair
-    head has no HF RoBERTa class and is refused. GPT ->
+    head has no HF RoBERTa class and is refused. A span-boundary (SBO) head is left out. GPT ->
     GPT2LMHeadModel. Sinusoidal position tables are written as HF's learned
     position embeddings (same values; a reload gives position_embedding
     "learned"). BERT with pre_ln=True has no HF equivalent and is refused.
@@ -280,6 +283,9 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
     if arch == "bert":
         model_cfg["pooler"] = "pooler" in params["encoder"]
         model_cfg["pair_head"] = "pair_head" in params
+        # SpanBERT's span-boundary head is a pretraining head HF BERT has no place for; SpanBERT's own
+        # releases are BERT encoders with their MLM head, as this export is.
+        params = {k: v for k, v in params.items() if k not in SBO_PARAMS}
     check_shapes(model_cfg, params, f"the {arch} parameters")
     if model_cfg["position_embedding"] == "sinusoidal":
         table = layers.sinusoidal_table(model_cfg["max_len"], model_cfg["hidden_size"])
