@@ -6,9 +6,7 @@ docs/cpu_recipe.md tuned it (the 4 embedded corpora, no dropout, lr 2e-3,
 variant trains with 3 seeds in the study's budget; 5% of the documents are
 held out. Each pretrained run is then fine-tuned on 4000 sentiment training
 examples, 2 epochs, 3 seeds (NER only at full scale: see `CPU.tasks`).
-`CPU_SHAKESPEARE` is the recipe before that tuning (Shakespeare only, 15%
-masks, dropout 0.1, lr 1e-3, 240 steps): the objectives study's committed
-report was made with it. A larger model (4 layers, hidden 256, the more
+Both studies run it. A larger model (4 layers, hidden 256, the more
 usual small BERT) costs ~6x more per step (experiments/README.md); pass it
 with --set model.num_layers=4 ....
 
@@ -65,26 +63,6 @@ CPU = Recipe(
         "--config.save_params=false",
     ),
     tasks=("sentiment",),
-)
-
-# The objectives study's committed report was made with bert_tiny as it was before docs/cpu_recipe.md's
-# tuning (Shakespeare only, 15% masks, dropout 0.1, lr 1e-3, 240 steps); it runs this recipe until it is
-# re-run with CPU's.
-CPU_SHAKESPEARE = CPU.with_overrides(
-    "cpu",
-    {
-        "data.corpus": "shakespeare",
-        "data.max_predictions": 20,
-        "data.mask_prob": 0.15,
-        "model.dropout_rate": 0.1,
-        "model.attention_dropout_rate": 0.1,
-        "train.num_steps": 240,
-        "train.warmup_steps": 24,
-        "train.learning_rate": 1e-3,
-        "train.eval_every": 60,
-        "train.checkpoint_every": 60,
-    },
-    note="2-layer BERT (hidden 128) on the embedded Shakespeare corpus, 240 steps of 32 × 128",
 )
 
 FULL = Recipe(
