@@ -147,6 +147,9 @@ def check_resume_config(saved: dict, config) -> None:
         "position_embedding",
         "pre_ln",
         "pooler",
+        "embedding_size",  # ALBERT's factorisation and sharing, RoBERTa's position layout
+        "share_layers",
+        "position_offset",
     )
     diffs = [
         f"{k}: checkpoint {saved_model.get(k)!r} vs config {config.model[k]!r}"

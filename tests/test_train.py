@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import load_config
+from flaxlm import config as config_lib
 from flaxlm import models
 from flaxlm import optimizer as optimizer_lib
 from flaxlm import train as train_lib
@@ -147,3 +148,19 @@ def test_nsp_head_learns_real_pairs(data_dir):
     first, last = history[0], history[-1]
     assert first["nsp_loss"] > 0.6
     assert last["nsp_loss"] < 0.2 and last["nsp_accuracy"] == 1.0, last
+
+
+def test_resume_refuses_a_checkpoint_of_another_albert_or_roberta_layout():
+    config = load_config("albert_tiny")
+    saved = config.to_dict()
+    train_lib.check_resume_config(saved, config)  # the same model
+    for field, value in [("share_layers", "none"), ("embedding_size", 128), ("position_offset", 2)]:
+        other = config.copy_and_resolve_references()
+        other.model[field] = value
+        with pytest.raises(config_lib.ConfigError, match=f"{field}: checkpoint"):
+            train_lib.check_resume_config(saved, other)
+    # A checkpoint written before these fields existed has none of them: nothing to compare.
+    old = dict(saved, model={k: v for k, v in saved["model"].items() if k != "share_layers"})
+    plain = config.copy_and_resolve_references()
+    plain.model.share_layers = "none"
+    train_lib.check_resume_config(old, plain)
