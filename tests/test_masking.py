@@ -243,6 +243,13 @@ def test_span_length_distribution():
     assert abs((pmf * np.arange(1, 11)).sum() - 3.8) < 0.01  # SpanBERT's reported mean
 
 
+def _replay(rng: np.random.Generator) -> np.random.Generator:
+    """A generator in `rng`'s current state: it draws what `rng` is about to draw."""
+    replay = np.random.Generator(type(rng.bit_generator)())
+    replay.bit_generator.state = rng.bit_generator.state
+    return replay
+
+
 def test_span_masking(real, padded):
     seed = 4
     cfg = MaskingConfig(max_predictions=20, span=True)
@@ -252,9 +259,7 @@ def test_span_masking(real, padded):
     for ex in padded:
         ids = ex["input_ids"]
         ws = real.word_start[ids]
-        # Replay the span selection with an identical rng state to know the spans.
-        replay = np.random.Generator(type(rng.bit_generator)())
-        replay.bit_generator.state = rng.bit_generator.state
+        replay = _replay(rng)  # the span selection again, from the same state, to know the spans
         out = masking.apply_masking(ex, rng, cfg, SP, real.vocab_size, word_starts=ws)
         pos, tgt, new = _check_common(ex, out, SP, real.vocab_size, 20)
         k, n_cand = _budget(ids, SP, 0.15, 20, real.vocab_size)
@@ -398,8 +403,7 @@ def test_ngram_masking(real, padded):
     for ex in padded:
         ids = ex["input_ids"]
         ws = real.word_start[ids]
-        replay = np.random.Generator(type(rng.bit_generator)())
-        replay.bit_generator.state = rng.bit_generator.state
+        replay = _replay(rng)
         out = masking.apply_masking(ex, rng, cfg, SP, real.vocab_size, word_starts=ws)
         pos, _, _ = _check_common(ex, out, SP, real.vocab_size, 20)
         k, n_cand = _budget(ids, SP, 0.15, 20, real.vocab_size)

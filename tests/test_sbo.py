@@ -36,21 +36,16 @@ def _inputs():
     )
 
 
+def _init(model):
+    """`model`'s params, initialised on the hand-built batch with its span-boundary fields."""
+    return model.init(
+        jax.random.key(0), *_inputs(), MLM_POSITIONS, SBO_LEFT, SBO_RIGHT, SBO_OFFSET, deterministic=True
+    )["params"]
+
+
 def _model_and_params(**fields):
     model = get_model(dict(MODEL, sbo_positions=P, **fields))
-    ids, types, seg, pos = _inputs()
-    params = model.init(
-        jax.random.key(0),
-        ids,
-        types,
-        seg,
-        pos,
-        MLM_POSITIONS,
-        SBO_LEFT,
-        SBO_RIGHT,
-        SBO_OFFSET,
-        deterministic=True,
-    )["params"]
+    params = _init(model)
     # Away from the init (zero biases, unit LayerNorm scales), so every parameter shows in the output.
     keys = iter(jax.random.split(jax.random.key(1), len(jax.tree.leaves(params))))
     params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(next(keys), x.shape, x.dtype), params)
@@ -115,20 +110,7 @@ def test_sbo_head_is_the_papers_formula():
 
 
 def test_no_sbo_head_without_sbo_positions():
-    model = get_model(MODEL)
-    ids, types, seg, pos = _inputs()
-    params = model.init(
-        jax.random.key(0),
-        ids,
-        types,
-        seg,
-        pos,
-        MLM_POSITIONS,
-        SBO_LEFT,
-        SBO_RIGHT,
-        SBO_OFFSET,
-        deterministic=True,
-    )["params"]
+    params = _init(get_model(MODEL))
     assert not [k for k in params if "sbo" in k]
 
 
