@@ -80,6 +80,7 @@ def read(
         )
 
     tok, is_hf = None, False
+    given = None  # the `tokenizer` file, once read
     if os.path.isdir(os.path.join(path, "checkpoints")):
         from flaxlm import checkpoint as ckpt
 
@@ -89,7 +90,8 @@ def read(
         source = f"flaxlm workdir {path} (step {step})"
         pinned = tokenizer_pin.pinned(path)
         if tokenizer and pinned:
-            tokenizer_pin.check_given(path, pinned, tokenizer_lib.load_tokenizer(tokenizer), tokenizer_flag)
+            given = tokenizer_lib.load_tokenizer(tokenizer)
+            tokenizer_pin.check_given(path, pinned, given, tokenizer_flag)
         if pinned:
             tok = pinned
         find_tokenizer = lambda: _tokenizer_of_data_config(
@@ -123,7 +125,7 @@ def read(
         find_tokenizer = lambda: missing_tokenizer(f"{source} has no tokenizer files flaxlm reads")
 
     if tokenizer:
-        tok = tokenizer_lib.load_tokenizer(tokenizer)
+        tok = given or tokenizer_lib.load_tokenizer(tokenizer)
     elif tok is None:
         tok = find_tokenizer()
     return Checkpoint(model_cfg=model_cfg, params=params, tokenizer=tok, source=source, is_hf=is_hf)
