@@ -193,6 +193,11 @@ def test_objectives_give_clm_fewer_steps_for_the_same_flops():
     # Forward FLOPs per sequence at the CPU shapes (hidden 128, vocabulary 8000): MLM 225.7M (the
     # vocabulary projection on 52 scored positions), CLM 379.6M (on all 128).
     assert runs["clm"].num_steps == round(600 * 225_673_216 / 379_584_512) == 357
+    # RoBERTa's inputs cost what BERT's do; ALBERT's 64-wide vocabulary projection is half of BERT's
+    # (plus the 64 -> 128 projection at every position), SpanBERT's SBO head scores the 52 positions again.
+    assert runs["roberta"].num_steps == 600
+    assert runs["albert"].num_steps == round(600 * 225_673_216 / 173_670_912) == 780
+    assert runs["spanbert"].num_steps == round(600 * 225_673_216 / 338_984_960) == 399
     # 15% masks (20 scored positions, 159.1M) would leave the CLM fewer steps for the same budget.
     shakespeare_era = recipe.with_overrides("cpu", {"data.max_predictions": 20, "train.num_steps": 240})
     variants = obj_sweep.matched_flops(shakespeare_era, obj_sweep.VARIANTS)
