@@ -241,6 +241,35 @@ def test_preparation_is_cached_and_keyed_by_settings(data_dir, small_corpus):
     assert d.path != c.path
 
 
+def test_the_tokenizer_sample_is_in_the_cache_key_and_the_metadata(data_dir, small_corpus):
+    """A trained tokenizer is keyed by its sample size and seed, and the prepared data records them."""
+    key = prepare_lib.tokenizer_cache_key
+    legacy = key(small_corpus, 0.1)  # the models cached before the sample was a setting keep their name
+    assert (
+        len(
+            {
+                legacy,
+                key(small_corpus, 0.1, 100, 0),
+                key(small_corpus, 0.1, 100, 1),
+                key(small_corpus, 0.1, 0),
+            }
+        )
+        == 4
+    )
+    data = train_lib.prepare_data(config_for("full_sentences", data_dir, small_corpus))
+    sampled = train_lib.prepare_data(
+        config_for("full_sentences", data_dir, small_corpus, tokenizer_sample_sentences=1500)
+    )
+    assert os.path.basename(data.tokenizer.path).endswith(f"-{key(small_corpus, 0.1, 10_000_000, 0)}.model")
+    assert sampled.tokenizer.fingerprint != data.tokenizer.fingerprint and sampled.path != data.path
+    with open(os.path.join(sampled.path, "metadata.json")) as f:
+        recorded = json.load(f)["tokenizer"]
+    assert recorded == {
+        "fingerprint": sampled.tokenizer.fingerprint,
+        "trained_on": {"validation_fraction": 0.1, "sample_sentences": 1500, "seed": 0},
+    }
+
+
 def test_iterator_state_resumes_with_the_very_next_batch(data_dir, small_corpus):
     data = train_lib.prepare_data(config_for("segment_pair", data_dir, small_corpus))
     it = pipeline.train_iterator(data, global_batch=BATCH, seed=5)
