@@ -96,6 +96,11 @@ def base_config() -> ml_collections.ConfigDict:
             validation_fraction=0.02,
             seed=0,
             prefetch=4,  # batches prepared ahead on background threads
+            # threads making training batches (0: in the training loop's thread), in each worker if any
+            reader_threads=2,
+            # grain worker processes making training batches (0: none, the trainer's process reads);
+            # the batches are the same for any number (tools/data_benchmark.py --workers measures them)
+            reader_workers=0,
         )
     )
 
@@ -301,6 +306,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
             "config.model.attention='dot_product' has no attention dropout; "
             "set --config.model.attention_dropout_rate=0 or --config.model.attention=xla"
         )
+    for name, what in (
+        ("reader_threads", "threads making training batches; 0: in the training loop's thread"),
+        ("reader_workers", "grain worker processes making training batches; 0: none"),
+        ("prefetch", "batches made ahead"),
+    ):
+        if c.data[name] < 0:
+            fail(f"config.data.{name}={c.data[name]} must be >= 0 ({what})")
     if c.data.tokenizer_sample_sentences < 0:
         fail(
             f"config.data.tokenizer_sample_sentences={c.data.tokenizer_sample_sentences} must be >= 0 "

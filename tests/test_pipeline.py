@@ -283,6 +283,49 @@ def test_iterator_state_resumes_with_the_very_next_batch(data_dir, small_corpus)
             np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 
 
+def _assert_same_batches(want, got):
+    assert len(want) == len(got)
+    for a, b in zip(want, got):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(b[k], a[k], err_msg=k)
+
+
+def test_the_batches_are_the_same_whatever_the_number_of_reader_threads_and_workers(data_dir, small_corpus):
+    """Worker w of n makes batches w, w + n, ... of the one stream; the iterator takes them in turn."""
+    data = train_lib.prepare_data(config_for("segment_pair", data_dir, small_corpus))
+    want = pipeline.take(pipeline.train_iterator(data, global_batch=BATCH, seed=3, num_threads=0), 7)
+    _assert_same_batches(want, pipeline.take(pipeline.train_iterator(data, global_batch=BATCH, seed=3), 7))
+    for workers in (1, 2):
+        it = pipeline.train_iterator(data, global_batch=BATCH, seed=3, num_workers=workers)
+        _assert_same_batches(want, pipeline.take(it, 7))
+        it.close()
+
+
+def test_a_checkpointed_position_resumes_with_another_number_of_workers(data_dir, small_corpus, tmp_path):
+    """The Orbax checkpoint keeps the position as batches taken, so 2 workers resume a 1-process run and
+    vice versa, with the very next batch."""
+    from flaxlm import checkpoint as ckpt
+
+    data = train_lib.prepare_data(config_for("segment_pair", data_dir, small_corpus))
+    stream = pipeline.take(pipeline.train_iterator(data, global_batch=BATCH, seed=4), 9)
+    state = {"x": np.zeros(2, np.float32)}
+    mngr = ckpt.manager(str(tmp_path), keep=2, async_save=False)
+    workers = pipeline.train_iterator(data, global_batch=BATCH, seed=4, num_workers=2)
+    pipeline.take(workers, 5)
+    ckpt.save(mngr, 5, state, workers, {})
+    workers.close()
+    plain = pipeline.train_iterator(data, global_batch=BATCH, seed=4)
+    ckpt.restore(mngr, 5, state, plain)
+    _assert_same_batches(stream[5:7], pipeline.take(plain, 2))
+    ckpt.save(mngr, 7, state, plain, {})
+    resumed = pipeline.train_iterator(data, global_batch=BATCH, seed=4, num_workers=2)
+    ckpt.restore(mngr, 7, state, resumed)
+    _assert_same_batches(stream[7:9], pipeline.take(resumed, 2))
+    resumed.close()
+    mngr.close()
+
+
 def _assert_hosts_split_the_stream(global_batches, host_batches):
     """Per step, the hosts' examples are disjoint and, in host order, are the 1-host global batch row
     for row (so a mesh places every example where the 1-host run does)."""

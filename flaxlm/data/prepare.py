@@ -276,6 +276,25 @@ def _check_sources(s: DataSettings, docs, split: str) -> None:
         )
 
 
+class RecordSource:
+    """One prepared split, random access: ``len()`` and ``[i]`` → dict of numpy arrays.
+
+    tfds's own source pickles its dataset builder, which cannot be rebuilt from what it pickles
+    (our builder needs the corpus, tokenizer and settings); this one carries only the ArrayRecord
+    reader and the features that decode its records, so grain's worker processes can have a copy.
+    """
+
+    def __init__(self, tfds_source):
+        self._records = tfds_source.data_source  # array_record's source: pickles as its file list
+        self._features = tfds_source.dataset_info.features
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, i):
+        return self._features.deserialize_example_np(self._records[i])
+
+
 @dataclasses.dataclass
 class PreparedData:
     train: Any  # random-access source: len() and [i] → dict of numpy arrays
@@ -390,8 +409,8 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
     builder.download_and_prepare()
     sources = builder.as_data_source()
     return PreparedData(
-        train=sources["train"],
-        validation=sources["validation"],
+        train=RecordSource(sources["train"]),
+        validation=RecordSource(sources["validation"]),
         tokenizer=tok,
         settings=settings,
         path=str(builder.data_dir),
