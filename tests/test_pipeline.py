@@ -270,6 +270,32 @@ def test_the_tokenizer_sample_is_in_the_cache_key_and_the_metadata(data_dir, sma
     }
 
 
+def test_a_saved_config_finds_the_tokenizer_its_run_trained_before_and_after_the_sample_setting(
+    data_dir, small_corpus, tmp_path
+):
+    """Export of a workdir without a tokenizer pin rebuilds the cache key from its config.json."""
+    import shutil
+
+    from flaxlm import hf
+
+    config = config_for("full_sentences", data_dir, small_corpus)
+    tok = train_lib.prepare_data(config).tokenizer
+    saved = config.to_dict()
+    assert hf.workdir_tokenizer(saved).fingerprint == tok.fingerprint
+    # A config from before the setting names its model by the old key.
+    del saved["data"]["tokenizer_sample_sentences"]
+    saved["data"]["data_dir"] = str(tmp_path)
+    assert hf.workdir_tokenizer(saved) is None
+    old = (
+        tmp_path
+        / "tokenizers"
+        / f"spm-unigram-1000-{prepare_lib.tokenizer_cache_key(small_corpus, 0.1)}.model"
+    )
+    old.parent.mkdir()
+    shutil.copyfile(tok.path, old)
+    assert hf.workdir_tokenizer(saved).path == str(old)
+
+
 def test_iterator_state_resumes_with_the_very_next_batch(data_dir, small_corpus):
     data = train_lib.prepare_data(config_for("segment_pair", data_dir, small_corpus))
     it = pipeline.train_iterator(data, global_batch=BATCH, seed=5)

@@ -294,6 +294,9 @@ class RecordSource:
     def __getitem__(self, i):
         return self._features.deserialize_example_np(self._records[i])
 
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
 
 @dataclasses.dataclass
 class PreparedData:
