@@ -73,6 +73,9 @@ def base_config() -> ml_collections.ConfigDict:
             # a sentencepiece .model or WordPiece vocab.txt; "" = train sentencepiece on the corpus
             tokenizer="",
             tokenizer_type="unigram",  # when training one: "unigram" | "bpe"
+            # when training one: on a uniform sample of this many training sentences, drawn with
+            # data.seed (0: all of them); a corpus with fewer is used whole, whatever the seed
+            tokenizer_sample_sentences=10_000_000,
             builder="segment_pair",  # see flaxlm.data.builders.BUILDERS, or "causal" for decoders
             seq_len=128,
             max_predictions=20,  # MLM predictions per sequence (BERT: 20 for 128, 80 for 512)
@@ -93,6 +96,11 @@ def base_config() -> ml_collections.ConfigDict:
             validation_fraction=0.02,
             seed=0,
             prefetch=4,  # batches prepared ahead on background threads
+            # threads making training batches (0: in the training loop's thread), in each worker if any
+            reader_threads=2,
+            # grain worker processes making training batches (0: none, the trainer's process reads);
+            # the batches are the same for any number (tools/data_benchmark.py --workers measures them)
+            reader_workers=0,
         )
     )
 
@@ -297,6 +305,18 @@ def validate(c: ml_collections.ConfigDict) -> None:
         fail(
             "config.model.attention='dot_product' has no attention dropout; "
             "set --config.model.attention_dropout_rate=0 or --config.model.attention=xla"
+        )
+    for name, what in (
+        ("reader_threads", "threads making training batches; 0: in the training loop's thread"),
+        ("reader_workers", "grain worker processes making training batches; 0: none"),
+        ("prefetch", "batches made ahead"),
+    ):
+        if c.data[name] < 0:
+            fail(f"config.data.{name}={c.data[name]} must be >= 0 ({what})")
+    if c.data.tokenizer_sample_sentences < 0:
+        fail(
+            f"config.data.tokenizer_sample_sentences={c.data.tokenizer_sample_sentences} must be >= 0 "
+            "(sentences the tokenizer is trained on; 0: all of them)"
         )
     if c.data.dupe_factor < 1:
         fail(f"config.data.dupe_factor={c.data.dupe_factor} must be >= 1 (copies of the training data)")

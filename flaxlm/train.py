@@ -475,6 +475,8 @@ def train_and_evaluate(
             process_index=jax.process_index(),
             process_count=jax.process_count(),
             prefetch=config.data.prefetch,
+            num_threads=config.data.reader_threads,
+            num_workers=config.data.reader_workers,
         )
         for c, data in zip(configs, seed_data)
     ]

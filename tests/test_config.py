@@ -105,6 +105,18 @@ def test_copies_that_differ_and_enough_predictions_are_valid(fields):
         ("albert_tiny", dict(data__max_ngram=0), "config.data.max_ngram=0 must be >= 1"),
         (
             "bert_tiny",
+            dict(data__reader_workers=-2),
+            "config.data.reader_workers=-2 must be >= 0 (grain worker processes making training batches; "
+            "0: none)",
+        ),
+        ("bert_tiny", dict(data__reader_threads=-1), "config.data.reader_threads=-1 must be >= 0"),
+        (
+            "bert_tiny",
+            dict(data__tokenizer_sample_sentences=-1),
+            "config.data.tokenizer_sample_sentences=-1 must be >= 0",
+        ),
+        (
+            "bert_tiny",
             dict(objective="mlm_sbo"),
             "config.objective='mlm_sbo' predicts masked spans from their boundaries and needs span "
             "masking; set --config.data.span=True",

@@ -140,9 +140,12 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
 
-    def __init__(self, *, corpus_spec, tok, settings: DataSettings, fingerprint: str, **kwargs):
+    def __init__(
+        self, *, corpus_spec, tok, settings: DataSettings, fingerprint: str, tokenizer_info=None, **kwargs
+    ):
         self._corpus_spec = corpus_spec
         self._tok = tok
+        self._tokenizer_info = tokenizer_info or {}
         self._settings = settings
         self._fingerprint = fingerprint
         super().__init__(config=tfds.core.BuilderConfig(name=fingerprint), **kwargs)
@@ -172,7 +175,11 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
             builder=self,
             description=f"flaxlm pretraining examples: corpus={self._corpus_spec!r} {s}",
             features=tfds.features.FeaturesDict(features),
-            metadata=tfds.core.MetadataDict(settings=dataclasses.asdict(s), corpus=str(self._corpus_spec)),
+            metadata=tfds.core.MetadataDict(
+                settings=dataclasses.asdict(s),
+                corpus=str(self._corpus_spec),
+                tokenizer={"fingerprint": self._tok.fingerprint, **self._tokenizer_info},
+            ),
         )
 
     def _split_generators(self, dl_manager):
@@ -269,6 +276,28 @@ def _check_sources(s: DataSettings, docs, split: str) -> None:
         )
 
 
+class RecordSource:
+    """One prepared split, random access: ``len()`` and ``[i]`` → dict of numpy arrays.
+
+    tfds's own source pickles its dataset builder, which cannot be rebuilt from what it pickles
+    (our builder needs the corpus, tokenizer and settings); this one carries only the ArrayRecord
+    reader and the features that decode its records, so grain's worker processes can have a copy.
+    """
+
+    def __init__(self, tfds_source):
+        self._records = tfds_source.data_source  # array_record's source: pickles as its file list
+        self._features = tfds_source.dataset_info.features
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, i):
+        return self._features.deserialize_example_np(self._records[i])
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
 @dataclasses.dataclass
 class PreparedData:
     train: Any  # random-access source: len() and [i] → dict of numpy arrays
@@ -279,7 +308,10 @@ class PreparedData:
 
 
 def get_tokenizer(data_cfg, vocab_size: int, data_dir: str):
-    """The configured tokenizer file, or a sentencepiece model trained (once, cached) on the corpus."""
+    """The configured tokenizer file, or a sentencepiece model trained (once, cached) on the corpus.
+
+    A trained one sees a seeded sample of the training sentences (`tokenizer_training`).
+    """
     if data_cfg.tokenizer:
         return tokenizer_lib.load_tokenizer(data_cfg.tokenizer)
 
@@ -289,22 +321,38 @@ def get_tokenizer(data_cfg, vocab_size: int, data_dir: str):
         for doc in train:
             yield from corpus_lib.document_sentences(doc)
 
+    training = tokenizer_training(data_cfg)
     return tokenizer_lib.get_or_train_tokenizer(
         train_sentences,
         os.path.join(data_dir, "tokenizers"),
         vocab_size,
         data_cfg.tokenizer_type,
-        tokenizer_cache_key(data_cfg.corpus, data_cfg.validation_fraction),
+        tokenizer_cache_key(data_cfg.corpus, data_cfg.validation_fraction, **training),
+        max_sentences=training["sample_sentences"],
+        seed=training["seed"],
     )
 
 
-def tokenizer_cache_key(corpus_spec, validation_fraction: float) -> str:
+def tokenizer_training(data_cfg) -> dict[str, int]:
+    """What a sentencepiece model trained for this data config is trained on, beyond the corpus and
+    split: a sample of `sample_sentences` training sentences (0: all) drawn with `seed` (data.seed)."""
+    return {"sample_sentences": data_cfg.tokenizer_sample_sentences, "seed": data_cfg.seed}
+
+
+def tokenizer_cache_key(
+    corpus_spec, validation_fraction: float, sample_sentences: int | None = None, seed: int = 0
+) -> str:
     """16 hex chars naming the sentencepiece model trained on this corpus's train split.
 
     The split is part of it: the model is trained on the train documents only, so another
-    validation_fraction is another model (the same one would have seen now-held-out text).
+    validation_fraction is another model (the same one would have seen now-held-out text). So are
+    the sample size and its seed (a corpus with more sentences than the sample gives another model
+    for each). sample_sentences=None: the key of the models trained before the sample was a setting
+    (a fixed sample of 2M, another sampler), which a config saved by such a run still names.
     """
     key = f"{corpus_lib.corpus_fingerprint(corpus_spec)}:validation_fraction={float(validation_fraction)!r}"
+    if sample_sentences is not None:
+        key += f":sample_sentences={int(sample_sentences)}:seed={int(seed)}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -348,14 +396,24 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
         tok=tok,
         settings=settings,
         fingerprint=fingerprint,
+        tokenizer_info=(
+            {"file": data_cfg.tokenizer}
+            if data_cfg.tokenizer
+            else {
+                "trained_on": {
+                    "validation_fraction": data_cfg.validation_fraction,
+                    **tokenizer_training(data_cfg),
+                }
+            }
+        ),
         data_dir=data_dir,
         file_format="array_record",
     )
     builder.download_and_prepare()
     sources = builder.as_data_source()
     return PreparedData(
-        train=sources["train"],
-        validation=sources["validation"],
+        train=RecordSource(sources["train"]),
+        validation=RecordSource(sources["validation"]),
         tokenizer=tok,
         settings=settings,
         path=str(builder.data_dir),

@@ -429,7 +429,11 @@ def workdir_tokenizer(config: dict) -> Tokenizer | None:
         data_dir = data.get("data_dir") or prepare_lib.default_data_dir()
         try:
             fingerprint = prepare_lib.tokenizer_cache_key(
-                data.get("corpus", "default"), data.get("validation_fraction", 0.02)
+                data.get("corpus", "default"),
+                data.get("validation_fraction", 0.02),
+                # None (a config from before the setting): the key its model was cached under
+                data.get("tokenizer_sample_sentences"),
+                data.get("seed", 0),
             )
         except FlaxlmError:  # the corpus files are gone, so the cache key cannot be rebuilt
             return None
