@@ -39,7 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
             dropout_rate=0.1,
             attention_dropout_rate=0.1,
             pre_ln=False,
-            position_embedding="learned",  # "learned" | "sinusoidal"
+            position_embedding="learned",  # "learned" | "sinusoidal" | "relative" (T5 only)
             layer_norm_eps=1e-12,
             activation="gelu",  # "gelu" (erf, BERT) | "gelu_tanh" (GPT-2)
             initializer_range=0.02,
@@ -55,6 +55,17 @@ def base_config() -> ml_collections.ConfigDict:
             embedding_size=0,
             # cross-layer parameter sharing: "none" | "all" (ALBERT) | "attention" | "ffn"
             share_layers="none",
+            # T5's switches (see flaxlm.models.t5.T5_SWITCHES; the defaults are BERT's / GPT-2's):
+            norm="layer",  # "layer" | "rms" (T5: scale only, no mean, no bias)
+            use_bias=True,  # biases in the Dense layers (T5: none)
+            scale_attention=True,  # q.k / sqrt(head size) (T5: unscaled)
+            head_dim=0,  # attention head size; 0: hidden_size // num_heads (T5's d_kv)
+            gated_mlp=False,  # act(fc_in(x)) * fc_linear(x) (T5.1.1's gated GELU with gelu_tanh)
+            # position_embedding="relative" (T5): buckets of the per-head relative position bias
+            relative_attention_num_buckets=32,
+            relative_attention_max_distance=128,
+            num_decoder_layers=0,  # T5's decoder depth; 0: num_layers
+            tie_embeddings=True,  # T5: output projection = the shared embedding (False: an lm_head, T5.1.1)
         )
     )
 
