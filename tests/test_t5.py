@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from flaxlm import hf, models
+from flaxlm.data import builders
 from flaxlm.models import layers, t5
 
 TOL = 1e-4  # max abs difference allowed between flaxlm and transformers logits (float32, CPU)
@@ -129,6 +130,7 @@ def test_random_hf_t5_logits_match_and_round_trip_exactly(variant, tmp_path):
     real = dec_seg.astype(bool)  # padding queries attend to nothing in flaxlm, to the text in HF
     diff = float(np.abs(np.asarray(logits, np.float64) - out)[real].max())
     assert diff <= TOL, diff
+    print(f"T5 {variant}: max abs logit difference vs transformers {diff:.2e}")
 
     # flaxlm -> HF -> flaxlm is bitwise, and transformers reads the export as the same model.
     hf.save_hf(str(tmp_path / "out"), model_cfg, params)
@@ -195,3 +197,113 @@ def test_cached_decoding_equals_full_decoding():
         cache = mutated["cache"]
         steps.append(logits)
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- span corruption
+
+
+def test_random_spans_helper_is_t5s_arithmetic():
+    assert builders.random_spans_helper(512) == (568, 114)  # T5's published lengths
+    for inputs_length in (64, 128, 512):
+        tokens, targets = builders.random_spans_helper(inputs_length)
+        noise = round(tokens * 0.15)
+        spans = round(noise / 3)
+        assert tokens - noise + spans + 1 <= inputs_length and targets == noise + spans + 1
+
+
+def test_noise_mask_fraction_and_mean_span_length():
+    rng = np.random.default_rng(0)
+    masks = [builders.random_spans_noise_mask(568, rng) for _ in range(300)]
+    for m in masks:
+        assert m.sum() == round(568 * 0.15) and not m[0]  # exact count; starts with non-noise
+    runs = [int(r) for m in masks for r in np.diff(np.flatnonzero(np.diff(np.r_[0, m, 0].astype(int))))[::2]]
+    assert abs(np.mean(runs) - 85 / 28) < 1e-9  # 85 noise tokens in round(85 / 3) = 28 spans
+    assert max(runs) > 6  # span lengths vary (uniform segmentation), not all 3
+
+
+def _merge(inputs: np.ndarray, targets: np.ndarray, eos: int, sentinels: np.ndarray) -> np.ndarray:
+    """The original piece: each sentinel of the inputs replaced by what follows it in the targets."""
+    spans, current = {}, None
+    for tok in targets[:-1]:
+        if tok in sentinels:
+            current = int(tok)
+            spans[current] = []
+        else:
+            spans[current].append(int(tok))
+    out = [t for tok in inputs[:-1] for t in (spans[int(tok)] if tok in sentinels else [int(tok)])]
+    return np.asarray(out)
+
+
+def test_span_corruption_rows_reconstruct_documents_in_order():
+    rng = np.random.default_rng(0)
+    vocab, eos = 1000, 3
+    sentinels = builders.sentinel_ids(vocab, 100)
+    assert sentinels[0] == vocab - 1 and sentinels[1] == vocab - 2  # <extra_id_0> is the last id
+    docs = [
+        [rng.integers(10, 800, n).astype(np.int32) for n in lengths]
+        for lengths in ((30, 40), (5,), (200, 90))
+    ]
+    rows = list(builders.span_corruption(docs, 64, rng, eos_id=eos, sentinels=sentinels))
+    _, targets_length = builders.random_spans_helper(64)
+    pieces = []
+    for row in rows:
+        assert row["input_ids"].shape == (64,) and row["targets"].shape == (targets_length,)
+        assert row["segment_ids"].max() == row["decoder_segment_ids"].max()
+        for k in range(1, row["segment_ids"].max() + 1):
+            enc = row["input_ids"][row["segment_ids"] == k]
+            dec = row["targets"][row["decoder_segment_ids"] == k]
+            assert enc[-1] == eos and dec[-1] == eos
+            used = [t for t in enc if t in sentinels]
+            np.testing.assert_array_equal(
+                used, sentinels[: len(used)]
+            )  # sentinels in order, from <extra_id_0>
+            np.testing.assert_array_equal(row["positions"][row["segment_ids"] == k], np.arange(len(enc)))
+            dec_in = row["decoder_input_ids"][row["decoder_segment_ids"] == k]
+            np.testing.assert_array_equal(dec_in, np.r_[0, dec[:-1]])  # teacher forcing within the piece
+            pieces.append(_merge(enc, dec, eos, sentinels))
+    # Pieces never cross documents: concatenated in order they are the documents, one after another.
+    tokens_length, _ = builders.random_spans_helper(64)
+    expected = [
+        body[i : i + tokens_length]
+        for d in docs
+        for body in [np.concatenate(d)]
+        for i in range(0, len(body), tokens_length)
+    ]
+    assert len(pieces) == len(expected)
+    for got, want in zip(pieces, expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_t5_tiny_trains_from_the_cli_and_resumes(tmp_path, data_dir):
+    """configs/t5_tiny.py (shrunk) trains with a finite, decreasing loss, evaluates and resumes."""
+    from conftest import write_scenes
+    from test_cli import flaxlm, read_metrics
+
+    corpus = write_scenes(tmp_path / "scenes.jsonl.gz", 60)
+    args = [
+        "train",
+        "--config=configs/t5_tiny.py",
+        f"--workdir={tmp_path / 'w'}",
+        f"--config.data.corpus={corpus}",
+        f"--config.data.data_dir={data_dir}",
+        "--config.model.vocab_size=600",
+        "--config.model.hidden_size=64",
+        "--config.model.mlp_dim=128",
+        "--config.model.head_dim=32",
+        "--config.data.seq_len=64",
+        "--config.model.max_len=64",
+        "--config.train.batch_size=8",
+        "--config.train.learning_rate=5e-3",
+        "--config.train.warmup_steps=5",
+        "--config.train.log_every=10",
+        "--config.train.eval_every=40",
+        "--config.train.eval_batches=1",
+        "--config.train.checkpoint_every=20",
+    ]
+    flaxlm(*args, "--config.train.num_steps=40", "--config.train.stop_at_step=20", data_dir=data_dir)
+    flaxlm(*args, "--config.train.num_steps=40", data_dir=data_dir)  # resumes at step 20
+    train, evals = read_metrics(tmp_path / "w")
+    losses = [r["loss"] for r in train]
+    assert [r["step"] for r in train][-1] == 40 and all(np.isfinite(losses))
+    assert losses[-1] < losses[0] - 0.3, losses  # 6.25 -> 5.75 when written
+    assert np.isfinite(evals[40]["eval_lm_loss"]) and evals[40]["eval_lm_loss"] < np.log(600)
