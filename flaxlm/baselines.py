@@ -48,12 +48,17 @@ def train_statistics(data) -> dict:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     tok, causal = data.tokenizer, data.settings.builder == "causal"
-    special = [tok.pad_id, tok.cls_id, tok.mask_id] + ([] if causal else [tok.sep_id])
-    counts = np.zeros(tok.vocab_size, np.int64)
+    # Span corruption (T5): the decoder's targets, sentinels and end-of-piece token included.
+    spans = data.settings.builder == "span_corruption"
+    special = [tok.pad_id, tok.cls_id, tok.mask_id] + ([] if causal or spans else [tok.sep_id])
+    counts = np.zeros(data.settings.model_vocab_size if spans else tok.vocab_size, np.int64)
     labels = np.zeros(2, np.int64)
     for i in range(len(data.train)):
         ex = data.train[i]
-        ids = original_ids(ex)[np.asarray(ex["segment_ids"]) > 0]
+        if spans:
+            ids = np.asarray(ex["targets"], np.int64)[np.asarray(ex["decoder_segment_ids"]) > 0]
+        else:
+            ids = original_ids(ex)[np.asarray(ex["segment_ids"]) > 0]
         counts += np.bincount(ids, minlength=tok.vocab_size)
         if "pair_label" in ex:
             labels[int(ex["pair_label"])] += 1
@@ -82,12 +87,15 @@ def evaluate(stats: dict, batches, objective: str) -> dict[str, float]:
     """The baselines' metrics on `batches` (the evaluation's own list), named like the model's."""
     logp = unigram_log_probs(stats["token_counts"])
     top = int(np.argmax(stats["token_counts"]))
-    name = "lm" if objective == "clm" else "mlm"
+    name = "lm" if objective in ("clm", "span_corruption") else "mlm"
     nll = correct = total = 0.0
     labels = np.zeros(2)
     for batch in batches:
         if objective == "clm":
             targets, weights = _next_token_targets(batch)
+        elif objective == "span_corruption":
+            targets = np.asarray(batch["targets"])
+            weights = (np.asarray(batch["decoder_segment_ids"]) != 0).astype(np.float64)
         else:
             targets, weights = np.asarray(batch["mlm_targets"]), np.asarray(batch["mlm_weights"], np.float64)
         nll -= float((logp[targets] * weights).sum())

@@ -16,6 +16,8 @@ from flaxlm.objectives import OBJECTIVES, has_pair_head, has_sbo_head
 
 ENCODER_BUILDERS = ("segment_pair", "sentence_pair", "full_sentences", "doc_sentences", "sop")
 DECODER_BUILDERS = ("causal",)
+ENCODER_DECODER_BUILDERS = ("span_corruption",)
+ARCHS = ("bert", "gpt", "t5")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -25,7 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
     # flaxlm.models.TransformerConfig plus `arch`.
     c.model = ml_collections.ConfigDict(
         dict(
-            arch="bert",  # "bert" (encoder) | "gpt" (decoder)
+            arch="bert",  # "bert" (encoder) | "gpt" (decoder) | "t5" (encoder-decoder)
             vocab_size=30522,
             hidden_size=768,
             num_layers=12,
@@ -39,7 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
             dropout_rate=0.1,
             attention_dropout_rate=0.1,
             pre_ln=False,
-            position_embedding="learned",  # "learned" | "sinusoidal"
+            position_embedding="learned",  # "learned" | "sinusoidal" | "relative" (T5 only)
             layer_norm_eps=1e-12,
             activation="gelu",  # "gelu" (erf, BERT) | "gelu_tanh" (GPT-2)
             initializer_range=0.02,
@@ -55,12 +57,24 @@ def base_config() -> ml_collections.ConfigDict:
             embedding_size=0,
             # cross-layer parameter sharing: "none" | "all" (ALBERT) | "attention" | "ffn"
             share_layers="none",
+            # T5's switches (see flaxlm.models.t5.T5_SWITCHES; the defaults are BERT's / GPT-2's):
+            norm="layer",  # "layer" | "rms" (T5: scale only, no mean, no bias)
+            use_bias=True,  # biases in the Dense layers (T5: none)
+            scale_attention=True,  # q.k / sqrt(head size) (T5: unscaled)
+            head_dim=0,  # attention head size; 0: hidden_size // num_heads (T5's d_kv)
+            gated_mlp=False,  # act(fc_in(x)) * fc_linear(x) (T5.1.1's gated GELU with gelu_tanh)
+            # position_embedding="relative" (T5): buckets of the per-head relative position bias
+            relative_attention_num_buckets=32,
+            relative_attention_max_distance=128,
+            num_decoder_layers=0,  # T5's decoder depth; 0: num_layers
+            tie_embeddings=True,  # T5: output projection = the shared embedding (False: an lm_head, T5.1.1)
         )
     )
 
     # What is learned: "mlm_nsp" (BERT), "mlm" (NSP removed), "mlm_sop" (ALBERT),
     # "mlm_sbo" (SpanBERT: MLM + span-boundary objective, needs data.span), "clm" (GPT,
-    # left-to-right). The pair head exists only for *_nsp/*_sop, the SBO head only for mlm_sbo.
+    # left-to-right), "span_corruption" (T5: needs arch t5 and data.builder span_corruption). The pair
+    # head exists only for *_nsp/*_sop, the SBO head only for mlm_sbo.
     c.objective = "mlm_nsp"
     c.pair_weight = 1.0  # total loss = MLM + pair_weight * NSP/SOP
 
@@ -94,6 +108,12 @@ def base_config() -> ml_collections.ConfigDict:
             # "other_source" (a source is one corpus of the spec; the default spec has four)
             nsp_negatives="any",
             validation_fraction=0.02,
+            # span_corruption (T5): noise_density of the tokens in spans of mean_noise_span_length,
+            # each replaced by a sentinel; the sentinels are the model's last num_sentinels ids (a
+            # trained tokenizer gets model.vocab_size - num_sentinels pieces)
+            noise_density=0.15,
+            mean_noise_span_length=3.0,
+            num_sentinels=100,
             seed=0,
             prefetch=4,  # batches prepared ahead on background threads
             # threads making training batches (0: in the training loop's thread), in each worker if any
@@ -180,9 +200,26 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
     if c.objective not in OBJECTIVES:
         fail(f"config.objective={c.objective!r} is unknown; choose one of {', '.join(OBJECTIVES)}")
-    if c.model.arch not in ("bert", "gpt"):
-        fail(f"config.model.arch={c.model.arch!r} is unknown; choose 'bert' or 'gpt'")
+    if c.model.arch not in ARCHS:
+        fail(f"config.model.arch={c.model.arch!r} is unknown; choose one of {', '.join(ARCHS)}")
     decoder = c.model.arch == "gpt"
+    t5 = c.model.arch == "t5"
+    if t5 != (c.objective == "span_corruption"):
+        fail(
+            f"config.objective={c.objective!r} does not fit config.model.arch={c.model.arch!r}: "
+            "use objective 'span_corruption' with arch 't5' (and only there)"
+        )
+    if t5:
+        if c.model.position_embedding != "relative":
+            fail("config.model.position_embedding must be 'relative' for arch 't5'")
+        if not 0.0 < c.data.noise_density < 1.0 or c.data.mean_noise_span_length < 1.0:
+            fail("config.data.noise_density must be in (0, 1) and mean_noise_span_length >= 1")
+        if c.data.num_sentinels < 1:
+            fail(f"config.data.num_sentinels={c.data.num_sentinels} must be >= 1 (one per noise span)")
+    elif c.model.position_embedding == "relative":
+        fail(
+            "config.model.position_embedding='relative' is T5's; arch 'bert' and 'gpt' use absolute positions"
+        )
     if c.model.share_layers not in SHARE_LAYERS:
         fail(
             f"config.model.share_layers={c.model.share_layers!r} is unknown; "
@@ -197,12 +234,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
             "config.model.embedding_size and config.model.share_layers (ALBERT) apply to arch 'bert' only; "
             "set them to 0 and 'none' for arch 'gpt'"
         )
-    if decoder != (c.objective == "clm"):
+    if not t5 and decoder != (c.objective == "clm"):
         fail(
             f"config.objective={c.objective!r} does not fit config.model.arch={c.model.arch!r}: "
             "use objective 'clm' with arch 'gpt', and an mlm* objective with arch 'bert'"
         )
-    builders = DECODER_BUILDERS if decoder else ENCODER_BUILDERS
+    builders = ENCODER_DECODER_BUILDERS if t5 else DECODER_BUILDERS if decoder else ENCODER_BUILDERS
     if c.data.builder not in builders:
         fail(
             f"config.data.builder={c.data.builder!r} is not valid for arch {c.model.arch!r}; "
@@ -294,7 +331,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
             f"config.train.batch_size={c.train.batch_size} is not divisible by "
             f"config.train.grad_accum_steps={c.train.grad_accum_steps}"
         )
-    if c.model.hidden_size % c.model.num_heads:
+    if not c.model.head_dim and c.model.hidden_size % c.model.num_heads:
         fail(
             f"config.model.hidden_size={c.model.hidden_size} is not divisible by "
             f"config.model.num_heads={c.model.num_heads}"
@@ -336,7 +373,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
             f"config.data.dupe_factor={c.data.dupe_factor} would make identical copies: builder "
             f"{c.data.builder!r} has no randomness; set --config.data.dupe_factor=1, or {fix}"
         )
-    if not decoder:
+    if not decoder and not t5:
         # BERT masks round(tokens x mask_prob) per sequence, capped at max_predictions (20 for seq 128).
         needed = max(1, round(c.data.seq_len * c.data.mask_prob))
         if c.data.max_predictions < needed:

@@ -10,7 +10,10 @@ from typing import Any, Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
-OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop", "mlm_sbo", "clm")
+OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop", "mlm_sbo", "clm", "span_corruption")
+
+# The batch fields of an encoder-decoder (T5) batch besides input_ids/segment_ids/positions.
+SEQ2SEQ_FIELDS = ("decoder_input_ids", "decoder_segment_ids", "decoder_positions")
 
 # The batch fields of SpanBERT's span-boundary objective (flaxlm.data.masking, sbo=True), in the order
 # BertForPreTraining takes them.
@@ -95,6 +98,30 @@ def causal_lm_loss(
     }
 
 
+def seq2seq_loss(
+    logits_BTV: jax.Array, targets_BT: jax.Array, decoder_segment_ids_BT: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Teacher-forced CE of an encoder-decoder: decoder position t predicts targets[t].
+
+    Every real decoder position (segment != 0) counts; metrics are named as the causal LM's
+    (lm_loss, lm_accuracy, lm_tokens, perplexity), over the decoder targets.
+    """
+    weights_BT = (decoder_segment_ids_BT != 0).astype(jnp.float32)
+    ce_BT, correct_BT = _cross_entropy(logits_BTV, targets_BT)
+    loss = _weighted_mean(ce_BT, weights_BT)
+    return loss, {
+        "lm_loss": loss,
+        "lm_accuracy": _weighted_mean(correct_BT, weights_BT),
+        "lm_tokens": jnp.sum(weights_BT),
+        "perplexity": jnp.exp(loss),
+    }
+
+
+def is_seq2seq(objective: str) -> bool:
+    """Whether `objective` trains an encoder-decoder (arch "t5") on inputs and decoder targets."""
+    return objective == "span_corruption"
+
+
 def pair_name(objective: str) -> str | None:
     """ "nsp" or "sop" for objectives with a sentence-pair head, else None."""
     return {"mlm_nsp": "nsp", "mlm_sop": "sop"}.get(objective)
@@ -130,11 +157,16 @@ def loss_terms(outputs: Any, batch: Mapping[str, jax.Array], *, objective: str) 
         term: the same targets and weights scored from outputs["sbo_logits"].
       "clm": outputs is GPTDecoder's logits_BTV; batch has input_ids and
         segment_ids.
+      "span_corruption": outputs is T5ForConditionalGeneration's logits_BTV; batch has
+        targets and decoder_segment_ids [B, T] (one "lm" term over the decoder targets).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r}; expected one of {OBJECTIVES}")
     if objective == "clm":
         loss, m = causal_lm_loss(outputs, batch["input_ids"], batch["segment_ids"])
+        return [LossTerm("lm", loss, m["lm_tokens"], m)]
+    if is_seq2seq(objective):
+        loss, m = seq2seq_loss(outputs, batch["targets"], batch["decoder_segment_ids"])
         return [LossTerm("lm", loss, m["lm_tokens"], m)]
     loss, m = mlm_loss(outputs["mlm_logits"], batch["mlm_targets"], batch["mlm_weights"])
     terms = [LossTerm("mlm", loss, m["mlm_count"], m)]

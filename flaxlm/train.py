@@ -32,7 +32,7 @@ from flaxlm import seeds as seeds_lib
 from flaxlm import sharding as sharding_lib
 from flaxlm import tokenizer_pin
 from flaxlm import train_step as step_lib
-from flaxlm.data import pipeline
+from flaxlm.data import builders, pipeline
 from flaxlm.data import prepare as prepare_lib
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,12 @@ def dummy_batch(config, batch_size: int = 1):
     z = lambda *s: np.zeros((batch_size, *s), np.int32)
     if config.objective == "clm":
         return {"input_ids": z(T), "segment_ids": z(T), "positions": z(T)}
+    if objectives.is_seq2seq(config.objective):
+        _, targets_length = builders.random_spans_helper(
+            T, config.data.noise_density, config.data.mean_noise_span_length
+        )
+        batch = {"input_ids": z(T), "segment_ids": z(T), "positions": z(T), "targets": z(targets_length)}
+        return {**batch, **{k: z(targets_length) for k in objectives.SEQ2SEQ_FIELDS}}
     batch = {
         "input_ids": z(T),
         "token_type_ids": z(T),
@@ -72,9 +78,10 @@ def dummy_batch(config, batch_size: int = 1):
 
 def init_state(model, tx, config, rng) -> step_lib.TrainState:
     batch = dummy_batch(config)
-    if config.objective == "clm":
+    if config.objective == "clm" or objectives.is_seq2seq(config.objective):
+        seq2seq = [batch[k] for k in objectives.SEQ2SEQ_FIELDS if k in batch]
         variables = model.init(
-            rng, batch["input_ids"], batch["segment_ids"], batch["positions"], deterministic=True
+            rng, batch["input_ids"], batch["segment_ids"], batch["positions"], *seq2seq, deterministic=True
         )
     else:
         variables = model.init(
@@ -124,6 +131,16 @@ def prepare_data(config) -> prepare_lib.PreparedData:
 
 
 def check_vocab(tok, config):
+    if config.data.builder == "span_corruption":
+        # The sentinels are the model's last ids, past the tokenizer's (flaxlm.data.builders.sentinel_ids).
+        if tok.vocab_size + config.data.num_sentinels > config.model.vocab_size:
+            raise config_lib.ConfigError(
+                f"the tokenizer has {tok.vocab_size} tokens and span corruption reserves "
+                f"config.data.num_sentinels={config.data.num_sentinels} sentinel ids after them, more than "
+                f"config.model.vocab_size={config.model.vocab_size}; set --config.model.vocab_size="
+                f"{tok.vocab_size + config.data.num_sentinels}"
+            )
+        return
     if tok.vocab_size != config.model.vocab_size:
         raise config_lib.ConfigError(
             f"the tokenizer has {tok.vocab_size} tokens but "
@@ -150,6 +167,10 @@ def check_resume_config(saved: dict, config) -> None:
         "embedding_size",  # ALBERT's factorisation and sharing, RoBERTa's position layout
         "share_layers",
         "position_offset",
+        "head_dim",  # T5's shape
+        "num_decoder_layers",
+        "gated_mlp",
+        "tie_embeddings",
     )
     diffs = [
         f"{k}: checkpoint {saved_model.get(k)!r} vs config {config.model[k]!r}"

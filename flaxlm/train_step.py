@@ -35,6 +35,8 @@ def batch_totals(batch, objective: str) -> dict[str, jax.Array]:
     """The count behind each loss term's mean, from the batch alone (no model)."""
     if objective == "clm":
         return {"lm": jnp.sum(objectives.next_token_weights(batch["segment_ids"]))}
+    if objectives.is_seq2seq(objective):
+        return {"lm": jnp.sum((batch["decoder_segment_ids"] != 0).astype(jnp.float32))}
     totals = {"mlm": jnp.sum(batch["mlm_weights"].astype(jnp.float32))}
     if objectives.pair_name(objective):
         totals["pair"] = jnp.asarray(batch["pair_label"].shape[0], jnp.float32)
@@ -45,12 +47,14 @@ def batch_totals(batch, objective: str) -> dict[str, jax.Array]:
 
 def apply_model(model, params, batch, *, objective: str, train: bool, rng=None):
     rngs = {"dropout": rng} if train else {}
-    if objective == "clm":
+    if objective == "clm" or objectives.is_seq2seq(objective):
+        seq2seq = [batch[k] for k in objectives.SEQ2SEQ_FIELDS] if objectives.is_seq2seq(objective) else []
         return model.apply(
             {"params": params},
             batch["input_ids"],
             batch["segment_ids"],
             batch["positions"],
+            *seq2seq,
             deterministic=not train,
             rngs=rngs,
         )

@@ -22,6 +22,8 @@ PRETRAINING = [
     "gpt_tiny",
     "gpt2_small",
     "gpt_1b",
+    "t5_tiny",
+    "t5_small",
 ]
 
 

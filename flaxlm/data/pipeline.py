@@ -36,9 +36,10 @@ def _mask_example(example, rng, *, cfg, special, vocab_size, word_starts):
 
 def with_dynamic_masks(ds: grain.MapDataset, data: prepare_lib.PreparedData) -> grain.MapDataset:
     """Masks each example as it is read (rng from the seed and the element's global index), unless
-    masks were fixed at preparation (static masking) or the objective has none (causal LM)."""
+    masks were fixed at preparation (static masking) or the objective has none (causal LM, T5's
+    span corruption, whose noise is drawn at preparation)."""
     s = data.settings
-    if s.builder == "causal" or s.static_masking:
+    if s.builder in prepare_lib.PACKED_BUILDERS or s.static_masking:
         return ds
     tok = data.tokenizer
     word_starts = prepare_lib.word_start_table(tok) if prepare_lib.uses_words(s) else None

@@ -60,10 +60,22 @@ class DataSettings:
     ngram: bool = False
     max_ngram: int = 3
     sbo: bool = False  # SpanBERT's span-boundary targets wanted (objective mlm_sbo)
+    # span_corruption (T5): sentinels are the last num_sentinels ids of model_vocab_size
+    noise_density: float = 0.15
+    mean_noise_span_length: float = 3.0
+    num_sentinels: int = 0
+    model_vocab_size: int = 0
 
 
-def settings_from_config(data_cfg, pair_labels: bool, sbo: bool = False) -> DataSettings:
+def settings_from_config(
+    data_cfg, pair_labels: bool, sbo: bool = False, model_vocab_size: int = 0
+) -> DataSettings:
+    spans = data_cfg.builder == "span_corruption"
     return DataSettings(
+        noise_density=data_cfg.noise_density,
+        mean_noise_span_length=data_cfg.mean_noise_span_length,
+        num_sentinels=data_cfg.num_sentinels if spans else 0,
+        model_vocab_size=model_vocab_size if spans else 0,
         builder=data_cfg.builder,
         seq_len=data_cfg.seq_len,
         max_predictions=data_cfg.max_predictions,
@@ -81,6 +93,10 @@ def settings_from_config(data_cfg, pair_labels: bool, sbo: bool = False) -> Data
         max_ngram=data_cfg.max_ngram,
         sbo=sbo,
     )
+
+
+# Builders whose rows are packed and complete as prepared: no padding step, no MLM masks.
+PACKED_BUILDERS = ("causal", "span_corruption")
 
 
 def masking_config(s: DataSettings) -> masking.MaskingConfig:
@@ -158,6 +174,14 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
                 k: tfds.features.Tensor(shape=(T,), dtype=np.int32)
                 for k in ("input_ids", "segment_ids", "positions")
             }
+        elif s.builder == "span_corruption":
+            _, targets_length = builders.random_spans_helper(T, s.noise_density, s.mean_noise_span_length)
+            features = {
+                k: tfds.features.Tensor(shape=(T,), dtype=np.int32)
+                for k in ("input_ids", "segment_ids", "positions")
+            }
+            for k in ("targets", "decoder_input_ids", "decoder_segment_ids", "decoder_positions"):
+                features[k] = tfds.features.Tensor(shape=(targets_length,), dtype=np.int32)
         else:
             features = {
                 k: tfds.features.Tensor(shape=(T,), dtype=np.int32)
@@ -208,6 +232,17 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
                 examples = builders.pack_causal(
                     tok_docs, s.seq_len, eos_id=tok.sep_id, pad_id=tok.pad_id, stats=build_stats
                 )
+            elif s.builder == "span_corruption":
+                examples = builders.span_corruption(
+                    tok_docs,
+                    s.seq_len,
+                    rng,
+                    eos_id=tok.sep_id,
+                    sentinels=builders.sentinel_ids(s.model_vocab_size, s.num_sentinels),
+                    noise_density=s.noise_density,
+                    mean_noise_span_length=s.mean_noise_span_length,
+                    stats=build_stats,
+                )
             else:
                 options = {"short_seq_prob": s.short_seq_prob} if s.builder == "segment_pair" else {}
                 if s.builder in ("segment_pair", "sentence_pair"):
@@ -217,7 +252,7 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
                     s.builder, tok_docs, s.seq_len, rng, special, stats=build_stats, **options
                 )
             for ex in examples:
-                if s.builder != "causal":
+                if s.builder not in PACKED_BUILDERS:
                     ex = builders.pad_encoder_example(ex, s.seq_len, tok.pad_id)
                     if s.static_masking:
                         ex = masking.apply_masking(
@@ -356,12 +391,21 @@ def tokenizer_cache_key(
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def tokenizer_vocab_size(data_cfg, model_vocab_size: int) -> int:
+    """Pieces of the sentencepiece model to train: the model's vocabulary, less the span-corruption
+    sentinels, which are its last ids (<extra_id_0> = vocab_size - 1, as HF T5's tokenizer has them)."""
+    if data_cfg.builder == "span_corruption":
+        return model_vocab_size - data_cfg.num_sentinels
+    return model_vocab_size
+
+
 def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) -> PreparedData:
     """Prepares (or reuses) the ArrayRecord shards for this data config; returns their sources.
 
     pair_labels: whether examples carry NSP/SOP labels (the objective has a pair head).
     sbo: whether masks carry SpanBERT's span-boundary targets (the objective is mlm_sbo).
-    vocab_size: of the sentencepiece model to train when `data_cfg.tokenizer` is empty.
+    vocab_size: the model's; the sentencepiece model trained when `data_cfg.tokenizer` is empty has
+    `tokenizer_vocab_size` pieces.
     """
     data_dir = data_cfg.data_dir or default_data_dir()
     try:
@@ -371,8 +415,8 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
             f"cannot create the data dir {data_dir} ({e.strerror}); set config.data.data_dir or "
             "$FLAXLM_DATA_DIR to a writable folder"
         ) from None
-    tok = get_tokenizer(data_cfg, vocab_size, data_dir)
-    settings = settings_from_config(data_cfg, pair_labels, sbo)
+    tok = get_tokenizer(data_cfg, tokenizer_vocab_size(data_cfg, vocab_size), data_dir)
+    settings = settings_from_config(data_cfg, pair_labels, sbo, vocab_size)
     key = {
         "format": FORMAT_VERSION,
         "corpus": corpus_lib.corpus_fingerprint(data_cfg.corpus),
@@ -385,6 +429,9 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
         del key["settings"]["ngram"], key["settings"]["max_ngram"]
     if not settings.sbo:  # no span-boundary targets: the datasets of before the option existed
         del key["settings"]["sbo"]
+    if settings.builder != "span_corruption":  # T5's noise settings: the datasets of before they existed
+        for k in ("noise_density", "mean_noise_span_length", "num_sentinels", "model_vocab_size"):
+            del key["settings"][k]
     if settings.dupe_factor > 1:
         # dupe_factor once copied the validation split too: those datasets must not be reused
         # (a key of its own, rather than a FORMAT_VERSION bump, keeps the dupe_factor=1 caches).

@@ -1,4 +1,4 @@
-"""Hugging Face interoperability: HF BERT / ALBERT / RoBERTa / GPT-2 model directories <-> flaxlm parameters.
+"""Hugging Face interoperability: HF BERT / ALBERT / RoBERTa / GPT-2 / T5 directories <-> flaxlm parameters.
 
     model_cfg, params, tokenizer = load_hf("path/to/hf_dir")
     model = flaxlm.models.get_model(model_cfg)      # BertForPreTraining or GPTDecoder
@@ -30,6 +30,11 @@ tokenizer files. Supported:
     <mask> <unk> (see flaxlm.data.bpe).
   GPT-2 (model_type "gpt2"): GPT2LMHeadModel, GPT2Model (the LM head is tied to the
     word embeddings in both).
+  T5 (model_type "t5"): T5ForConditionalGeneration, T5Model, as flaxlm's arch "t5"
+    (flaxlm.models.t5): T5 (ReLU, tied output projection) and T5.1.1 (feed_forward_proj
+    "gated-gelu", tie_word_embeddings false: an lm_head of its own). The stacks' embed_tokens
+    are the shared embedding and are not written. An untied T5Model has no lm_head: its params
+    lack it and heads_of gives [].
 
 Weight layouts: torch's nn.Linear stores [out, in] and flax's Dense kernel is
 [in, out], so BERT's linear weights are transposed. GPT-2's Conv1D weights are
@@ -63,6 +68,7 @@ from flaxlm.hf.configs import (
     CONFIG_FILE,
     GPT_ARCHITECTURES,
     ROBERTA_ARCHITECTURES,
+    T5_ARCHITECTURES,
     TO_HF_ACTIVATION,
     albert_hf_config,
     albert_model_cfg,
@@ -78,6 +84,9 @@ from flaxlm.hf.configs import (
     read_config,
     roberta_hf_config,
     roberta_model_cfg,
+    t5_hf_config,
+    t5_model_cfg,
+    is_t5_shaped,
 )
 from flaxlm.hf.tokenizer_files import TOKENIZER_CONFIG_FILE, read_tokenizer, save_tokenizer, tokenizer_config
 from flaxlm.hf.weights import (
@@ -91,6 +100,7 @@ from flaxlm.hf.weights import (
     gpt_weights,
     read_weights,
     roberta_weights,
+    t5_weights,
     to_flaxlm,
     to_hf,
 )
@@ -174,7 +184,7 @@ _ENCODERS = {
 
 
 def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
-    """Reads an HF BERT, ALBERT, RoBERTa or GPT-2 directory: returns (model_cfg, params, tokenizer).
+    """Reads an HF BERT, ALBERT, RoBERTa, GPT-2 or T5 directory: returns (model_cfg, params, tokenizer).
 
     model_cfg: a plain dict of flaxlm config.model fields (plus pair_head), ready
     for `flaxlm.models.get_model`. params: the nested dict of float32 numpy
@@ -213,11 +223,27 @@ def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
         rules = gpt_weights(model_cfg["num_layers"], prefix=prefix)
         tied = {"lm_head.weight": f"{prefix}wte.weight"}
         ignored = set()
+    elif model_type == "t5":
+        check_architecture(hf_config, T5_ARCHITECTURES, source)
+        model_cfg = t5_model_cfg(hf_config, source)
+        weights = read_weights(path)
+        tied = {f"{stack}.embed_tokens.weight": "shared.weight" for stack in ("encoder", "decoder")}
+        lm_head = not model_cfg["tie_embeddings"] and "lm_head.weight" in weights
+        if model_cfg["tie_embeddings"]:
+            tied["lm_head.weight"] = "shared.weight"
+        rules = t5_weights(
+            model_cfg["num_layers"],
+            model_cfg["num_decoder_layers"],
+            gated=model_cfg["gated_mlp"],
+            lm_head=lm_head,
+        )
+        ignored = set()
     else:
         raise HFError(
             f"{source}: model_type {model_type!r} is not supported; flaxlm imports 'bert' "
             f"({', '.join(BERT_ARCHITECTURES)}), 'albert' ({', '.join(ALBERT_ARCHITECTURES)}), "
-            f"'roberta' ({', '.join(ROBERTA_ARCHITECTURES)}) and 'gpt2' ({', '.join(GPT_ARCHITECTURES)})"
+            f"'roberta' ({', '.join(ROBERTA_ARCHITECTURES)}), 'gpt2' ({', '.join(GPT_ARCHITECTURES)}) "
+            f"and 't5' ({', '.join(T5_ARCHITECTURES)})"
         )
 
     for name, tied_to in tied.items():
@@ -227,7 +253,13 @@ def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
                 "embeddings, so untied checkpoints are not supported"
             )
     known = {r.hf for r in rules} | set(tied) | ignored
-    supported = BERT_ARCHITECTURES + ALBERT_ARCHITECTURES + ROBERTA_ARCHITECTURES + GPT_ARCHITECTURES
+    supported = (
+        BERT_ARCHITECTURES
+        + ALBERT_ARCHITECTURES
+        + ROBERTA_ARCHITECTURES
+        + GPT_ARCHITECTURES
+        + T5_ARCHITECTURES
+    )
     unexpected = sorted(k for k in weights if k not in known and not k.endswith(BUFFER_SUFFIXES))
     if unexpected:
         more = f" and {len(unexpected) - 3} more" if len(unexpected) > 3 else ""
@@ -274,8 +306,10 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
     model_cfg = dict(model_cfg)
     arch = model_cfg.get("arch")
     params = jax.device_get(params)
-    if arch not in ("bert", "gpt"):
-        raise HFError(f"model arch {arch!r} cannot be saved in Hugging Face format; expected 'bert' or 'gpt'")
+    if arch not in ("bert", "gpt", "t5"):
+        raise HFError(
+            f"model arch {arch!r} cannot be saved in Hugging Face format; expected 'bert', 'gpt' or 't5'"
+        )
     if model_cfg.get("activation", "gelu") not in TO_HF_ACTIVATION:
         raise HFError(f"activation {model_cfg['activation']!r} has no Hugging Face equivalent")
     base = base_model_cfg()
@@ -287,6 +321,8 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
         # releases are BERT encoders with their MLM head, as this export is.
         params = {k: v for k, v in params.items() if k not in SBO_PARAMS}
     check_shapes(model_cfg, params, f"the {arch} parameters")
+    if arch == "t5" and is_t5_shaped(model_cfg):
+        raise HFError(f"a t5 model with {is_t5_shaped(model_cfg)} has no Hugging Face equivalent")
     if model_cfg["position_embedding"] == "sinusoidal":
         table = layers.sinusoidal_table(model_cfg["max_len"], model_cfg["hidden_size"])
         params = {k: dict(v) if isinstance(v, dict) else v for k, v in params.items()}
@@ -333,6 +369,19 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
             prefix = "" if architecture == "BertModel" else "bert."
             rules = bert_weights(model_cfg["num_layers"], prefix=prefix, pooler=pooler, mlm=mlm, pair=pair)
             hf_config = bert_hf_config(model_cfg, architecture, pad_id)
+    elif arch == "t5":
+        lm_head = "lm_head" in params
+        architecture = (
+            "T5Model" if not (model_cfg["tie_embeddings"] or lm_head) else "T5ForConditionalGeneration"
+        )
+        rules = t5_weights(
+            model_cfg["num_layers"],
+            model_cfg["num_decoder_layers"] or model_cfg["num_layers"],
+            gated=model_cfg["gated_mlp"],
+            lm_head=lm_head,
+        )
+        pad_eos = (tokenizer.pad_id, tokenizer.sep_id) if tokenizer else (0, 1)  # T5Config's
+        hf_config = t5_hf_config(model_cfg, architecture, *pad_eos)
     else:
         rules = gpt_weights(model_cfg["num_layers"], prefix="transformer.")
         hf_config = gpt_hf_config(model_cfg, tokenizer.sep_id if tokenizer else None)

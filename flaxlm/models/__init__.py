@@ -1,4 +1,4 @@
-"""Model zoo: `get_model(model_cfg)` builds a BERT or GPT module from a config."""
+"""Model zoo: `get_model(model_cfg)` builds a BERT, GPT or T5 module from a config."""
 
 import dataclasses
 from typing import Any, Mapping
@@ -11,10 +11,18 @@ from flaxlm.errors import ConfigError
 from flaxlm.models.bert import BertEncoder, BertForPreTraining
 from flaxlm.models.gpt import GPTDecoder
 from flaxlm.models.layers import TransformerConfig
+from flaxlm.models.t5 import T5ForConditionalGeneration
 
-__all__ = ["BertEncoder", "BertForPreTraining", "GPTDecoder", "TransformerConfig", "get_model"]
+__all__ = [
+    "BertEncoder",
+    "BertForPreTraining",
+    "GPTDecoder",
+    "T5ForConditionalGeneration",
+    "TransformerConfig",
+    "get_model",
+]
 
-_ARCHS = {"bert": BertForPreTraining, "gpt": GPTDecoder}
+_ARCHS = {"bert": BertForPreTraining, "gpt": GPTDecoder, "t5": T5ForConditionalGeneration}
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -27,7 +35,7 @@ def _to_dtype(name: str, value: Any) -> Any:
 
 
 def get_model(model_cfg: Mapping[str, Any]) -> nn.Module:
-    """Builds BertForPreTraining (arch "bert") or GPTDecoder (arch "gpt").
+    """Builds BertForPreTraining (arch "bert"), GPTDecoder (arch "gpt") or T5ForConditionalGeneration ("t5").
 
     model_cfg: an ml_collections.ConfigDict (or dict) with `arch` plus any
     TransformerConfig fields; dtype/param_dtype are strings like "bfloat16".

@@ -9,7 +9,6 @@ import dataclasses
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from flaxlm.models import layers
 from flaxlm.models.layers import TransformerConfig
@@ -61,7 +60,7 @@ class GPTDecoder(nn.Module):
 
         mask_B1TT = layers.make_attention_mask(segment_ids, causal=True)
         if cfg.decode:  # over the cache slots instead: [B, 1, T, S]
-            mask_B1TT = self._decode_mask(segment_ids)
+            mask_B1TT, _ = layers.decode_mask(self, segment_ids)
         block = layers.block_class(block_cfg)
         for i in range(cfg.num_layers):
             x_BTD = layers.constrain_batch(
@@ -71,25 +70,3 @@ class GPTDecoder(nn.Module):
         if return_hidden:
             return x_BTD
         return word_embeddings.attend(x_BTD)
-
-    def _decode_mask(self, segment_ids_BT: jax.Array) -> jax.Array:
-        """mask_B1TS: new token t (slot index + t) sees written slot s <= index + t of its own segment.
-
-        Keeps the segment ids of the cache slots in the "cache" collection; unwritten slots hold
-        segment 0 (padding), so they are never seen. On the init call: the ordinary causal mask.
-        """
-        initialized = self.has_variable("cache", "segment_ids")
-        segments_BS = self.variable("cache", "segment_ids", jnp.zeros, segment_ids_BT.shape, jnp.int32)
-        index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
-        if not initialized:
-            return layers.make_attention_mask(segment_ids_BT, causal=True)
-        t = segment_ids_BT.shape[1]
-        segments_BS.value = jax.lax.dynamic_update_slice(
-            segments_BS.value, segment_ids_BT.astype(jnp.int32), (0, index.value)
-        )
-        seg_k_B1S = segments_BS.value[:, None, :]
-        slot_1S = jnp.arange(seg_k_B1S.shape[-1])[None, :]
-        query_slot_T1 = index.value + jnp.arange(t)[:, None]
-        mask_BTS = (segment_ids_BT[:, :, None] == seg_k_B1S) & (seg_k_B1S != 0) & (slot_1S <= query_slot_T1)
-        index.value = index.value + t
-        return mask_BTS[:, None, :, :]
