@@ -88,8 +88,10 @@ def base_config() -> ml_collections.ConfigDict:
             tokenizer="",
             tokenizer_type="unigram",  # when training one: "unigram" | "bpe"
             # when training one: on a uniform sample of this many training sentences, drawn with
-            # data.seed (0: all of them); a corpus with fewer is used whole, whatever the seed
+            # tokenizer_seed (0: all of them); a corpus with fewer is used whole, whatever the seed
             tokenizer_sample_sentences=10_000_000,
+            # the sample's seed, apart from data.seed so that a study's seeds share one vocabulary
+            tokenizer_seed=0,
             builder="segment_pair",  # see flaxlm.data.builders.BUILDERS, or "causal" for decoders
             seq_len=128,
             max_predictions=20,  # MLM predictions per sequence (BERT: 20 for 128, 80 for 512)

@@ -268,6 +268,17 @@ def test_the_tokenizer_sample_is_in_the_cache_key_and_the_metadata(data_dir, sma
         "fingerprint": sampled.tokenizer.fingerprint,
         "trained_on": {"validation_fraction": 0.1, "sample_sentences": 1500, "seed": 0},
     }
+    # The sample follows data.tokenizer_seed, not data.seed: a study's seeds share one vocabulary.
+    other_data_seed = config_for("full_sentences", data_dir, small_corpus, tokenizer_sample_sentences=1500)
+    other_data_seed.data.seed = 1
+    assert prepare_lib.get_tokenizer(other_data_seed.data, 1000, data_dir).path == sampled.tokenizer.path
+    other_sample = config_for(
+        "full_sentences", data_dir, small_corpus, tokenizer_sample_sentences=1500, tokenizer_seed=1
+    )
+    assert (
+        prepare_lib.get_tokenizer(other_sample.data, 1000, data_dir).fingerprint
+        != sampled.tokenizer.fingerprint
+    )
 
 
 def test_a_saved_config_finds_the_tokenizer_its_run_trained_before_and_after_the_sample_setting(

@@ -370,8 +370,12 @@ def get_tokenizer(data_cfg, vocab_size: int, data_dir: str):
 
 def tokenizer_training(data_cfg) -> dict[str, int]:
     """What a sentencepiece model trained for this data config is trained on, beyond the corpus and
-    split: a sample of `sample_sentences` training sentences (0: all) drawn with `seed` (data.seed)."""
-    return {"sample_sentences": data_cfg.tokenizer_sample_sentences, "seed": data_cfg.seed}
+    split: a sample of `sample_sentences` training sentences (0: all) drawn with `seed`.
+
+    The seed is data.tokenizer_seed, not data.seed: the seeds of a study vary the data's order,
+    pairs and masks, and all of its runs keep one vocabulary, so their losses count the same pieces.
+    """
+    return {"sample_sentences": data_cfg.tokenizer_sample_sentences, "seed": data_cfg.tokenizer_seed}
 
 
 def tokenizer_cache_key(

@@ -192,7 +192,7 @@ def sample_sentences(sentences: Iterable[str], max_sentences: int, seed: int) ->
 
     (We sample here rather than with sentencepiece's ``input_sentence_size`` /
     ``shuffle_input_sentence``: sentencepiece 0.2.3 draws the same sample whatever
-    ``set_random_generator_seed`` says, so its sample cannot follow ``data.seed``.)
+    ``set_random_generator_seed`` says, so its sample cannot follow ``data.tokenizer_seed``.)
     """
     if max_sentences < 0:
         raise TokenizerError(f"max_sentences={max_sentences} must be >= 0 (0: all sentences)")

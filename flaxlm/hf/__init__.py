@@ -482,7 +482,7 @@ def workdir_tokenizer(config: dict) -> Tokenizer | None:
                 data.get("validation_fraction", 0.02),
                 # None (a config from before the setting): the key its model was cached under
                 data.get("tokenizer_sample_sentences"),
-                data.get("seed", 0),
+                data.get("tokenizer_seed", 0),
             )
         except FlaxlmError:  # the corpus files are gone, so the cache key cannot be rebuilt
             return None
