@@ -3,6 +3,9 @@
 embeddings (word + learned position, dropout)
   -> num_layers pre-LN Transformer blocks with a causal, per-document mask
   -> final LayerNorm -> LM head tied to the word embeddings (no bias).
+
+Given a prefix_mask, the same model is a prefix LM (Raffel et al., 2020, §3.2.1): each document's
+prefix attends to itself bidirectionally, the rest causally.
 """
 
 import dataclasses
@@ -19,6 +22,8 @@ class GPTDecoder(nn.Module):
 
     segment_ids: 0 = padding, k >= 1 = k-th packed document; positions: index
     within the document. Query t sees keys s <= t of its own document only.
+    prefix_mask (prefix LM; None: plain causal LM): int [B, T], nonzero on each document's
+    first positions, its prefix, whose keys every query of the document sees as well.
     Blocks are always pre-LN (GPT-2), whatever config.pre_ln says; there are no
     token-type embeddings.
 
@@ -39,6 +44,7 @@ class GPTDecoder(nn.Module):
         input_ids: jax.Array,
         segment_ids: jax.Array,
         positions: jax.Array,
+        prefix_mask: jax.Array | None = None,
         *,
         deterministic: bool,
         return_hidden: bool = False,
@@ -58,13 +64,17 @@ class GPTDecoder(nn.Module):
         )
         x_BTD = layers.constrain_batch(layers.Dropout(cfg.dropout_rate)(x_BTD, deterministic=deterministic))
 
-        mask_B1TT = layers.make_attention_mask(segment_ids, causal=True)
+        mask_B1TT = layers.make_attention_mask(segment_ids, causal=True, prefix_BT=prefix_mask)
         if cfg.decode:  # over the cache slots instead: [B, 1, T, S]
+            if prefix_mask is not None:
+                raise ValueError("prefix_mask is for training and scoring; decoding caches causal attention")
             mask_B1TT, _ = layers.decode_mask(self, segment_ids)
+        # With a prefix the mask is not causal: no causal hint for cuDNN, which would apply one.
+        causal = prefix_mask is None
         block = layers.block_class(block_cfg)
         for i in range(cfg.num_layers):
             x_BTD = layers.constrain_batch(
-                block(block_cfg, causal=True, name=f"block_{i}")(x_BTD, mask_B1TT, deterministic)
+                block(block_cfg, causal=causal, name=f"block_{i}")(x_BTD, mask_B1TT, deterministic)
             )
         x_BTD = layers.layer_norm(cfg, "final_norm")(x_BTD)
         if return_hidden:

@@ -312,18 +312,26 @@ class Dropout(nn.Module):
         return dropout(x, self.rate, self.make_rng("dropout"))
 
 
-def make_attention_mask(segment_ids_BT: jax.Array, causal: bool) -> jax.Array:
-    """Boolean mask_B1TT: query i sees key j iff seg[i] == seg[j] != 0 (and j <= i).
+def make_attention_mask(
+    segment_ids_BT: jax.Array, causal: bool, prefix_BT: jax.Array | None = None
+) -> jax.Array:
+    """Boolean mask_B1TT: query i sees key j iff seg[i] == seg[j] != 0 (and j <= i, or j in the prefix).
 
     Packed documents never attend to each other and padding (segment 0) attends
     to nothing; such rows are handled in `dot_product_attention`.
+    prefix_BT (a prefix LM, causal only): nonzero at each document's first positions, its prefix,
+    which every query of the document sees, so the prefix attends to itself bidirectionally and
+    the rest causally. None: the plain causal mask.
     """
     seg_q_BT1 = segment_ids_BT[:, :, None]
     seg_k_B1T = segment_ids_BT[:, None, :]
     mask_BTT = (seg_q_BT1 == seg_k_B1T) & (seg_k_B1T != 0)
     if causal:
         t = segment_ids_BT.shape[1]
-        mask_BTT &= jnp.tril(jnp.ones((t, t), dtype=jnp.bool_))
+        visible_BTT = jnp.tril(jnp.ones((t, t), dtype=jnp.bool_))
+        if prefix_BT is not None:
+            visible_BTT = visible_BTT | (prefix_BT != 0)[:, None, :]
+        mask_BTT &= visible_BTT
     return mask_BTT[:, None, :, :]
 
 
