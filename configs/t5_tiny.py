@@ -9,6 +9,13 @@ spans (lm_loss / perplexity are over those decoder targets). Inputs of seq_len 1
 141 tokens; the targets are 29 long (flaxlm.data.builders.random_spans_helper). The trained
 sentencepiece model has 7900 pieces; ids 7900..7999 are the 100 sentinels (<extra_id_0> = 7999).
 Blocks are T5's (RMS norm, no biases, relative position bias, ReLU MLP, tied output).
+
+T5's BERT-style objective (its Table 4) on the same model and vocabulary:
+  flaxlm train --config=configs/t5_tiny.py --workdir=/tmp/t5_iid \
+    --config.objective=iid_denoising --config.data.builder=iid_denoising
+Each token is noise with probability 0.15 (data.noise_density), 90% of it replaced by the sentinel
+<extra_id_0>, 10% by a random token; the decoder predicts the whole original piece, so its targets are
+128 long (not 29) and a step costs more (experiments/common/flops.py counts it).
 Not yet measured end to end on the reference CPUs (the recipe runs; see tests/test_t5.py).
 """
 

@@ -12,11 +12,18 @@ from flaxlm.errors import ConfigError  # noqa: F401  (re-exported: config.Config
 from flaxlm import sharding
 from flaxlm.data.builders import NSP_NEGATIVES
 from flaxlm.models.layers import SHARE_LAYERS
-from flaxlm.objectives import OBJECTIVES, has_pair_head, has_sbo_head
+from flaxlm.objectives import DECODER_OBJECTIVES, OBJECTIVES, SEQ2SEQ_OBJECTIVES, has_pair_head, has_sbo_head
 
 ENCODER_BUILDERS = ("segment_pair", "sentence_pair", "full_sentences", "doc_sentences", "sop")
-DECODER_BUILDERS = ("causal",)
-ENCODER_DECODER_BUILDERS = ("span_corruption",)
+DECODER_BUILDERS = ("causal", "prefix_lm")
+ENCODER_DECODER_BUILDERS = ("span_corruption", "iid_denoising")
+# The builder each decoder and encoder-decoder objective trains on (an encoder's choose among theirs).
+OBJECTIVE_BUILDERS = {
+    "clm": "causal",
+    "prefix_lm": "prefix_lm",
+    "span_corruption": "span_corruption",
+    "iid_denoising": "iid_denoising",
+}
 ARCHS = ("bert", "gpt", "t5")
 
 
@@ -73,8 +80,11 @@ def base_config() -> ml_collections.ConfigDict:
 
     # What is learned: "mlm_nsp" (BERT), "mlm" (NSP removed), "mlm_sop" (ALBERT),
     # "mlm_sbo" (SpanBERT: MLM + span-boundary objective, needs data.span), "clm" (GPT,
-    # left-to-right), "span_corruption" (T5: needs arch t5 and data.builder span_corruption). The pair
-    # head exists only for *_nsp/*_sop, the SBO head only for mlm_sbo.
+    # left-to-right), "prefix_lm" (arch gpt: a bidirectional prefix, then left-to-right; data.builder
+    # prefix_lm), "span_corruption" (T5: needs arch t5 and data.builder span_corruption),
+    # "iid_denoising" (T5's BERT-style objective: arch t5, data.builder iid_denoising). The builder
+    # is named as the objective (clm: "causal"). The pair head exists only for *_nsp/*_sop, the SBO
+    # head only for mlm_sbo.
     c.objective = "mlm_nsp"
     c.pair_weight = 1.0  # total loss = MLM + pair_weight * NSP/SOP
 
@@ -92,7 +102,9 @@ def base_config() -> ml_collections.ConfigDict:
             tokenizer_sample_sentences=10_000_000,
             # the sample's seed, apart from data.seed so that a study's seeds share one vocabulary
             tokenizer_seed=0,
-            builder="segment_pair",  # see flaxlm.data.builders.BUILDERS, or "causal" for decoders
+            # see flaxlm.data.builders.BUILDERS; decoders: "causal" | "prefix_lm"; T5: "span_corruption" |
+            # "iid_denoising" (config.OBJECTIVE_BUILDERS)
+            builder="segment_pair",
             seq_len=128,
             max_predictions=20,  # MLM predictions per sequence (BERT: 20 for 128, 80 for 512)
             # "dynamic": new mask each time an example is seen (RoBERTa); "static": fixed when prepared (BERT)
@@ -112,7 +124,9 @@ def base_config() -> ml_collections.ConfigDict:
             validation_fraction=0.02,
             # span_corruption (T5): noise_density of the tokens in spans of mean_noise_span_length,
             # each replaced by a sentinel; the sentinels are the model's last num_sentinels ids (a
-            # trained tokenizer gets model.vocab_size - num_sentinels pieces)
+            # trained tokenizer gets model.vocab_size - num_sentinels pieces). iid_denoising: each
+            # token is noise with probability noise_density, 90% of it the first sentinel, 10% a
+            # random token (num_sentinels reserved all the same, so it shares span corruption's vocabulary)
             noise_density=0.15,
             mean_noise_span_length=3.0,
             num_sentinels=100,
@@ -206,10 +220,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
         fail(f"config.model.arch={c.model.arch!r} is unknown; choose one of {', '.join(ARCHS)}")
     decoder = c.model.arch == "gpt"
     t5 = c.model.arch == "t5"
-    if t5 != (c.objective == "span_corruption"):
+    if t5 != (c.objective in SEQ2SEQ_OBJECTIVES):
         fail(
             f"config.objective={c.objective!r} does not fit config.model.arch={c.model.arch!r}: "
-            "use objective 'span_corruption' with arch 't5' (and only there)"
+            f"use objective {' or '.join(SEQ2SEQ_OBJECTIVES)} with arch 't5' (and only there)"
         )
     if t5:
         if c.model.position_embedding != "relative":
@@ -236,16 +250,22 @@ def validate(c: ml_collections.ConfigDict) -> None:
             "config.model.embedding_size and config.model.share_layers (ALBERT) apply to arch 'bert' only; "
             "set them to 0 and 'none' for arch 'gpt'"
         )
-    if not t5 and decoder != (c.objective == "clm"):
+    if not t5 and decoder != (c.objective in DECODER_OBJECTIVES):
         fail(
             f"config.objective={c.objective!r} does not fit config.model.arch={c.model.arch!r}: "
-            "use objective 'clm' with arch 'gpt', and an mlm* objective with arch 'bert'"
+            f"use objective {' or '.join(DECODER_OBJECTIVES)} with arch 'gpt', and an mlm* objective "
+            "with arch 'bert'"
         )
     builders = ENCODER_DECODER_BUILDERS if t5 else DECODER_BUILDERS if decoder else ENCODER_BUILDERS
     if c.data.builder not in builders:
         fail(
             f"config.data.builder={c.data.builder!r} is not valid for arch {c.model.arch!r}; "
             f"choose one of {', '.join(builders)}"
+        )
+    builder = OBJECTIVE_BUILDERS.get(c.objective)
+    if builder and c.data.builder != builder:
+        fail(
+            f"config.objective={c.objective!r} needs config.data.builder={builder!r}, not {c.data.builder!r}"
         )
     if c.objective == "mlm_sop" and c.data.builder != "sop":
         fail("config.objective='mlm_sop' needs config.data.builder='sop'")

@@ -10,7 +10,11 @@ from typing import Any, Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
-OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop", "mlm_sbo", "clm", "span_corruption")
+OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop", "mlm_sbo", "clm", "prefix_lm", "span_corruption", "iid_denoising")
+# A decoder-only model (arch "gpt"): left to right, or a prefix LM.
+DECODER_OBJECTIVES = ("clm", "prefix_lm")
+# T5's (arch "t5"): span corruption (the paper's final objective), BERT-style i.i.d. denoising (Table 4).
+SEQ2SEQ_OBJECTIVES = ("span_corruption", "iid_denoising")
 
 # The batch fields of an encoder-decoder (T5) batch besides input_ids/segment_ids/positions.
 SEQ2SEQ_FIELDS = ("decoder_input_ids", "decoder_segment_ids", "decoder_positions")
@@ -78,16 +82,34 @@ def next_token_weights(segment_ids_BT: jax.Array) -> jax.Array:
     return jnp.concatenate([same_doc_BT, jnp.zeros_like(same_doc_BT[:, :1])], axis=1).astype(jnp.float32)
 
 
+def prefix_lm_weights(segment_ids_BT: jax.Array, prefix_mask_BT: jax.Array) -> jax.Array:
+    """[B,T] float32: next_token_weights where the target t+1 is not in its document's prefix.
+
+    A prefix LM scores only the continuation: the prefix is its input, seen bidirectionally.
+    """
+    continuation_BT = jnp.concatenate(
+        [prefix_mask_BT[:, 1:] == 0, jnp.zeros_like(prefix_mask_BT[:, :1], bool)], 1
+    )
+    return next_token_weights(segment_ids_BT) * continuation_BT.astype(jnp.float32)
+
+
 def causal_lm_loss(
-    logits_BTV: jax.Array, input_ids_BT: jax.Array, segment_ids_BT: jax.Array
+    logits_BTV: jax.Array,
+    input_ids_BT: jax.Array,
+    segment_ids_BT: jax.Array,
+    prefix_mask_BT: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Next-token CE: position t predicts input_ids[t+1] within one document.
 
     A target counts only if segment_ids[t+1] == segment_ids[t] != 0, so nothing
-    is predicted across a packed-document boundary or into/out of padding.
+    is predicted across a packed-document boundary or into/out of padding; with
+    prefix_mask_BT (prefix LM) only if t+1 is outside the prefix, too.
     """
     targets_BT = jnp.concatenate([input_ids_BT[:, 1:], jnp.zeros_like(input_ids_BT[:, :1])], axis=1)
-    weights_BT = next_token_weights(segment_ids_BT)
+    if prefix_mask_BT is None:
+        weights_BT = next_token_weights(segment_ids_BT)
+    else:
+        weights_BT = prefix_lm_weights(segment_ids_BT, prefix_mask_BT)
     ce_BT, correct_BT = _cross_entropy(logits_BTV, targets_BT)
     loss = _weighted_mean(ce_BT, weights_BT)
     return loss, {
@@ -119,7 +141,12 @@ def seq2seq_loss(
 
 def is_seq2seq(objective: str) -> bool:
     """Whether `objective` trains an encoder-decoder (arch "t5") on inputs and decoder targets."""
-    return objective == "span_corruption"
+    return objective in SEQ2SEQ_OBJECTIVES
+
+
+def is_decoder_only(objective: str) -> bool:
+    """Whether `objective` trains a decoder-only model (arch "gpt") on next-token targets."""
+    return objective in DECODER_OBJECTIVES
 
 
 def pair_name(objective: str) -> str | None:
@@ -157,13 +184,15 @@ def loss_terms(outputs: Any, batch: Mapping[str, jax.Array], *, objective: str) 
         term: the same targets and weights scored from outputs["sbo_logits"].
       "clm": outputs is GPTDecoder's logits_BTV; batch has input_ids and
         segment_ids.
-      "span_corruption": outputs is T5ForConditionalGeneration's logits_BTV; batch has
-        targets and decoder_segment_ids [B, T] (one "lm" term over the decoder targets).
+      "prefix_lm": as "clm", and batch has prefix_mask [B, T]; only continuation targets count.
+      "span_corruption", "iid_denoising": outputs is T5ForConditionalGeneration's logits_BTV;
+        batch has targets and decoder_segment_ids [B, T] (one "lm" term over the decoder targets).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r}; expected one of {OBJECTIVES}")
-    if objective == "clm":
-        loss, m = causal_lm_loss(outputs, batch["input_ids"], batch["segment_ids"])
+    if is_decoder_only(objective):
+        prefix_BT = batch["prefix_mask"] if objective == "prefix_lm" else None
+        loss, m = causal_lm_loss(outputs, batch["input_ids"], batch["segment_ids"], prefix_BT)
         return [LossTerm("lm", loss, m["lm_tokens"], m)]
     if is_seq2seq(objective):
         loss, m = seq2seq_loss(outputs, batch["targets"], batch["decoder_segment_ids"])

@@ -54,9 +54,11 @@ def dummy_batch(config, batch_size: int = 1):
     z = lambda *s: np.zeros((batch_size, *s), np.int32)
     if config.objective == "clm":
         return {"input_ids": z(T), "segment_ids": z(T), "positions": z(T)}
+    if config.objective == "prefix_lm":
+        return {"input_ids": z(T), "segment_ids": z(T), "positions": z(T), "prefix_mask": z(T)}
     if objectives.is_seq2seq(config.objective):
-        _, targets_length = builders.random_spans_helper(
-            T, config.data.noise_density, config.data.mean_noise_span_length
+        targets_length = builders.targets_length(
+            config.data.builder, T, config.data.noise_density, config.data.mean_noise_span_length
         )
         batch = {"input_ids": z(T), "segment_ids": z(T), "positions": z(T), "targets": z(targets_length)}
         return {**batch, **{k: z(targets_length) for k in objectives.SEQ2SEQ_FIELDS}}
@@ -78,7 +80,7 @@ def dummy_batch(config, batch_size: int = 1):
 
 def init_state(model, tx, config, rng) -> step_lib.TrainState:
     batch = dummy_batch(config)
-    if config.objective == "clm" or objectives.is_seq2seq(config.objective):
+    if objectives.is_decoder_only(config.objective) or objectives.is_seq2seq(config.objective):
         seq2seq = [batch[k] for k in objectives.SEQ2SEQ_FIELDS if k in batch]
         variables = model.init(
             rng, batch["input_ids"], batch["segment_ids"], batch["positions"], *seq2seq, deterministic=True
@@ -131,11 +133,11 @@ def prepare_data(config) -> prepare_lib.PreparedData:
 
 
 def check_vocab(tok, config):
-    if config.data.builder == "span_corruption":
+    if config.data.builder in builders.SEQ2SEQ_BUILDERS:
         # The sentinels are the model's last ids, past the tokenizer's (flaxlm.data.builders.sentinel_ids).
         if tok.vocab_size + config.data.num_sentinels > config.model.vocab_size:
             raise config_lib.ConfigError(
-                f"the tokenizer has {tok.vocab_size} tokens and span corruption reserves "
+                f"the tokenizer has {tok.vocab_size} tokens and {config.data.builder} reserves "
                 f"config.data.num_sentinels={config.data.num_sentinels} sentinel ids after them, more than "
                 f"config.model.vocab_size={config.model.vocab_size}; set --config.model.vocab_size="
                 f"{tok.vocab_size + config.data.num_sentinels}"

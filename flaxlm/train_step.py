@@ -35,6 +35,8 @@ def batch_totals(batch, objective: str) -> dict[str, jax.Array]:
     """The count behind each loss term's mean, from the batch alone (no model)."""
     if objective == "clm":
         return {"lm": jnp.sum(objectives.next_token_weights(batch["segment_ids"]))}
+    if objective == "prefix_lm":
+        return {"lm": jnp.sum(objectives.prefix_lm_weights(batch["segment_ids"], batch["prefix_mask"]))}
     if objectives.is_seq2seq(objective):
         return {"lm": jnp.sum((batch["decoder_segment_ids"] != 0).astype(jnp.float32))}
     totals = {"mlm": jnp.sum(batch["mlm_weights"].astype(jnp.float32))}
@@ -47,14 +49,16 @@ def batch_totals(batch, objective: str) -> dict[str, jax.Array]:
 
 def apply_model(model, params, batch, *, objective: str, train: bool, rng=None):
     rngs = {"dropout": rng} if train else {}
-    if objective == "clm" or objectives.is_seq2seq(objective):
+    if objectives.is_decoder_only(objective) or objectives.is_seq2seq(objective):
         seq2seq = [batch[k] for k in objectives.SEQ2SEQ_FIELDS] if objectives.is_seq2seq(objective) else []
+        prefix = {"prefix_mask": batch["prefix_mask"]} if objective == "prefix_lm" else {}
         return model.apply(
             {"params": params},
             batch["input_ids"],
             batch["segment_ids"],
             batch["positions"],
             *seq2seq,
+            **prefix,
             deterministic=not train,
             rngs=rngs,
         )

@@ -20,8 +20,9 @@ Recipes implemented (one builder each, see ``BUILDERS``):
 * ``doc_sentences``  RoBERTa §4.2 DOC-SENTENCES (never crosses documents).
 * ``sop``            Lan et al. 2019, ALBERT sentence-order prediction.
 
-plus ``pack_causal`` (GPT-style causal-LM packing into fixed rows),
-``span_corruption`` (T5's encoder-decoder examples, packed into fixed rows) and
+plus ``pack_causal`` (GPT-style causal-LM packing into fixed rows), ``prefix_lm`` (those
+rows with each document piece split into a prefix and a continuation), ``span_corruption``
+and ``iid_denoising`` (T5's encoder-decoder examples, packed into fixed rows) and
 ``pad_encoder_example`` (variable-length example -> fixed-shape arrays).
 
 Randomness comes only from the ``np.random.Generator`` argument, so output is a
@@ -54,7 +55,11 @@ __all__ = [
     "doc_sentences",
     "sop",
     "pack_causal",
+    "prefix_lm",
     "span_corruption",
+    "iid_denoising",
+    "SEQ2SEQ_BUILDERS",
+    "targets_length",
     "pad_encoder_example",
     "BUILDERS",
     "NSP_NEGATIVES",
@@ -106,6 +111,9 @@ class BuildStats:
     doc_separators: int = 0  # extra [SEP]s inserted between documents
     padding_tokens: int = 0  # pack_causal: pad tokens in the last row
     tokens: int = 0  # pack_causal: real tokens emitted (incl. eos)
+    prefix_tokens: int = 0  # prefix_lm: tokens in the prefixes (inputs, not scored)
+    noise_tokens: int = 0  # iid_denoising: tokens corrupted (a sentinel or a random token)
+    random_tokens: int = 0  # iid_denoising: of those, replaced by a random token
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -720,6 +728,38 @@ def pack_causal(
             yield ex
 
 
+def prefix_lm(
+    docs: Sequence[Document],
+    seq_len: int,
+    rng: np.random.Generator,
+    *,
+    eos_id: int,
+    pad_id: int = 0,
+    stats: BuildStats | None = None,
+) -> Iterator[Example]:
+    """Prefix-LM rows (Raffel et al. 2020, §3.2.1): ``pack_causal``'s rows, each document piece
+    split at a random point into a prefix (attended bidirectionally, not scored) and a continuation
+    (causal, scored).
+
+    T5's ``random_prefix_noise_mask`` (noise_density 0.5) splits each example so its prefix has
+    uniformly 1 .. n - 1 of its n tokens; here the examples are the pieces of a row (a document, or
+    its part in this row), so the split never crosses a document and each piece keeps at least one
+    scored target. A one-token piece has no prefix.
+
+    Yields ``pack_causal``'s ``input_ids``, ``segment_ids``, ``positions`` [seq_len] and
+    ``prefix_mask`` [seq_len] int32: 1 on each piece's prefix, 0 on its continuation and padding.
+    """
+    stats = stats if stats is not None else BuildStats()
+    for row in pack_causal(docs, seq_len, eos_id, pad_id, stats):
+        seg = row["segment_ids"]
+        lengths = np.bincount(seg, minlength=2)[1:]
+        # Uniform in [1, n - 1] (n >= 2); 0 for n == 1.
+        prefix_lengths = np.where(lengths >= 2, 1 + (rng.random(len(lengths)) * (lengths - 1)).astype(int), 0)
+        prefix = (seg != 0) & (row["positions"] < prefix_lengths[np.maximum(seg - 1, 0)])
+        stats.prefix_tokens += int(prefix.sum())
+        yield {**row, "prefix_mask": prefix.astype(np.int32)}
+
+
 # ------------------------------------------------------------------- span corruption (T5)
 
 
@@ -875,33 +915,107 @@ def span_corruption(
     _check_seq_len(seq_len, 4, "span_corruption")
     stats = stats if stats is not None else BuildStats()
     tokens_length, targets_length = random_spans_helper(seq_len, noise_density, mean_noise_span_length)
-    pieces: list[tuple[np.ndarray, np.ndarray]] = []
-    used = [0, 0]
+    pieces = (
+        corrupt_spans(
+            piece,
+            rng,
+            eos_id=eos_id,
+            sentinels=sentinels,
+            noise_density=noise_density,
+            mean_noise_span_length=mean_noise_span_length,
+        )
+        for piece in _document_pieces(docs, tokens_length, stats)
+    )
+    return _packed_rows(pieces, seq_len, targets_length, stats)
+
+
+def _document_pieces(docs: Sequence[Document], tokens_length: int, stats: BuildStats) -> Iterator[np.ndarray]:
+    """Each document (sentences concatenated) cut into pieces of tokens_length tokens, the last shorter."""
     for document in _clean_corpus(docs, stats):
         if not document:
             continue
         body = np.concatenate(document).astype(np.int32)
         stats.tokens += len(body)
         for start in range(0, len(body), tokens_length):
-            inputs, targets = corrupt_spans(
-                body[start : start + tokens_length],
-                rng,
-                eos_id=eos_id,
-                sentinels=sentinels,
-                noise_density=noise_density,
-                mean_noise_span_length=mean_noise_span_length,
-            )
-            if used[0] + len(inputs) > seq_len or used[1] + len(targets) > targets_length:
-                stats.examples += 1
-                stats.padding_tokens += seq_len - used[0]
-                yield _pack_rows(pieces, seq_len, targets_length)
-                pieces, used = [], [0, 0]
-            pieces.append((inputs, targets))
-            used = [used[0] + len(inputs), used[1] + len(targets)]
-    if pieces:
+            yield body[start : start + tokens_length]
+
+
+def _packed_rows(
+    pieces: Iterator[tuple[np.ndarray, np.ndarray]], seq_len: int, targets_length: int, stats: BuildStats
+) -> Iterator[Example]:
+    """(inputs, targets) pieces packed greedily in order into rows while both sides fit."""
+    row: list[tuple[np.ndarray, np.ndarray]] = []
+    used = [0, 0]
+    for inputs, targets in pieces:
+        if used[0] + len(inputs) > seq_len or used[1] + len(targets) > targets_length:
+            stats.examples += 1
+            stats.padding_tokens += seq_len - used[0]
+            yield _pack_rows(row, seq_len, targets_length)
+            row, used = [], [0, 0]
+        row.append((inputs, targets))
+        used = [used[0] + len(inputs), used[1] + len(targets)]
+    if row:
         stats.examples += 1
         stats.padding_tokens += seq_len - used[0]
-        yield _pack_rows(pieces, seq_len, targets_length)
+        yield _pack_rows(row, seq_len, targets_length)
+
+
+def iid_denoising(
+    docs: Sequence[Document],
+    seq_len: int,
+    rng: np.random.Generator,
+    *,
+    eos_id: int,
+    mask_id: int,
+    random_ids: np.ndarray,
+    noise_density: float = 0.15,
+    random_prob: float = 0.1,
+    stats: BuildStats | None = None,
+) -> Iterator[Example]:
+    """T5's "BERT-style" objective (Raffel et al. 2020, §3.3.1 and Table 4), packed as span_corruption.
+
+    T5's ``denoise`` with ``iid_noise_mask`` and ``noise_token_to_random_token_or_sentinel``, no
+    targets_fn: each document is cut into pieces of seq_len - 1 tokens (room for EOS, as
+    ``split_tokens_to_inputs_length``); each token is noise independently with probability
+    noise_density; a noise token becomes a uniformly random id of random_ids with probability
+    random_prob, else mask_id (T5: its single sentinel, the vocabulary's last id). Unlike BERT,
+    no noise token is kept unchanged (T5 drops BERT's 10%). The inputs are the corrupted piece,
+    the targets the original piece, both followed by eos_id, so both are seq_len long and a row's
+    decoder side is packed exactly like its encoder side.
+
+    T5 draws the random token from its whole vocabulary past 3 reserved ids (its sentinels
+    included); random_ids is the caller's choice (flaxlm: the tokenizer's non-special ids).
+    Yields span_corruption's fields, the decoder side [seq_len].
+    """
+    _check_seq_len(seq_len, 2, "iid_denoising")
+    stats = stats if stats is not None else BuildStats()
+    random_ids = np.asarray(random_ids, np.int32)
+    eos = np.array([eos_id], np.int32)
+
+    def corrupt(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        noise = rng.random(len(tokens)) < noise_density
+        use_random = noise & (rng.random(len(tokens)) < random_prob)
+        replacement = np.where(use_random, random_ids[rng.integers(0, len(random_ids), len(tokens))], mask_id)
+        stats.noise_tokens += int(noise.sum())
+        stats.random_tokens += int(use_random.sum())
+        inputs = np.where(noise, replacement, tokens).astype(np.int32)
+        return np.concatenate([inputs, eos]), np.concatenate([tokens, eos])
+
+    pieces = (corrupt(piece) for piece in _document_pieces(docs, seq_len - 1, stats))
+    return _packed_rows(pieces, seq_len, seq_len, stats)
+
+
+# Builders of encoder-decoder rows: encoder inputs [seq_len], decoder targets [targets_length(...)].
+SEQ2SEQ_BUILDERS = ("span_corruption", "iid_denoising")
+
+
+def targets_length(builder: str, seq_len: int, noise_density: float, mean_noise_span_length: float) -> int:
+    """The decoder side's length of a SEQ2SEQ_BUILDERS row whose inputs are seq_len long."""
+    if builder == "span_corruption":
+        return random_spans_helper(seq_len, noise_density, mean_noise_span_length)[1]
+    if builder == "iid_denoising":
+        return seq_len  # the original piece and EOS, as long as the inputs
+    raise DataError(f"{builder!r} makes no decoder targets; expected one of {SEQ2SEQ_BUILDERS}")
 
 
 # ------------------------------------------------------------------------- padding

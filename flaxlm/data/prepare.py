@@ -60,7 +60,7 @@ class DataSettings:
     ngram: bool = False
     max_ngram: int = 3
     sbo: bool = False  # SpanBERT's span-boundary targets wanted (objective mlm_sbo)
-    # span_corruption (T5): sentinels are the last num_sentinels ids of model_vocab_size
+    # span_corruption, iid_denoising (T5): sentinels are the last num_sentinels ids of model_vocab_size
     noise_density: float = 0.15
     mean_noise_span_length: float = 3.0
     num_sentinels: int = 0
@@ -70,7 +70,7 @@ class DataSettings:
 def settings_from_config(
     data_cfg, pair_labels: bool, sbo: bool = False, model_vocab_size: int = 0
 ) -> DataSettings:
-    spans = data_cfg.builder == "span_corruption"
+    spans = data_cfg.builder in builders.SEQ2SEQ_BUILDERS
     return DataSettings(
         noise_density=data_cfg.noise_density,
         mean_noise_span_length=data_cfg.mean_noise_span_length,
@@ -96,7 +96,7 @@ def settings_from_config(
 
 
 # Builders whose rows are packed and complete as prepared: no padding step, no MLM masks.
-PACKED_BUILDERS = ("causal", "span_corruption")
+PACKED_BUILDERS = ("causal", "prefix_lm", *builders.SEQ2SEQ_BUILDERS)
 
 
 def masking_config(s: DataSettings) -> masking.MaskingConfig:
@@ -169,13 +169,13 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
     def _info(self):
         s = self._settings
         T, P = s.seq_len, s.max_predictions
-        if s.builder == "causal":
-            features = {
-                k: tfds.features.Tensor(shape=(T,), dtype=np.int32)
-                for k in ("input_ids", "segment_ids", "positions")
-            }
-        elif s.builder == "span_corruption":
-            _, targets_length = builders.random_spans_helper(T, s.noise_density, s.mean_noise_span_length)
+        if s.builder in ("causal", "prefix_lm"):
+            fields = ("input_ids", "segment_ids", "positions") + (
+                ("prefix_mask",) if s.builder == "prefix_lm" else ()
+            )
+            features = {k: tfds.features.Tensor(shape=(T,), dtype=np.int32) for k in fields}
+        elif s.builder in builders.SEQ2SEQ_BUILDERS:
+            targets_length = builders.targets_length(s.builder, T, s.noise_density, s.mean_noise_span_length)
             features = {
                 k: tfds.features.Tensor(shape=(T,), dtype=np.int32)
                 for k in ("input_ids", "segment_ids", "positions")
@@ -231,6 +231,22 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
             if s.builder == "causal":
                 examples = builders.pack_causal(
                     tok_docs, s.seq_len, eos_id=tok.sep_id, pad_id=tok.pad_id, stats=build_stats
+                )
+            elif s.builder == "prefix_lm":
+                examples = builders.prefix_lm(
+                    tok_docs, s.seq_len, rng, eos_id=tok.sep_id, pad_id=tok.pad_id, stats=build_stats
+                )
+            elif s.builder == "iid_denoising":
+                # T5's mask token is its single sentinel, the model's last id (<extra_id_0>).
+                examples = builders.iid_denoising(
+                    tok_docs,
+                    s.seq_len,
+                    rng,
+                    eos_id=tok.sep_id,
+                    mask_id=int(builders.sentinel_ids(s.model_vocab_size, 1)[0]),
+                    random_ids=np.setdiff1d(np.arange(tok.vocab_size), special.all_ids()),
+                    noise_density=s.noise_density,
+                    stats=build_stats,
                 )
             elif s.builder == "span_corruption":
                 examples = builders.span_corruption(
@@ -396,9 +412,10 @@ def tokenizer_cache_key(
 
 
 def tokenizer_vocab_size(data_cfg, model_vocab_size: int) -> int:
-    """Pieces of the sentencepiece model to train: the model's vocabulary, less the span-corruption
-    sentinels, which are its last ids (<extra_id_0> = vocab_size - 1, as HF T5's tokenizer has them)."""
-    if data_cfg.builder == "span_corruption":
+    """Pieces of the sentencepiece model to train: the model's vocabulary, less T5's sentinels
+    (span_corruption, iid_denoising), which are its last ids (<extra_id_0> = vocab_size - 1, as HF
+    T5's tokenizer has them)."""
+    if data_cfg.builder in builders.SEQ2SEQ_BUILDERS:
         return model_vocab_size - data_cfg.num_sentinels
     return model_vocab_size
 
@@ -433,7 +450,7 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
         del key["settings"]["ngram"], key["settings"]["max_ngram"]
     if not settings.sbo:  # no span-boundary targets: the datasets of before the option existed
         del key["settings"]["sbo"]
-    if settings.builder != "span_corruption":  # T5's noise settings: the datasets of before they existed
+    if settings.builder not in builders.SEQ2SEQ_BUILDERS:  # T5's noise settings: the datasets of before them
         for k in ("noise_density", "mean_noise_span_length", "num_sentinels", "model_vocab_size"):
             del key["settings"][k]
     if settings.dupe_factor > 1:
