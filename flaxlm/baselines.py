@@ -60,7 +60,7 @@ def train_statistics(data) -> dict:
             ids = np.asarray(ex["targets"], np.int64)[np.asarray(ex["decoder_segment_ids"]) > 0]
         else:
             ids = original_ids(ex)[np.asarray(ex["segment_ids"]) > 0]
-        counts += np.bincount(ids, minlength=tok.vocab_size)
+        counts += np.bincount(ids, minlength=len(counts))
         if "pair_label" in ex:
             labels[int(ex["pair_label"])] += 1
     counts[special] = 0
