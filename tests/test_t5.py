@@ -307,3 +307,86 @@ def test_t5_tiny_trains_from_the_cli_and_resumes(tmp_path, data_dir):
     assert [r["step"] for r in train][-1] == 40 and all(np.isfinite(losses))
     assert losses[-1] < losses[0] - 0.3, losses  # 6.25 -> 5.75 when written
     assert np.isfinite(evals[40]["eval_lm_loss"]) and evals[40]["eval_lm_loss"] < np.log(600)
+
+
+# ----------------------------------------------------------------------------- BERT-style i.i.d. denoising
+
+
+def test_iid_denoising_corrupts_15_percent_90_10_and_targets_are_the_original():
+    rng = np.random.default_rng(0)
+    eos, mask = 3, builders.sentinel_ids(1000, 1)[0]  # T5's mask token: <extra_id_0>, the last id
+    random_ids = np.arange(10, 900)
+    docs = [
+        [rng.integers(10, 800, n).astype(np.int32) for n in lengths]
+        for lengths in rng.integers(1, 200, (60, 4))
+    ]
+    stats = builders.BuildStats()
+    rows = list(
+        builders.iid_denoising(docs, 64, rng, eos_id=eos, mask_id=mask, random_ids=random_ids, stats=stats)
+    )
+    assert builders.targets_length("iid_denoising", 64, 0.15, 3.0) == 64
+    pieces, noise, randoms, tokens = [], 0, 0, 0
+    for row in rows:
+        assert row["input_ids"].shape == row["targets"].shape == (64,)
+        np.testing.assert_array_equal(row["segment_ids"], row["decoder_segment_ids"])  # same packing
+        for k in range(1, row["segment_ids"].max() + 1):
+            enc = row["input_ids"][row["segment_ids"] == k]
+            dec = row["targets"][row["decoder_segment_ids"] == k]
+            assert len(enc) == len(dec) <= 64 and enc[-1] == dec[-1] == eos  # EOS is never noise
+            dec_in = row["decoder_input_ids"][row["decoder_segment_ids"] == k]
+            np.testing.assert_array_equal(dec_in, np.r_[0, dec[:-1]])
+            changed = enc != dec
+            is_mask = enc == mask
+            # A noise token is the mask or a random id (a random id may equal the original: T5's too).
+            assert np.all(np.isin(enc[changed & ~is_mask], random_ids))
+            noise += int(is_mask.sum() + (changed & ~is_mask).sum())
+            randoms += int((changed & ~is_mask).sum())
+            tokens += len(dec) - 1
+            pieces.append(dec[:-1])
+    assert stats.noise_tokens == pytest.approx(noise, rel=0.01)  # a few random ids equal their original
+    assert abs(stats.noise_tokens / tokens - 0.15) < 0.01
+    assert abs(stats.random_tokens / stats.noise_tokens - 0.1) < 0.02
+    assert abs(randoms / noise - 0.1) < 0.02
+    # Pieces of seq_len - 1 tokens never cross documents: in order they are the documents.
+    expected = [b[i : i + 63] for d in docs for b in [np.concatenate(d)] for i in range(0, len(b), 63)]
+    assert len(pieces) == len(expected)
+    for got, want in zip(pieces, expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_t5_iid_denoising_trains_from_the_cli_and_resumes(tmp_path, data_dir):
+    """t5_tiny as T5's BERT-style objective (shrunk) trains with a finite, decreasing loss and resumes."""
+    from conftest import write_scenes
+    from test_cli import flaxlm, read_metrics
+
+    corpus = write_scenes(tmp_path / "scenes.jsonl.gz", 60)
+    args = [
+        "train",
+        "--config=configs/t5_tiny.py",
+        f"--workdir={tmp_path / 'w'}",
+        "--config.objective=iid_denoising",
+        "--config.data.builder=iid_denoising",
+        f"--config.data.corpus={corpus}",
+        f"--config.data.data_dir={data_dir}",
+        "--config.model.vocab_size=600",
+        "--config.model.hidden_size=64",
+        "--config.model.mlp_dim=128",
+        "--config.model.head_dim=32",
+        "--config.data.seq_len=64",
+        "--config.model.max_len=64",
+        "--config.train.batch_size=8",
+        "--config.train.learning_rate=5e-3",
+        "--config.train.warmup_steps=5",
+        "--config.train.log_every=10",
+        "--config.train.eval_every=40",
+        "--config.train.eval_batches=1",
+        "--config.train.checkpoint_every=20",
+    ]
+    flaxlm(*args, "--config.train.num_steps=40", "--config.train.stop_at_step=20", data_dir=data_dir)
+    flaxlm(*args, "--config.train.num_steps=40", data_dir=data_dir)  # resumes at step 20
+    train, evals = read_metrics(tmp_path / "w")
+    losses = [r["loss"] for r in train]
+    assert [r["step"] for r in train][-1] == 40 and all(np.isfinite(losses))
+    assert losses[-1] < losses[0] - 0.3, losses
+    assert np.isfinite(evals[40]["eval_lm_loss"]) and evals[40]["eval_lm_loss"] < np.log(600)
+    assert np.isfinite(evals[40]["eval_unigram_lm_loss"])
