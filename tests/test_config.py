@@ -20,6 +20,7 @@ PRETRAINING = [
     "spanbert_tiny",
     "roberta_base",
     "gpt_tiny",
+    "prefix_lm_tiny",
     "gpt2_small",
     "gpt_1b",
     "t5_tiny",
@@ -41,6 +42,11 @@ def config_with(name="bert_tiny", **fields):
 @pytest.mark.parametrize("name", PRETRAINING)
 def test_every_pretraining_recipe_is_valid(name):
     config_lib.validate(load_config(name))
+
+
+def test_t5_tiny_iid_denoising_override_is_valid():
+    """configs/t5_tiny.py's documented override: T5's BERT-style objective."""
+    config_lib.validate(config_with("t5_tiny", objective="iid_denoising", data__builder="iid_denoising"))
 
 
 @pytest.mark.parametrize(
@@ -127,6 +133,21 @@ def test_copies_that_differ_and_enough_predictions_are_valid(fields):
             "gpt_tiny",
             dict(objective="mlm_sbo", data__span=True),
             "config.objective='mlm_sbo' does not fit config.model.arch='gpt'",
+        ),
+        (
+            "gpt_tiny",
+            dict(objective="prefix_lm"),
+            "config.objective='prefix_lm' needs config.data.builder='prefix_lm', not 'causal'",
+        ),
+        (
+            "t5_tiny",
+            dict(objective="iid_denoising"),
+            "config.objective='iid_denoising' needs config.data.builder='iid_denoising'",
+        ),
+        (
+            "gpt_tiny",
+            dict(objective="iid_denoising", data__builder="iid_denoising"),
+            "config.objective='iid_denoising' does not fit config.model.arch='gpt'",
         ),
         (
             "gpt_tiny",
