@@ -75,6 +75,9 @@ def base_config() -> ml_collections.ConfigDict:
             relative_attention_max_distance=128,
             num_decoder_layers=0,  # T5's decoder depth; 0: num_layers
             tie_embeddings=True,  # T5: output projection = the shared embedding (False: an lm_head, T5.1.1)
+            # ELECTRA (objective "electra"): the generator's hidden size, heads and MLP as a fraction of
+            # these (0 < g <= 1; the paper's best 1/4 to 1/2); 0: no generator (every other objective)
+            generator_size=0.0,
         )
     )
 
@@ -82,11 +85,13 @@ def base_config() -> ml_collections.ConfigDict:
     # "mlm_sbo" (SpanBERT: MLM + span-boundary objective, needs data.span), "clm" (GPT,
     # left-to-right), "prefix_lm" (arch gpt: a bidirectional prefix, then left-to-right; data.builder
     # prefix_lm), "span_corruption" (T5: needs arch t5 and data.builder span_corruption),
-    # "iid_denoising" (T5's BERT-style objective: arch t5, data.builder iid_denoising). The builder
-    # is named as the objective (clm: "causal"). The pair head exists only for *_nsp/*_sop, the SBO
-    # head only for mlm_sbo.
+    # "iid_denoising" (T5's BERT-style objective: arch t5, data.builder iid_denoising), "electra"
+    # (ELECTRA: an MLM generator and a discriminator on replaced-token detection, needs
+    # model.generator_size > 0). The builder of a decoder or T5 objective is named as the objective
+    # (clm: "causal"). The pair head exists only for *_nsp/*_sop, the SBO head only for mlm_sbo.
     c.objective = "mlm_nsp"
     c.pair_weight = 1.0  # total loss = MLM + pair_weight * NSP/SOP
+    c.rtd_weight = 50.0  # electra: total loss = generator MLM + rtd_weight * discriminator RTD (λ = 50)
 
     c.data = ml_collections.ConfigDict(
         dict(
@@ -311,6 +316,35 @@ def validate(c: ml_collections.ConfigDict) -> None:
         )
     if c.data.max_ngram < 1:
         fail(f"config.data.max_ngram={c.data.max_ngram} must be >= 1")
+    electra = c.objective == "electra"
+    if electra != (c.model.generator_size > 0):
+        fail(
+            "config.objective='electra' needs a generator, config.model.generator_size in (0, 1] (e.g. 0.25)"
+            if electra
+            else f"config.model.generator_size={c.model.generator_size} builds ELECTRA's generator, which "
+            f"only config.objective='electra' trains; set it to 0 or the objective to 'electra'"
+        )
+    if electra:
+        g = c.model.generator_size
+        heads = max(1, round(c.model.num_heads * g))
+        hidden = round(c.model.hidden_size * g)
+        if g > 1.0 or hidden < 1 or round(c.model.mlp_dim * g) < 1:
+            fail(f"config.model.generator_size={g} must be in (0, 1] and leave the generator >= 1 wide")
+        if hidden % heads:
+            fail(
+                f"config.model.generator_size={g} gives the generator hidden size {hidden} and {heads} "
+                f"head(s) (of hidden_size={c.model.hidden_size}, num_heads={c.model.num_heads}), which do "
+                "not divide; choose a fraction that keeps whole heads"
+            )
+        if c.model.pooler:
+            fail(
+                "config.objective='electra' trains no [CLS] pooler (its discriminator scores every token); "
+                "set --config.model.pooler=False (fine-tuning adds a fresh one, as for BERT)"
+            )
+        if c.model.share_layers != "none":
+            fail("config.objective='electra' supports share_layers='none' only (HF ELECTRA shares none)")
+        if c.rtd_weight <= 0:
+            fail(f"config.rtd_weight={c.rtd_weight} must be > 0 (the paper's λ is 50)")
     if has_sbo_head(c.objective) and not c.data.span:
         fail(
             "config.objective='mlm_sbo' predicts masked spans from their boundaries and needs span "

@@ -9,8 +9,19 @@ from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
-OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop", "mlm_sbo", "clm", "prefix_lm", "span_corruption", "iid_denoising")
+OBJECTIVES = (
+    "mlm",
+    "mlm_nsp",
+    "mlm_sop",
+    "mlm_sbo",
+    "electra",
+    "clm",
+    "prefix_lm",
+    "span_corruption",
+    "iid_denoising",
+)
 # A decoder-only model (arch "gpt"): left to right, or a prefix LM.
 DECODER_OBJECTIVES = ("clm", "prefix_lm")
 # T5's (arch "t5"): span corruption (the paper's final objective), BERT-style i.i.d. denoising (Table 4).
@@ -36,6 +47,16 @@ def _cross_entropy(logits_XC: jax.Array, targets_X: jax.Array) -> tuple[jax.Arra
     ce_X = jax.nn.logsumexp(logits_XC, axis=-1) - target_logit_X
     correct_X = jnp.argmax(logits_XC, axis=-1) == targets_X
     return ce_X, correct_X.astype(jnp.float32)
+
+
+def model_fields(objective: str) -> tuple[str, ...]:
+    """The batch fields the model takes after mlm_positions, in call order: SpanBERT's SBO_FIELDS;
+    ELECTRA's mlm_targets and mlm_weights (where its generator's samples go, and what they replace)."""
+    if has_sbo_head(objective):
+        return SBO_FIELDS
+    if objective == "electra":
+        return ("mlm_targets", "mlm_weights")
+    return ()
 
 
 def _weighted_mean(x: jax.Array, weights: jax.Array) -> jax.Array:
@@ -149,6 +170,33 @@ def is_decoder_only(objective: str) -> bool:
     return objective in DECODER_OBJECTIVES
 
 
+def rtd_weights(segment_ids_BT: jax.Array) -> jax.Array:
+    """[B,T] float32: ELECTRA's discriminator scores every real token (segment != 0), none of the padding."""
+    return (segment_ids_BT != 0).astype(jnp.float32)
+
+
+def rtd_loss(
+    logits_BT: jax.Array, labels_BT: jax.Array, segment_ids_BT: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """ELECTRA's replaced-token detection: sigmoid cross-entropy over every real token.
+
+    labels_BT: 1.0 where the generator's sample replaced the original token. Metrics: rtd_loss,
+    rtd_accuracy (logit > 0 as "replaced"), rtd_replaced_fraction (of the real tokens; the majority
+    baseline's accuracy is 1 minus it) and rtd_count (real tokens).
+    """
+    logits_BT = logits_BT.astype(jnp.float32)
+    weights_BT = rtd_weights(segment_ids_BT)
+    bce_BT = optax.sigmoid_binary_cross_entropy(logits_BT, labels_BT)
+    loss = _weighted_mean(bce_BT, weights_BT)
+    correct_BT = ((logits_BT > 0) == (labels_BT > 0)).astype(jnp.float32)
+    return loss, {
+        "rtd_loss": loss,
+        "rtd_accuracy": _weighted_mean(correct_BT, weights_BT),
+        "rtd_replaced_fraction": _weighted_mean(labels_BT, weights_BT),
+        "rtd_count": jnp.sum(weights_BT),
+    }
+
+
 def pair_name(objective: str) -> str | None:
     """ "nsp" or "sop" for objectives with a sentence-pair head, else None."""
     return {"mlm_nsp": "nsp", "mlm_sop": "sop"}.get(objective)
@@ -168,7 +216,7 @@ def has_sbo_head(objective: str) -> bool:
 class LossTerm(NamedTuple):
     """One weighted-mean loss of an objective: `count` is the weight behind the mean."""
 
-    name: str  # "mlm", "pair", "sbo" or "lm"
+    name: str  # "mlm", "pair", "sbo", "rtd" or "lm"
     loss: jax.Array
     count: jax.Array
     metrics: dict[str, jax.Array]
@@ -182,6 +230,8 @@ def loss_terms(outputs: Any, batch: Mapping[str, jax.Array], *, objective: str) 
         batch has mlm_targets [B,P], mlm_weights [B,P] and, for the pair objectives,
         pair_label [B] (NSP: 1 = random B; SOP: 1 = swapped). mlm_sbo adds the SBO
         term: the same targets and weights scored from outputs["sbo_logits"].
+      "electra": outputs is ElectraForPreTraining's dict: the generator's MLM term (as "mlm") and
+        the discriminator's RTD term over every real token (segment_ids != 0).
       "clm": outputs is GPTDecoder's logits_BTV; batch has input_ids and
         segment_ids.
       "prefix_lm": as "clm", and batch has prefix_mask [B, T]; only continuation targets count.
@@ -204,22 +254,36 @@ def loss_terms(outputs: Any, batch: Mapping[str, jax.Array], *, objective: str) 
         labels_B = batch["pair_label"]
         loss, m = pair_loss(outputs["pair_logits"], labels_B, name=name)
         terms.append(LossTerm("pair", loss, jnp.asarray(labels_B.shape[0], jnp.float32), m))
+    if objective == "electra":
+        loss, m = rtd_loss(outputs["rtd_logits"], outputs["rtd_labels"], batch["segment_ids"])
+        terms.append(LossTerm("rtd", loss, m["rtd_count"], m))
     if has_sbo_head(objective):
         loss, m = mlm_loss(outputs["sbo_logits"], batch["mlm_targets"], batch["mlm_weights"], name="sbo")
         terms.append(LossTerm("sbo", loss, m["sbo_count"], m))
     return terms
 
 
+def term_weight(name: str, pair_weight: float, rtd_weight: float) -> float:
+    """A term's weight in the total: pair_weight for NSP/SOP, rtd_weight (ELECTRA's λ) for RTD, else 1."""
+    return {"pair": pair_weight, "rtd": rtd_weight}.get(name, 1.0)
+
+
 def pretraining_loss(
-    outputs: Any, batch: Mapping[str, jax.Array], *, objective: str, pair_weight: float = 1.0
+    outputs: Any,
+    batch: Mapping[str, jax.Array],
+    *,
+    objective: str,
+    pair_weight: float = 1.0,
+    rtd_weight: float = 50.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Total loss on one batch: mlm + pair_weight * pair (+ sbo, summed as SpanBERT), or the causal-LM loss.
+    """Total loss on one batch: mlm + pair_weight * pair (+ sbo, summed as SpanBERT; + rtd_weight * rtd,
+    ELECTRA), or the causal-LM loss.
 
     Metrics always include `loss`. (The train step sums the same terms, each
     normalised by its global count, so it also works on shards of a batch.)
     """
     loss, metrics = 0.0, {}
     for term in loss_terms(outputs, batch, objective=objective):
-        loss = loss + (pair_weight if term.name == "pair" else 1.0) * term.loss
+        loss = loss + term_weight(term.name, pair_weight, rtd_weight) * term.loss
         metrics.update(term.metrics)
     return loss, {"loss": loss, **metrics}

@@ -93,7 +93,7 @@ def init_state(model, tx, config, rng) -> step_lib.TrainState:
             batch["segment_ids"],
             batch["positions"],
             batch["mlm_positions"],
-            *[batch[k] for k in objectives.SBO_FIELDS if k in batch],
+            *[batch[k] for k in objectives.model_fields(config.objective)],
             deterministic=True,
         )
     params = variables["params"]
@@ -173,6 +173,7 @@ def check_resume_config(saved: dict, config) -> None:
         "num_decoder_layers",
         "gated_mlp",
         "tie_embeddings",
+        "generator_size",  # ELECTRA's generator width
     )
     diffs = [
         f"{k}: checkpoint {saved_model.get(k)!r} vs config {config.model[k]!r}"
@@ -206,7 +207,9 @@ class Runner:
                 f"config.train.num_seeds={self.num_seeds} trains its seeds in one process; with several "
                 "processes start one run per seed (--config.train.seed=S+i --config.data.seed=D+i)"
             )
-        kwargs = dict(objective=config.objective, pair_weight=config.pair_weight)
+        kwargs = dict(
+            objective=config.objective, pair_weight=config.pair_weight, rtd_weight=config.rtd_weight
+        )
         train_kwargs = dict(kwargs, grad_accum_steps=tc.grad_accum_steps, debug_nan_step=tc.debug_nan_step)
         if self.pmap:
             self.devices = devices or jax.local_devices()
@@ -325,13 +328,15 @@ class Runner:
         return [self.metrics_to_host(m) for m in seeds_lib.unstack(jax.device_get(metrics), self.num_seeds)]
 
 
-def evaluate(runner: Runner, params, seed_batches, pair_weight: float) -> list[dict[str, float]]:
+def evaluate(
+    runner: Runner, params, seed_batches, pair_weight: float, rtd_weight: float = 50.0
+) -> list[dict[str, float]]:
     """The eval metrics of each seed over its own list of batches (`seed_batches`: one list per seed).
 
     The seeds' validation splits may differ in length (data.seed decides their segmentation): a seed
     out of batches repeats its last one in the stacked step, and that result is not counted.
     """
-    accs = [step_lib.EvalAccumulator(pair_weight) for _ in seed_batches]
+    accs = [step_lib.EvalAccumulator(pair_weight, rtd_weight) for _ in seed_batches]
     for j in range(max(len(batches) for batches in seed_batches)):
         batch = seeds_lib.stack([batches[min(j, len(batches) - 1)] for batches in seed_batches])
         metrics, totals = jax.device_get(runner.eval_step(params, batch))
@@ -573,7 +578,9 @@ def train_and_evaluate(
     reports = _Reports(runner, workdirs, tags, seed_baselines, start, last, is_main)
     eval_metrics: list[dict[str, float]] = [{} for _ in configs]  # one per seed
     if start == 0:  # the starting point of every learning curve
-        eval_metrics = evaluate(runner, state.params, seed_eval_batches, config.pair_weight)
+        eval_metrics = evaluate(
+            runner, state.params, seed_eval_batches, config.pair_weight, config.rtd_weight
+        )
         reports.eval(0, eval_metrics)
     # (step, device metrics) of the steps whose finiteness the host has not read yet. Reading
     # them waits for the device, so it happens every config.train.check_finite_every steps
@@ -598,7 +605,9 @@ def train_and_evaluate(
                 stopping = preempt.should_stop(step)
                 if step % tc.eval_every == 0 or step == last:
                     reports.flush()
-                    eval_metrics = evaluate(runner, state.params, seed_eval_batches, config.pair_weight)
+                    eval_metrics = evaluate(
+                        runner, state.params, seed_eval_batches, config.pair_weight, config.rtd_weight
+                    )
                     reports.eval(step, eval_metrics)
                 if step % tc.checkpoint_every == 0 or step == last or stopping:
                     # Never save a state the host has not seen finite.

@@ -2,7 +2,7 @@
 
 Every loss term is a weighted mean over the GLOBAL batch (MLM over masked
 positions, causal LM over real next-token targets, NSP/SOP over
-sequences). The counts behind each mean differ between devices and between
+sequences, ELECTRA's RTD over real tokens). The counts behind each mean differ between devices and between
 microbatches, so each shard's term is normalised by the global count
 (`totals`) instead of its own: summing the shards' terms then gives exactly
 the global-batch loss, and the mesh step, the pmap step (pmean of the
@@ -20,7 +20,11 @@ import optax
 from flaxlm import objectives
 
 # Which loss term each metric is a mean over.
-_TERM_OF_PREFIX = {"mlm": "mlm", "nsp": "pair", "sop": "pair", "sbo": "sbo", "lm": "lm"}
+_TERM_OF_PREFIX = {"mlm": "mlm", "nsp": "pair", "sop": "pair", "sbo": "sbo", "rtd": "rtd", "lm": "lm"}
+
+# Folded into a step's key for ELECTRA's sampling key, before the device and microbatch indices are:
+# every shard of a step gets the same key (flaxlm.models.electra draws per row from it).
+_SAMPLE_STREAM = 0x5A3D1E
 
 
 @flax.struct.dataclass
@@ -44,11 +48,16 @@ def batch_totals(batch, objective: str) -> dict[str, jax.Array]:
         totals["pair"] = jnp.asarray(batch["pair_label"].shape[0], jnp.float32)
     if objectives.has_sbo_head(objective):
         totals["sbo"] = totals["mlm"]  # the SBO term scores the MLM targets
+    if objective == "electra":
+        totals["rtd"] = jnp.sum(objectives.rtd_weights(batch["segment_ids"]))
     return totals
 
 
-def apply_model(model, params, batch, *, objective: str, train: bool, rng=None):
+def apply_model(model, params, batch, *, objective: str, train: bool, rng=None, sample_rng=None):
+    """The model's outputs on `batch`; rng: dropout's key, sample_rng: ELECTRA's generator samples."""
     rngs = {"dropout": rng} if train else {}
+    if train and sample_rng is not None:
+        rngs["sample"] = sample_rng
     if objectives.is_decoder_only(objective) or objectives.is_seq2seq(objective):
         seq2seq = [batch[k] for k in objectives.SEQ2SEQ_FIELDS] if objectives.is_seq2seq(objective) else []
         prefix = {"prefix_mask": batch["prefix_mask"]} if objective == "prefix_lm" else {}
@@ -62,7 +71,6 @@ def apply_model(model, params, batch, *, objective: str, train: bool, rng=None):
             deterministic=not train,
             rngs=rngs,
         )
-    sbo = [batch[k] for k in objectives.SBO_FIELDS] if objectives.has_sbo_head(objective) else []
     return model.apply(
         {"params": params},
         batch["input_ids"],
@@ -70,25 +78,37 @@ def apply_model(model, params, batch, *, objective: str, train: bool, rng=None):
         batch["segment_ids"],
         batch["positions"],
         batch["mlm_positions"],
-        *sbo,
+        *[batch[k] for k in objectives.model_fields(objective)],
         deterministic=not train,
         rngs=rngs,
     )
 
 
-def shard_loss(params, batch, rng, totals, *, model, objective: str, pair_weight: float, train: bool):
+def shard_loss(
+    params,
+    batch,
+    rng,
+    totals,
+    *,
+    model,
+    objective: str,
+    pair_weight: float,
+    train: bool,
+    rtd_weight: float = 50.0,
+    sample_rng=None,
+):
     """This shard's share of the global loss, and its share of each metric.
 
     Returns (loss, metrics); summed over all shards of a global batch both
     equal the global-batch values.
     """
-    out = apply_model(model, params, batch, objective=objective, train=train, rng=rng)
+    out = apply_model(model, params, batch, objective=objective, train=train, rng=rng, sample_rng=sample_rng)
     total, metrics = 0.0, {}
     for term in objectives.loss_terms(out, batch, objective=objective):
         share = term.count / jnp.maximum(totals[term.name], 1e-9)
-        total = total + (pair_weight if term.name == "pair" else 1.0) * term.loss * share
+        total = total + objectives.term_weight(term.name, pair_weight, rtd_weight) * term.loss * share
         for k, v in term.metrics.items():
-            if k.endswith(("_loss", "_accuracy")):
+            if k.endswith(("_loss", "_accuracy", "_fraction")):
                 metrics[k] = v * share
     metrics["loss"] = total
     return total, jax.tree.map(jax.lax.stop_gradient, metrics)
@@ -105,6 +125,7 @@ def make_train_step(
     *,
     objective: str,
     pair_weight: float = 1.0,
+    rtd_weight: float = 50.0,
     grad_accum_steps: int = 1,
     axis_name: str | None = None,
     debug_nan_step: int = 0,
@@ -126,10 +147,18 @@ def make_train_step(
     def train_step(state: TrainState, batch, rng):
         totals = batch_totals(batch, objective)
         rng = jax.random.fold_in(rng, state.step)
+        sample_rng = jax.random.fold_in(rng, _SAMPLE_STREAM)
         if axis_name is not None:
             totals = jax.lax.pmean(totals, axis_name)
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-        kwargs = dict(model=model, objective=objective, pair_weight=pair_weight, train=True)
+        kwargs = dict(
+            model=model,
+            objective=objective,
+            pair_weight=pair_weight,
+            rtd_weight=rtd_weight,
+            train=True,
+            sample_rng=sample_rng,
+        )
 
         if grad_accum_steps == 1:
             (_, metrics), grads = grad_fn(state.params, batch, rng, totals, **kwargs)
@@ -190,7 +219,14 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(model, *, objective: str, pair_weight: float = 1.0, axis_name: str | None = None):
+def make_eval_step(
+    model,
+    *,
+    objective: str,
+    pair_weight: float = 1.0,
+    rtd_weight: float = 50.0,
+    axis_name: str | None = None,
+):
     """Returns `eval_step(params, batch) -> (metrics, totals)`; average over batches with `totals`."""
 
     def eval_step(params, batch):
@@ -205,6 +241,7 @@ def make_eval_step(model, *, objective: str, pair_weight: float = 1.0, axis_name
             model=model,
             objective=objective,
             pair_weight=pair_weight,
+            rtd_weight=rtd_weight,
             train=False,
         )
         if axis_name is not None:
@@ -217,8 +254,9 @@ def make_eval_step(model, *, objective: str, pair_weight: float = 1.0, axis_name
 class EvalAccumulator:
     """Averages eval metrics over batches, each weighted by its term's count."""
 
-    def __init__(self, pair_weight: float = 1.0):
+    def __init__(self, pair_weight: float = 1.0, rtd_weight: float = 50.0):
         self.pair_weight = pair_weight
+        self.rtd_weight = rtd_weight
         self.sums: dict[str, float] = {}
         self.counts: dict[str, float] = {}
 
@@ -235,6 +273,7 @@ class EvalAccumulator:
         loss = out.get("mlm_loss", 0.0) + out.get("sbo_loss", 0.0) + out.get("lm_loss", 0.0)
         for name in ("nsp", "sop"):
             loss += self.pair_weight * out.get(f"{name}_loss", 0.0)
+        loss += self.rtd_weight * out.get("rtd_loss", 0.0)
         out["loss"] = loss
         if "lm_loss" in out:
             out["perplexity"] = float(jnp.exp(out["lm_loss"]))

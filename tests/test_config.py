@@ -18,6 +18,8 @@ PRETRAINING = [
     "albert_tiny",
     "albert_base",
     "spanbert_tiny",
+    "electra_tiny",
+    "electra_small",
     "roberta_base",
     "gpt_tiny",
     "prefix_lm_tiny",

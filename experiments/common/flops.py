@@ -19,6 +19,10 @@ Per sequence, forward (E: ALBERT's factorised embedding width, E = D without it)
                                       positions: 3D -> D, D -> E, then the vocabulary projection
   causal LM  T · 2·D·V                vocabulary projection at every position (a prefix LM's
                                       too: it computes every position, scoring only some)
+  ELECTRA    the generator's blocks, projection E -> G, attention and MLM head as above at its width
+             (G = round(g·D), G_M = round(g·M), g = generator_size), plus the discriminator's blocks
+             and T · (2·D² + 2·D) for its replaced-token head at every position (no MLM head, no
+             pooler); sampling is elementwise and left out
 T5 (arch "t5"; inputs S = seq_len, targets T; A = N·H, which T5 lets differ from D; G = 3
 matrices in a gated MLP, else 2):
   encoder    L_e · S · (8·D·A + 2·G·D·M) + L_e · 4·S²·A
@@ -54,6 +58,15 @@ def forward_flops_per_sequence(
         seq_len,
     )
     E = model.get("embedding_size") or D
+    if objective == "electra":
+        g = model["generator_size"]
+        G, GM = round(g * D), round(g * M)
+        generator = L * T * (8 * G * G + 4 * G * GM) + T * 2 * E * G + L * T * 4 * T * G
+        generator += max_predictions * (2 * G * E + 2 * E * V)
+        discriminator = L * T * (8 * D * D + 4 * D * M) + L * T * 4 * T * D + T * (2 * D * D + 2 * D)
+        if model.get("embedding_size"):
+            discriminator += T * 2 * E * D
+        return generator + discriminator
     blocks = L * T * (8 * D * D + 4 * D * M)
     if model.get("embedding_size"):
         blocks += T * 2 * E * D
@@ -102,7 +115,9 @@ def parameter_count(model: dict, objective: str, max_predictions: int = 0) -> di
     The output projection is tied to the word embeddings in both BERT and GPT. ALBERT's options:
     embeddings E = embedding_size wide (plus the E -> D projection), and blocks shared across
     layers (share_layers) counted once. mlm_sbo: SpanBERT's head, whose table of offsets has
-    max_predictions rows (config.data.max_predictions, the trainer's sbo_positions).
+    max_predictions rows (config.data.max_predictions, the trainer's sbo_positions). electra: the
+    discriminator (no pooler, no MLM head; its replaced-token head) plus the generator's own layers,
+    projection and MLM head (it reads the discriminator's embeddings, counted once).
     """
     if model.get("arch") == "t5":
         return _t5_parameter_count(model)
@@ -124,6 +139,14 @@ def parameter_count(model: dict, objective: str, max_predictions: int = 0) -> di
     non_embedding = layers + 2 * E  # embedding (or GPT's final) LayerNorm
     if model.get("embedding_size"):
         non_embedding += E * D + D  # embedding_projection
+    if objective == "electra":
+        g = model["generator_size"]
+        G, GM = round(g * D), round(g * M)
+        generator = L * (4 * G * G + 4 * G + 2 * G + 2 * G * GM + GM + G + 2 * G)  # its blocks
+        generator += E * G + G + G * E + E + 2 * E + V  # projection, MLM transform, LayerNorm, bias
+        rtd_head = D * D + D + D + 1
+        non_embedding += generator + rtd_head
+        return {"embedding": embedding, "non_embedding": non_embedding, "total": embedding + non_embedding}
     if not gpt:
         non_embedding += D * D + D  # pooler
         non_embedding += D * E + E + 2 * E + V  # MLM transform, its LayerNorm, output bias

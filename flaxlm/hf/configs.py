@@ -1,4 +1,5 @@
-"""HF config.json (BertConfig, AlbertConfig, RobertaConfig, GPT2Config, T5Config) <-> config.model fields."""
+"""HF config.json (BertConfig, AlbertConfig, RobertaConfig, ElectraConfig, GPT2Config, T5Config) <->
+flaxlm config.model fields."""
 
 import json
 import os
@@ -9,6 +10,10 @@ CONFIG_FILE = "config.json"
 BERT_ARCHITECTURES = ("BertModel", "BertForPreTraining", "BertForMaskedLM")
 ALBERT_ARCHITECTURES = ("AlbertModel", "AlbertForPreTraining", "AlbertForMaskedLM")
 ROBERTA_ARCHITECTURES = ("RobertaModel", "RobertaForMaskedLM")
+ELECTRA_ARCHITECTURES = ("ElectraModel", "ElectraForPreTraining")  # the discriminator
+# An imported ELECTRA discriminator carries no generator; this width is what a run continuing it with
+# objective "electra" would build (the paper's 1/4), and what makes get_model build ElectraForPreTraining.
+ELECTRA_GENERATOR_SIZE = 0.25
 GPT_ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model")
 T5_ARCHITECTURES = ("T5ForConditionalGeneration", "T5Model")
 
@@ -163,6 +168,26 @@ def roberta_model_cfg(hf: dict, source: str) -> dict:
         type_vocab_size=hf.get("type_vocab_size", 2),
         max_len=rows - offset,
         position_offset=offset,
+    )
+    return cfg
+
+
+def electra_model_cfg(hf: dict, source: str) -> dict:
+    """config.json of an HF ELECTRA discriminator -> our model fields (ElectraConfig's defaults: small).
+
+    ELECTRA's discriminator is our BERT without pooler, its embeddings factorised (embedding_size) when
+    HF's embedding_size differs from hidden_size (HF then has `embeddings_project`), not shared across layers.
+    """
+    cfg = bert_model_cfg(hf, source)
+    hidden = hf.get("hidden_size", 256)
+    embedding = hf.get("embedding_size", 128)
+    cfg.update(
+        hidden_size=hidden,
+        num_layers=hf.get("num_hidden_layers", 12),
+        num_heads=hf.get("num_attention_heads", 4),
+        mlp_dim=hf.get("intermediate_size", 1024),
+        embedding_size=0 if embedding == hidden else embedding,
+        pooler=False,
     )
     return cfg
 
@@ -330,6 +355,12 @@ def albert_hf_config(cfg: dict, architecture: str, pad_id: int) -> dict:
     return config
 
 
+def electra_hf_config(cfg: dict, architecture: str, pad_id: int) -> dict:
+    config = bert_hf_config(cfg, architecture, pad_id)
+    config.update(model_type="electra", embedding_size=cfg["embedding_size"] or cfg["hidden_size"])
+    return config
+
+
 def gpt_hf_config(cfg: dict, eos_id: int | None) -> dict:
     config = {
         "architectures": ["GPT2LMHeadModel"],
@@ -356,8 +387,8 @@ def gpt_hf_config(cfg: dict, eos_id: int | None) -> dict:
 
 
 def heads_of(model_cfg: dict, params) -> list[str]:
-    """What a BERT's params hold besides the encoder: a subset of ["pooler", "mlm", "pair"]; GPT: ["lm"];
-    T5: ["lm"], or [] for an untied T5Model without lm_head."""
+    """What a BERT's params hold besides the encoder: a subset of ["pooler", "mlm", "pair", "rtd"] (rtd:
+    ELECTRA's discriminator head); GPT: ["lm"]; T5: ["lm"], or [] for an untied T5Model without lm_head."""
     if model_cfg["arch"] == "t5":
         return ["lm"] if model_cfg.get("tie_embeddings", True) or "lm_head" in params else []
     if model_cfg["arch"] == "gpt":
@@ -366,17 +397,21 @@ def heads_of(model_cfg: dict, params) -> list[str]:
         "pooler": "pooler" in params["encoder"],
         "mlm": "mlm_bias" in params,
         "pair": "pair_head" in params,
+        "rtd": "rtd_head" in params,
     }
     return [name for name, there in present.items() if there]
 
 
 def objective_of(model_cfg: dict) -> str:
-    """The flaxlm objective whose heads match: "clm" (gpt), "span_corruption" (t5), "mlm_nsp" (BERT with
-    a pair head), "mlm_sop" (ALBERT with a pair head: its sentence-order head), "mlm"."""
+    """The flaxlm objective whose heads match: "clm" (gpt), "span_corruption" (t5), "electra" (an ELECTRA
+    discriminator), "mlm_nsp" (BERT with a pair head), "mlm_sop" (ALBERT with a pair head: its
+    sentence-order head), "mlm"."""
     if model_cfg["arch"] == "t5":
         return "span_corruption"
     if model_cfg["arch"] == "gpt":
         return "clm"
+    if model_cfg.get("generator_size", 0) > 0:
+        return "electra"
     if not model_cfg.get("pair_head"):
         return "mlm"
     return "mlm_sop" if is_albert(model_cfg) else "mlm_nsp"

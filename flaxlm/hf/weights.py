@@ -1,4 +1,4 @@
-"""HF BERT / ALBERT / RoBERTa / GPT-2 / T5 state dicts <-> flaxlm parameter trees: tensor map, weight files.
+"""HF BERT / ALBERT / RoBERTa / ELECTRA / GPT-2 / T5 state dicts <-> flaxlm parameter trees, and weight files.
 
 torch's nn.Linear stores [out, in] and flax's Dense kernel is [in, out], so
 BERT's linear weights are transposed. GPT-2's Conv1D weights are already
@@ -95,6 +95,22 @@ def roberta_weights(num_layers: int, *, prefix: str, pooler: bool, mlm: bool) ->
         w += _linear("lm_head.dense", ("mlm_transform",))
         w += _norm("lm_head.layer_norm", ("mlm_norm",))
         w.append(_Weight("lm_head.bias", (("mlm_bias",),)))
+    return w
+
+
+def electra_weights(num_layers: int, *, prefix: str, projection: bool, rtd: bool) -> list[_Weight]:
+    """The HF ELECTRA discriminator <-> flaxlm ElectraForPreTraining (`encoder`, RTD head) correspondence.
+
+    The encoder is named as BERT's, without pooler; `embeddings_project` (E -> D, when HF's embedding_size
+    differs from hidden_size) is our embedding_projection. The head discriminator_predictions is rtd_dense
+    (D -> D) and rtd_head (D -> 1). prefix: "electra." for ElectraForPreTraining, "" for ElectraModel.
+    """
+    w = bert_weights(num_layers, prefix=prefix, pooler=False, mlm=False, pair=False)
+    if projection:
+        w += _linear(f"{prefix}embeddings_project", ("encoder", "embedding_projection"))
+    if rtd:
+        w += _linear("discriminator_predictions.dense", ("rtd_dense",))
+        w += _linear("discriminator_predictions.dense_prediction", ("rtd_head",))
     return w
 
 

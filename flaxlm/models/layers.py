@@ -84,6 +84,10 @@ class TransformerConfig:
     # T5: the output projection is the shared embedding (and the decoder output is scaled by D^-0.5
     # first, as in Mesh TensorFlow), or False: a separate lm_head (T5.1.1).
     tie_embeddings: bool = True
+    # ELECTRA (Clark et al. 2020; BERT only): > 0 builds ElectraForPreTraining, this config being its
+    # discriminator and its generator this fraction of the width (hidden_size, num_heads, mlp_dim;
+    # `generator_config`). 0: no generator.
+    generator_size: float = 0.0
 
     def __post_init__(self):
         if not self.head_dim and self.hidden_size % self.num_heads:
@@ -117,6 +121,8 @@ class TransformerConfig:
             raise ValueError(f"position_offset={self.position_offset} must be >= 0 (0: BERT, 2: RoBERTa)")
         if self.sbo_positions < 0:
             raise ValueError(f"sbo_positions={self.sbo_positions} must be >= 0 (0: no SBO head)")
+        if not 0.0 <= self.generator_size <= 1.0:
+            raise ValueError(f"generator_size={self.generator_size} must be in (0, 1] (0: no generator)")
 
     @property
     def embedding_dim(self) -> int:
