@@ -222,6 +222,8 @@ def test_objectives_give_clm_fewer_steps_for_the_same_flops():
     assert runs["roberta"].num_steps == 600
     assert runs["albert"].num_steps == round(600 * 225_673_216 / 173_670_912) == 780
     assert runs["spanbert"].num_steps == round(600 * 225_673_216 / 338_984_960) == 399
+    # ELECTRA: the discriminator's blocks plus a half-width generator's, 20 predictions at 15% masks.
+    assert runs["electra"].num_steps == round(600 * 225_673_216 / 198_606_848) == 682
     # 15% masks (20 scored positions, 159.1M) would leave the CLM fewer steps for the same budget.
     shakespeare_era = recipe.with_overrides("cpu", {"data.max_predictions": 20, "train.num_steps": 240})
     variants = obj_sweep.matched_flops(shakespeare_era, obj_sweep.VARIANTS)

@@ -19,8 +19,7 @@ report gives each run's FLOPs.
 
 Scored by held-out MLM loss/accuracy (MLM models; also on one common
 DOC-SENTENCES split), perplexity (CLM), NSP accuracy (MLM+NSP) and
-downstream fine-tuning where flaxlm has it. Span corruption and
-replaced-token detection join as variants once flaxlm has those objectives.
+downstream fine-tuning where flaxlm has it.
 """
 
 import dataclasses
@@ -104,15 +103,34 @@ VARIANTS = (
         },
         "geometric whole-word span masks, MLM + span-boundary objective, single segments without NSP",
     ),
+    Variant(
+        "electra",
+        "ELECTRA (RTD, generator 1/2)",
+        # configs/electra_tiny.py's: ELECTRA's 15% masks, single segments, a generator half as wide on
+        # the shared embeddings, no pooler (fine-tuning adds one); its FLOPs include the generator's.
+        {
+            **SHARED,
+            "objective": "electra",
+            "model.generator_size": 0.5,
+            "model.pooler": False,
+            "data.builder": "doc_sentences",
+            "data.mask_prob": 0.15,
+            "data.max_predictions": 20,
+            "data.dupe_factor": 1,
+        },
+        "a 1/2-width MLM generator fills 15% masked positions with samples; the discriminator (the model "
+        "fine-tuned) tells replaced from original at every token, λ = 50",
+    ),
 )
 REFERENCE = "mlm"  # its steps are the budget; the others get the same FLOPs
 
 EVALS = (
     EvalSpec(
         "common_mlm",
-        # Single-token masks for every model, whatever masking it trained with (spans, n-grams).
+        # Single-token masks for every model, whatever masking it trained with (spans, n-grams). Not
+        # ELECTRA: its discriminator predicts no tokens (its generator would, at half the width).
         {"objective": "mlm", "data.builder": "doc_sentences", "data.span": False, "data.ngram": False},
-        lambda objective: objective != "clm",
+        lambda objective: objective not in ("clm", "electra"),
         "MLM on the common DOC-SENTENCES validation split",
     ),
 )
