@@ -136,6 +136,27 @@ def init_cache(config: TransformerConfig, batch: int, length: int) -> Any:
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
+def check_prompt_lengths(config: TransformerConfig, prompts: Sequence[Sequence[int]], max_new_tokens: int):
+    """GenerationError unless every prompt has tokens and the longest plus max_new_tokens fits max_len."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise GenerationError(
+            "every prompt needs at least one token (an empty prompt has nothing to continue)"
+        )
+    if max_new_tokens < 1:
+        raise GenerationError(f"max_new_tokens={max_new_tokens} must be >= 1")
+    longest = max(len(p) for p in prompts)
+    if longest + max_new_tokens > config.max_len:
+        raise GenerationError(
+            f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds the model's "
+            f"max_len={config.max_len} positions; "
+            + (
+                f"lower max_new_tokens to {config.max_len - longest}"
+                if longest < config.max_len
+                else f"shorten the prompt to fewer than {config.max_len} tokens"
+            )
+        )
+
+
 def generate(
     model: GPTDecoder,
     params,
@@ -163,23 +184,7 @@ def generate(
     if not isinstance(model, GPTDecoder):
         raise GenerationError(f"generation needs a GPT decoder, not {type(model).__name__}")
     config = model.config
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise GenerationError(
-            "every prompt needs at least one token (an empty prompt has nothing to continue)"
-        )
-    if max_new_tokens < 1:
-        raise GenerationError(f"max_new_tokens={max_new_tokens} must be >= 1")
-    longest = max(len(p) for p in prompts)
-    if longest + max_new_tokens > config.max_len:
-        raise GenerationError(
-            f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds the model's "
-            f"max_len={config.max_len} positions; "
-            + (
-                f"lower max_new_tokens to {config.max_len - longest}"
-                if longest < config.max_len
-                else f"shorten the prompt to fewer than {config.max_len} tokens"
-            )
-        )
+    check_prompt_lengths(config, prompts, max_new_tokens)
     ids, seg, pos = left_pad(prompts, pad_id)
     lengths = np.array([len(p) for p in prompts], np.int32)
     tokens, steps, logits = _generate(
