@@ -27,6 +27,7 @@ caches its self-attention). With num_beams=1 and alpha=0 it is greedy decoding.
 
 import dataclasses
 import functools
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -297,3 +298,93 @@ def _t5_beams(params, ids_BS, segment_ids_BS, positions_BS, start_id, eos_id, al
     encoded_RSD, segment_ids_RS = repeat_rows((encoded_BSD, segment_ids_BS), k)
     step = lambda cache, token_R, i: decode(cache, encoded_RSD, segment_ids_RS, token_R, i + 1)
     return search(step, repeat_rows(cache, k), first_logits_BV, eos_id=eos_id, alpha=alpha, **statics)
+
+
+# T5's sentinels <extra_id_j> (id vocab_size - 1 - j, beyond the tokenizer's pieces) may appear in
+# an input to ask for the span it replaces, and appear in a span-corruption model's output.
+_SENTINEL = re.compile(r"<extra_id_(\d+)>")
+
+
+def encode_t5_input(tok, text: str, vocab_size: int) -> list[int]:
+    """Encoder input ids: `text`, each <extra_id_j> as its sentinel id, then eos ([SEP], as in training)."""
+    ids = []
+    for i, part in enumerate(_SENTINEL.split(text)):
+        if i % 2:
+            ids.append(vocab_size - 1 - int(part))
+        elif part.strip():
+            ids += tok.encode(part.strip())
+    return ids + [tok.sep_id]
+
+
+def decode_t5_output(tok, ids: Sequence[int], vocab_size: int) -> str:
+    """Text of decoder output ids, sentinels (ids past the tokenizer's pieces) written <extra_id_j>."""
+    words, run = [], []
+    for i in ids:
+        if i < tok.vocab_size:
+            run.append(i)
+            continue
+        words += [tok.decode(run), f"<extra_id_{vocab_size - 1 - i}>"]
+        run = []
+    return " ".join(w for w in [*words, tok.decode(run)] if w)
+
+
+def beam_search_texts(
+    lm,
+    prompts: Sequence[str],
+    *,
+    num_beams: int,
+    alpha: float,
+    max_new_tokens: int,
+    batch_size: int = 32,
+) -> list[dict[str, Any]]:
+    """The best beam for each text prompt with `lm` (a flaxlm.lm.LM, arch gpt or t5), batch_size at a time.
+
+    Returns one record per prompt, with generate_texts's fields (prompt, sample = 0, completion,
+    text, new_tokens, stopped) plus score (log_prob / length_penalty) and log_prob (nats). For
+    T5 the prompt is the encoder's input and text is the decoder's output alone.
+    """
+    if lm.arch not in ("gpt", "t5"):
+        raise GenerationError(
+            f"{lm.source} is an encoder (arch {lm.arch}); generation needs a decoder (arch gpt) or t5"
+        )
+    tok, vocab, eos = lm.tokenizer, lm.config.vocab_size, gen.eos_id_of(lm.tokenizer)
+    if lm.arch == "t5":
+        encoded = [encode_t5_input(tok, p, vocab) for p in prompts]
+    else:
+        encoded = tok.encode_batch(list(prompts))
+    for i, ids in enumerate(encoded):
+        if not ids:
+            raise GenerationError(f"prompt {i + 1} ({prompts[i]!r}) encodes to no tokens; give some text")
+    records = []
+    for start in range(0, len(encoded), batch_size):
+        rows = encoded[start : start + batch_size]
+        out = beam_search(
+            lm.model,
+            lm.params,
+            rows,
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            eos_id=eos,
+            pad_id=tok.pad_id,
+            alpha=alpha,
+        )
+        for r, ids in enumerate(rows):
+            new = out.tokens[r, 0, : out.lengths[r, 0]].tolist()
+            if lm.arch == "t5":
+                completion = text = decode_t5_output(tok, new, vocab)
+            else:
+                prompt_text, text = tok.decode(ids), tok.decode(ids + new)
+                completion = text[len(prompt_text) :] if text.startswith(prompt_text) else tok.decode(new)
+            records.append(
+                {
+                    "prompt": prompts[start + r],
+                    "sample": 0,
+                    "completion": completion,
+                    "text": text,
+                    "new_tokens": len(new),
+                    "stopped": "eos" if eos is not None and new and new[-1] == eos else "max_new_tokens",
+                    "score": float(out.scores[r, 0]),
+                    "log_prob": float(out.log_probs[r, 0]),
+                }
+            )
+    return records

@@ -355,10 +355,24 @@ def generate_texts(
     completion (the new text), text (prompt and completion decoded together, so
     word spacing at the seam is the tokenizer's), new_tokens, and stopped:
     "eos" or "max_new_tokens".
+
+    A T5 (arch t5) decodes greedily only: flaxlm.beam_search with one beam and no length penalty
+    (the same tokens as greedy decoding); its prompts are the encoder's inputs.
     """
+    if lm.arch == "t5":
+        if not sampling.greedy or num_samples != 1:
+            raise GenerationError(
+                f"{lm.source} is a T5 (arch t5): it decodes greedily (temperature 0, one sample) "
+                "or by beam search (num_beams), not by sampling"
+            )
+        from flaxlm import beam_search
+
+        return beam_search.beam_search_texts(
+            lm, prompts, num_beams=1, alpha=0.0, max_new_tokens=max_new_tokens, batch_size=batch_size
+        )
     if lm.arch != "gpt":
         raise GenerationError(
-            f"{lm.source} is an encoder (arch {lm.arch}); generation needs a decoder (arch gpt)"
+            f"{lm.source} is an encoder (arch {lm.arch}); generation needs a decoder (arch gpt) or t5"
         )
     if num_samples < 1:
         raise GenerationError(f"num_samples={num_samples} must be >= 1")

@@ -1,6 +1,7 @@
 """Beam search: the core on hand-made Markov chains (where greedy fails, the length penalty, EOS),
 and on tiny random GPT and T5 models (beam 1 == greedy, cached scores == rescoring, batching)."""
 
+import dataclasses
 import functools
 
 import jax
@@ -251,3 +252,77 @@ def test_bad_requests_are_generation_errors():
             )
     with pytest.raises(gen.GenerationError, match="max_len"):
         bs.beam_search(model, params, [[5] * 30], num_beams=2, max_new_tokens=4, eos_id=3)
+
+
+# ----------------------------------------------------------------------------- texts and the CLI
+
+
+def _t5_export(tok, out) -> str:
+    """A random-weight T5 export (T5_TINY's shape) with `tok` and 10 sentinels after its pieces."""
+    from flaxlm import checkpoint
+
+    cfg = dataclasses.replace(T5_TINY, vocab_size=tok.vocab_size + 10)
+    model = T5ForConditionalGeneration(cfg)
+    z = np.zeros((1, 8), np.int32)
+    params = model.init(jax.random.key(2), z, z, z, z, z, z, deterministic=True)["params"]
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    fields = {k: v for k, v in fields.items() if isinstance(v, (bool, int, float, str))}
+    meta = {"model": {**fields, "arch": "t5"}, "objective": "span_corruption", "step": 0}
+    checkpoint.add_tokenizer(str(out), tok, meta)
+    checkpoint.write_export(str(out), jax.device_get(params), meta)
+    return str(out)
+
+
+def test_t5_inputs_and_outputs_write_sentinels_as_text(tiny_gpt_workdir):
+    from flaxlm import lm as lm_lib
+
+    tok = lm_lib.load(tiny_gpt_workdir).tokenizer
+    ids = bs.encode_t5_input(tok, "To be, or <extra_id_0> to be", 1010)
+    assert ids[-1] == tok.sep_id and 1009 in ids and ids.index(1009) == len(tok.encode("To be, or"))
+    assert bs.decode_t5_output(tok, [1009, *tok.encode("not"), 1008, tok.sep_id], 1010) == (
+        "<extra_id_0> not <extra_id_1>"
+    )
+
+
+def test_generate_cli_beam_search_for_gpt_and_t5(tiny_gpt_workdir, data_dir, tmp_path):
+    from flaxlm import lm as lm_lib
+    from test_cli import flaxlm
+
+    gpt = lm_lib.load(tiny_gpt_workdir)
+    prompts = ["Who's there?", "Long live the king!"]
+    beam_args = ["generate", f"--model={tiny_gpt_workdir}", "--max_new_tokens=8", "--num_beams=3"]
+    proc = flaxlm(*beam_args, "--length_penalty=0.6", *(f"--prompt={p}" for p in prompts), data_dir=data_dir)
+    want = bs.beam_search_texts(gpt, prompts, num_beams=3, alpha=0.6, max_new_tokens=8)
+    blocks = proc.stdout.split("--- prompt ")[1:]
+    assert [b.splitlines()[1] for b in blocks] == [r["text"] for r in want]
+    assert blocks[0].startswith(f"1, best of 3 beams (score {want[0]['score']:.4f}, ")
+
+    # Sampling flags and beams together, or a length penalty without beams: one line, exit 2.
+    for extra, message in (
+        (
+            ["--num_beams=2", "--top_k=5"],
+            "--num_beams (beam search) and --top_k (sampling) exclude each other",
+        ),
+        (["--length_penalty=1.0"], "--length_penalty is for beam search; give --num_beams too"),
+    ):
+        proc = flaxlm(
+            "generate", f"--model={tiny_gpt_workdir}", "--prompt=a", *extra, data_dir=data_dir, check=False
+        )
+        assert proc.returncode == 2 and _last_line(proc) == f"flaxlm generate: error: {message}"
+
+    # A T5: beam search, greedy (= one beam) through --temperature=0, and no sampling.
+    t5_dir = _t5_export(gpt.tokenizer, tmp_path / "t5")
+    t5 = lm_lib.load(t5_dir)
+    t5_args = ["generate", f"--model={t5_dir}", "--max_new_tokens=6", "--prompt=To be, or <extra_id_0> to be"]
+    proc = flaxlm(*t5_args, "--num_beams=2", data_dir=data_dir)
+    want = bs.beam_search_texts(t5, [t5_args[-1][9:]], num_beams=2, alpha=0.6, max_new_tokens=6)
+    assert proc.stdout.splitlines()[1] == want[0]["text"] and want[0]["new_tokens"] > 0
+    greedy = gen.generate_texts(t5, [t5_args[-1][9:]], max_new_tokens=6, sampling=gen.Sampling(temperature=0))
+    proc = flaxlm(*t5_args, "--temperature=0", data_dir=data_dir)
+    assert proc.stdout.splitlines()[1] == greedy[0]["text"]
+    proc = flaxlm(*t5_args, data_dir=data_dir, check=False)
+    assert proc.returncode == 2 and "T5 (arch t5): it decodes greedily" in _last_line(proc)
+
+
+def _last_line(proc) -> str:
+    return proc.stderr.strip().splitlines()[-1]
