@@ -67,8 +67,8 @@ SUBCOMMANDS = {
         {"out": "the folder to write params.msgpack, model_config.json and the tokenizer to"},
     ),
     "generate": Subcommand(
-        "continue prompts with a decoder",
-        '--model=PATH --prompt="..." [--prompts_file=FILE] [sampling flags]',
+        "continue prompts with a decoder, or a T5's inputs (sampling, or beam search)",
+        '--model=PATH --prompt="..." [--prompts_file=FILE] [sampling flags | --num_beams=K]',
         (
             "model",
             "tokenizer",
@@ -80,6 +80,8 @@ SUBCOMMANDS = {
             "top_p",
             "seed",
             "num_samples",
+            "num_beams",
+            "length_penalty",
             "batch_size",
         ),
         'flaxlm generate --model=runs/gpt_tiny --prompt="To be, or not to be" --top_p=0.9 --num_samples=3',
@@ -127,6 +129,12 @@ _TOP_K = flags.DEFINE_integer("top_k", 0, "sample among the k most likely tokens
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "nucleus sampling mass (1 = all tokens)")
 _SEED = flags.DEFINE_integer("seed", 0, "sampling seed (same seed, same text)")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "continuations per prompt")
+_NUM_BEAMS = flags.DEFINE_integer(
+    "num_beams", None, "beam search with this many beams, instead of sampling (prints the best beam)"
+)
+_LENGTH_PENALTY = flags.DEFINE_float(
+    "length_penalty", 0.6, "beam search: alpha of GNMT's ((5 + length) / 6) ** alpha (0 = rank by log-prob)"
+)
 _INPUT = flags.DEFINE_string("input", None, "sentences: .txt (one per line) or .jsonl ({'text': ...})")
 _MODE = flags.DEFINE_enum("mode", None, ["clm", "pll"], "clm (decoders) or pll (encoders); default by arch")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "rows (prompt samples, sentences) per batch")
@@ -322,6 +330,16 @@ def _generate():
             raise generate.GenerationError(f"cannot read --prompts_file={_PROMPTS_FILE.value}: {e}") from None
     if not _MODEL.value or not prompts:
         raise app.UsageError("--model and a --prompt or --prompts_file are required; " + _usage("generate"))
+    sampling_flags = [f"--{f}" for f in _SAMPLING_FLAGS if flags.FLAGS[f].present]
+    if _NUM_BEAMS.value is not None:
+        if sampling_flags:
+            raise app.UsageError(
+                f"--num_beams (beam search) and {', '.join(sampling_flags)} (sampling) exclude each other"
+            )
+        _beam_search(prompts)
+        return
+    if flags.FLAGS["length_penalty"].present:
+        raise app.UsageError("--length_penalty is for beam search; give --num_beams too")
     sampling = generate.Sampling(temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value)
     lm = _load_lm()
     records = generate.generate_texts(
@@ -337,6 +355,29 @@ def _generate():
         print(
             f"--- prompt {i // _NUM_SAMPLES.value + 1}, sample {r['sample'] + 1} "
             f"({r['new_tokens']} new tokens, stopped at {r['stopped']})"
+        )
+        print(r["text"], flush=True)
+
+
+_SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "seed", "num_samples")
+
+
+def _beam_search(prompts: list[str]):
+    from flaxlm import beam_search
+
+    lm = _load_lm()
+    records = beam_search.beam_search_texts(
+        lm,
+        prompts,
+        num_beams=_NUM_BEAMS.value,
+        alpha=_LENGTH_PENALTY.value,
+        max_new_tokens=_MAX_NEW_TOKENS.value,
+        batch_size=_BATCH_SIZE.value,
+    )
+    for i, r in enumerate(records):
+        print(
+            f"--- prompt {i + 1}, best of {_NUM_BEAMS.value} beams (score {r['score']:.4f}, "
+            f"log-prob {r['log_prob']:.4f}, {r['new_tokens']} new tokens, stopped at {r['stopped']})"
         )
         print(r["text"], flush=True)
 

@@ -136,6 +136,27 @@ def init_cache(config: TransformerConfig, batch: int, length: int) -> Any:
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
+def check_prompt_lengths(config: TransformerConfig, prompts: Sequence[Sequence[int]], max_new_tokens: int):
+    """GenerationError unless every prompt has tokens and the longest plus max_new_tokens fits max_len."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise GenerationError(
+            "every prompt needs at least one token (an empty prompt has nothing to continue)"
+        )
+    if max_new_tokens < 1:
+        raise GenerationError(f"max_new_tokens={max_new_tokens} must be >= 1")
+    longest = max(len(p) for p in prompts)
+    if longest + max_new_tokens > config.max_len:
+        raise GenerationError(
+            f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds the model's "
+            f"max_len={config.max_len} positions; "
+            + (
+                f"lower max_new_tokens to {config.max_len - longest}"
+                if longest < config.max_len
+                else f"shorten the prompt to fewer than {config.max_len} tokens"
+            )
+        )
+
+
 def generate(
     model: GPTDecoder,
     params,
@@ -163,23 +184,7 @@ def generate(
     if not isinstance(model, GPTDecoder):
         raise GenerationError(f"generation needs a GPT decoder, not {type(model).__name__}")
     config = model.config
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise GenerationError(
-            "every prompt needs at least one token (an empty prompt has nothing to continue)"
-        )
-    if max_new_tokens < 1:
-        raise GenerationError(f"max_new_tokens={max_new_tokens} must be >= 1")
-    longest = max(len(p) for p in prompts)
-    if longest + max_new_tokens > config.max_len:
-        raise GenerationError(
-            f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds the model's "
-            f"max_len={config.max_len} positions; "
-            + (
-                f"lower max_new_tokens to {config.max_len - longest}"
-                if longest < config.max_len
-                else f"shorten the prompt to fewer than {config.max_len} tokens"
-            )
-        )
+    check_prompt_lengths(config, prompts, max_new_tokens)
     ids, seg, pos = left_pad(prompts, pad_id)
     lengths = np.array([len(p) for p in prompts], np.int32)
     tokens, steps, logits = _generate(
@@ -350,10 +355,24 @@ def generate_texts(
     completion (the new text), text (prompt and completion decoded together, so
     word spacing at the seam is the tokenizer's), new_tokens, and stopped:
     "eos" or "max_new_tokens".
+
+    A T5 (arch t5) decodes greedily only: flaxlm.beam_search with one beam and no length penalty
+    (the same tokens as greedy decoding); its prompts are the encoder's inputs.
     """
+    if lm.arch == "t5":
+        if not sampling.greedy or num_samples != 1:
+            raise GenerationError(
+                f"{lm.source} is a T5 (arch t5): it decodes greedily (temperature 0, one sample) "
+                "or by beam search (num_beams), not by sampling"
+            )
+        from flaxlm import beam_search
+
+        return beam_search.beam_search_texts(
+            lm, prompts, num_beams=1, alpha=0.0, max_new_tokens=max_new_tokens, batch_size=batch_size
+        )
     if lm.arch != "gpt":
         raise GenerationError(
-            f"{lm.source} is an encoder (arch {lm.arch}); generation needs a decoder (arch gpt)"
+            f"{lm.source} is an encoder (arch {lm.arch}); generation needs a decoder (arch gpt) or t5"
         )
     if num_samples < 1:
         raise GenerationError(f"num_samples={num_samples} must be >= 1")
