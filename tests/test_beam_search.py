@@ -163,24 +163,32 @@ def _t5_log_prob(model, params, inputs, new) -> float:
 
 
 def _t5_greedy(model, params, inputs, n, eos_id):
-    """Greedy decoding by full recomputation: the reference for one beam."""
+    """Greedy decoding by full recomputation: the reference for one beam.
+
+    Every pass decodes n target slots (the tokens so far, then zeros): the decoder is causal, so
+    the logits at slot len(out) see only the tokens so far, and one compiled shape serves all steps.
+    """
     out = []
     for _ in range(n):
-        logits = np.asarray(_t5_full_logits(model, params, inputs, out + [0]))
+        logits = np.asarray(_t5_full_logits(model, params, inputs, out + [0] * (n - len(out))))
         out.append(int(np.argmax(logits[len(out)])))
         if out[-1] == eos_id:
             break
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_apply(model):
+    return jax.jit(functools.partial(model.apply, deterministic=True))
+
+
 def _t5_full_logits(model, params, inputs, targets):
     ids, tgt = np.array([inputs], np.int32), np.array([targets], np.int32)
     dec_in = t5_lib.shift_right(tgt, np.ones_like(tgt))
     pos = lambda x: np.arange(x.shape[1], dtype=np.int32)[None]
-    return model.apply(
-        {"params": params}, ids, np.ones_like(ids), pos(ids), dec_in, np.ones_like(tgt), pos(tgt),
-        deterministic=True,
-    )[0]  # fmt: skip
+    return _jitted_apply(model)(
+        {"params": params}, ids, np.ones_like(ids), pos(ids), dec_in, np.ones_like(tgt), pos(tgt)
+    )[0]
 
 
 PROMPTS = [[5, 9, 17, 33], [40, 2], [7, 7, 8, 12, 60, 3]]
