@@ -48,6 +48,8 @@ class BertEncoder(nn.Module):
             self.embeddings_norm = layers.layer_norm(cfg, "embeddings_norm")
         if cfg.embedding_size:
             self.embedding_projection = layers.dense(cfg, cfg.hidden_size, "embedding_projection")
+        if cfg.prompt_length:
+            self.soft_prompt = layers.SoftPrompt(cfg, name="soft_prompt")
         self.dropout = layers.Dropout(cfg.dropout_rate)
         block = layers.block_class(cfg)
         if cfg.share_layers == "all":
@@ -83,11 +85,21 @@ class BertEncoder(nn.Module):
 
         segment_ids: 0 = padding, k >= 1 = k-th packed document (attention stays
         within a document). positions: index within the document.
+        With config.prompt_length = P the soft prompt runs before token 0 (T + P positions) and
+        hidden_BTD has the T real tokens' states only.
         pooled_BD is tanh(dense(hidden at token 0)), i.e. the [CLS] pooler; None
         if not config.pooler.
         """
         tables = self if self.shared_embeddings is None else self.shared_embeddings
         x_BTD = tables.embed(input_ids, token_type_ids, positions)  # x_BTE when factorised
+        p = self.config.prompt_length
+        if p:
+            # Embedded as tokens of type 0 without a position (Lester et al.), before [CLS].
+            prompt_PE = self.soft_prompt(tables.word_embeddings.embedding)
+            prompt_PE = tables.embeddings_norm(
+                prompt_PE + tables.token_type_embeddings(jnp.zeros(p, jnp.int32))
+            )
+            x_BTD, segment_ids = layers.prepend_prompt(prompt_PE, x_BTD, segment_ids)
         x_BTD = layers.constrain_batch(self.dropout(x_BTD, deterministic=deterministic))
         if self.config.embedding_size:
             # HF Albert projects after the dropout (its embedding_hidden_mapping_in).
@@ -97,6 +109,7 @@ class BertEncoder(nn.Module):
         shared = self.config.share_layers == "all"
         for block in [self.shared_block] * self.config.num_layers if shared else self.blocks:
             x_BTD = layers.constrain_batch(block(x_BTD, mask_B1TT, deterministic))
+        x_BTD = x_BTD[:, p:]  # the real tokens' states: [CLS] is token 0 again
         if self.config.pre_ln:
             x_BTD = self.final_norm(x_BTD)
 

@@ -12,6 +12,7 @@ import dataclasses
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from flaxlm.models import layers
 from flaxlm.models.layers import TransformerConfig
@@ -34,6 +35,10 @@ class GPTDecoder(nn.Module):
     slots, so a prompt can be fed in one call and new tokens one (or more) at a
     time. Every row writes at the same slots: prompts of different lengths are
     left-padded (segment 0) with positions counted from each row's first real token.
+
+    config.prompt_length = P (prompt tuning; not in decode mode) runs a soft prompt before the T
+    tokens; config.prefix_length (prefix tuning) adds learned keys/values to every layer, decoding
+    included. Either way the outputs are the T tokens'.
     """
 
     config: TransformerConfig
@@ -62,6 +67,15 @@ class GPTDecoder(nn.Module):
         x_BTD = word_embeddings(input_ids) + layers.PositionEmbedding(cfg, name="position_embeddings")(
             positions
         )
+        p = cfg.prompt_length
+        if p:
+            if cfg.decode:
+                raise ValueError("prompt_length > 0 is not supported in decode mode (use prefix_length)")
+            # The soft prompt goes first, without a position, so every token attends to it.
+            prompt_PD = layers.SoftPrompt(cfg, name="soft_prompt")(word_embeddings.embedding)
+            x_BTD, segment_ids = layers.prepend_prompt(prompt_PD, x_BTD, segment_ids)
+            if prefix_mask is not None:
+                prefix_mask = jnp.pad(prefix_mask, ((0, 0), (p, 0)))
         x_BTD = layers.constrain_batch(layers.Dropout(cfg.dropout_rate)(x_BTD, deterministic=deterministic))
 
         mask_B1TT = layers.make_attention_mask(segment_ids, causal=True, prefix_BT=prefix_mask)
@@ -76,7 +90,7 @@ class GPTDecoder(nn.Module):
             x_BTD = layers.constrain_batch(
                 block(block_cfg, causal=causal, name=f"block_{i}")(x_BTD, mask_B1TT, deterministic)
             )
-        x_BTD = layers.layer_norm(cfg, "final_norm")(x_BTD)
+        x_BTD = layers.layer_norm(cfg, "final_norm")(x_BTD[:, p:])  # the real tokens only
         if return_hidden:
             return x_BTD
         return word_embeddings.attend(x_BTD)

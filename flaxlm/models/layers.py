@@ -54,6 +54,14 @@ class TransformerConfig:
     pooler: bool = True  # BERT: build the tanh pooler on [CLS] (HF BertForMaskedLM has none).
     remat: bool = False  # Recompute each block in the backward pass.
     adapter_dim: int = 0  # > 0: a bottleneck Adapter of this width after attention and after the MLP.
+    # Prompt tuning (Lester et al., 2021): > 0 prepends this many learned vectors ("soft_prompt", in
+    # the word-embedding space, no position embedding) to the input of BERT, GPT and T5's encoder;
+    # the stack returns the real tokens' states only. See `SoftPrompt`.
+    prompt_length: int = 0
+    # Prefix tuning (Li & Liang, 2021): > 0 gives every self-attention this many learned key and value
+    # vectors per head ("prefix_key", "prefix_value"), visible to every real query. See
+    # MultiHeadAttention.
+    prefix_length: int = 0
     # "xla": the einsum + softmax of `dot_product_attention` below; "dot_product":
     # jax.nn.dot_product_attention (cuDNN flash attention on GPU, XLA elsewhere), which has no
     # attention dropout, so it needs attention_dropout_rate=0.
@@ -121,6 +129,8 @@ class TransformerConfig:
             raise ValueError(f"position_offset={self.position_offset} must be >= 0 (0: BERT, 2: RoBERTa)")
         if self.sbo_positions < 0:
             raise ValueError(f"sbo_positions={self.sbo_positions} must be >= 0 (0: no SBO head)")
+        if self.prompt_length < 0 or self.prefix_length < 0:
+            raise ValueError("prompt_length and prefix_length must be >= 0 (0: none)")
         if not 0.0 <= self.generator_size <= 1.0:
             raise ValueError(f"generator_size={self.generator_size} must be in (0, 1] (0: no generator)")
 
@@ -350,6 +360,44 @@ def cross_attention_mask(segment_ids_q_BT: jax.Array, segment_ids_k_BS: jax.Arra
     return ((segment_ids_q_BT[:, :, None] == seg_k_B1S) & (seg_k_B1S != 0))[:, None, :, :]
 
 
+class SoftPrompt(nn.Module):
+    """Prompt tuning's soft prompt (Lester et al., 2021): table_VE -> prompt_PE (P = config.prompt_length).
+
+    P learned vectors in the word-embedding space (E wide), initialised as copies of P random rows of
+    table_VE, the model's word embeddings (Lester et al.'s best init): at fine-tuning time these are the
+    pretrained rows. The caller embeds them as tokens without a position and prepends them
+    (`prepend_prompt`).
+    """
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, table_VE: jax.Array) -> jax.Array:
+        cfg = self.config
+
+        def init(rng, shape, dtype):
+            rows_P = jax.random.randint(rng, shape[:1], 0, table_VE.shape[0])
+            return jnp.take(table_VE, rows_P, axis=0).astype(dtype)
+
+        return self.param("embedding", init, (cfg.prompt_length, table_VE.shape[1]), cfg.param_dtype)
+
+
+def prepend_prompt(
+    prompt_PD: jax.Array, x_BTD: jax.Array, segment_ids_BT: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """(x_B(P+T)D, segment_ids_B(P+T)): the prompt before every row, in the row's first document.
+
+    The prompt positions take the segment id of the row's first real token (0 for an all-padding
+    row), so they attend within that document, which attends to them; later packed documents
+    never see them (prompt tuning is for one example per row).
+    """
+    b, p = x_BTD.shape[0], prompt_PD.shape[0]
+    first_B = jnp.take_along_axis(segment_ids_BT, jnp.argmax(segment_ids_BT != 0, axis=1)[:, None], axis=1)
+    segment_ids_BT = jnp.concatenate([jnp.broadcast_to(first_B, (b, p)), segment_ids_BT], axis=1)
+    prompt_BPD = jnp.broadcast_to(prompt_PD.astype(x_BTD.dtype)[None], (b, *prompt_PD.shape))
+    return jnp.concatenate([prompt_BPD, x_BTD], axis=1), segment_ids_BT
+
+
 def decode_mask(
     module: nn.Module, segment_ids_BT: jax.Array, positions_BT: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array | None]:
@@ -496,9 +544,13 @@ class MultiHeadAttention(nn.Module):
         v_BTNH = dense(cfg, n * h, "value")(kv_BSD).reshape(b, s_, n, h)
         if cfg.decode and not cross:  # keys/values of every cached slot: the mask is the caller's mask_B1TS
             k_BTNH, v_BTNH = self._decode_cache(k_BTNH, v_BTNH)
+        prefix = cfg.prefix_length and not cross
+        if prefix:
+            k_BTNH, v_BTNH, mask_B1TT, bias_BNTS = self._prefix(k_BTNH, v_BTNH, mask_B1TT, bias_BNTS)
         if cfg.attention == "dot_product":
-            # In decode mode the mask is over cache slots, not a square causal one: no cuDNN causal hint.
-            causal = self.causal and not cfg.decode and not cross
+            # In decode mode the mask is over cache slots, and with a prefix over P more keys, not a
+            # square causal one: no cuDNN causal hint.
+            causal = self.causal and not cfg.decode and not cross and not prefix
             out_BTNH = fused_dot_product_attention(
                 q_BTNH,
                 k_BTNH,
@@ -521,6 +573,30 @@ class MultiHeadAttention(nn.Module):
                 dropout_rng=self.make_rng("dropout") if use_dropout else None,
             )
         return dense(cfg, d, "out")(out_BTNH.reshape(b, t, n * h))
+
+    def _prefix(self, k_BSNH, v_BSNH, mask_B1TS, bias_BNTS):
+        """Prefix tuning (Li & Liang, 2021): P learned keys and values per head before the S keys.
+
+        prefix_key / prefix_value [P, N, H] are the layer's own (N * H * P each), optimised
+        directly, without the paper's MLP reparameterisation. Every query that sees any key (every
+        real token) sees the P prefix slots; padding queries see nothing still. The position bias
+        (T5) is 0 for them: they have no position. Returns (k_B(P+S)NH, v_B(P+S)NH, mask_B1T(P+S),
+        bias_BNT(P+S) or None).
+        """
+        cfg = self.config
+        b, p = k_BSNH.shape[0], cfg.prefix_length
+        init = nn.initializers.normal(cfg.initializer_range)
+        shape = (p, cfg.num_heads, cfg.head_size)
+        prefix_k = self.param("prefix_key", init, shape, cfg.param_dtype).astype(k_BSNH.dtype)
+        prefix_v = self.param("prefix_value", init, shape, cfg.param_dtype).astype(v_BSNH.dtype)
+        k_BSNH = jnp.concatenate([jnp.broadcast_to(prefix_k[None], (b, *shape)), k_BSNH], axis=1)
+        v_BSNH = jnp.concatenate([jnp.broadcast_to(prefix_v[None], (b, *shape)), v_BSNH], axis=1)
+        real_B1T1 = jnp.any(mask_B1TS, axis=-1, keepdims=True)
+        mask_B1TP = jnp.broadcast_to(real_B1T1, (*mask_B1TS.shape[:-1], p))
+        mask_B1TS = jnp.concatenate([mask_B1TP, mask_B1TS], axis=-1)
+        if bias_BNTS is not None:
+            bias_BNTS = jnp.pad(bias_BNTS, [(0, 0)] * (bias_BNTS.ndim - 1) + [(p, 0)])
+        return k_BSNH, v_BSNH, mask_B1TS, bias_BNTS
 
     def _decode_cache(self, k_BTNH: jax.Array, v_BTNH: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Writes the T new keys/values at slot `cache_index` and returns all S slots (k_BSNH, v_BSNH).

@@ -14,6 +14,11 @@ T5.1.1's gated GELU (gated_mlp with gelu_tanh), and a relative position bias
 and every layer adds it to its self-attention logits. Cross-attention has no position bias.
 `t5_config` gives a TransformerConfig these switches set.
 
+Parameter-efficient tuning: config.prompt_length puts a soft prompt before the encoder's input
+(the decoder sees it through the encoder's states of the real tokens; `encode` returns those
+only, so decoding is unchanged); config.prefix_length gives every self-attention layer of both
+stacks learned key/value prefixes (cross-attention has none).
+
 Inputs are packed as everywhere in flaxlm: segment_ids 0 = padding, k >= 1 = the k-th packed
 example (decoder example k attends to encoder example k only), positions = index within it.
 """
@@ -67,11 +72,17 @@ class T5Stack(nn.Module):
         positions_BT: jax.Array,
         encoded_BSD: jax.Array | None = None,
         encoder_segment_ids_BS: jax.Array | None = None,
+        prompt_PD: jax.Array | None = None,
         *,
         deterministic: bool,
     ) -> jax.Array:
+        """-> hidden_BTD; prompt_PD (prompt tuning, encoder) runs before the T tokens, which alone return."""
         cfg = self.config
         dropout = layers.Dropout(cfg.dropout_rate, deterministic=deterministic)
+        p = 0 if prompt_PD is None else prompt_PD.shape[0]
+        real_segment_ids_BT = segment_ids_BT
+        if p:
+            x_BTD, segment_ids_BT = layers.prepend_prompt(prompt_PD, x_BTD, segment_ids_BT)
         x_BTD = layers.constrain_batch(dropout(x_BTD))
 
         key_positions_BS = positions_BT
@@ -82,9 +93,11 @@ class T5Stack(nn.Module):
         bias_BNTT = layers.RelativePositionBias(
             cfg, bidirectional=not self.decoder, name="relative_position_bias"
         )(positions_BT, key_positions_BS)
+        if p:  # the prompt has no position: no bias to or from it
+            bias_BNTT = jnp.pad(bias_BNTT, ((0, 0), (0, 0), (p, 0), (p, 0)))
         cross_mask_B1TS = None
         if self.decoder:
-            cross_mask_B1TS = layers.cross_attention_mask(segment_ids_BT, encoder_segment_ids_BS)
+            cross_mask_B1TS = layers.cross_attention_mask(real_segment_ids_BT, encoder_segment_ids_BS)
 
         block = layers.block_class(cfg)
         num_layers = (cfg.num_decoder_layers or cfg.num_layers) if self.decoder else cfg.num_layers
@@ -93,7 +106,7 @@ class T5Stack(nn.Module):
                 x_BTD, mask_B1TT, deterministic, bias_BNTT, encoded_BSD, cross_mask_B1TS
             )
             x_BTD = layers.constrain_batch(x_BTD)
-        x_BTD = layers.layer_norm(cfg, "final_norm")(x_BTD)
+        x_BTD = layers.layer_norm(cfg, "final_norm")(x_BTD[:, p:])
         return dropout(x_BTD)
 
 
@@ -112,6 +125,8 @@ class T5ForConditionalGeneration(nn.Module):
         if cfg.position_embedding != "relative":
             raise ValueError("T5 needs position_embedding='relative' (its only position information)")
         self.shared = layers.embed(cfg, cfg.vocab_size, "shared")
+        if cfg.prompt_length:  # prompt tuning: the encoder's input only
+            self.soft_prompt = layers.SoftPrompt(cfg, name="soft_prompt")
         # The encoder never caches: in decode mode it still runs once over the whole input.
         self.encoder = T5Stack(dataclasses.replace(cfg, decode=False), decoder=False, name="encoder")
         self.decoder = T5Stack(cfg, decoder=True, name="decoder")
@@ -128,8 +143,11 @@ class T5ForConditionalGeneration(nn.Module):
     def encode(
         self, input_ids: jax.Array, segment_ids: jax.Array, positions: jax.Array, *, deterministic: bool
     ) -> jax.Array:
-        """-> encoded_BSD, the encoder's final hidden states."""
-        return self.encoder(self.shared(input_ids), segment_ids, positions, deterministic=deterministic)
+        """-> encoded_BSD, the encoder's final hidden states (the real tokens', with a soft prompt)."""
+        prompt_PD = self.soft_prompt(self.shared.embedding) if self.config.prompt_length else None
+        return self.encoder(
+            self.shared(input_ids), segment_ids, positions, prompt_PD=prompt_PD, deterministic=deterministic
+        )
 
     def decode(
         self,
