@@ -16,6 +16,10 @@ so it gets no gradient and no optimizer state):
            (+ MLP with config.lora.mlp); flaxlm.lora
   adapter  the head (+ pooler), bottleneck adapters (model.adapter_dim =
            config.adapter.dim) and every LayerNorm
+  prompt   the head (+ pooler) and a soft prompt of config.prompt.length vectors before the
+           input (model.prompt_length; Lester et al. 2021)
+  prefix   the head (+ pooler) and config.prefix.length learned keys and values in every
+           self-attention layer (model.prefix_length; Li & Liang 2021)
 The trained model of each seed is saved as WORKDIR/seed_<s>/params.msgpack +
 model_config.json, LoRA merged into the kernels (`load_finetuned` reads it).
 """
@@ -53,7 +57,9 @@ from flaxlm.tasks import common
 
 log = logging.getLogger(__name__)
 
-METHODS = ("full", "head", "lora", "adapter")
+METHODS = ("full", "head", "lora", "adapter", "prompt", "prefix")
+# The parameters (path components) that prompt / prefix tuning add to the backbone; flaxlm.models.layers.
+PROMPT_PARAMS = ("soft_prompt", "prefix_key", "prefix_value")
 RESULTS_FILE = "results.json"
 
 
@@ -77,11 +83,15 @@ def base_config() -> ml_collections.ConfigDict:
             max_train_examples=0,  # > 0: train on a fixed random subset of this many examples
         )
     )
-    c.method = "full"  # "full" | "head" | "lora" | "adapter"
+    c.method = "full"  # "full" | "head" | "lora" | "adapter" | "prompt" | "prefix"
     c.lora = ml_collections.ConfigDict(dict(rank=8, alpha=16.0, mlp=False))
     c.adapter = ml_collections.ConfigDict(dict(dim=64))
+    c.prompt = ml_collections.ConfigDict(dict(length=20))  # soft-prompt vectors (prompt tuning)
+    c.prefix = ml_collections.ConfigDict(dict(length=10))  # key/value slots per layer (prefix tuning)
     c.train_pooler = True  # head/lora/adapter: also train BERT's [CLS] pooler (part of the encoder)
-    c.learning_rate = ml_collections.ConfigDict(dict(full=1e-4, head=1e-3, lora=1e-3, adapter=1e-3))
+    c.learning_rate = ml_collections.ConfigDict(
+        dict(full=1e-4, head=1e-3, lora=1e-3, adapter=1e-3, prompt=1e-2, prefix=3e-3)
+    )
     c.dropout_rate = 0.1  # hidden and attention dropout while fine-tuning (replaces the pretraining value)
     c.train = ml_collections.ConfigDict(
         dict(
@@ -125,6 +135,9 @@ def validate(c) -> None:
         fail(f"config.lora.rank={c.lora.rank} and alpha={c.lora.alpha} must be positive")
     if c.method == "adapter" and c.adapter.dim < 1:
         fail(f"config.adapter.dim={c.adapter.dim} must be >= 1 for method 'adapter'")
+    for method in ("prompt", "prefix"):
+        if c.method == method and c[method].length < 1:
+            fail(f"config.{method}.length={c[method].length} must be >= 1 for method {method!r}")
     if c.task.max_seq_len < 8:
         fail(f"config.task.max_seq_len={c.task.max_seq_len} is too short; use at least 8")
 
@@ -153,6 +166,8 @@ def trainable_paths(paths, method: str, backbone_name: str, train_pooler: bool) 
         return sorted(paths)
     if method in ("head", "lora"):
         return sorted(p for p in paths if head(p))
+    if method in ("prompt", "prefix"):
+        return sorted(p for p in paths if head(p) or any(s in PROMPT_PARAMS for s in p.split("/")))
     return sorted(p for p in paths if head(p) or adapter_or_norm(p))
 
 
@@ -399,6 +414,8 @@ def build_run(config, init: str) -> Run:
         dropout_rate=config.dropout_rate,
         attention_dropout_rate=config.dropout_rate,
         adapter_dim=config.adapter.dim if config.method == "adapter" else 0,
+        prompt_length=config.prompt.length if config.method == "prompt" else 0,
+        prefix_length=config.prefix.length if config.method == "prefix" else 0,
     )
     if pre.arch == "bert" and task.head == "sequence":
         # The classifier reads BERT's [CLS] pooler; a backbone pretrained without one (ELECTRA, or
