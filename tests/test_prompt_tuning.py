@@ -237,3 +237,23 @@ def test_finetune_cli_prompt_writes_results(tmp_path, data_dir, pretrained_workd
     assert results["params"]["trainable"] == 4 * d + head
     model, params, _ = finetune.load_finetuned(str(workdir / "seed_0"))
     assert "soft_prompt" in params["encoder"]
+
+
+@pytest.mark.parametrize("method", ["prompt", "prefix"])
+def test_gpt_classifier_trains_its_params_and_the_head(method, data):  # noqa: F811
+    model = head_model("gpt", **{f"{method}_length": 4})
+    params, _ = fresh_params(model)
+    trainable, frozen, counts = finetune.split_params(
+        params, method, "decoder", train_pooler=True, lora_cfg=None, rng=jax.random.key(0)
+    )
+    d, head = 32, 32 * 2 + 2  # GPT has no pooler
+    assert counts["trainable"] == (4 * d if method == "prompt" else 2 * 2 * 4 * d) + head
+    task, batch = data
+    loss_fn = lambda tr: task.loss(
+        finetune.Setup(model, task, 1.0, 1).apply(
+            traverse_util.unflatten_dict({**frozen, **tr}, sep="/"), batch, train=False
+        ),
+        batch,
+    )[0]
+    grads = jax.grad(loss_fn)(trainable["params"])
+    assert all(np.abs(np.asarray(g)).max() > 0 for g in grads.values())
