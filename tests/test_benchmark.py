@@ -125,6 +125,7 @@ def test_quick_run_against_both_peers_prints_json_lines_and_a_table():
         "--seq=32",
         "--batch=4",
         "--quick",
+        "--rounds=2",  # flaxlm, hf_torch, hf_flax, flaxlm, hf_torch, hf_flax: one step each
         "--compare=hf_torch,hf_flax",
         *("--set=model.num_layers=1", "--set=model.hidden_size=32", "--set=model.num_heads=2"),
         *("--set=model.mlp_dim=64", "--set=model.vocab_size=1000"),
@@ -154,11 +155,31 @@ def test_quick_run_against_both_peers_prints_json_lines_and_a_table():
     assert steps["flaxlm"]["params"] == steps["hf_torch"]["params"] == steps["hf_flax"]["params"]
     ratios = {r["flaxlm_over"]: r for r in by_what["ratio"]}
     assert set(ratios) == {"hf_torch", "hf_flax"}
-    for peer, r in ratios.items():
-        assert r["tokens_per_s"] == pytest.approx(
-            steps["flaxlm"]["tokens_per_s"] / steps[peer]["tokens_per_s"]
-        )
+    for r in ratios.values():
+        # The median of the two rounds' ratios, inside its interval, inside the rounds' range.
+        assert len(r["tokens_per_s_rounds"]) == 2
+        assert r["tokens_per_s"] == pytest.approx(sum(r["tokens_per_s_rounds"]) / 2)
+        assert r["tokens_per_s_min"] <= r["tokens_per_s_low"] <= r["tokens_per_s"]
+        assert r["tokens_per_s"] <= r["tokens_per_s_high"] <= r["tokens_per_s_max"]
+        assert r["tokens_per_s_min"] == min(r["tokens_per_s_rounds"]) > 0
+        assert "bootstrap 95%" in r["interval"]
     assert "| flaxlm |" in proc.stderr and "| hf_torch |" in proc.stderr and "peak:" in proc.stderr
+    assert f"{ratios['hf_torch']['tokens_per_s']:.3f}x (" in proc.stderr  # the table shows the interval
+
+
+def test_ratio_stats_on_fixed_numbers():
+    # Two rounds: a resample's median is a, b or their mean (p = 1/4, 1/4, 1/2), so the 95% interval
+    # runs from one round to the other.
+    assert benchmark.ratio_stats([1.0, 2.0]) == dict(median=1.5, low=1.0, high=2.0, min=1.0, max=2.0)
+    assert benchmark.ratio_stats([1.1]) == dict(median=1.1, low=1.1, high=1.1, min=1.1, max=1.1)
+    ten = [1.00, 1.02, 1.04, 1.05, 1.06, 1.06, 1.07, 1.08, 1.10, 1.30]
+    s = benchmark.ratio_stats(ten)
+    assert s["median"] == pytest.approx(1.06) and (s["min"], s["max"]) == (1.00, 1.30)
+    # With ten rounds a resample's median rarely reaches the extremes: the interval is narrower than
+    # the range, and one outlying round (1.30) does not move it.
+    assert 1.00 < s["low"] < 1.06 < s["high"] < 1.30
+    assert s == benchmark.ratio_stats(ten)  # seeded: the same rounds give the same interval
+    assert benchmark.ratio_stats([*ten[:-1], 5.0]) == dict(s, max=5.0)
 
 
 def test_bad_model_is_one_line():
