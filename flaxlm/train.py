@@ -183,7 +183,11 @@ class Runner:
                 f"config.train.num_seeds={self.num_seeds} trains its seeds in one process; with several "
                 "processes start one run per seed (--config.train.seed=S+i --config.data.seed=D+i)"
             )
-        kwargs = dict(objective=config.objective, pair_weight=config.pair_weight)
+        kwargs = dict(
+            objective=config.objective,
+            pair_weight=config.pair_weight,
+            loss_chunk_size=config.train.loss_chunk_size,
+        )
         train_kwargs = dict(kwargs, grad_accum_steps=tc.grad_accum_steps, debug_nan_step=tc.debug_nan_step)
         if self.pmap:
             self.devices = devices or jax.local_devices()

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from flaxlm import objectives
+from flaxlm.models import gpt
 
 # Which loss term each metric is a mean over.
 _TERM_OF_PREFIX = {"mlm": "mlm", "nsp": "pair", "sop": "pair", "sbo": "sbo", "lm": "lm"}
@@ -43,17 +44,21 @@ def batch_totals(batch, objective: str) -> dict[str, jax.Array]:
     return totals
 
 
-def apply_model(model, params, batch, *, objective: str, train: bool, rng=None):
+def apply_model(model, params, batch, *, objective: str, train: bool, rng=None, loss_chunk_size: int = 0):
+    """The model's outputs for `objectives.loss_terms`. Causal LM with loss_chunk_size > 0: the
+    final hidden states and the tied output embedding, (hidden_BTD, embedding_VD), not the logits."""
     rngs = {"dropout": rng} if train else {}
     if objective == "clm":
-        return model.apply(
+        out = model.apply(
             {"params": params},
             batch["input_ids"],
             batch["segment_ids"],
             batch["positions"],
             deterministic=not train,
             rngs=rngs,
+            return_hidden=bool(loss_chunk_size),
         )
+        return (out, gpt.output_embedding(params)) if loss_chunk_size else out
     sbo = [batch[k] for k in objectives.SBO_FIELDS] if objectives.has_sbo_head(objective) else []
     return model.apply(
         {"params": params},
@@ -68,15 +73,28 @@ def apply_model(model, params, batch, *, objective: str, train: bool, rng=None):
     )
 
 
-def shard_loss(params, batch, rng, totals, *, model, objective: str, pair_weight: float, train: bool):
+def shard_loss(
+    params,
+    batch,
+    rng,
+    totals,
+    *,
+    model,
+    objective: str,
+    pair_weight: float,
+    train: bool,
+    loss_chunk_size: int = 0,
+):
     """This shard's share of the global loss, and its share of each metric.
 
     Returns (loss, metrics); summed over all shards of a global batch both
     equal the global-batch values.
     """
-    out = apply_model(model, params, batch, objective=objective, train=train, rng=rng)
+    out = apply_model(
+        model, params, batch, objective=objective, train=train, rng=rng, loss_chunk_size=loss_chunk_size
+    )
     total, metrics = 0.0, {}
-    for term in objectives.loss_terms(out, batch, objective=objective):
+    for term in objectives.loss_terms(out, batch, objective=objective, loss_chunk_size=loss_chunk_size):
         share = term.count / jnp.maximum(totals[term.name], 1e-9)
         total = total + (pair_weight if term.name == "pair" else 1.0) * term.loss * share
         for k, v in term.metrics.items():
@@ -100,8 +118,12 @@ def make_train_step(
     grad_accum_steps: int = 1,
     axis_name: str | None = None,
     debug_nan_step: int = 0,
+    loss_chunk_size: int = 0,
 ):
     """Returns `train_step(state, batch, rng) -> (state, metrics)`.
+
+    loss_chunk_size > 0 (causal LM): the loss scores that many positions of each row at a time,
+    never holding the full logits (`objectives.chunked_causal_lm_loss`); the same loss and gradients.
 
     `rng` is the run's dropout key; each step folds in its step number (and
     microbatch / device index), so the step is a pure function of its inputs.
@@ -121,7 +143,13 @@ def make_train_step(
         if axis_name is not None:
             totals = jax.lax.pmean(totals, axis_name)
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-        kwargs = dict(model=model, objective=objective, pair_weight=pair_weight, train=True)
+        kwargs = dict(
+            model=model,
+            objective=objective,
+            pair_weight=pair_weight,
+            train=True,
+            loss_chunk_size=loss_chunk_size,
+        )
 
         if grad_accum_steps == 1:
             (_, metrics), grads = grad_fn(state.params, batch, rng, totals, **kwargs)
@@ -182,7 +210,14 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(model, *, objective: str, pair_weight: float = 1.0, axis_name: str | None = None):
+def make_eval_step(
+    model,
+    *,
+    objective: str,
+    pair_weight: float = 1.0,
+    axis_name: str | None = None,
+    loss_chunk_size: int = 0,
+):
     """Returns `eval_step(params, batch) -> (metrics, totals)`; average over batches with `totals`."""
 
     def eval_step(params, batch):
@@ -198,6 +233,7 @@ def make_eval_step(model, *, objective: str, pair_weight: float = 1.0, axis_name
             objective=objective,
             pair_weight=pair_weight,
             train=False,
+            loss_chunk_size=loss_chunk_size,
         )
         if axis_name is not None:
             metrics = jax.lax.pmean(metrics, axis_name)
