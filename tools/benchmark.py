@@ -8,7 +8,8 @@
   python tools/benchmark.py --model bert_tiny --quick                 # a smoke test: 2 steps
 
 --model names a recipe in configs/ (bert_tiny, gpt_tiny, bert_base, bert_large, gpt2_small);
---set model.FIELD=VALUE changes any field of its model section.
+--set model.FIELD=VALUE changes any field of its model section, --set train.FIELD=VALUE of its train
+section (e.g. train.loss_chunk_size).
 
 What is timed: the full train step (forward, backward, gradient clipping, AdamW update) of one
 batch, after compilation and --warmup untimed steps, each step waited for before the next.
@@ -91,7 +92,13 @@ def parse_args(argv=None):
         help="flaxlm's config.model.attention; dot_product sets attention dropout to 0 for every framework",
     )
     p.add_argument("--remat", action="store_true", help="flaxlm: recompute each block in the backward pass")
-    p.add_argument("--set", action="append", default=[], metavar="model.FIELD=VALUE", help="override a field")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="model.FIELD=VALUE",
+        help="override a model or train field",
+    )
     p.add_argument("--compare", default="", help="comma-separated peers: hf_torch, hf_flax")
     p.add_argument("--data", action="store_true", help="also time flaxlm fed by the real input pipeline")
     p.add_argument("--data_vocab", type=int, default=8000, help="--data: the pipeline tokenizer's size")
@@ -145,13 +152,14 @@ def bench_config(args):
     for item in args.set:
         key, _, value = item.partition("=")
         section, _, field = key.partition(".")
-        if section != "model" or field not in c.model:
+        if section not in ("model", "train") or field not in c[section]:
             raise SystemExit(
-                f"benchmark: --set {item!r}: expected model.FIELD=VALUE with a field of {list(c.model)}"
+                f"benchmark: --set {item!r}: expected model.FIELD=VALUE with a field of {list(c.model)} "
+                f"or train.FIELD=VALUE with a field of {list(c.train)}"
             )
-        old = c.model[field]
+        old = c[section][field]
         try:
-            c.model[field] = value.lower() in ("1", "true") if isinstance(old, bool) else type(old)(value)
+            c[section][field] = value.lower() in ("1", "true") if isinstance(old, bool) else type(old)(value)
         except ValueError:
             raise SystemExit(f"benchmark: --set {item!r}: {value!r} is not a {type(old).__name__}") from None
     c.model.max_len = max(c.model.max_len, args.seq)
