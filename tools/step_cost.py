@@ -12,7 +12,9 @@ Takes tools/benchmark.py's options (the same step at the same shapes: flaxlm's p
   temp_bytes is the step's peak memory beyond the train state and the batch.
 - one "op_type" line per category of the optimised HLO's ops (fusions counted as one op, as they
   run; a fusion with a dot inside is a matmul): ops, matmul FLOPs (2 x output x contracted size;
-  ops in a loop body once per iteration), and output bytes (what the op writes).
+  ops in a loop body once per iteration), and output bytes (what the op writes). Ops inside a
+  lax.cond's branches (the step's finite-update cond) are categories of their own, "cond branch:
+  ...": only one branch runs, the update on a finite step, the copy of the state on a skipped one.
 - "largest": the ten largest arrays the step writes, with the op that writes them.
 
 Then a Markdown table of the categories on stderr.
@@ -101,7 +103,7 @@ def breakdown(hlo: str):
                 flops += fusion_dots(re.search(r"calls=%?([\w.\-]+)", m.group(4)).group(1))
         return flops
 
-    def visit(name, times):
+    def visit(name, times, prefix=""):
         types = types_of(comps.get(name, []))
         for line in comps.get(name, []):
             m = INSTRUCTION.match(line)
@@ -110,13 +112,16 @@ def breakdown(hlo: str):
             op_name, type_text, opcode, rest = m.groups()
             if opcode in FREE:
                 continue
+            if opcode == "conditional":  # one branch runs: its ops are marked as a branch's
+                branches = re.search(r"branch_computations=\{([^}]*)\}", rest)
+                names = re.findall(r"%?([\w.\-]+)", branches.group(1)) if branches else []
+                names += re.findall(r"(?:true|false)_computation=%?([\w.\-]+)", rest)
+                for called in names:
+                    visit(called, times, "cond branch: ")
+                continue
             if opcode in CONTROL:
-                n = times * (trip_count(rest) if opcode == "while" else 1)
-                for called in re.findall(
-                    r"(?:body|calls|true_computation|false_computation|branch_computations)=\{?%?([\w.\-]+)",
-                    rest,
-                ):
-                    visit(called, n)
+                called = re.search(r"(?:body|to_apply|calls)=%?([\w.\-]+)", rest)
+                visit(called.group(1), times * (trip_count(rest) if opcode == "while" else 1), prefix)
                 continue
             flops = 0
             if opcode == "dot":
@@ -154,6 +159,7 @@ def breakdown(hlo: str):
             else:
                 cat = "other (" + opcode + ")"
             out = nbytes(type_text)
+            cat = prefix + cat
             c = cats.setdefault(cat, {"ops": 0, "matmul_flops": 0, "output_bytes": 0})
             c["ops"] += times
             c["matmul_flops"] += flops * times
