@@ -18,6 +18,7 @@ from flaxlm import train_step as step_lib
 
 sys.path.insert(0, str(REPO / "tools"))
 import benchmark  # noqa: E402
+import step_cost  # noqa: E402
 
 
 def test_flops_per_token_by_hand():
@@ -188,3 +189,27 @@ def test_bad_model_is_one_line():
     )
     assert proc.returncode == 1 and "not a recipe in configs/" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_step_cost_breakdown_and_the_chunked_loss():
+    """tools/step_cost.py on a tiny GPT: its matmul FLOPs (counted per op of the optimised HLO) are
+    most of XLA's count; the chunked loss keeps every matmul FLOP (nothing recomputed), never writes
+    a [B, T, V] array, and needs less temporary memory."""
+    argv = ["--model=gpt_tiny", "--seq=64", "--batch=4", "--set=model.vocab_size=4000"]
+    results = {}
+    for chunk in (0, 16):
+        config, compiled = step_cost.compile_step(
+            benchmark.parse_args([*argv, f"--set=train.loss_chunk_size={chunk}"])
+        )
+        assert config.train.loss_chunk_size == chunk
+        cats, arrays = step_cost.breakdown(compiled.as_text())
+        cost = compiled.cost_analysis()
+        results[chunk] = cats, arrays, compiled.memory_analysis().temp_size_in_bytes, cost["flops"]
+    cats, arrays, temp, xla = results[0]
+    matmul = sum(c["matmul_flops"] for c in cats.values())
+    assert 0.8 * xla < matmul <= xla
+    logits = 4 * 64 * 4000 * 4
+    assert arrays[0][0] == logits  # the largest array: the float32 logits
+    chunked_cats, chunked_arrays, chunked_temp, _ = results[16]
+    assert sum(c["matmul_flops"] for c in chunked_cats.values()) == matmul
+    assert chunked_arrays[0][0] < logits and chunked_temp < temp
