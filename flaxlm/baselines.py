@@ -20,7 +20,8 @@ import os
 
 import numpy as np
 
-from flaxlm import files
+from flaxlm import files, objectives
+from flaxlm.data import builders
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +48,19 @@ def train_statistics(data) -> dict:
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    tok, causal = data.tokenizer, data.settings.builder == "causal"
-    special = [tok.pad_id, tok.cls_id, tok.mask_id] + ([] if causal else [tok.sep_id])
-    counts = np.zeros(tok.vocab_size, np.int64)
+    tok, causal = data.tokenizer, data.settings.builder in ("causal", "prefix_lm")
+    # T5's objectives: the decoder's targets, sentinels and end-of-piece token included.
+    spans = data.settings.builder in builders.SEQ2SEQ_BUILDERS
+    special = [tok.pad_id, tok.cls_id, tok.mask_id] + ([] if causal or spans else [tok.sep_id])
+    counts = np.zeros(data.settings.model_vocab_size if spans else tok.vocab_size, np.int64)
     labels = np.zeros(2, np.int64)
     for i in range(len(data.train)):
         ex = data.train[i]
-        ids = original_ids(ex)[np.asarray(ex["segment_ids"]) > 0]
-        counts += np.bincount(ids, minlength=tok.vocab_size)
+        if spans:
+            ids = np.asarray(ex["targets"], np.int64)[np.asarray(ex["decoder_segment_ids"]) > 0]
+        else:
+            ids = original_ids(ex)[np.asarray(ex["segment_ids"]) > 0]
+        counts += np.bincount(ids, minlength=len(counts))
         if "pair_label" in ex:
             labels[int(ex["pair_label"])] += 1
     counts[special] = 0
@@ -71,10 +77,13 @@ def unigram_log_probs(token_counts) -> np.ndarray:
 
 
 def _next_token_targets(batch):
-    """(targets, weights) of causal LM, as objectives.causal_lm_loss counts them."""
+    """(targets, weights) of causal LM, as objectives.causal_lm_loss counts them (a prefix LM's:
+    only targets outside the prefix)."""
     ids, seg = np.asarray(batch["input_ids"]), np.asarray(batch["segment_ids"])
     targets = np.concatenate([ids[:, 1:], np.zeros_like(ids[:, :1])], axis=1)
     same = (seg[:, 1:] == seg[:, :-1]) & (seg[:, :-1] != 0)
+    if "prefix_mask" in batch:
+        same &= np.asarray(batch["prefix_mask"])[:, 1:] == 0
     return targets, np.concatenate([same, np.zeros_like(same[:, :1])], axis=1).astype(np.float64)
 
 
@@ -82,12 +91,16 @@ def evaluate(stats: dict, batches, objective: str) -> dict[str, float]:
     """The baselines' metrics on `batches` (the evaluation's own list), named like the model's."""
     logp = unigram_log_probs(stats["token_counts"])
     top = int(np.argmax(stats["token_counts"]))
-    name = "lm" if objective == "clm" else "mlm"
+    lm = objectives.is_decoder_only(objective) or objectives.is_seq2seq(objective)
+    name = "lm" if lm else "mlm"
     nll = correct = total = 0.0
     labels = np.zeros(2)
     for batch in batches:
-        if objective == "clm":
+        if objectives.is_decoder_only(objective):
             targets, weights = _next_token_targets(batch)
+        elif objectives.is_seq2seq(objective):
+            targets = np.asarray(batch["targets"])
+            weights = (np.asarray(batch["decoder_segment_ids"]) != 0).astype(np.float64)
         else:
             targets, weights = np.asarray(batch["mlm_targets"]), np.asarray(batch["mlm_weights"], np.float64)
         nll -= float((logp[targets] * weights).sum())

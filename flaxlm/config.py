@@ -12,10 +12,19 @@ from flaxlm.errors import ConfigError  # noqa: F401  (re-exported: config.Config
 from flaxlm import sharding
 from flaxlm.data.builders import NSP_NEGATIVES
 from flaxlm.models.layers import SHARE_LAYERS
-from flaxlm.objectives import OBJECTIVES, has_pair_head, has_sbo_head
+from flaxlm.objectives import DECODER_OBJECTIVES, OBJECTIVES, SEQ2SEQ_OBJECTIVES, has_pair_head, has_sbo_head
 
 ENCODER_BUILDERS = ("segment_pair", "sentence_pair", "full_sentences", "doc_sentences", "sop")
-DECODER_BUILDERS = ("causal",)
+DECODER_BUILDERS = ("causal", "prefix_lm")
+ENCODER_DECODER_BUILDERS = ("span_corruption", "iid_denoising")
+# The builder each decoder and encoder-decoder objective trains on (an encoder's choose among theirs).
+OBJECTIVE_BUILDERS = {
+    "clm": "causal",
+    "prefix_lm": "prefix_lm",
+    "span_corruption": "span_corruption",
+    "iid_denoising": "iid_denoising",
+}
+ARCHS = ("bert", "gpt", "t5")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -25,7 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
     # flaxlm.models.TransformerConfig plus `arch`.
     c.model = ml_collections.ConfigDict(
         dict(
-            arch="bert",  # "bert" (encoder) | "gpt" (decoder)
+            arch="bert",  # "bert" (encoder) | "gpt" (decoder) | "t5" (encoder-decoder)
             vocab_size=30522,
             hidden_size=768,
             num_layers=12,
@@ -39,7 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
             dropout_rate=0.1,
             attention_dropout_rate=0.1,
             pre_ln=False,
-            position_embedding="learned",  # "learned" | "sinusoidal"
+            position_embedding="learned",  # "learned" | "sinusoidal" | "relative" (T5 only)
             layer_norm_eps=1e-12,
             activation="gelu",  # "gelu" (erf, BERT) | "gelu_tanh" (GPT-2)
             initializer_range=0.02,
@@ -55,14 +64,34 @@ def base_config() -> ml_collections.ConfigDict:
             embedding_size=0,
             # cross-layer parameter sharing: "none" | "all" (ALBERT) | "attention" | "ffn"
             share_layers="none",
+            # T5's switches (see flaxlm.models.t5.T5_SWITCHES; the defaults are BERT's / GPT-2's):
+            norm="layer",  # "layer" | "rms" (T5: scale only, no mean, no bias)
+            use_bias=True,  # biases in the Dense layers (T5: none)
+            scale_attention=True,  # q.k / sqrt(head size) (T5: unscaled)
+            head_dim=0,  # attention head size; 0: hidden_size // num_heads (T5's d_kv)
+            gated_mlp=False,  # act(fc_in(x)) * fc_linear(x) (T5.1.1's gated GELU with gelu_tanh)
+            # position_embedding="relative" (T5): buckets of the per-head relative position bias
+            relative_attention_num_buckets=32,
+            relative_attention_max_distance=128,
+            num_decoder_layers=0,  # T5's decoder depth; 0: num_layers
+            tie_embeddings=True,  # T5: output projection = the shared embedding (False: an lm_head, T5.1.1)
+            # ELECTRA (objective "electra"): the generator's hidden size, heads and MLP as a fraction of
+            # these (0 < g <= 1; the paper's best 1/4 to 1/2); 0: no generator (every other objective)
+            generator_size=0.0,
         )
     )
 
     # What is learned: "mlm_nsp" (BERT), "mlm" (NSP removed), "mlm_sop" (ALBERT),
     # "mlm_sbo" (SpanBERT: MLM + span-boundary objective, needs data.span), "clm" (GPT,
-    # left-to-right). The pair head exists only for *_nsp/*_sop, the SBO head only for mlm_sbo.
+    # left-to-right), "prefix_lm" (arch gpt: a bidirectional prefix, then left-to-right; data.builder
+    # prefix_lm), "span_corruption" (T5: needs arch t5 and data.builder span_corruption),
+    # "iid_denoising" (T5's BERT-style objective: arch t5, data.builder iid_denoising), "electra"
+    # (ELECTRA: an MLM generator and a discriminator on replaced-token detection, needs
+    # model.generator_size > 0). The builder of a decoder or T5 objective is named as the objective
+    # (clm: "causal"). The pair head exists only for *_nsp/*_sop, the SBO head only for mlm_sbo.
     c.objective = "mlm_nsp"
     c.pair_weight = 1.0  # total loss = MLM + pair_weight * NSP/SOP
+    c.rtd_weight = 50.0  # electra: total loss = generator MLM + rtd_weight * discriminator RTD (λ = 50)
 
     c.data = ml_collections.ConfigDict(
         dict(
@@ -73,7 +102,14 @@ def base_config() -> ml_collections.ConfigDict:
             # a sentencepiece .model or WordPiece vocab.txt; "" = train sentencepiece on the corpus
             tokenizer="",
             tokenizer_type="unigram",  # when training one: "unigram" | "bpe"
-            builder="segment_pair",  # see flaxlm.data.builders.BUILDERS, or "causal" for decoders
+            # when training one: on a uniform sample of this many training sentences, drawn with
+            # tokenizer_seed (0: all of them); a corpus with fewer is used whole, whatever the seed
+            tokenizer_sample_sentences=10_000_000,
+            # the sample's seed, apart from data.seed so that a study's seeds share one vocabulary
+            tokenizer_seed=0,
+            # see flaxlm.data.builders.BUILDERS; decoders: "causal" | "prefix_lm"; T5: "span_corruption" |
+            # "iid_denoising" (config.OBJECTIVE_BUILDERS)
+            builder="segment_pair",
             seq_len=128,
             max_predictions=20,  # MLM predictions per sequence (BERT: 20 for 128, 80 for 512)
             # "dynamic": new mask each time an example is seen (RoBERTa); "static": fixed when prepared (BERT)
@@ -91,8 +127,21 @@ def base_config() -> ml_collections.ConfigDict:
             # "other_source" (a source is one corpus of the spec; the default spec has four)
             nsp_negatives="any",
             validation_fraction=0.02,
+            # span_corruption (T5): noise_density of the tokens in spans of mean_noise_span_length,
+            # each replaced by a sentinel; the sentinels are the model's last num_sentinels ids (a
+            # trained tokenizer gets model.vocab_size - num_sentinels pieces). iid_denoising: each
+            # token is noise with probability noise_density, 90% of it the first sentinel, 10% a
+            # random token (num_sentinels reserved all the same, so it shares span corruption's vocabulary)
+            noise_density=0.15,
+            mean_noise_span_length=3.0,
+            num_sentinels=100,
             seed=0,
             prefetch=4,  # batches prepared ahead on background threads
+            # threads making training batches (0: in the training loop's thread), in each worker if any
+            reader_threads=2,
+            # grain worker processes making training batches (0: none, the trainer's process reads);
+            # the batches are the same for any number (tools/data_benchmark.py --workers measures them)
+            reader_workers=0,
         )
     )
 
@@ -176,9 +225,26 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
     if c.objective not in OBJECTIVES:
         fail(f"config.objective={c.objective!r} is unknown; choose one of {', '.join(OBJECTIVES)}")
-    if c.model.arch not in ("bert", "gpt"):
-        fail(f"config.model.arch={c.model.arch!r} is unknown; choose 'bert' or 'gpt'")
+    if c.model.arch not in ARCHS:
+        fail(f"config.model.arch={c.model.arch!r} is unknown; choose one of {', '.join(ARCHS)}")
     decoder = c.model.arch == "gpt"
+    t5 = c.model.arch == "t5"
+    if t5 != (c.objective in SEQ2SEQ_OBJECTIVES):
+        fail(
+            f"config.objective={c.objective!r} does not fit config.model.arch={c.model.arch!r}: "
+            f"use objective {' or '.join(SEQ2SEQ_OBJECTIVES)} with arch 't5' (and only there)"
+        )
+    if t5:
+        if c.model.position_embedding != "relative":
+            fail("config.model.position_embedding must be 'relative' for arch 't5'")
+        if not 0.0 < c.data.noise_density < 1.0 or c.data.mean_noise_span_length < 1.0:
+            fail("config.data.noise_density must be in (0, 1) and mean_noise_span_length >= 1")
+        if c.data.num_sentinels < 1:
+            fail(f"config.data.num_sentinels={c.data.num_sentinels} must be >= 1 (one per noise span)")
+    elif c.model.position_embedding == "relative":
+        fail(
+            "config.model.position_embedding='relative' is T5's; arch 'bert' and 'gpt' use absolute positions"
+        )
     if c.model.share_layers not in SHARE_LAYERS:
         fail(
             f"config.model.share_layers={c.model.share_layers!r} is unknown; "
@@ -193,16 +259,22 @@ def validate(c: ml_collections.ConfigDict) -> None:
             "config.model.embedding_size and config.model.share_layers (ALBERT) apply to arch 'bert' only; "
             "set them to 0 and 'none' for arch 'gpt'"
         )
-    if decoder != (c.objective == "clm"):
+    if not t5 and decoder != (c.objective in DECODER_OBJECTIVES):
         fail(
             f"config.objective={c.objective!r} does not fit config.model.arch={c.model.arch!r}: "
-            "use objective 'clm' with arch 'gpt', and an mlm* objective with arch 'bert'"
+            f"use objective {' or '.join(DECODER_OBJECTIVES)} with arch 'gpt', and an mlm* objective "
+            "with arch 'bert'"
         )
-    builders = DECODER_BUILDERS if decoder else ENCODER_BUILDERS
+    builders = ENCODER_DECODER_BUILDERS if t5 else DECODER_BUILDERS if decoder else ENCODER_BUILDERS
     if c.data.builder not in builders:
         fail(
             f"config.data.builder={c.data.builder!r} is not valid for arch {c.model.arch!r}; "
             f"choose one of {', '.join(builders)}"
+        )
+    builder = OBJECTIVE_BUILDERS.get(c.objective)
+    if builder and c.data.builder != builder:
+        fail(
+            f"config.objective={c.objective!r} needs config.data.builder={builder!r}, not {c.data.builder!r}"
         )
     if c.objective == "mlm_sop" and c.data.builder != "sop":
         fail("config.objective='mlm_sop' needs config.data.builder='sop'")
@@ -248,6 +320,35 @@ def validate(c: ml_collections.ConfigDict) -> None:
         )
     if c.data.max_ngram < 1:
         fail(f"config.data.max_ngram={c.data.max_ngram} must be >= 1")
+    electra = c.objective == "electra"
+    if electra != (c.model.generator_size > 0):
+        fail(
+            "config.objective='electra' needs a generator, config.model.generator_size in (0, 1] (e.g. 0.25)"
+            if electra
+            else f"config.model.generator_size={c.model.generator_size} builds ELECTRA's generator, which "
+            f"only config.objective='electra' trains; set it to 0 or the objective to 'electra'"
+        )
+    if electra:
+        g = c.model.generator_size
+        heads = max(1, round(c.model.num_heads * g))
+        hidden = round(c.model.hidden_size * g)
+        if g > 1.0 or hidden < 1 or round(c.model.mlp_dim * g) < 1:
+            fail(f"config.model.generator_size={g} must be in (0, 1] and leave the generator >= 1 wide")
+        if hidden % heads:
+            fail(
+                f"config.model.generator_size={g} gives the generator hidden size {hidden} and {heads} "
+                f"head(s) (of hidden_size={c.model.hidden_size}, num_heads={c.model.num_heads}), which do "
+                "not divide; choose a fraction that keeps whole heads"
+            )
+        if c.model.pooler:
+            fail(
+                "config.objective='electra' trains no [CLS] pooler (its discriminator scores every token); "
+                "set --config.model.pooler=False (fine-tuning adds a fresh one, as for BERT)"
+            )
+        if c.model.share_layers != "none":
+            fail("config.objective='electra' supports share_layers='none' only (HF ELECTRA shares none)")
+        if c.rtd_weight <= 0:
+            fail(f"config.rtd_weight={c.rtd_weight} must be > 0 (the paper's λ is 50)")
     if has_sbo_head(c.objective) and not c.data.span:
         fail(
             "config.objective='mlm_sbo' predicts masked spans from their boundaries and needs span "
@@ -289,15 +390,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
         fail(f"config.train.loss_chunk_size={c.train.loss_chunk_size} must be >= 0 (0: the full logits)")
     if c.train.loss_chunk_size and not decoder:
         fail(
-            f"config.train.loss_chunk_size={c.train.loss_chunk_size} chunks the causal-LM loss; BERT's head "
-            "projects only the masked positions already: set it to 0 for arch 'bert'"
+            f"config.train.loss_chunk_size={c.train.loss_chunk_size} chunks the causal-LM loss of arch 'gpt' "
+            f"only: set it to 0 for arch {c.model.arch!r}"
         )
     if c.train.batch_size % c.train.grad_accum_steps:
         fail(
             f"config.train.batch_size={c.train.batch_size} is not divisible by "
             f"config.train.grad_accum_steps={c.train.grad_accum_steps}"
         )
-    if c.model.hidden_size % c.model.num_heads:
+    if not c.model.head_dim and c.model.hidden_size % c.model.num_heads:
         fail(
             f"config.model.hidden_size={c.model.hidden_size} is not divisible by "
             f"config.model.num_heads={c.model.num_heads}"
@@ -308,6 +409,18 @@ def validate(c: ml_collections.ConfigDict) -> None:
         fail(
             "config.model.attention='dot_product' has no attention dropout; "
             "set --config.model.attention_dropout_rate=0 or --config.model.attention=xla"
+        )
+    for name, what in (
+        ("reader_threads", "threads making training batches; 0: in the training loop's thread"),
+        ("reader_workers", "grain worker processes making training batches; 0: none"),
+        ("prefetch", "batches made ahead"),
+    ):
+        if c.data[name] < 0:
+            fail(f"config.data.{name}={c.data[name]} must be >= 0 ({what})")
+    if c.data.tokenizer_sample_sentences < 0:
+        fail(
+            f"config.data.tokenizer_sample_sentences={c.data.tokenizer_sample_sentences} must be >= 0 "
+            "(sentences the tokenizer is trained on; 0: all of them)"
         )
     if c.data.dupe_factor < 1:
         fail(f"config.data.dupe_factor={c.data.dupe_factor} must be >= 1 (copies of the training data)")
@@ -327,7 +440,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
             f"config.data.dupe_factor={c.data.dupe_factor} would make identical copies: builder "
             f"{c.data.builder!r} has no randomness; set --config.data.dupe_factor=1, or {fix}"
         )
-    if not decoder:
+    if not decoder and not t5:
         # BERT masks round(tokens x mask_prob) per sequence, capped at max_predictions (20 for seq 128).
         needed = max(1, round(c.data.seq_len * c.data.mask_prob))
         if c.data.max_predictions < needed:

@@ -400,6 +400,10 @@ def build_run(config, init: str) -> Run:
         attention_dropout_rate=config.dropout_rate,
         adapter_dim=config.adapter.dim if config.method == "adapter" else 0,
     )
+    if pre.arch == "bert" and task.head == "sequence":
+        # The classifier reads BERT's [CLS] pooler; a backbone pretrained without one (ELECTRA, or
+        # pooler=False) gets a fresh one, initialised and trained as the head is.
+        model_cfg["pooler"] = True
     if config.task.max_seq_len > model_cfg["max_len"]:
         raise ConfigError(
             f"config.task.max_seq_len={config.task.max_seq_len} exceeds the {model_cfg['max_len']} positions "

@@ -84,6 +84,11 @@ def matmul_params_per_token(model_cfg: Mapping[str, Any], seq_len: int, scored_p
         blocks += e * d  # embedding_projection, at every position
     scored = scored_positions / seq_len
     head = v * e * scored  # the tied vocabulary projection
+    if model_cfg.get("generator_size"):  # ELECTRA: the discriminator's RTD head; the generator as a BERT
+        g = model_cfg["generator_size"]
+        gd, gf = round(g * d), round(g * f)
+        generator = model_cfg["num_layers"] * (4 * gd * gd + 2 * gd * gf) + e * gd  # blocks, projection
+        return blocks + d * d + d + generator + (v * e + gd * e) * scored
     if model_cfg["arch"] == "bert":
         head += d * e * scored  # mlm_transform
         head += d * d / seq_len  # pooler, on [CLS]
@@ -97,4 +102,5 @@ def matmul_params_per_token(model_cfg: Mapping[str, Any], seq_len: int, scored_p
 def train_flops_per_token(model_cfg: Mapping[str, Any], seq_len: int, scored_positions: int) -> float:
     """Model FLOPs of one train step (forward + backward) per token: 6 N + 12 L D T (module docstring)."""
     n = matmul_params_per_token(model_cfg, seq_len, scored_positions)
-    return 6 * n + 12 * model_cfg["num_layers"] * model_cfg["hidden_size"] * seq_len
+    width = model_cfg["hidden_size"] + round(model_cfg.get("generator_size", 0) * model_cfg["hidden_size"])
+    return 6 * n + 12 * model_cfg["num_layers"] * width * seq_len  # ELECTRA: both stacks' attention

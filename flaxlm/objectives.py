@@ -10,8 +10,26 @@ from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
-OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop", "mlm_sbo", "clm")
+OBJECTIVES = (
+    "mlm",
+    "mlm_nsp",
+    "mlm_sop",
+    "mlm_sbo",
+    "electra",
+    "clm",
+    "prefix_lm",
+    "span_corruption",
+    "iid_denoising",
+)
+# A decoder-only model (arch "gpt"): left to right, or a prefix LM.
+DECODER_OBJECTIVES = ("clm", "prefix_lm")
+# T5's (arch "t5"): span corruption (the paper's final objective), BERT-style i.i.d. denoising (Table 4).
+SEQ2SEQ_OBJECTIVES = ("span_corruption", "iid_denoising")
+
+# The batch fields of an encoder-decoder (T5) batch besides input_ids/segment_ids/positions.
+SEQ2SEQ_FIELDS = ("decoder_input_ids", "decoder_segment_ids", "decoder_positions")
 
 # The batch fields of SpanBERT's span-boundary objective (flaxlm.data.masking, sbo=True), in the order
 # BertForPreTraining takes them.
@@ -30,6 +48,16 @@ def _cross_entropy(logits_XC: jax.Array, targets_X: jax.Array) -> tuple[jax.Arra
     ce_X = jax.nn.logsumexp(logits_XC, axis=-1) - target_logit_X
     correct_X = jnp.argmax(logits_XC, axis=-1) == targets_X
     return ce_X, correct_X.astype(jnp.float32)
+
+
+def model_fields(objective: str) -> tuple[str, ...]:
+    """The batch fields the model takes after mlm_positions, in call order: SpanBERT's SBO_FIELDS;
+    ELECTRA's mlm_targets and mlm_weights (where its generator's samples go, and what they replace)."""
+    if has_sbo_head(objective):
+        return SBO_FIELDS
+    if objective == "electra":
+        return ("mlm_targets", "mlm_weights")
+    return ()
 
 
 def _weighted_mean(x: jax.Array, weights: jax.Array) -> jax.Array:
@@ -76,16 +104,34 @@ def next_token_weights(segment_ids_BT: jax.Array) -> jax.Array:
     return jnp.concatenate([same_doc_BT, jnp.zeros_like(same_doc_BT[:, :1])], axis=1).astype(jnp.float32)
 
 
+def prefix_lm_weights(segment_ids_BT: jax.Array, prefix_mask_BT: jax.Array) -> jax.Array:
+    """[B,T] float32: next_token_weights where the target t+1 is not in its document's prefix.
+
+    A prefix LM scores only the continuation: the prefix is its input, seen bidirectionally.
+    """
+    continuation_BT = jnp.concatenate(
+        [prefix_mask_BT[:, 1:] == 0, jnp.zeros_like(prefix_mask_BT[:, :1], bool)], 1
+    )
+    return next_token_weights(segment_ids_BT) * continuation_BT.astype(jnp.float32)
+
+
 def causal_lm_loss(
-    logits_BTV: jax.Array, input_ids_BT: jax.Array, segment_ids_BT: jax.Array
+    logits_BTV: jax.Array,
+    input_ids_BT: jax.Array,
+    segment_ids_BT: jax.Array,
+    prefix_mask_BT: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Next-token CE: position t predicts input_ids[t+1] within one document.
 
     A target counts only if segment_ids[t+1] == segment_ids[t] != 0, so nothing
-    is predicted across a packed-document boundary or into/out of padding.
+    is predicted across a packed-document boundary or into/out of padding; with
+    prefix_mask_BT (prefix LM) only if t+1 is outside the prefix, too.
     """
     targets_BT = jnp.concatenate([input_ids_BT[:, 1:], jnp.zeros_like(input_ids_BT[:, :1])], axis=1)
-    weights_BT = next_token_weights(segment_ids_BT)
+    if prefix_mask_BT is None:
+        weights_BT = next_token_weights(segment_ids_BT)
+    else:
+        weights_BT = prefix_lm_weights(segment_ids_BT, prefix_mask_BT)
     ce_BT, correct_BT = _cross_entropy(logits_BTV, targets_BT)
     loss = _weighted_mean(ce_BT, weights_BT)
     return loss, {
@@ -101,6 +147,7 @@ def chunked_causal_lm_loss(
     embedding_VD: jax.Array,
     input_ids_BT: jax.Array,
     segment_ids_BT: jax.Array,
+    prefix_mask_BT: jax.Array | None = None,
     *,
     chunk_size: int,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -114,7 +161,10 @@ def chunked_causal_lm_loss(
     Same loss, metrics and gradients as causal_lm_loss on the full logits, up to summation order.
     """
     targets_BT = jnp.concatenate([input_ids_BT[:, 1:], jnp.zeros_like(input_ids_BT[:, :1])], axis=1)
-    weights_BT = next_token_weights(segment_ids_BT)
+    if prefix_mask_BT is None:
+        weights_BT = next_token_weights(segment_ids_BT)
+    else:
+        weights_BT = prefix_lm_weights(segment_ids_BT, prefix_mask_BT)
     ce_sum, correct_sum = _fused_lm_head_ce(chunk_size, hidden_BTD, embedding_VD, targets_BT, weights_BT)
     count = jnp.sum(weights_BT)
     loss = ce_sum / jnp.maximum(count, 1e-8)
@@ -195,6 +245,62 @@ def _fused_bwd(chunk_size, grads, cotangents):
 _fused_lm_head_ce.defvjp(_fused_fwd, _fused_bwd)
 
 
+def seq2seq_loss(
+    logits_BTV: jax.Array, targets_BT: jax.Array, decoder_segment_ids_BT: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Teacher-forced CE of an encoder-decoder: decoder position t predicts targets[t].
+
+    Every real decoder position (segment != 0) counts; metrics are named as the causal LM's
+    (lm_loss, lm_accuracy, lm_tokens, perplexity), over the decoder targets.
+    """
+    weights_BT = (decoder_segment_ids_BT != 0).astype(jnp.float32)
+    ce_BT, correct_BT = _cross_entropy(logits_BTV, targets_BT)
+    loss = _weighted_mean(ce_BT, weights_BT)
+    return loss, {
+        "lm_loss": loss,
+        "lm_accuracy": _weighted_mean(correct_BT, weights_BT),
+        "lm_tokens": jnp.sum(weights_BT),
+        "perplexity": jnp.exp(loss),
+    }
+
+
+def is_seq2seq(objective: str) -> bool:
+    """Whether `objective` trains an encoder-decoder (arch "t5") on inputs and decoder targets."""
+    return objective in SEQ2SEQ_OBJECTIVES
+
+
+def is_decoder_only(objective: str) -> bool:
+    """Whether `objective` trains a decoder-only model (arch "gpt") on next-token targets."""
+    return objective in DECODER_OBJECTIVES
+
+
+def rtd_weights(segment_ids_BT: jax.Array) -> jax.Array:
+    """[B,T] float32: ELECTRA's discriminator scores every real token (segment != 0), none of the padding."""
+    return (segment_ids_BT != 0).astype(jnp.float32)
+
+
+def rtd_loss(
+    logits_BT: jax.Array, labels_BT: jax.Array, segment_ids_BT: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """ELECTRA's replaced-token detection: sigmoid cross-entropy over every real token.
+
+    labels_BT: 1.0 where the generator's sample replaced the original token. Metrics: rtd_loss,
+    rtd_accuracy (logit > 0 as "replaced"), rtd_replaced_fraction (of the real tokens; the majority
+    baseline's accuracy is 1 minus it) and rtd_count (real tokens).
+    """
+    logits_BT = logits_BT.astype(jnp.float32)
+    weights_BT = rtd_weights(segment_ids_BT)
+    bce_BT = optax.sigmoid_binary_cross_entropy(logits_BT, labels_BT)
+    loss = _weighted_mean(bce_BT, weights_BT)
+    correct_BT = ((logits_BT > 0) == (labels_BT > 0)).astype(jnp.float32)
+    return loss, {
+        "rtd_loss": loss,
+        "rtd_accuracy": _weighted_mean(correct_BT, weights_BT),
+        "rtd_replaced_fraction": _weighted_mean(labels_BT, weights_BT),
+        "rtd_count": jnp.sum(weights_BT),
+    }
+
+
 def pair_name(objective: str) -> str | None:
     """ "nsp" or "sop" for objectives with a sentence-pair head, else None."""
     return {"mlm_nsp": "nsp", "mlm_sop": "sop"}.get(objective)
@@ -214,7 +320,7 @@ def has_sbo_head(objective: str) -> bool:
 class LossTerm(NamedTuple):
     """One weighted-mean loss of an objective: `count` is the weight behind the mean."""
 
-    name: str  # "mlm", "pair", "sbo" or "lm"
+    name: str  # "mlm", "pair", "sbo", "rtd" or "lm"
     loss: jax.Array
     count: jax.Array
     metrics: dict[str, jax.Array]
@@ -230,20 +336,34 @@ def loss_terms(
         batch has mlm_targets [B,P], mlm_weights [B,P] and, for the pair objectives,
         pair_label [B] (NSP: 1 = random B; SOP: 1 = swapped). mlm_sbo adds the SBO
         term: the same targets and weights scored from outputs["sbo_logits"].
+      "electra": outputs is ElectraForPreTraining's dict: the generator's MLM term (as "mlm") and
+        the discriminator's RTD term over every real token (segment_ids != 0).
       "clm": outputs is GPTDecoder's logits_BTV; batch has input_ids and
-        segment_ids. With loss_chunk_size > 0, outputs is (hidden_BTD, embedding_VD) instead
-        and the loss is chunked_causal_lm_loss, chunk_size=loss_chunk_size.
+        segment_ids. With loss_chunk_size > 0 (clm, prefix_lm), outputs is (hidden_BTD,
+        embedding_VD) instead and the loss is chunked_causal_lm_loss, chunk_size=loss_chunk_size.
+      "prefix_lm": as "clm", and batch has prefix_mask [B, T]; only continuation targets count.
+      "span_corruption", "iid_denoising": outputs is T5ForConditionalGeneration's logits_BTV;
+        batch has targets and decoder_segment_ids [B, T] (one "lm" term over the decoder targets).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r}; expected one of {OBJECTIVES}")
-    if objective == "clm":
+    if is_decoder_only(objective):
+        prefix_BT = batch["prefix_mask"] if objective == "prefix_lm" else None
         if loss_chunk_size:
             hidden_BTD, embedding_VD = outputs
             loss, m = chunked_causal_lm_loss(
-                hidden_BTD, embedding_VD, batch["input_ids"], batch["segment_ids"], chunk_size=loss_chunk_size
+                hidden_BTD,
+                embedding_VD,
+                batch["input_ids"],
+                batch["segment_ids"],
+                prefix_BT,
+                chunk_size=loss_chunk_size,
             )
         else:
-            loss, m = causal_lm_loss(outputs, batch["input_ids"], batch["segment_ids"])
+            loss, m = causal_lm_loss(outputs, batch["input_ids"], batch["segment_ids"], prefix_BT)
+        return [LossTerm("lm", loss, m["lm_tokens"], m)]
+    if is_seq2seq(objective):
+        loss, m = seq2seq_loss(outputs, batch["targets"], batch["decoder_segment_ids"])
         return [LossTerm("lm", loss, m["lm_tokens"], m)]
     loss, m = mlm_loss(outputs["mlm_logits"], batch["mlm_targets"], batch["mlm_weights"])
     terms = [LossTerm("mlm", loss, m["mlm_count"], m)]
@@ -252,22 +372,36 @@ def loss_terms(
         labels_B = batch["pair_label"]
         loss, m = pair_loss(outputs["pair_logits"], labels_B, name=name)
         terms.append(LossTerm("pair", loss, jnp.asarray(labels_B.shape[0], jnp.float32), m))
+    if objective == "electra":
+        loss, m = rtd_loss(outputs["rtd_logits"], outputs["rtd_labels"], batch["segment_ids"])
+        terms.append(LossTerm("rtd", loss, m["rtd_count"], m))
     if has_sbo_head(objective):
         loss, m = mlm_loss(outputs["sbo_logits"], batch["mlm_targets"], batch["mlm_weights"], name="sbo")
         terms.append(LossTerm("sbo", loss, m["sbo_count"], m))
     return terms
 
 
+def term_weight(name: str, pair_weight: float, rtd_weight: float) -> float:
+    """A term's weight in the total: pair_weight for NSP/SOP, rtd_weight (ELECTRA's λ) for RTD, else 1."""
+    return {"pair": pair_weight, "rtd": rtd_weight}.get(name, 1.0)
+
+
 def pretraining_loss(
-    outputs: Any, batch: Mapping[str, jax.Array], *, objective: str, pair_weight: float = 1.0
+    outputs: Any,
+    batch: Mapping[str, jax.Array],
+    *,
+    objective: str,
+    pair_weight: float = 1.0,
+    rtd_weight: float = 50.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Total loss on one batch: mlm + pair_weight * pair (+ sbo, summed as SpanBERT), or the causal-LM loss.
+    """Total loss on one batch: mlm + pair_weight * pair (+ sbo, summed as SpanBERT; + rtd_weight * rtd,
+    ELECTRA), or the causal-LM loss.
 
     Metrics always include `loss`. (The train step sums the same terms, each
     normalised by its global count, so it also works on shards of a batch.)
     """
     loss, metrics = 0.0, {}
     for term in loss_terms(outputs, batch, objective=objective):
-        loss = loss + (pair_weight if term.name == "pair" else 1.0) * term.loss
+        loss = loss + term_weight(term.name, pair_weight, rtd_weight) * term.loss
         metrics.update(term.metrics)
     return loss, {"loss": loss, **metrics}

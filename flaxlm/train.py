@@ -32,7 +32,7 @@ from flaxlm import seeds as seeds_lib
 from flaxlm import sharding as sharding_lib
 from flaxlm import tokenizer_pin
 from flaxlm import train_step as step_lib
-from flaxlm.data import pipeline
+from flaxlm.data import builders, pipeline
 from flaxlm.data import prepare as prepare_lib
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,14 @@ def dummy_batch(config, batch_size: int = 1):
     z = lambda *s: np.zeros((batch_size, *s), np.int32)
     if config.objective == "clm":
         return {"input_ids": z(T), "segment_ids": z(T), "positions": z(T)}
+    if config.objective == "prefix_lm":
+        return {"input_ids": z(T), "segment_ids": z(T), "positions": z(T), "prefix_mask": z(T)}
+    if objectives.is_seq2seq(config.objective):
+        targets_length = builders.targets_length(
+            config.data.builder, T, config.data.noise_density, config.data.mean_noise_span_length
+        )
+        batch = {"input_ids": z(T), "segment_ids": z(T), "positions": z(T), "targets": z(targets_length)}
+        return {**batch, **{k: z(targets_length) for k in objectives.SEQ2SEQ_FIELDS}}
     batch = {
         "input_ids": z(T),
         "token_type_ids": z(T),
@@ -72,9 +80,10 @@ def dummy_batch(config, batch_size: int = 1):
 
 def init_state(model, tx, config, rng) -> step_lib.TrainState:
     batch = dummy_batch(config)
-    if config.objective == "clm":
+    if objectives.is_decoder_only(config.objective) or objectives.is_seq2seq(config.objective):
+        seq2seq = [batch[k] for k in objectives.SEQ2SEQ_FIELDS if k in batch]
         variables = model.init(
-            rng, batch["input_ids"], batch["segment_ids"], batch["positions"], deterministic=True
+            rng, batch["input_ids"], batch["segment_ids"], batch["positions"], *seq2seq, deterministic=True
         )
     else:
         variables = model.init(
@@ -84,7 +93,7 @@ def init_state(model, tx, config, rng) -> step_lib.TrainState:
             batch["segment_ids"],
             batch["positions"],
             batch["mlm_positions"],
-            *[batch[k] for k in objectives.SBO_FIELDS if k in batch],
+            *[batch[k] for k in objectives.model_fields(config.objective)],
             deterministic=True,
         )
     params = variables["params"]
@@ -124,6 +133,16 @@ def prepare_data(config) -> prepare_lib.PreparedData:
 
 
 def check_vocab(tok, config):
+    if config.data.builder in builders.SEQ2SEQ_BUILDERS:
+        # The sentinels are the model's last ids, past the tokenizer's (flaxlm.data.builders.sentinel_ids).
+        if tok.vocab_size + config.data.num_sentinels > config.model.vocab_size:
+            raise config_lib.ConfigError(
+                f"the tokenizer has {tok.vocab_size} tokens and {config.data.builder} reserves "
+                f"config.data.num_sentinels={config.data.num_sentinels} sentinel ids after them, more than "
+                f"config.model.vocab_size={config.model.vocab_size}; set --config.model.vocab_size="
+                f"{tok.vocab_size + config.data.num_sentinels}"
+            )
+        return
     if tok.vocab_size != config.model.vocab_size:
         raise config_lib.ConfigError(
             f"the tokenizer has {tok.vocab_size} tokens but "
@@ -150,6 +169,11 @@ def check_resume_config(saved: dict, config) -> None:
         "embedding_size",  # ALBERT's factorisation and sharing, RoBERTa's position layout
         "share_layers",
         "position_offset",
+        "head_dim",  # T5's shape
+        "num_decoder_layers",
+        "gated_mlp",
+        "tie_embeddings",
+        "generator_size",  # ELECTRA's generator width
     )
     diffs = [
         f"{k}: checkpoint {saved_model.get(k)!r} vs config {config.model[k]!r}"
@@ -186,6 +210,7 @@ class Runner:
         kwargs = dict(
             objective=config.objective,
             pair_weight=config.pair_weight,
+            rtd_weight=config.rtd_weight,
             loss_chunk_size=config.train.loss_chunk_size,
         )
         train_kwargs = dict(kwargs, grad_accum_steps=tc.grad_accum_steps, debug_nan_step=tc.debug_nan_step)
@@ -306,13 +331,15 @@ class Runner:
         return [self.metrics_to_host(m) for m in seeds_lib.unstack(jax.device_get(metrics), self.num_seeds)]
 
 
-def evaluate(runner: Runner, params, seed_batches, pair_weight: float) -> list[dict[str, float]]:
+def evaluate(
+    runner: Runner, params, seed_batches, pair_weight: float, rtd_weight: float = 50.0
+) -> list[dict[str, float]]:
     """The eval metrics of each seed over its own list of batches (`seed_batches`: one list per seed).
 
     The seeds' validation splits may differ in length (data.seed decides their segmentation): a seed
     out of batches repeats its last one in the stacked step, and that result is not counted.
     """
-    accs = [step_lib.EvalAccumulator(pair_weight) for _ in seed_batches]
+    accs = [step_lib.EvalAccumulator(pair_weight, rtd_weight) for _ in seed_batches]
     for j in range(max(len(batches) for batches in seed_batches)):
         batch = seeds_lib.stack([batches[min(j, len(batches) - 1)] for batches in seed_batches])
         metrics, totals = jax.device_get(runner.eval_step(params, batch))
@@ -479,6 +506,8 @@ def train_and_evaluate(
             process_index=jax.process_index(),
             process_count=jax.process_count(),
             prefetch=config.data.prefetch,
+            num_threads=config.data.reader_threads,
+            num_workers=config.data.reader_workers,
         )
         for c, data in zip(configs, seed_data)
     ]
@@ -552,7 +581,9 @@ def train_and_evaluate(
     reports = _Reports(runner, workdirs, tags, seed_baselines, start, last, is_main)
     eval_metrics: list[dict[str, float]] = [{} for _ in configs]  # one per seed
     if start == 0:  # the starting point of every learning curve
-        eval_metrics = evaluate(runner, state.params, seed_eval_batches, config.pair_weight)
+        eval_metrics = evaluate(
+            runner, state.params, seed_eval_batches, config.pair_weight, config.rtd_weight
+        )
         reports.eval(0, eval_metrics)
     # (step, device metrics) of the steps whose finiteness the host has not read yet. Reading
     # them waits for the device, so it happens every config.train.check_finite_every steps
@@ -577,7 +608,9 @@ def train_and_evaluate(
                 stopping = preempt.should_stop(step)
                 if step % tc.eval_every == 0 or step == last:
                     reports.flush()
-                    eval_metrics = evaluate(runner, state.params, seed_eval_batches, config.pair_weight)
+                    eval_metrics = evaluate(
+                        runner, state.params, seed_eval_batches, config.pair_weight, config.rtd_weight
+                    )
                     reports.eval(step, eval_metrics)
                 if step % tc.checkpoint_every == 0 or step == last or stopping:
                     # Never save a state the host has not seen finite.

@@ -2,7 +2,7 @@
 
 Every loss term is a weighted mean over the GLOBAL batch (MLM over masked
 positions, causal LM over real next-token targets, NSP/SOP over
-sequences). The counts behind each mean differ between devices and between
+sequences, ELECTRA's RTD over real tokens). The counts behind each mean differ between devices and between
 microbatches, so each shard's term is normalised by the global count
 (`totals`) instead of its own: summing the shards' terms then gives exactly
 the global-batch loss, and the mesh step, the pmap step (pmean of the
@@ -21,7 +21,11 @@ from flaxlm import objectives
 from flaxlm.models import gpt
 
 # Which loss term each metric is a mean over.
-_TERM_OF_PREFIX = {"mlm": "mlm", "nsp": "pair", "sop": "pair", "sbo": "sbo", "lm": "lm"}
+_TERM_OF_PREFIX = {"mlm": "mlm", "nsp": "pair", "sop": "pair", "sbo": "sbo", "rtd": "rtd", "lm": "lm"}
+
+# Folded into a step's key for ELECTRA's sampling key, before the device and microbatch indices are:
+# every shard of a step gets the same key (flaxlm.models.electra draws per row from it).
+_SAMPLE_STREAM = 0x5A3D1E
 
 
 @flax.struct.dataclass
@@ -36,30 +40,47 @@ def batch_totals(batch, objective: str) -> dict[str, jax.Array]:
     """The count behind each loss term's mean, from the batch alone (no model)."""
     if objective == "clm":
         return {"lm": jnp.sum(objectives.next_token_weights(batch["segment_ids"]))}
+    if objective == "prefix_lm":
+        return {"lm": jnp.sum(objectives.prefix_lm_weights(batch["segment_ids"], batch["prefix_mask"]))}
+    if objectives.is_seq2seq(objective):
+        return {"lm": jnp.sum((batch["decoder_segment_ids"] != 0).astype(jnp.float32))}
     totals = {"mlm": jnp.sum(batch["mlm_weights"].astype(jnp.float32))}
     if objectives.pair_name(objective):
         totals["pair"] = jnp.asarray(batch["pair_label"].shape[0], jnp.float32)
     if objectives.has_sbo_head(objective):
         totals["sbo"] = totals["mlm"]  # the SBO term scores the MLM targets
+    if objective == "electra":
+        totals["rtd"] = jnp.sum(objectives.rtd_weights(batch["segment_ids"]))
     return totals
 
 
-def apply_model(model, params, batch, *, objective: str, train: bool, rng=None, loss_chunk_size: int = 0):
-    """The model's outputs for `objectives.loss_terms`. Causal LM with loss_chunk_size > 0: the
-    final hidden states and the tied output embedding, (hidden_BTD, embedding_VD), not the logits."""
+def apply_model(
+    model, params, batch, *, objective: str, train: bool, rng=None, sample_rng=None, loss_chunk_size: int = 0
+):
+    """The model's outputs on `batch`; rng: dropout's key, sample_rng: ELECTRA's generator samples.
+
+    A decoder-only LM with loss_chunk_size > 0: the final hidden states and the tied output
+    embedding, (hidden_BTD, embedding_VD), for `objectives.chunked_causal_lm_loss`, not the logits.
+    """
     rngs = {"dropout": rng} if train else {}
-    if objective == "clm":
+    if train and sample_rng is not None:
+        rngs["sample"] = sample_rng
+    if objectives.is_decoder_only(objective) or objectives.is_seq2seq(objective):
+        seq2seq = [batch[k] for k in objectives.SEQ2SEQ_FIELDS] if objectives.is_seq2seq(objective) else []
+        prefix = {"prefix_mask": batch["prefix_mask"]} if objective == "prefix_lm" else {}
+        hidden = {"return_hidden": True} if loss_chunk_size else {}
         out = model.apply(
             {"params": params},
             batch["input_ids"],
             batch["segment_ids"],
             batch["positions"],
+            *seq2seq,
+            **prefix,
+            **hidden,
             deterministic=not train,
             rngs=rngs,
-            return_hidden=bool(loss_chunk_size),
         )
         return (out, gpt.output_embedding(params)) if loss_chunk_size else out
-    sbo = [batch[k] for k in objectives.SBO_FIELDS] if objectives.has_sbo_head(objective) else []
     return model.apply(
         {"params": params},
         batch["input_ids"],
@@ -67,7 +88,7 @@ def apply_model(model, params, batch, *, objective: str, train: bool, rng=None, 
         batch["segment_ids"],
         batch["positions"],
         batch["mlm_positions"],
-        *sbo,
+        *[batch[k] for k in objectives.model_fields(objective)],
         deterministic=not train,
         rngs=rngs,
     )
@@ -83,6 +104,8 @@ def shard_loss(
     objective: str,
     pair_weight: float,
     train: bool,
+    rtd_weight: float = 50.0,
+    sample_rng=None,
     loss_chunk_size: int = 0,
 ):
     """This shard's share of the global loss, and its share of each metric.
@@ -91,14 +114,21 @@ def shard_loss(
     equal the global-batch values.
     """
     out = apply_model(
-        model, params, batch, objective=objective, train=train, rng=rng, loss_chunk_size=loss_chunk_size
+        model,
+        params,
+        batch,
+        objective=objective,
+        train=train,
+        rng=rng,
+        sample_rng=sample_rng,
+        loss_chunk_size=loss_chunk_size,
     )
     total, metrics = 0.0, {}
     for term in objectives.loss_terms(out, batch, objective=objective, loss_chunk_size=loss_chunk_size):
         share = term.count / jnp.maximum(totals[term.name], 1e-9)
-        total = total + (pair_weight if term.name == "pair" else 1.0) * term.loss * share
+        total = total + objectives.term_weight(term.name, pair_weight, rtd_weight) * term.loss * share
         for k, v in term.metrics.items():
-            if k.endswith(("_loss", "_accuracy")):
+            if k.endswith(("_loss", "_accuracy", "_fraction")):
                 metrics[k] = v * share
     metrics["loss"] = total
     return total, jax.tree.map(jax.lax.stop_gradient, metrics)
@@ -115,6 +145,7 @@ def make_train_step(
     *,
     objective: str,
     pair_weight: float = 1.0,
+    rtd_weight: float = 50.0,
     grad_accum_steps: int = 1,
     axis_name: str | None = None,
     debug_nan_step: int = 0,
@@ -122,8 +153,9 @@ def make_train_step(
 ):
     """Returns `train_step(state, batch, rng) -> (state, metrics)`.
 
-    loss_chunk_size > 0 (causal LM): the loss scores that many positions of each row at a time,
-    never holding the full logits (`objectives.chunked_causal_lm_loss`); the same loss and gradients.
+    loss_chunk_size > 0 (decoder-only LM): the loss scores that many positions of each row at a
+    time, never holding the full logits (`objectives.chunked_causal_lm_loss`); the same loss and
+    gradients.
 
     `rng` is the run's dropout key; each step folds in its step number (and
     microbatch / device index), so the step is a pure function of its inputs.
@@ -140,6 +172,7 @@ def make_train_step(
     def train_step(state: TrainState, batch, rng):
         totals = batch_totals(batch, objective)
         rng = jax.random.fold_in(rng, state.step)
+        sample_rng = jax.random.fold_in(rng, _SAMPLE_STREAM)
         if axis_name is not None:
             totals = jax.lax.pmean(totals, axis_name)
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
@@ -147,7 +180,9 @@ def make_train_step(
             model=model,
             objective=objective,
             pair_weight=pair_weight,
+            rtd_weight=rtd_weight,
             train=True,
+            sample_rng=sample_rng,
             loss_chunk_size=loss_chunk_size,
         )
 
@@ -215,6 +250,7 @@ def make_eval_step(
     *,
     objective: str,
     pair_weight: float = 1.0,
+    rtd_weight: float = 50.0,
     axis_name: str | None = None,
     loss_chunk_size: int = 0,
 ):
@@ -232,6 +268,7 @@ def make_eval_step(
             model=model,
             objective=objective,
             pair_weight=pair_weight,
+            rtd_weight=rtd_weight,
             train=False,
             loss_chunk_size=loss_chunk_size,
         )
@@ -245,8 +282,9 @@ def make_eval_step(
 class EvalAccumulator:
     """Averages eval metrics over batches, each weighted by its term's count."""
 
-    def __init__(self, pair_weight: float = 1.0):
+    def __init__(self, pair_weight: float = 1.0, rtd_weight: float = 50.0):
         self.pair_weight = pair_weight
+        self.rtd_weight = rtd_weight
         self.sums: dict[str, float] = {}
         self.counts: dict[str, float] = {}
 
@@ -263,6 +301,7 @@ class EvalAccumulator:
         loss = out.get("mlm_loss", 0.0) + out.get("sbo_loss", 0.0) + out.get("lm_loss", 0.0)
         for name in ("nsp", "sop"):
             loss += self.pair_weight * out.get(f"{name}_loss", 0.0)
+        loss += self.rtd_weight * out.get("rtd_loss", 0.0)
         out["loss"] = loss
         if "lm_loss" in out:
             out["perplexity"] = float(jnp.exp(out["lm_loss"]))

@@ -18,10 +18,15 @@ PRETRAINING = [
     "albert_tiny",
     "albert_base",
     "spanbert_tiny",
+    "electra_tiny",
+    "electra_small",
     "roberta_base",
     "gpt_tiny",
+    "prefix_lm_tiny",
     "gpt2_small",
     "gpt_1b",
+    "t5_tiny",
+    "t5_small",
 ]
 
 
@@ -39,6 +44,11 @@ def config_with(name="bert_tiny", **fields):
 @pytest.mark.parametrize("name", PRETRAINING)
 def test_every_pretraining_recipe_is_valid(name):
     config_lib.validate(load_config(name))
+
+
+def test_t5_tiny_iid_denoising_override_is_valid():
+    """configs/t5_tiny.py's documented override: T5's BERT-style objective."""
+    config_lib.validate(config_with("t5_tiny", objective="iid_denoising", data__builder="iid_denoising"))
 
 
 @pytest.mark.parametrize(
@@ -105,6 +115,18 @@ def test_copies_that_differ_and_enough_predictions_are_valid(fields):
         ("albert_tiny", dict(data__max_ngram=0), "config.data.max_ngram=0 must be >= 1"),
         (
             "bert_tiny",
+            dict(data__reader_workers=-2),
+            "config.data.reader_workers=-2 must be >= 0 (grain worker processes making training batches; "
+            "0: none)",
+        ),
+        ("bert_tiny", dict(data__reader_threads=-1), "config.data.reader_threads=-1 must be >= 0"),
+        (
+            "bert_tiny",
+            dict(data__tokenizer_sample_sentences=-1),
+            "config.data.tokenizer_sample_sentences=-1 must be >= 0",
+        ),
+        (
+            "bert_tiny",
             dict(objective="mlm_sbo"),
             "config.objective='mlm_sbo' predicts masked spans from their boundaries and needs span "
             "masking; set --config.data.span=True",
@@ -113,6 +135,21 @@ def test_copies_that_differ_and_enough_predictions_are_valid(fields):
             "gpt_tiny",
             dict(objective="mlm_sbo", data__span=True),
             "config.objective='mlm_sbo' does not fit config.model.arch='gpt'",
+        ),
+        (
+            "gpt_tiny",
+            dict(objective="prefix_lm"),
+            "config.objective='prefix_lm' needs config.data.builder='prefix_lm', not 'causal'",
+        ),
+        (
+            "t5_tiny",
+            dict(objective="iid_denoising"),
+            "config.objective='iid_denoising' needs config.data.builder='iid_denoising'",
+        ),
+        (
+            "gpt_tiny",
+            dict(objective="iid_denoising", data__builder="iid_denoising"),
+            "config.objective='iid_denoising' does not fit config.model.arch='gpt'",
         ),
         (
             "gpt_tiny",

@@ -126,18 +126,40 @@ def test_verdicts_follow_published_direction():
 
 
 @pytest.mark.parametrize(
-    "arch,objective", [("bert", "mlm_nsp"), ("gpt", "clm"), ("albert", "mlm_sop"), ("bert", "mlm_sbo")]
+    "arch,objective",
+    [
+        ("bert", "mlm_nsp"),
+        ("gpt", "clm"),
+        ("albert", "mlm_sop"),
+        ("bert", "mlm_sbo"),
+        ("gpt", "prefix_lm"),
+        ("t5", "span_corruption"),
+        ("t5", "iid_denoising"),
+        ("t5.1.1", "span_corruption"),
+    ],
 )
 def test_flops_within_xla_count_and_parameters_exact(arch, objective):
     """Our matmul-only count is the bulk of what XLA counts for the forward pass (the rest is
     elementwise), at the CPU recipe's shapes; the parameter count is exact. ALBERT: factorised
-    embeddings (E 64 < D 128) and one block shared by the layers. mlm_sbo: SpanBERT's SBO head."""
+    embeddings (E 64 < D 128) and one block shared by the layers. mlm_sbo: SpanBERT's SBO head.
+    prefix_lm: GPT's count. T5: encoder, decoder with cross-attention, head_dim != D / N, a decoder
+    deeper than the encoder; T5.1.1: gated MLP and an untied lm_head."""
+    from flaxlm.models.t5 import T5_SWITCHES
+
     config = runner.resolved_config(recipes.CPU.config, recipes.CPU.overrides)
     config.objective = objective
-    config.model.arch = "bert" if arch == "albert" else arch
-    config.data.builder = {"gpt": "causal", "albert": "sop"}.get(arch, "segment_pair")
+    config.model.arch = {"albert": "bert", "t5.1.1": "t5"}.get(arch, arch)
+    builders = {"gpt": "causal", "albert": "sop", "t5": objective, "t5.1.1": objective}
+    config.data.builder = builders.get(arch, "segment_pair")
+    if objective == "prefix_lm":
+        config.data.builder = "prefix_lm"
     if arch == "albert":
         config.model.update(embedding_size=64, share_layers="all")
+    if arch.startswith("t5"):
+        config.model.update(T5_SWITCHES)
+        config.model.update(head_dim=48, num_decoder_layers=3)
+    if arch == "t5.1.1":
+        config.model.update(gated_mlp=True, activation="gelu_tanh", tie_embeddings=False)
     model = models.get_model(train_lib.model_config(config))
     batch = train_lib.dummy_batch(config, 1)
     params = jax.eval_shape(
@@ -150,10 +172,12 @@ def test_flops_within_xla_count_and_parameters_exact(arch, objective):
     forward = jax.jit(lambda p, b: step_lib.apply_model(model, p, b, objective=objective, train=False))
     cost = forward.lower(params, batch).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
+    targets_length = batch["targets"].shape[1] if "targets" in batch else 0
     ours = flops.forward_flops_per_sequence(
-        config.model.to_dict(), objective, 128, config.data.max_predictions
+        config.model.to_dict(), objective, 128, config.data.max_predictions, targets_length
     )
     assert 0.93 * cost["flops"] < ours <= cost["flops"]
+    assert flops.train_flops_per_step(config.to_dict()) == 3 * ours * config.train.batch_size
 
 
 @pytest.mark.parametrize("exp", [nsp_sweep.EXPERIMENT, obj_sweep.EXPERIMENT], ids=lambda e: e.name)
@@ -193,6 +217,11 @@ def test_objectives_give_clm_fewer_steps_for_the_same_flops():
     # Forward FLOPs per sequence at the CPU shapes (hidden 128, vocabulary 8000): MLM 225.7M (the
     # vocabulary projection on 52 scored positions), CLM 379.6M (on all 128).
     assert runs["clm"].num_steps == round(600 * 225_673_216 / 379_584_512) == 357
+    # RoBERTa's inputs cost what BERT's do; ALBERT's 64-wide vocabulary projection is half of BERT's
+    # (plus the 64 -> 128 projection at every position), SpanBERT's SBO head scores the 52 positions again.
+    assert runs["roberta"].num_steps == 600
+    assert runs["albert"].num_steps == round(600 * 225_673_216 / 173_670_912) == 780
+    assert runs["spanbert"].num_steps == round(600 * 225_673_216 / 338_984_960) == 399
     # 15% masks (20 scored positions, 159.1M) would leave the CLM fewer steps for the same budget.
     shakespeare_era = recipe.with_overrides("cpu", {"data.max_predictions": 20, "train.num_steps": 240})
     variants = obj_sweep.matched_flops(shakespeare_era, obj_sweep.VARIANTS)

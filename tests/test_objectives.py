@@ -75,8 +75,9 @@ def test_causal_lm_loss_respects_boundaries_and_padding():
     np.testing.assert_allclose(m["lm_accuracy"], acc, rtol=1e-6)
 
 
+@pytest.mark.parametrize("prefix", [False, True])
 @pytest.mark.parametrize("chunk_size", [1, 4, 13, 20])
-def test_chunked_causal_lm_loss_matches_full_logits(chunk_size):
+def test_chunked_causal_lm_loss_matches_full_logits(chunk_size, prefix):
     """Same loss, metrics and gradients (hidden states and the tied embedding) as causal_lm_loss on
     hidden @ embedding.T, for chunks that divide T = 13, that do not (padding) and one past T; rows
     with a document boundary and with padding."""
@@ -86,12 +87,15 @@ def test_chunked_causal_lm_loss_matches_full_logits(chunk_size):
     emb = jnp.asarray(rng.normal(size=(V, D)), jnp.float32)
     ids = jnp.asarray(rng.integers(0, V, (B, T)), jnp.int32)
     seg = jnp.asarray([[1] * 7 + [2] * 6, [1] * 10 + [0] * 3], jnp.int32)
+    # prefix LM: the first 3 tokens of each document are its prefix, not scored.
+    prefix_mask = jnp.asarray([[1] * 3 + [0] * 4 + [1] * 3 + [0] * 3, [1] * 3 + [0] * 10], jnp.int32)
+    prefix_mask = prefix_mask if prefix else None
 
     def full(h, e):
-        return objectives.causal_lm_loss(jnp.dot(h, e.T), ids, seg)
+        return objectives.causal_lm_loss(jnp.dot(h, e.T), ids, seg, prefix_mask)
 
     def chunked(h, e):
-        return objectives.chunked_causal_lm_loss(h, e, ids, seg, chunk_size=chunk_size)
+        return objectives.chunked_causal_lm_loss(h, e, ids, seg, prefix_mask, chunk_size=chunk_size)
 
     want, got = full(hidden, emb), jax.jit(chunked)(hidden, emb)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-6)

@@ -211,7 +211,9 @@ def test_loss_chunk_size_is_checked():
 
     c = config_lib.base_config()
     c.train.loss_chunk_size = 128
-    with pytest.raises(config_lib.ConfigError, match="loss_chunk_size=128 chunks the causal-LM loss"):
+    with pytest.raises(
+        config_lib.ConfigError, match="loss_chunk_size=128 chunks the causal-LM loss of arch 'gpt' only"
+    ):
         config_lib.validate(c)
     c.train.loss_chunk_size = -1
     with pytest.raises(config_lib.ConfigError, match="loss_chunk_size=-1 must be >= 0"):

@@ -241,6 +241,72 @@ def test_preparation_is_cached_and_keyed_by_settings(data_dir, small_corpus):
     assert d.path != c.path
 
 
+def test_the_tokenizer_sample_is_in_the_cache_key_and_the_metadata(data_dir, small_corpus):
+    """A trained tokenizer is keyed by its sample size and seed, and the prepared data records them."""
+    key = prepare_lib.tokenizer_cache_key
+    legacy = key(small_corpus, 0.1)  # the models cached before the sample was a setting keep their name
+    assert (
+        len(
+            {
+                legacy,
+                key(small_corpus, 0.1, 100, 0),
+                key(small_corpus, 0.1, 100, 1),
+                key(small_corpus, 0.1, 0),
+            }
+        )
+        == 4
+    )
+    data = train_lib.prepare_data(config_for("full_sentences", data_dir, small_corpus))
+    sampled = train_lib.prepare_data(
+        config_for("full_sentences", data_dir, small_corpus, tokenizer_sample_sentences=1500)
+    )
+    assert os.path.basename(data.tokenizer.path).endswith(f"-{key(small_corpus, 0.1, 10_000_000, 0)}.model")
+    assert sampled.tokenizer.fingerprint != data.tokenizer.fingerprint and sampled.path != data.path
+    with open(os.path.join(sampled.path, "metadata.json")) as f:
+        recorded = json.load(f)["tokenizer"]
+    assert recorded == {
+        "fingerprint": sampled.tokenizer.fingerprint,
+        "trained_on": {"validation_fraction": 0.1, "sample_sentences": 1500, "seed": 0},
+    }
+    # The sample follows data.tokenizer_seed, not data.seed: a study's seeds share one vocabulary.
+    other_data_seed = config_for("full_sentences", data_dir, small_corpus, tokenizer_sample_sentences=1500)
+    other_data_seed.data.seed = 1
+    assert prepare_lib.get_tokenizer(other_data_seed.data, 1000, data_dir).path == sampled.tokenizer.path
+    other_sample = config_for(
+        "full_sentences", data_dir, small_corpus, tokenizer_sample_sentences=1500, tokenizer_seed=1
+    )
+    assert (
+        prepare_lib.get_tokenizer(other_sample.data, 1000, data_dir).fingerprint
+        != sampled.tokenizer.fingerprint
+    )
+
+
+def test_a_saved_config_finds_the_tokenizer_its_run_trained_before_and_after_the_sample_setting(
+    data_dir, small_corpus, tmp_path
+):
+    """Export of a workdir without a tokenizer pin rebuilds the cache key from its config.json."""
+    import shutil
+
+    from flaxlm import hf
+
+    config = config_for("full_sentences", data_dir, small_corpus)
+    tok = train_lib.prepare_data(config).tokenizer
+    saved = config.to_dict()
+    assert hf.workdir_tokenizer(saved).fingerprint == tok.fingerprint
+    # A config from before the setting names its model by the old key.
+    del saved["data"]["tokenizer_sample_sentences"]
+    saved["data"]["data_dir"] = str(tmp_path)
+    assert hf.workdir_tokenizer(saved) is None
+    old = (
+        tmp_path
+        / "tokenizers"
+        / f"spm-unigram-1000-{prepare_lib.tokenizer_cache_key(small_corpus, 0.1)}.model"
+    )
+    old.parent.mkdir()
+    shutil.copyfile(tok.path, old)
+    assert hf.workdir_tokenizer(saved).path == str(old)
+
+
 def test_iterator_state_resumes_with_the_very_next_batch(data_dir, small_corpus):
     data = train_lib.prepare_data(config_for("segment_pair", data_dir, small_corpus))
     it = pipeline.train_iterator(data, global_batch=BATCH, seed=5)
@@ -252,6 +318,49 @@ def test_iterator_state_resumes_with_the_very_next_batch(data_dir, small_corpus)
     for want, got in zip(expected, pipeline.take(resumed, 3)):
         for k in want:
             np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def _assert_same_batches(want, got):
+    assert len(want) == len(got)
+    for a, b in zip(want, got):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(b[k], a[k], err_msg=k)
+
+
+def test_the_batches_are_the_same_whatever_the_number_of_reader_threads_and_workers(data_dir, small_corpus):
+    """Worker w of n makes batches w, w + n, ... of the one stream; the iterator takes them in turn."""
+    data = train_lib.prepare_data(config_for("segment_pair", data_dir, small_corpus))
+    want = pipeline.take(pipeline.train_iterator(data, global_batch=BATCH, seed=3, num_threads=0), 7)
+    _assert_same_batches(want, pipeline.take(pipeline.train_iterator(data, global_batch=BATCH, seed=3), 7))
+    for workers in (1, 2):
+        it = pipeline.train_iterator(data, global_batch=BATCH, seed=3, num_workers=workers)
+        _assert_same_batches(want, pipeline.take(it, 7))
+        it.close()
+
+
+def test_a_checkpointed_position_resumes_with_another_number_of_workers(data_dir, small_corpus, tmp_path):
+    """The Orbax checkpoint keeps the position as batches taken, so 2 workers resume a 1-process run and
+    vice versa, with the very next batch."""
+    from flaxlm import checkpoint as ckpt
+
+    data = train_lib.prepare_data(config_for("segment_pair", data_dir, small_corpus))
+    stream = pipeline.take(pipeline.train_iterator(data, global_batch=BATCH, seed=4), 9)
+    state = {"x": np.zeros(2, np.float32)}
+    mngr = ckpt.manager(str(tmp_path), keep=2, async_save=False)
+    workers = pipeline.train_iterator(data, global_batch=BATCH, seed=4, num_workers=2)
+    pipeline.take(workers, 5)
+    ckpt.save(mngr, 5, state, workers, {})
+    workers.close()
+    plain = pipeline.train_iterator(data, global_batch=BATCH, seed=4)
+    ckpt.restore(mngr, 5, state, plain)
+    _assert_same_batches(stream[5:7], pipeline.take(plain, 2))
+    ckpt.save(mngr, 7, state, plain, {})
+    resumed = pipeline.train_iterator(data, global_batch=BATCH, seed=4, num_workers=2)
+    ckpt.restore(mngr, 7, state, resumed)
+    _assert_same_batches(stream[7:9], pipeline.take(resumed, 2))
+    resumed.close()
+    mngr.close()
 
 
 def _assert_hosts_split_the_stream(global_batches, host_batches):

@@ -102,10 +102,48 @@ def test_spm_training_is_deterministic(sentences, spm_path, tmp_path):
 
 
 def test_spm_subsampling_is_seeded_and_ordered(sentences):
-    a = tok_lib._subsample(sentences, 100, seed=0)
-    assert a == tok_lib._subsample(sentences, 100, seed=0) != tok_lib._subsample(sentences, 100, seed=1)
-    positions = [sentences.index(s) for s in a]
-    assert len(a) == 100 and positions == sorted(positions)
+    a = tok_lib.sample_sentences(sentences, 100, seed=0)
+    assert (
+        a
+        == tok_lib.sample_sentences(sentences, 100, seed=0)
+        != tok_lib.sample_sentences(sentences, 100, seed=1)
+    )
+    numbered = [f"{i} {s}" for i, s in enumerate(sentences)]  # the corpus repeats some sentences
+    positions = [int(s.split()[0]) for s in tok_lib.sample_sentences(numbered, 100, seed=0)]
+    assert len(a) == 100 and len(positions) == 100 and positions == sorted(positions)
+
+
+def test_a_sample_larger_than_the_input_is_the_input_whatever_the_seed(sentences):
+    kept = [s for s in sentences if s.strip()]
+    assert tok_lib.sample_sentences(iter(sentences), len(kept), seed=3) == kept
+    assert tok_lib.sample_sentences(iter(sentences), 10**9, seed=4) == kept
+    assert tok_lib.sample_sentences(iter(sentences), 0, seed=5) == kept  # 0: all
+    with pytest.raises(TokenizerError, match="max_sentences=-1 must be >= 0"):
+        tok_lib.sample_sentences(sentences, -1, seed=0)
+
+
+def test_the_sample_streams_across_chunks_and_is_uniform(sentences, monkeypatch):
+    """Draws made chunk by chunk (a chunk of 64 here): every position is about equally likely."""
+    monkeypatch.setattr(tok_lib, "_SAMPLE_CHUNK", 64)
+    items = [f"s{i}" for i in range(1000)]
+    counts = np.zeros(len(items))
+    for seed in range(200):
+        picked = tok_lib.sample_sentences(iter(items), 50, seed=seed)
+        assert len(set(picked)) == 50 and picked == sorted(picked, key=lambda x: int(x[1:]))
+        counts[[int(x[1:]) for x in picked]] += 1
+    # 200 samples of 50 of 1000: each position is picked 10 times on average, in either tenth alike.
+    assert abs(counts[:100].mean() - 10) < 1.5 and abs(counts[-100:].mean() - 10) < 1.5
+
+
+def test_a_sampled_tokenizer_is_the_same_bytes_for_the_same_seed(sentences, tmp_path):
+    def train(name, seed):
+        path = tok_lib.train_sentencepiece(
+            iter(sentences), str(tmp_path / name), vocab_size=600, max_sentences=2000, seed=seed
+        )
+        return pathlib.Path(path).read_bytes()
+
+    a = train("a", seed=1)
+    assert train("b", seed=1) == a != train("c", seed=2)
 
 
 def test_get_or_train_tokenizer_caches(sentences, tmp_path):

@@ -60,13 +60,58 @@ VARIANTS = (
         {**SHARED, "model.arch": "gpt", "objective": "clm", "data.builder": "causal", "data.dupe_factor": 1},
         "causal decoder predicting every next token; documents packed into rows, never attended across",
     ),
+    Variant(
+        "roberta",
+        "RoBERTa (FULL-SENTENCES)",
+        # Dynamic masking is the recipe's already (data.masking="dynamic"); β2 0.98 and ε 1e-6 as RoBERTa.
+        # dupe_factor 1 at every scale: dynamic masks replace BERT's copies, and FULL-SENTENCES rows have
+        # no randomness to vary between copies.
+        {
+            **SHARED,
+            "objective": "mlm",
+            "data.builder": "full_sentences",
+            "data.dupe_factor": 1,
+            "train.b2": 0.98,
+            "train.eps": 1e-6,
+        },
+        "MLM without NSP on FULL-SENTENCES inputs (contiguous sentences, crossing documents), "
+        "β2 0.98, dynamic masks",
+    ),
+    Variant(
+        "albert",
+        "ALBERT (E=64, shared, SOP)",
+        {
+            **SHARED,
+            "objective": "mlm_sop",
+            "data.builder": "sop",
+            "data.ngram": True,
+            "model.embedding_size": 64,
+            "model.share_layers": "all",
+        },
+        "embeddings factorised to 64, one block shared by both layers, sentence-order prediction, "
+        "n-gram masks (n ≤ 3)",
+    ),
+    Variant(
+        "spanbert",
+        "SpanBERT (spans + SBO)",
+        # dupe_factor 1 at every scale, as RoBERTa's: dynamic span masks, single segments without randomness.
+        {
+            **SHARED,
+            "objective": "mlm_sbo",
+            "data.builder": "doc_sentences",
+            "data.span": True,
+            "data.dupe_factor": 1,
+        },
+        "geometric whole-word span masks, MLM + span-boundary objective, single segments without NSP",
+    ),
 )
 REFERENCE = "mlm"  # its steps are the budget; the others get the same FLOPs
 
 EVALS = (
     EvalSpec(
         "common_mlm",
-        {"objective": "mlm", "data.builder": "doc_sentences"},
+        # Single-token masks for every model, whatever masking it trained with (spans, n-grams).
+        {"objective": "mlm", "data.builder": "doc_sentences", "data.span": False, "data.ngram": False},
         lambda objective: objective != "clm",
         "MLM on the common DOC-SENTENCES validation split",
     ),

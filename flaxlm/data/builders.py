@@ -20,7 +20,9 @@ Recipes implemented (one builder each, see ``BUILDERS``):
 * ``doc_sentences``  RoBERTa §4.2 DOC-SENTENCES (never crosses documents).
 * ``sop``            Lan et al. 2019, ALBERT sentence-order prediction.
 
-plus ``pack_causal`` (GPT-style causal-LM packing into fixed rows) and
+plus ``pack_causal`` (GPT-style causal-LM packing into fixed rows), ``prefix_lm`` (those
+rows with each document piece split into a prefix and a continuation), ``span_corruption``
+and ``iid_denoising`` (T5's encoder-decoder examples, packed into fixed rows) and
 ``pad_encoder_example`` (variable-length example -> fixed-shape arrays).
 
 Randomness comes only from the ``np.random.Generator`` argument, so output is a
@@ -53,6 +55,11 @@ __all__ = [
     "doc_sentences",
     "sop",
     "pack_causal",
+    "prefix_lm",
+    "span_corruption",
+    "iid_denoising",
+    "SEQ2SEQ_BUILDERS",
+    "targets_length",
     "pad_encoder_example",
     "BUILDERS",
     "NSP_NEGATIVES",
@@ -104,6 +111,9 @@ class BuildStats:
     doc_separators: int = 0  # extra [SEP]s inserted between documents
     padding_tokens: int = 0  # pack_causal: pad tokens in the last row
     tokens: int = 0  # pack_causal: real tokens emitted (incl. eos)
+    prefix_tokens: int = 0  # prefix_lm: tokens in the prefixes (inputs, not scored)
+    noise_tokens: int = 0  # iid_denoising: tokens corrupted (a sentinel or a random token)
+    random_tokens: int = 0  # iid_denoising: of those, replaced by a random token
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -716,6 +726,296 @@ def pack_causal(
         for ex in _rows_from_stream(tok, did, seq_len):
             stats.examples += 1
             yield ex
+
+
+def prefix_lm(
+    docs: Sequence[Document],
+    seq_len: int,
+    rng: np.random.Generator,
+    *,
+    eos_id: int,
+    pad_id: int = 0,
+    stats: BuildStats | None = None,
+) -> Iterator[Example]:
+    """Prefix-LM rows (Raffel et al. 2020, §3.2.1): ``pack_causal``'s rows, each document piece
+    split at a random point into a prefix (attended bidirectionally, not scored) and a continuation
+    (causal, scored).
+
+    T5's ``random_prefix_noise_mask`` (noise_density 0.5) splits each example so its prefix has
+    uniformly 1 .. n - 1 of its n tokens; here the examples are the pieces of a row (a document, or
+    its part in this row), so the split never crosses a document and each piece keeps at least one
+    scored target. A one-token piece has no prefix.
+
+    Yields ``pack_causal``'s ``input_ids``, ``segment_ids``, ``positions`` [seq_len] and
+    ``prefix_mask`` [seq_len] int32: 1 on each piece's prefix, 0 on its continuation and padding.
+    """
+    stats = stats if stats is not None else BuildStats()
+    for row in pack_causal(docs, seq_len, eos_id, pad_id, stats):
+        seg = row["segment_ids"]
+        lengths = np.bincount(seg, minlength=2)[1:]
+        # Uniform in [1, n - 1] (n >= 2); 0 for n == 1.
+        prefix_lengths = np.where(lengths >= 2, 1 + (rng.random(len(lengths)) * (lengths - 1)).astype(int), 0)
+        prefix = (seg != 0) & (row["positions"] < prefix_lengths[np.maximum(seg - 1, 0)])
+        stats.prefix_tokens += int(prefix.sum())
+        yield {**row, "prefix_mask": prefix.astype(np.int32)}
+
+
+# ------------------------------------------------------------------- span corruption (T5)
+
+
+def random_spans_helper(
+    inputs_length: int, noise_density: float = 0.15, mean_noise_span_length: float = 3.0
+) -> tuple[int, int]:
+    """(tokens_length, targets_length): the longest raw piece whose noised inputs fit inputs_length.
+
+    T5's ``random_spans_helper``: a piece of tokens_length tokens becomes its non-noise tokens plus
+    one sentinel per noise span plus EOS (<= inputs_length), and the targets are the noise tokens
+    plus one sentinel per span plus EOS (targets_length). T5's 512 -> (568, 114).
+    """
+
+    def lengths(tokens_length: int) -> tuple[int, int]:
+        num_noise = int(round(tokens_length * noise_density))
+        num_spans = int(round(num_noise / mean_noise_span_length))
+        return tokens_length - num_noise + num_spans + 1, num_noise + num_spans + 1
+
+    tokens_length = inputs_length - 1
+    while lengths(tokens_length + 1)[0] <= inputs_length:
+        tokens_length += 1
+    _, targets_length = lengths(tokens_length)
+    if noise_density == 0.5 and targets_length > inputs_length:  # T5's nudge to the round length
+        tokens_length -= 1
+        targets_length -= 1
+    return tokens_length, targets_length
+
+
+def _random_segmentation(num_items: int, num_segments: int, rng: np.random.Generator) -> np.ndarray:
+    """Lengths (>= 1 each, summing to num_items) of a uniformly random cut into num_segments parts."""
+    first = np.zeros(num_items, dtype=bool)
+    first[1:] = rng.permutation(np.arange(num_items - 1) < num_segments - 1)
+    segment = np.cumsum(first)
+    return np.bincount(segment, minlength=num_segments)
+
+
+def random_spans_noise_mask(
+    length: int, rng: np.random.Generator, noise_density: float = 0.15, mean_noise_span_length: float = 3.0
+) -> np.ndarray:
+    """[length] bool: T5's ``random_spans_noise_mask``, round(length * noise_density) noise tokens.
+
+    They form round(num_noise / mean_noise_span_length) spans (at least 1), interleaved with as
+    many non-noise spans; the mask starts with non-noise. Span lengths are uniformly random
+    segmentations, so noise spans average mean_noise_span_length.
+    """
+    orig_length = length
+    length = max(length, 2)
+    num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
+    num_spans = max(int(round(num_noise / mean_noise_span_length)), 1)
+    noise_lengths = _random_segmentation(num_noise, num_spans, rng)
+    nonnoise_lengths = _random_segmentation(length - num_noise, num_spans, rng)
+    interleaved = np.stack([nonnoise_lengths, noise_lengths], axis=1).reshape(-1)
+    span_id = np.repeat(np.arange(2 * num_spans), interleaved)
+    return (span_id % 2 == 1)[:orig_length]
+
+
+def sentinel_ids(vocab_size: int, count: int) -> np.ndarray:
+    """[count] int32: T5's sentinels <extra_id_0>, <extra_id_1>, ... = vocab_size - 1, vocab_size - 2, ...
+
+    As in HF T5's tokenizer, the sentinels are the last ids of the model's vocabulary; flaxlm's
+    trained sentencepiece models leave them free (see flaxlm.data.prepare: the tokenizer of a
+    span-corruption run has vocab_size - num_sentinels pieces).
+    """
+    return (vocab_size - 1 - np.arange(count)).astype(np.int32)
+
+
+def _noise_to_sentinels(tokens: np.ndarray, noise: np.ndarray, sentinels: np.ndarray) -> np.ndarray:
+    """Each run of `noise` tokens replaced by the next sentinel (T5's noise_span_to_unique_sentinel)."""
+    prev = np.concatenate([[False], noise[:-1]])
+    first = noise & ~prev
+    span = np.cumsum(first) - 1
+    out = np.where(first, sentinels[np.maximum(span, 0)], tokens)
+    return out[~(noise & prev)].astype(np.int32)
+
+
+def corrupt_spans(
+    tokens: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    eos_id: int,
+    sentinels: np.ndarray,
+    noise_density: float = 0.15,
+    mean_noise_span_length: float = 3.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) of one piece: noise spans -> sentinels in the inputs; the targets are each
+    sentinel followed by the span it replaced; both end with eos_id.
+
+    "The quick brown fox jumps" with noise on "quick brown" and "jumps":
+    inputs "The <X> fox <Y> EOS", targets "<X> quick brown <Y> jumps EOS".
+    """
+    noise = random_spans_noise_mask(len(tokens), rng, noise_density, mean_noise_span_length)
+    num_spans = int(np.sum(noise & ~np.concatenate([[False], noise[:-1]])))
+    if num_spans > len(sentinels):
+        raise DataError(
+            f"a piece of {len(tokens)} tokens has {num_spans} noise spans but only {len(sentinels)} "
+            "sentinels are reserved; raise config.data.num_sentinels"
+        )
+    eos = np.array([eos_id], np.int32)
+    inputs = np.concatenate([_noise_to_sentinels(tokens, noise, sentinels), eos])
+    targets = np.concatenate([_noise_to_sentinels(tokens, ~noise, sentinels), eos])
+    return inputs, targets
+
+
+def _pack_rows(pieces: list[tuple[np.ndarray, np.ndarray]], seq_len: int, targets_len: int) -> Example:
+    """One packed row of (inputs, targets) pieces: segment k = piece k in both streams."""
+    row = {}
+    for side, length, (ids, seg, pos) in (
+        ("", seq_len, ("input_ids", "segment_ids", "positions")),
+        ("decoder_", targets_len, ("targets", "decoder_segment_ids", "decoder_positions")),
+    ):
+        parts = [p[0] if not side else p[1] for p in pieces]
+        n = sum(map(len, parts))
+        row[ids] = np.zeros(length, np.int32)
+        row[ids][:n] = np.concatenate(parts)
+        row[seg] = np.zeros(length, np.int32)
+        row[seg][:n] = np.repeat(np.arange(1, len(parts) + 1), [len(x) for x in parts])
+        row[pos] = np.zeros(length, np.int32)
+        row[pos][:n] = np.concatenate([np.arange(len(x)) for x in parts])
+    # Teacher forcing: each piece's targets shifted right, starting with 0 (T5's decoder start, the pad id).
+    t, seg = row["targets"], row["decoder_segment_ids"]
+    same = np.concatenate([[False], (seg[1:] == seg[:-1]) & (seg[1:] != 0)])
+    row["decoder_input_ids"] = np.where(same, np.concatenate([[0], t[:-1]]), 0).astype(np.int32)
+    return row
+
+
+def span_corruption(
+    docs: Sequence[Document],
+    seq_len: int,
+    rng: np.random.Generator,
+    *,
+    eos_id: int,
+    sentinels: np.ndarray,
+    noise_density: float = 0.15,
+    mean_noise_span_length: float = 3.0,
+    stats: BuildStats | None = None,
+) -> Iterator[Example]:
+    """T5's span corruption (Raffel et al. 2020, §3.1.4), packed: rows of encoder inputs and decoder targets.
+
+    Each document (sentences concatenated) is cut into pieces of tokens_length tokens (the last
+    one shorter), where (tokens_length, targets_length) = random_spans_helper(seq_len, ...), so a
+    full piece's noised inputs fill seq_len and its targets targets_length. Pieces are noised
+    (`corrupt_spans`) and packed greedily in order into rows while both their inputs and targets
+    fit; a piece never spans two documents or two rows.
+
+    Yields per row:
+      * ``input_ids``, ``segment_ids``, ``positions``   [seq_len] int32: the encoder side
+      * ``targets``, ``decoder_input_ids``, ``decoder_segment_ids``, ``decoder_positions``
+        [targets_length] int32: the decoder side (decoder_input_ids = targets shifted right
+        within each piece, 0 first)
+    Segment k is the k-th piece of the row on both sides (0: padding); positions restart at 0
+    at each piece.
+    """
+    _check_seq_len(seq_len, 4, "span_corruption")
+    stats = stats if stats is not None else BuildStats()
+    tokens_length, targets_length = random_spans_helper(seq_len, noise_density, mean_noise_span_length)
+    pieces = (
+        corrupt_spans(
+            piece,
+            rng,
+            eos_id=eos_id,
+            sentinels=sentinels,
+            noise_density=noise_density,
+            mean_noise_span_length=mean_noise_span_length,
+        )
+        for piece in _document_pieces(docs, tokens_length, stats)
+    )
+    return _packed_rows(pieces, seq_len, targets_length, stats)
+
+
+def _document_pieces(docs: Sequence[Document], tokens_length: int, stats: BuildStats) -> Iterator[np.ndarray]:
+    """Each document (sentences concatenated) cut into pieces of tokens_length tokens, the last shorter."""
+    for document in _clean_corpus(docs, stats):
+        if not document:
+            continue
+        body = np.concatenate(document).astype(np.int32)
+        stats.tokens += len(body)
+        for start in range(0, len(body), tokens_length):
+            yield body[start : start + tokens_length]
+
+
+def _packed_rows(
+    pieces: Iterator[tuple[np.ndarray, np.ndarray]], seq_len: int, targets_length: int, stats: BuildStats
+) -> Iterator[Example]:
+    """(inputs, targets) pieces packed greedily in order into rows while both sides fit."""
+    row: list[tuple[np.ndarray, np.ndarray]] = []
+    used = [0, 0]
+    for inputs, targets in pieces:
+        if used[0] + len(inputs) > seq_len or used[1] + len(targets) > targets_length:
+            stats.examples += 1
+            stats.padding_tokens += seq_len - used[0]
+            yield _pack_rows(row, seq_len, targets_length)
+            row, used = [], [0, 0]
+        row.append((inputs, targets))
+        used = [used[0] + len(inputs), used[1] + len(targets)]
+    if row:
+        stats.examples += 1
+        stats.padding_tokens += seq_len - used[0]
+        yield _pack_rows(row, seq_len, targets_length)
+
+
+def iid_denoising(
+    docs: Sequence[Document],
+    seq_len: int,
+    rng: np.random.Generator,
+    *,
+    eos_id: int,
+    mask_id: int,
+    random_ids: np.ndarray,
+    noise_density: float = 0.15,
+    random_prob: float = 0.1,
+    stats: BuildStats | None = None,
+) -> Iterator[Example]:
+    """T5's "BERT-style" objective (Raffel et al. 2020, §3.3.1 and Table 4), packed as span_corruption.
+
+    T5's ``denoise`` with ``iid_noise_mask`` and ``noise_token_to_random_token_or_sentinel``, no
+    targets_fn: each document is cut into pieces of seq_len - 1 tokens (room for EOS, as
+    ``split_tokens_to_inputs_length``); each token is noise independently with probability
+    noise_density; a noise token becomes a uniformly random id of random_ids with probability
+    random_prob, else mask_id (T5: its single sentinel, the vocabulary's last id). Unlike BERT,
+    no noise token is kept unchanged (T5 drops BERT's 10%). The inputs are the corrupted piece,
+    the targets the original piece, both followed by eos_id, so both are seq_len long and a row's
+    decoder side is packed exactly like its encoder side.
+
+    T5 draws the random token from its whole vocabulary past 3 reserved ids (its sentinels
+    included); random_ids is the caller's choice (flaxlm: the tokenizer's non-special ids).
+    Yields span_corruption's fields, the decoder side [seq_len].
+    """
+    _check_seq_len(seq_len, 2, "iid_denoising")
+    stats = stats if stats is not None else BuildStats()
+    random_ids = np.asarray(random_ids, np.int32)
+    eos = np.array([eos_id], np.int32)
+
+    def corrupt(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        noise = rng.random(len(tokens)) < noise_density
+        use_random = noise & (rng.random(len(tokens)) < random_prob)
+        replacement = np.where(use_random, random_ids[rng.integers(0, len(random_ids), len(tokens))], mask_id)
+        stats.noise_tokens += int(noise.sum())
+        stats.random_tokens += int(use_random.sum())
+        inputs = np.where(noise, replacement, tokens).astype(np.int32)
+        return np.concatenate([inputs, eos]), np.concatenate([tokens, eos])
+
+    pieces = (corrupt(piece) for piece in _document_pieces(docs, seq_len - 1, stats))
+    return _packed_rows(pieces, seq_len, seq_len, stats)
+
+
+# Builders of encoder-decoder rows: encoder inputs [seq_len], decoder targets [targets_length(...)].
+SEQ2SEQ_BUILDERS = ("span_corruption", "iid_denoising")
+
+
+def targets_length(builder: str, seq_len: int, noise_density: float, mean_noise_span_length: float) -> int:
+    """The decoder side's length of a SEQ2SEQ_BUILDERS row whose inputs are seq_len long."""
+    if builder == "span_corruption":
+        return random_spans_helper(seq_len, noise_density, mean_noise_span_length)[1]
+    if builder == "iid_denoising":
+        return seq_len  # the original piece and EOS, as long as the inputs
+    raise DataError(f"{builder!r} makes no decoder targets; expected one of {SEQ2SEQ_BUILDERS}")
 
 
 # ------------------------------------------------------------------------- padding

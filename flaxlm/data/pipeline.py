@@ -36,9 +36,10 @@ def _mask_example(example, rng, *, cfg, special, vocab_size, word_starts):
 
 def with_dynamic_masks(ds: grain.MapDataset, data: prepare_lib.PreparedData) -> grain.MapDataset:
     """Masks each example as it is read (rng from the seed and the element's global index), unless
-    masks were fixed at preparation (static masking) or the objective has none (causal LM)."""
+    masks were fixed at preparation (static masking) or the objective has none (causal LM, T5's
+    span corruption, whose noise is drawn at preparation)."""
     s = data.settings
-    if s.builder == "causal" or s.static_masking:
+    if s.builder in prepare_lib.PACKED_BUILDERS or s.static_masking:
         return ds
     tok = data.tokenizer
     word_starts = prepare_lib.word_start_table(tok) if prepare_lib.uses_words(s) else None
@@ -66,6 +67,16 @@ def _check_batch(num_examples: int, global_batch: int, process_count: int, split
         )
 
 
+def _mark_flags_parsed(*_) -> None:
+    """grain's worker processes read absl flags (e.g. --grain_enable_multiprocess_worker_profiling),
+    which fail unparsed ("Trying to access flag ... before flags were parsed") when the program did
+    not parse them through absl (a script, a test, a notebook); take their defaults then."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
 def train_iterator(
     data: prepare_lib.PreparedData,
     *,
@@ -75,13 +86,17 @@ def train_iterator(
     process_count: int = 1,
     prefetch: int = 4,
     num_threads: int = 2,
+    num_workers: int = 0,
 ):
     """Endless iterator of host-local training batches (dicts of numpy arrays).
 
     `prefetch` batches are prepared ahead by `num_threads` background threads
-    (0: in the caller's thread). Returns a grain DatasetIterator:
-    `get_state()`/`set_state()` and the Orbax handler in grain.checkpoint
-    save and restore its position.
+    (0: in the caller's thread). `num_workers` > 0 reads in that many grain
+    worker processes instead (each with `num_threads` threads), worker w making
+    batches w, w + num_workers, ... of the same stream, taken in turn: the
+    batches are the same whatever the number of workers or threads. Returns a
+    grain DatasetIterator: `get_state()`/`set_state()` and the Orbax handler in
+    grain.checkpoint save and restore its position.
     """
     _check_batch(len(data.train), global_batch, process_count, "train")
     ds = grain.MapDataset.source(data.train).seed(seed).shuffle().repeat(None)
@@ -89,7 +104,46 @@ def train_iterator(
     ds = with_dynamic_masks(ds, data)
     ds = ds.batch(global_batch // process_count, drop_remainder=True)[process_index::process_count]
     options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
-    return iter(ds.to_iter_dataset(options))
+    it = ds.to_iter_dataset(options)
+    if num_workers:
+        _mark_flags_parsed()
+        # The workers slice the batched MapDataset above (one-to-one steps only), so the order is kept.
+        it = it.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=num_workers), worker_init_fn=_mark_flags_parsed
+        )
+        return _WorkerBatches(iter(it), num_workers)
+    return iter(it)
+
+
+class _WorkerBatches(grain.DatasetIterator):
+    """The batches of grain's worker processes, with the position saved as the one-process reader saves
+    it, {"next_index": batches taken}: a checkpoint resumes with any number of workers (or none)."""
+
+    def __init__(self, parent: grain.DatasetIterator, num_workers: int):
+        super().__init__(parent)
+        self._workers = num_workers
+
+    def __next__(self):
+        return next(self._parent)
+
+    def get_state(self) -> dict:
+        # grain interleaves the workers' slices in turn; each counts the batches taken from it.
+        state = self._parent.get_state()
+        return {"next_index": sum(s["next_index"] for s in state["iterators_in_use_states"])}
+
+    def set_state(self, state: dict) -> None:
+        taken, n = state["next_index"], self._workers
+        inner = dict(self._parent.get_state())
+        inner.update(
+            next_index_in_cycle=taken % n,
+            next_index_in_datasets=n,
+            iterators_in_use_indices=list(range(n)),
+            # worker w made batches w, w + n, ...: those below `taken` were taken
+            iterators_in_use_states=[{"next_index": (taken - w + n - 1) // n} for w in range(n)],
+            exhausted=[0] * n,
+            future_states={},
+        )
+        self._parent.set_state(inner)
 
 
 def eval_batches(

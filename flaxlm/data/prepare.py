@@ -60,10 +60,22 @@ class DataSettings:
     ngram: bool = False
     max_ngram: int = 3
     sbo: bool = False  # SpanBERT's span-boundary targets wanted (objective mlm_sbo)
+    # span_corruption, iid_denoising (T5): sentinels are the last num_sentinels ids of model_vocab_size
+    noise_density: float = 0.15
+    mean_noise_span_length: float = 3.0
+    num_sentinels: int = 0
+    model_vocab_size: int = 0
 
 
-def settings_from_config(data_cfg, pair_labels: bool, sbo: bool = False) -> DataSettings:
+def settings_from_config(
+    data_cfg, pair_labels: bool, sbo: bool = False, model_vocab_size: int = 0
+) -> DataSettings:
+    spans = data_cfg.builder in builders.SEQ2SEQ_BUILDERS
     return DataSettings(
+        noise_density=data_cfg.noise_density,
+        mean_noise_span_length=data_cfg.mean_noise_span_length,
+        num_sentinels=data_cfg.num_sentinels if spans else 0,
+        model_vocab_size=model_vocab_size if spans else 0,
         builder=data_cfg.builder,
         seq_len=data_cfg.seq_len,
         max_predictions=data_cfg.max_predictions,
@@ -81,6 +93,10 @@ def settings_from_config(data_cfg, pair_labels: bool, sbo: bool = False) -> Data
         max_ngram=data_cfg.max_ngram,
         sbo=sbo,
     )
+
+
+# Builders whose rows are packed and complete as prepared: no padding step, no MLM masks.
+PACKED_BUILDERS = ("causal", "prefix_lm", *builders.SEQ2SEQ_BUILDERS)
 
 
 def masking_config(s: DataSettings) -> masking.MaskingConfig:
@@ -140,9 +156,12 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
 
-    def __init__(self, *, corpus_spec, tok, settings: DataSettings, fingerprint: str, **kwargs):
+    def __init__(
+        self, *, corpus_spec, tok, settings: DataSettings, fingerprint: str, tokenizer_info=None, **kwargs
+    ):
         self._corpus_spec = corpus_spec
         self._tok = tok
+        self._tokenizer_info = tokenizer_info or {}
         self._settings = settings
         self._fingerprint = fingerprint
         super().__init__(config=tfds.core.BuilderConfig(name=fingerprint), **kwargs)
@@ -150,11 +169,19 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
     def _info(self):
         s = self._settings
         T, P = s.seq_len, s.max_predictions
-        if s.builder == "causal":
+        if s.builder in ("causal", "prefix_lm"):
+            fields = ("input_ids", "segment_ids", "positions") + (
+                ("prefix_mask",) if s.builder == "prefix_lm" else ()
+            )
+            features = {k: tfds.features.Tensor(shape=(T,), dtype=np.int32) for k in fields}
+        elif s.builder in builders.SEQ2SEQ_BUILDERS:
+            targets_length = builders.targets_length(s.builder, T, s.noise_density, s.mean_noise_span_length)
             features = {
                 k: tfds.features.Tensor(shape=(T,), dtype=np.int32)
                 for k in ("input_ids", "segment_ids", "positions")
             }
+            for k in ("targets", "decoder_input_ids", "decoder_segment_ids", "decoder_positions"):
+                features[k] = tfds.features.Tensor(shape=(targets_length,), dtype=np.int32)
         else:
             features = {
                 k: tfds.features.Tensor(shape=(T,), dtype=np.int32)
@@ -172,7 +199,11 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
             builder=self,
             description=f"flaxlm pretraining examples: corpus={self._corpus_spec!r} {s}",
             features=tfds.features.FeaturesDict(features),
-            metadata=tfds.core.MetadataDict(settings=dataclasses.asdict(s), corpus=str(self._corpus_spec)),
+            metadata=tfds.core.MetadataDict(
+                settings=dataclasses.asdict(s),
+                corpus=str(self._corpus_spec),
+                tokenizer={"fingerprint": self._tok.fingerprint, **self._tokenizer_info},
+            ),
         )
 
     def _split_generators(self, dl_manager):
@@ -201,6 +232,33 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
                 examples = builders.pack_causal(
                     tok_docs, s.seq_len, eos_id=tok.sep_id, pad_id=tok.pad_id, stats=build_stats
                 )
+            elif s.builder == "prefix_lm":
+                examples = builders.prefix_lm(
+                    tok_docs, s.seq_len, rng, eos_id=tok.sep_id, pad_id=tok.pad_id, stats=build_stats
+                )
+            elif s.builder == "iid_denoising":
+                # T5's mask token is its single sentinel, the model's last id (<extra_id_0>).
+                examples = builders.iid_denoising(
+                    tok_docs,
+                    s.seq_len,
+                    rng,
+                    eos_id=tok.sep_id,
+                    mask_id=int(builders.sentinel_ids(s.model_vocab_size, 1)[0]),
+                    random_ids=np.setdiff1d(np.arange(tok.vocab_size), special.all_ids()),
+                    noise_density=s.noise_density,
+                    stats=build_stats,
+                )
+            elif s.builder == "span_corruption":
+                examples = builders.span_corruption(
+                    tok_docs,
+                    s.seq_len,
+                    rng,
+                    eos_id=tok.sep_id,
+                    sentinels=builders.sentinel_ids(s.model_vocab_size, s.num_sentinels),
+                    noise_density=s.noise_density,
+                    mean_noise_span_length=s.mean_noise_span_length,
+                    stats=build_stats,
+                )
             else:
                 options = {"short_seq_prob": s.short_seq_prob} if s.builder == "segment_pair" else {}
                 if s.builder in ("segment_pair", "sentence_pair"):
@@ -210,7 +268,7 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
                     s.builder, tok_docs, s.seq_len, rng, special, stats=build_stats, **options
                 )
             for ex in examples:
-                if s.builder != "causal":
+                if s.builder not in PACKED_BUILDERS:
                     ex = builders.pad_encoder_example(ex, s.seq_len, tok.pad_id)
                     if s.static_masking:
                         ex = masking.apply_masking(
@@ -269,6 +327,28 @@ def _check_sources(s: DataSettings, docs, split: str) -> None:
         )
 
 
+class RecordSource:
+    """One prepared split, random access: ``len()`` and ``[i]`` → dict of numpy arrays.
+
+    tfds's own source pickles its dataset builder, which cannot be rebuilt from what it pickles
+    (our builder needs the corpus, tokenizer and settings); this one carries only the ArrayRecord
+    reader and the features that decode its records, so grain's worker processes can have a copy.
+    """
+
+    def __init__(self, tfds_source):
+        self._records = tfds_source.data_source  # array_record's source: pickles as its file list
+        self._features = tfds_source.dataset_info.features
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, i):
+        return self._features.deserialize_example_np(self._records[i])
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
 @dataclasses.dataclass
 class PreparedData:
     train: Any  # random-access source: len() and [i] → dict of numpy arrays
@@ -279,7 +359,10 @@ class PreparedData:
 
 
 def get_tokenizer(data_cfg, vocab_size: int, data_dir: str):
-    """The configured tokenizer file, or a sentencepiece model trained (once, cached) on the corpus."""
+    """The configured tokenizer file, or a sentencepiece model trained (once, cached) on the corpus.
+
+    A trained one sees a seeded sample of the training sentences (`tokenizer_training`).
+    """
     if data_cfg.tokenizer:
         return tokenizer_lib.load_tokenizer(data_cfg.tokenizer)
 
@@ -289,23 +372,52 @@ def get_tokenizer(data_cfg, vocab_size: int, data_dir: str):
         for doc in train:
             yield from corpus_lib.document_sentences(doc)
 
+    training = tokenizer_training(data_cfg)
     return tokenizer_lib.get_or_train_tokenizer(
         train_sentences,
         os.path.join(data_dir, "tokenizers"),
         vocab_size,
         data_cfg.tokenizer_type,
-        tokenizer_cache_key(data_cfg.corpus, data_cfg.validation_fraction),
+        tokenizer_cache_key(data_cfg.corpus, data_cfg.validation_fraction, **training),
+        max_sentences=training["sample_sentences"],
+        seed=training["seed"],
     )
 
 
-def tokenizer_cache_key(corpus_spec, validation_fraction: float) -> str:
+def tokenizer_training(data_cfg) -> dict[str, int]:
+    """What a sentencepiece model trained for this data config is trained on, beyond the corpus and
+    split: a sample of `sample_sentences` training sentences (0: all) drawn with `seed`.
+
+    The seed is data.tokenizer_seed, not data.seed: the seeds of a study vary the data's order,
+    pairs and masks, and all of its runs keep one vocabulary, so their losses count the same pieces.
+    """
+    return {"sample_sentences": data_cfg.tokenizer_sample_sentences, "seed": data_cfg.tokenizer_seed}
+
+
+def tokenizer_cache_key(
+    corpus_spec, validation_fraction: float, sample_sentences: int | None = None, seed: int = 0
+) -> str:
     """16 hex chars naming the sentencepiece model trained on this corpus's train split.
 
     The split is part of it: the model is trained on the train documents only, so another
-    validation_fraction is another model (the same one would have seen now-held-out text).
+    validation_fraction is another model (the same one would have seen now-held-out text). So are
+    the sample size and its seed (a corpus with more sentences than the sample gives another model
+    for each). sample_sentences=None: the key of the models trained before the sample was a setting
+    (a fixed sample of 2M, another sampler), which a config saved by such a run still names.
     """
     key = f"{corpus_lib.corpus_fingerprint(corpus_spec)}:validation_fraction={float(validation_fraction)!r}"
+    if sample_sentences is not None:
+        key += f":sample_sentences={int(sample_sentences)}:seed={int(seed)}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def tokenizer_vocab_size(data_cfg, model_vocab_size: int) -> int:
+    """Pieces of the sentencepiece model to train: the model's vocabulary, less T5's sentinels
+    (span_corruption, iid_denoising), which are its last ids (<extra_id_0> = vocab_size - 1, as HF
+    T5's tokenizer has them)."""
+    if data_cfg.builder in builders.SEQ2SEQ_BUILDERS:
+        return model_vocab_size - data_cfg.num_sentinels
+    return model_vocab_size
 
 
 def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) -> PreparedData:
@@ -313,7 +425,8 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
 
     pair_labels: whether examples carry NSP/SOP labels (the objective has a pair head).
     sbo: whether masks carry SpanBERT's span-boundary targets (the objective is mlm_sbo).
-    vocab_size: of the sentencepiece model to train when `data_cfg.tokenizer` is empty.
+    vocab_size: the model's; the sentencepiece model trained when `data_cfg.tokenizer` is empty has
+    `tokenizer_vocab_size` pieces.
     """
     data_dir = data_cfg.data_dir or default_data_dir()
     try:
@@ -323,8 +436,8 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
             f"cannot create the data dir {data_dir} ({e.strerror}); set config.data.data_dir or "
             "$FLAXLM_DATA_DIR to a writable folder"
         ) from None
-    tok = get_tokenizer(data_cfg, vocab_size, data_dir)
-    settings = settings_from_config(data_cfg, pair_labels, sbo)
+    tok = get_tokenizer(data_cfg, tokenizer_vocab_size(data_cfg, vocab_size), data_dir)
+    settings = settings_from_config(data_cfg, pair_labels, sbo, vocab_size)
     key = {
         "format": FORMAT_VERSION,
         "corpus": corpus_lib.corpus_fingerprint(data_cfg.corpus),
@@ -337,6 +450,9 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
         del key["settings"]["ngram"], key["settings"]["max_ngram"]
     if not settings.sbo:  # no span-boundary targets: the datasets of before the option existed
         del key["settings"]["sbo"]
+    if settings.builder not in builders.SEQ2SEQ_BUILDERS:  # T5's noise settings: the datasets of before them
+        for k in ("noise_density", "mean_noise_span_length", "num_sentinels", "model_vocab_size"):
+            del key["settings"][k]
     if settings.dupe_factor > 1:
         # dupe_factor once copied the validation split too: those datasets must not be reused
         # (a key of its own, rather than a FORMAT_VERSION bump, keeps the dupe_factor=1 caches).
@@ -348,14 +464,24 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
         tok=tok,
         settings=settings,
         fingerprint=fingerprint,
+        tokenizer_info=(
+            {"file": data_cfg.tokenizer}
+            if data_cfg.tokenizer
+            else {
+                "trained_on": {
+                    "validation_fraction": data_cfg.validation_fraction,
+                    **tokenizer_training(data_cfg),
+                }
+            }
+        ),
         data_dir=data_dir,
         file_format="array_record",
     )
     builder.download_and_prepare()
     sources = builder.as_data_source()
     return PreparedData(
-        train=sources["train"],
-        validation=sources["validation"],
+        train=RecordSource(sources["train"]),
+        validation=RecordSource(sources["validation"]),
         tokenizer=tok,
         settings=settings,
         path=str(builder.data_dir),

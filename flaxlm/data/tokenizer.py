@@ -17,7 +17,6 @@ import abc
 import hashlib
 import io
 import os
-import random
 import shutil
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
@@ -178,24 +177,59 @@ class SentencePieceTokenizer(Tokenizer):
         return piece.startswith(SPM_WORD_START)
 
 
-def _subsample(sentences: Iterable[str], max_sentences: int, seed: int) -> list[str]:
-    """Non-empty sentences; if more than ``max_sentences``, a seeded reservoir sample kept in input order."""
-    rng = random.Random(seed)
-    reservoir: list[tuple[int, str]] = []
-    n = 0
+# Sentences scored per numpy draw when sampling (fixed: the chunking decides the draws, hence the sample).
+_SAMPLE_CHUNK = 65_536
+
+
+def sample_sentences(sentences: Iterable[str], max_sentences: int, seed: int) -> list[str]:
+    """The non-empty sentences, or a seeded uniform sample of ``max_sentences`` of them, in input order.
+
+    Streams: memory holds the sample, never the whole input. Reservoir sampling (Vitter's algorithm
+    R) with numpy's Generator seeded by ``seed``; the replacement draws are made for chunks of
+    sentences at once, so a sample of 10M from 1G sentences costs a few numpy calls per 64k
+    sentences. Input with at most ``max_sentences`` sentences is returned whole whatever the seed,
+    as is any input when ``max_sentences`` is 0.
+
+    (We sample here rather than with sentencepiece's ``input_sentence_size`` /
+    ``shuffle_input_sentence``: sentencepiece 0.2.3 draws the same sample whatever
+    ``set_random_generator_seed`` says, so its sample cannot follow ``data.tokenizer_seed``.)
+    """
+    if max_sentences < 0:
+        raise TokenizerError(f"max_sentences={max_sentences} must be >= 0 (0: all sentences)")
+    rng = np.random.default_rng(seed)
+    sample: list[str] = []
+    where = None  # input position of each sample slot, once the sample is full
+    pending: list[str] = []
+    seen = 0  # sentences before `pending`
+
+    def replace_from(chunk: list[str]) -> None:
+        nonlocal where
+        if where is None:
+            where = np.arange(max_sentences, dtype=np.int64)
+        positions = np.arange(seen, seen + len(chunk), dtype=np.int64)
+        slots = rng.integers(0, positions + 1)  # sentence i replaces slot j ~ U[0, i] if j is a slot
+        for i in np.flatnonzero(slots < max_sentences):
+            sample[slots[i]] = chunk[i]
+            where[slots[i]] = positions[i]
+
     for s in sentences:
         s = s.strip()
         if not s:
             continue
-        if len(reservoir) < max_sentences:
-            reservoir.append((n, s))
-        else:
-            j = rng.randrange(n + 1)
-            if j < max_sentences:
-                reservoir[j] = (n, s)
-        n += 1
-    reservoir.sort()
-    return [s for _, s in reservoir]
+        if not max_sentences or len(sample) < max_sentences:
+            sample.append(s)
+            seen += 1
+            continue
+        pending.append(s)
+        if len(pending) == _SAMPLE_CHUNK:
+            replace_from(pending)
+            seen += len(pending)
+            pending = []
+    if pending:
+        replace_from(pending)
+    if where is None:  # nothing was replaced: the input, in order
+        return sample
+    return [sample[i] for i in np.argsort(where, kind="stable")]
 
 
 def auto_character_coverage(sentences: Sequence[str], vocab_size: int) -> float:
@@ -217,7 +251,7 @@ def train_sentencepiece(
     model_path_prefix: str,
     vocab_size: int,
     model_type: str = "unigram",
-    max_sentences: int = 2_000_000,
+    max_sentences: int = 10_000_000,
     seed: int = 0,
     character_coverage: float | None = None,
     num_threads: int = 2,
@@ -225,14 +259,16 @@ def train_sentencepiece(
     """Train a SentencePiece model with our fixed special ids; return the ``.model`` path.
 
     Deterministic: the same sentences and arguments give a byte-identical model
-    (no trainer-side shuffling; subsampling above ``max_sentences`` is a seeded
-    reservoir sample). The model is written atomically to ``model_path_prefix + ".model"``.
+    (no trainer-side shuffling; above ``max_sentences`` it trains on
+    ``sample_sentences(sentences, max_sentences, seed)``). The model is written
+    atomically to ``model_path_prefix + ".model"``.
 
     Args:
       sentences: training sentences (one per item; sentencepiece skips ones > 4192 bytes).
       vocab_size: total pieces including the 5 specials.
       model_type: "unigram" or "bpe".
-      max_sentences: cap on sentences used for training.
+      max_sentences: train on a seeded sample of this many sentences when there are more (0: all).
+      seed: of that sample.
       character_coverage: fraction of character occurrences the model must cover; rarer
         characters become [UNK]. None = ``auto_character_coverage(...)``.
     """
@@ -240,7 +276,7 @@ def train_sentencepiece(
 
     if model_type not in MODEL_TYPES:
         raise TokenizerError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
-    data = _subsample(sentences, max_sentences, seed)
+    data = sample_sentences(sentences, max_sentences, seed)
     if not data:
         raise TokenizerError(f"{model_path_prefix}: no non-empty sentences to train SentencePiece on")
     if character_coverage is None:

@@ -1,4 +1,5 @@
-"""Hugging Face interoperability: HF BERT / ALBERT / RoBERTa / GPT-2 model directories <-> flaxlm parameters.
+"""Hugging Face interoperability: HF BERT / ALBERT / RoBERTa / ELECTRA / GPT-2 / T5 directories <-> flaxlm
+parameters.
 
     model_cfg, params, tokenizer = load_hf("path/to/hf_dir")
     model = flaxlm.models.get_model(model_cfg)      # BertForPreTraining or GPTDecoder
@@ -28,8 +29,18 @@ tokenizer files. Supported:
     lm_head (tied decoder); RobertaForMaskedLM has no pooler (a checkpoint that carries one keeps
     it, as roberta-base's does). The tokenizer is byte-level BPE with RoBERTa's <s> </s> <pad>
     <mask> <unk> (see flaxlm.data.bpe).
+  ELECTRA (model_type "electra"): the discriminator, ElectraForPreTraining (its replaced-token
+    detection head: rtd_dense, rtd_head) and ElectraModel, as flaxlm's ElectraForPreTraining
+    (generator_size > 0) / BERT without pooler, factorised (embedding_size) when HF's embedding_size
+    differs from hidden_size. The generator is pretraining-only: an export leaves it out, and an
+    import has none (model_cfg generator_size says the width a continued run would give it).
   GPT-2 (model_type "gpt2"): GPT2LMHeadModel, GPT2Model (the LM head is tied to the
     word embeddings in both).
+  T5 (model_type "t5"): T5ForConditionalGeneration, T5Model, as flaxlm's arch "t5"
+    (flaxlm.models.t5): T5 (ReLU, tied output projection) and T5.1.1 (feed_forward_proj
+    "gated-gelu", tie_word_embeddings false: an lm_head of its own). The stacks' embed_tokens
+    are the shared embedding and are not written. An untied T5Model has no lm_head: its params
+    lack it and heads_of gives [].
 
 Weight layouts: torch's nn.Linear stores [out, in] and flax's Dense kernel is
 [in, out], so BERT's linear weights are transposed. GPT-2's Conv1D weights are
@@ -61,8 +72,11 @@ from flaxlm.hf.configs import (
     ALBERT_ARCHITECTURES,
     BERT_ARCHITECTURES,
     CONFIG_FILE,
+    ELECTRA_ARCHITECTURES,
+    ELECTRA_GENERATOR_SIZE,
     GPT_ARCHITECTURES,
     ROBERTA_ARCHITECTURES,
+    T5_ARCHITECTURES,
     TO_HF_ACTIVATION,
     albert_hf_config,
     albert_model_cfg,
@@ -70,6 +84,8 @@ from flaxlm.hf.configs import (
     bert_hf_config,
     bert_model_cfg,
     check_architecture,
+    electra_hf_config,
+    electra_model_cfg,
     gpt_hf_config,
     gpt_model_cfg,
     heads_of,
@@ -78,6 +94,9 @@ from flaxlm.hf.configs import (
     read_config,
     roberta_hf_config,
     roberta_model_cfg,
+    t5_hf_config,
+    t5_model_cfg,
+    is_t5_shaped,
 )
 from flaxlm.hf.tokenizer_files import TOKENIZER_CONFIG_FILE, read_tokenizer, save_tokenizer, tokenizer_config
 from flaxlm.hf.weights import (
@@ -88,9 +107,11 @@ from flaxlm.hf.weights import (
     albert_weights,
     bert_weights,
     check_shapes,
+    electra_weights,
     gpt_weights,
     read_weights,
     roberta_weights,
+    t5_weights,
     to_flaxlm,
     to_hf,
 )
@@ -131,19 +152,20 @@ class _EncoderFamily:
 
     architectures: tuple[str, ...]  # [1] is the class with every head, for messages
     model_cfg: Callable[[dict, str], dict]  # (HF config, source) -> flaxlm config.model fields
-    weights: Callable[..., list]  # (num_layers, *, prefix, pooler, mlm, pair) -> the correspondence
+    weights: Callable[..., list]  # (model_cfg, *, prefix, pooler, mlm, pair, rtd) -> the correspondence
     prefix: str  # of the encoder's weights in the classes with heads ("bert.")
     pooler: str  # the pooler's weight, after the prefix
     mlm_head: str  # the MLM head's module: its .bias, and its .decoder tied to the word embeddings
     pair_head: str  # the NSP/SOP classifier's weight ("" if the family has none)
     pair_task: str  # what that head predicts, for messages
+    rtd_head: str = ""  # ELECTRA's discriminator head's first weight ("" if the family has none)
 
 
 _ENCODERS = {
     "bert": _EncoderFamily(
         BERT_ARCHITECTURES,
         bert_model_cfg,
-        bert_weights,
+        lambda cfg, rtd, **kw: bert_weights(cfg["num_layers"], **kw),
         "bert.",
         "pooler.dense.weight",
         "cls.predictions",
@@ -153,7 +175,7 @@ _ENCODERS = {
     "albert": _EncoderFamily(
         ALBERT_ARCHITECTURES,
         albert_model_cfg,
-        lambda num_layers, **kw: albert_weights(**kw),  # one shared block, whatever the depth
+        lambda cfg, rtd, **kw: albert_weights(**kw),  # one shared block, whatever the depth
         "albert.",
         "pooler.weight",
         "predictions",
@@ -163,18 +185,31 @@ _ENCODERS = {
     "roberta": _EncoderFamily(
         ROBERTA_ARCHITECTURES,
         roberta_model_cfg,
-        lambda num_layers, pair, **kw: roberta_weights(num_layers, **kw),  # RoBERTa has no pair head
+        lambda cfg, pair, rtd, **kw: roberta_weights(cfg["num_layers"], **kw),  # RoBERTa has no pair head
         "roberta.",
         "pooler.dense.weight",
         "lm_head",
         "",
         "",
     ),
+    "electra": _EncoderFamily(
+        ELECTRA_ARCHITECTURES,
+        electra_model_cfg,
+        lambda cfg, prefix, rtd, **kw: electra_weights(
+            cfg["num_layers"], prefix=prefix, projection=cfg["embedding_size"] > 0, rtd=rtd
+        ),
+        "electra.",
+        "pooler.dense.weight",  # ELECTRA has no pooler: never present
+        "generator_lm_head",  # the generator's (ElectraForMaskedLM, refused by architecture)
+        "",
+        "",
+        "discriminator_predictions.dense_prediction.weight",
+    ),
 }
 
 
 def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
-    """Reads an HF BERT, ALBERT, RoBERTa or GPT-2 directory: returns (model_cfg, params, tokenizer).
+    """Reads an HF BERT, ALBERT, RoBERTa, GPT-2 or T5 directory: returns (model_cfg, params, tokenizer).
 
     model_cfg: a plain dict of flaxlm config.model fields (plus pair_head), ready
     for `flaxlm.models.get_model`. params: the nested dict of float32 numpy
@@ -201,8 +236,11 @@ def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
                 f"{path}: the checkpoint has an {family.pair_task} head but no pooler; "
                 f"{family.architectures[1]} checkpoints have both"
             )
-        rules = family.weights(model_cfg["num_layers"], prefix=prefix, pooler=pooler, mlm=mlm, pair=pair)
+        rtd = bool(family.rtd_head) and family.rtd_head in weights
+        rules = family.weights(model_cfg, prefix=prefix, pooler=pooler, mlm=mlm, pair=pair, rtd=rtd)
         model_cfg.update(pooler=pooler, pair_head=pair)
+        if rtd:  # builds ElectraForPreTraining (the discriminator's head; no generator weights)
+            model_cfg["generator_size"] = ELECTRA_GENERATOR_SIZE
         tied = {f"{family.mlm_head}.decoder.weight": f"{prefix}embeddings.word_embeddings.weight"}
         ignored = {f"{family.mlm_head}.decoder.bias"}  # the same Parameter as the head's bias
     elif model_type == "gpt2":
@@ -213,11 +251,28 @@ def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
         rules = gpt_weights(model_cfg["num_layers"], prefix=prefix)
         tied = {"lm_head.weight": f"{prefix}wte.weight"}
         ignored = set()
+    elif model_type == "t5":
+        check_architecture(hf_config, T5_ARCHITECTURES, source)
+        model_cfg = t5_model_cfg(hf_config, source)
+        weights = read_weights(path)
+        tied = {f"{stack}.embed_tokens.weight": "shared.weight" for stack in ("encoder", "decoder")}
+        lm_head = not model_cfg["tie_embeddings"] and "lm_head.weight" in weights
+        if model_cfg["tie_embeddings"]:
+            tied["lm_head.weight"] = "shared.weight"
+        rules = t5_weights(
+            model_cfg["num_layers"],
+            model_cfg["num_decoder_layers"],
+            gated=model_cfg["gated_mlp"],
+            lm_head=lm_head,
+        )
+        ignored = set()
     else:
         raise HFError(
             f"{source}: model_type {model_type!r} is not supported; flaxlm imports 'bert' "
             f"({', '.join(BERT_ARCHITECTURES)}), 'albert' ({', '.join(ALBERT_ARCHITECTURES)}), "
-            f"'roberta' ({', '.join(ROBERTA_ARCHITECTURES)}) and 'gpt2' ({', '.join(GPT_ARCHITECTURES)})"
+            f"'roberta' ({', '.join(ROBERTA_ARCHITECTURES)}), "
+            f"'electra' ({', '.join(ELECTRA_ARCHITECTURES)}), "
+            f"'gpt2' ({', '.join(GPT_ARCHITECTURES)}) and 't5' ({', '.join(T5_ARCHITECTURES)})"
         )
 
     for name, tied_to in tied.items():
@@ -227,7 +282,14 @@ def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
                 "embeddings, so untied checkpoints are not supported"
             )
     known = {r.hf for r in rules} | set(tied) | ignored
-    supported = BERT_ARCHITECTURES + ALBERT_ARCHITECTURES + ROBERTA_ARCHITECTURES + GPT_ARCHITECTURES
+    supported = (
+        BERT_ARCHITECTURES
+        + ALBERT_ARCHITECTURES
+        + ROBERTA_ARCHITECTURES
+        + ELECTRA_ARCHITECTURES
+        + GPT_ARCHITECTURES
+        + T5_ARCHITECTURES
+    )
     unexpected = sorted(k for k in weights if k not in known and not k.endswith(BUFFER_SUFFIXES))
     if unexpected:
         more = f" and {len(unexpected) - 3} more" if len(unexpected) > 3 else ""
@@ -248,6 +310,7 @@ def load_hf(path: str) -> tuple[dict, Any, Tokenizer | None]:
 
 
 SBO_PARAMS = ("sbo_head", "sbo_bias")  # flaxlm.models.bert's span-boundary head (objective mlm_sbo)
+GENERATOR_PARAMS = ("generator",)  # flaxlm.models.electra's generator (objective electra)
 
 
 def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = None) -> None:
@@ -261,7 +324,9 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
     factorisations or sharings have no HF equivalent and are refused. A BERT with position_offset > 0
     (RoBERTa's layout) -> RobertaForMaskedLM / RobertaModel, its pad_token_id position_offset - 1
     (HF RoBERTa derives positions from it, so a tokenizer with another [PAD] id is refused); a pair
-    head has no HF RoBERTa class and is refused. A span-boundary (SBO) head is left out. GPT ->
+    head has no HF RoBERTa class and is refused. A span-boundary (SBO) head is left out. An ELECTRA
+    (generator_size > 0) -> ElectraForPreTraining, the discriminator and its RTD head; the generator is
+    left out (HF's ElectraForMaskedLM generator is a separate model that does not share embeddings). GPT ->
     GPT2LMHeadModel. Sinusoidal position tables are written as HF's learned
     position embeddings (same values; a reload gives position_embedding
     "learned"). BERT with pre_ln=True has no HF equivalent and is refused.
@@ -274,8 +339,10 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
     model_cfg = dict(model_cfg)
     arch = model_cfg.get("arch")
     params = jax.device_get(params)
-    if arch not in ("bert", "gpt"):
-        raise HFError(f"model arch {arch!r} cannot be saved in Hugging Face format; expected 'bert' or 'gpt'")
+    if arch not in ("bert", "gpt", "t5"):
+        raise HFError(
+            f"model arch {arch!r} cannot be saved in Hugging Face format; expected 'bert', 'gpt' or 't5'"
+        )
     if model_cfg.get("activation", "gelu") not in TO_HF_ACTIVATION:
         raise HFError(f"activation {model_cfg['activation']!r} has no Hugging Face equivalent")
     base = base_model_cfg()
@@ -285,8 +352,10 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
         model_cfg["pair_head"] = "pair_head" in params
         # SpanBERT's span-boundary head is a pretraining head HF BERT has no place for; SpanBERT's own
         # releases are BERT encoders with their MLM head, as this export is.
-        params = {k: v for k, v in params.items() if k not in SBO_PARAMS}
+        params = {k: v for k, v in params.items() if k not in SBO_PARAMS + GENERATOR_PARAMS}
     check_shapes(model_cfg, params, f"the {arch} parameters")
+    if arch == "t5" and is_t5_shaped(model_cfg):
+        raise HFError(f"a t5 model with {is_t5_shaped(model_cfg)} has no Hugging Face equivalent")
     if model_cfg["position_embedding"] == "sinusoidal":
         table = layers.sinusoidal_table(model_cfg["max_len"], model_cfg["hidden_size"])
         params = {k: dict(v) if isinstance(v, dict) else v for k, v in params.items()}
@@ -311,7 +380,14 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
             )
         mlm, pair, pooler = "mlm_bias" in params, model_cfg["pair_head"], model_cfg["pooler"]
         pad_id = tokenizer.pad_id if tokenizer else 0
-        if model_cfg["position_offset"]:
+        if model_cfg.get("generator_size", 0) > 0:
+            architecture = _electra_architecture(model_cfg, pooler, pair)
+            prefix = "electra."
+            rules = electra_weights(
+                model_cfg["num_layers"], prefix=prefix, projection=model_cfg["embedding_size"] > 0, rtd=True
+            )
+            hf_config = electra_hf_config(model_cfg, architecture, pad_id)
+        elif model_cfg["position_offset"]:
             architecture = _roberta_architecture(model_cfg, mlm, pair, tokenizer)
             prefix = "" if architecture == "RobertaModel" else "roberta."
             rules = roberta_weights(model_cfg["num_layers"], prefix=prefix, pooler=pooler, mlm=mlm)
@@ -333,6 +409,19 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
             prefix = "" if architecture == "BertModel" else "bert."
             rules = bert_weights(model_cfg["num_layers"], prefix=prefix, pooler=pooler, mlm=mlm, pair=pair)
             hf_config = bert_hf_config(model_cfg, architecture, pad_id)
+    elif arch == "t5":
+        lm_head = "lm_head" in params
+        architecture = (
+            "T5Model" if not (model_cfg["tie_embeddings"] or lm_head) else "T5ForConditionalGeneration"
+        )
+        rules = t5_weights(
+            model_cfg["num_layers"],
+            model_cfg["num_decoder_layers"] or model_cfg["num_layers"],
+            gated=model_cfg["gated_mlp"],
+            lm_head=lm_head,
+        )
+        pad_eos = (tokenizer.pad_id, tokenizer.sep_id) if tokenizer else (0, 1)  # T5Config's
+        hf_config = t5_hf_config(model_cfg, architecture, *pad_eos)
     else:
         rules = gpt_weights(model_cfg["num_layers"], prefix="transformer.")
         hf_config = gpt_hf_config(model_cfg, tokenizer.sep_id if tokenizer else None)
@@ -355,6 +444,24 @@ def save_hf(path: str, model_cfg: dict, params, tokenizer: Tokenizer | None = No
         _write_json(
             os.path.join(path, TOKENIZER_CONFIG_FILE), tokenizer_config(tokenizer, model_cfg["max_len"])
         )
+
+
+def _electra_architecture(model_cfg: dict, pooler: bool, pair: bool) -> str:
+    """ElectraForPreTraining for an ELECTRA whose layout HF ELECTRA has, or an HFError saying why not."""
+    if pooler or pair:
+        raise HFError("an ELECTRA with a [CLS] pooler or NSP/SOP head has no Hugging Face equivalent")
+    if model_cfg["embedding_size"] == model_cfg["hidden_size"] or model_cfg["share_layers"] != "none":
+        raise HFError(
+            f"embedding_size={model_cfg['embedding_size']} with share_layers="
+            f"{model_cfg['share_layers']!r} has no Hugging Face ELECTRA equivalent (HF projects the "
+            "embeddings only when their width differs from hidden_size, and shares no layers): use "
+            "embedding_size 0 for E = D, and share_layers 'none'"
+        )
+    if model_cfg["position_offset"]:
+        raise HFError(
+            f"position_offset={model_cfg['position_offset']} has no Hugging Face ELECTRA equivalent"
+        )
+    return "ElectraForPreTraining"
 
 
 def _roberta_architecture(model_cfg: dict, mlm: bool, pair: bool, tokenizer: Tokenizer | None) -> str:
@@ -429,7 +536,11 @@ def workdir_tokenizer(config: dict) -> Tokenizer | None:
         data_dir = data.get("data_dir") or prepare_lib.default_data_dir()
         try:
             fingerprint = prepare_lib.tokenizer_cache_key(
-                data.get("corpus", "default"), data.get("validation_fraction", 0.02)
+                data.get("corpus", "default"),
+                data.get("validation_fraction", 0.02),
+                # None (a config from before the setting): the key its model was cached under
+                data.get("tokenizer_sample_sentences"),
+                data.get("tokenizer_seed", 0),
             )
         except FlaxlmError:  # the corpus files are gone, so the cache key cannot be rebuilt
             return None

@@ -1,4 +1,5 @@
-"""HF config.json (BertConfig, AlbertConfig, RobertaConfig, GPT2Config) <-> flaxlm config.model fields."""
+"""HF config.json (BertConfig, AlbertConfig, RobertaConfig, ElectraConfig, GPT2Config, T5Config) <->
+flaxlm config.model fields."""
 
 import json
 import os
@@ -9,7 +10,12 @@ CONFIG_FILE = "config.json"
 BERT_ARCHITECTURES = ("BertModel", "BertForPreTraining", "BertForMaskedLM")
 ALBERT_ARCHITECTURES = ("AlbertModel", "AlbertForPreTraining", "AlbertForMaskedLM")
 ROBERTA_ARCHITECTURES = ("RobertaModel", "RobertaForMaskedLM")
+ELECTRA_ARCHITECTURES = ("ElectraModel", "ElectraForPreTraining")  # the discriminator
+# An imported ELECTRA discriminator carries no generator; this width is what a run continuing it with
+# objective "electra" would build (the paper's 1/4), and what makes get_model build ElectraForPreTraining.
+ELECTRA_GENERATOR_SIZE = 0.25
 GPT_ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model")
+T5_ARCHITECTURES = ("T5ForConditionalGeneration", "T5Model")
 
 # HF activation name -> ours. HF's "gelu_new" and "gelu_pytorch_tanh" are both the tanh approximation.
 FROM_HF_ACTIVATION = {
@@ -166,6 +172,26 @@ def roberta_model_cfg(hf: dict, source: str) -> dict:
     return cfg
 
 
+def electra_model_cfg(hf: dict, source: str) -> dict:
+    """config.json of an HF ELECTRA discriminator -> our model fields (ElectraConfig's defaults: small).
+
+    ELECTRA's discriminator is our BERT without pooler, its embeddings factorised (embedding_size) when
+    HF's embedding_size differs from hidden_size (HF then has `embeddings_project`), not shared across layers.
+    """
+    cfg = bert_model_cfg(hf, source)
+    hidden = hf.get("hidden_size", 256)
+    embedding = hf.get("embedding_size", 128)
+    cfg.update(
+        hidden_size=hidden,
+        num_layers=hf.get("num_hidden_layers", 12),
+        num_heads=hf.get("num_attention_heads", 4),
+        mlp_dim=hf.get("intermediate_size", 1024),
+        embedding_size=0 if embedding == hidden else embedding,
+        pooler=False,
+    )
+    return cfg
+
+
 def is_albert(cfg: dict) -> bool:
     """Whether a BERT model config has HF ALBERT's shape: factorised embeddings, one block for every layer."""
     return cfg.get("embedding_size", 0) > 0 and cfg.get("share_layers", "none") == "all"
@@ -202,6 +228,85 @@ def gpt_model_cfg(hf: dict, source: str) -> dict:
         pair_head=False,
     )
     return cfg
+
+
+def t5_model_cfg(hf: dict, source: str) -> dict:
+    """config.json of HF T5 -> our model fields (HF T5Config's defaults, t5-small's, for absent keys).
+
+    feed_forward_proj "relu" is T5; "gated-gelu" (T5.1.1) is our gated_mlp with gelu_tanh, as HF
+    maps it to gelu_new.
+    """
+    from flaxlm.models.t5 import T5_SWITCHES
+
+    proj = hf.get("feed_forward_proj", "relu")
+    gated = proj.startswith("gated-")
+    activation = "gelu_new" if proj == "gated-gelu" else proj.split("-")[-1]
+    layers = hf.get("num_layers", 6)
+    cfg = base_model_cfg()
+    cfg.update(T5_SWITCHES)
+    cfg.update(
+        arch="t5",
+        vocab_size=hf.get("vocab_size", 32128),
+        hidden_size=hf.get("d_model", 512),
+        head_dim=hf.get("d_kv", 64),
+        mlp_dim=hf.get("d_ff", 2048),
+        num_layers=layers,
+        num_decoder_layers=hf.get("num_decoder_layers") or layers,
+        num_heads=hf.get("num_heads", 8),
+        max_len=hf.get("n_positions", 512),
+        relative_attention_num_buckets=hf.get("relative_attention_num_buckets", 32),
+        relative_attention_max_distance=hf.get("relative_attention_max_distance", 128),
+        # HF T5 applies its one dropout_rate to the attention probabilities too.
+        dropout_rate=hf.get("dropout_rate", 0.1),
+        attention_dropout_rate=hf.get("dropout_rate", 0.1),
+        layer_norm_eps=hf.get("layer_norm_epsilon", 1e-6),
+        activation=_activation(activation, source),
+        gated_mlp=gated,
+        tie_embeddings=hf.get("tie_word_embeddings", True),
+    )
+    return cfg
+
+
+def t5_hf_config(cfg: dict, architecture: str, pad_id: int, eos_id: int) -> dict:
+    act = TO_HF_ACTIVATION[cfg["activation"]]
+    if cfg["gated_mlp"]:
+        proj = "gated-gelu" if act == "gelu_new" else f"gated-{act}"
+    else:
+        proj = act
+    return {
+        "architectures": [architecture],
+        "model_type": "t5",
+        "vocab_size": cfg["vocab_size"],
+        "d_model": cfg["hidden_size"],
+        "d_kv": cfg["head_dim"] or cfg["hidden_size"] // cfg["num_heads"],
+        "d_ff": cfg["mlp_dim"],
+        "num_layers": cfg["num_layers"],
+        "num_decoder_layers": cfg["num_decoder_layers"] or cfg["num_layers"],
+        "num_heads": cfg["num_heads"],
+        "relative_attention_num_buckets": cfg["relative_attention_num_buckets"],
+        "relative_attention_max_distance": cfg["relative_attention_max_distance"],
+        "dropout_rate": cfg["dropout_rate"],
+        "layer_norm_epsilon": cfg["layer_norm_eps"],
+        "feed_forward_proj": proj,
+        "is_encoder_decoder": True,
+        "tie_word_embeddings": cfg["tie_embeddings"],
+        "pad_token_id": pad_id,
+        "eos_token_id": eos_id,
+        "decoder_start_token_id": pad_id,
+        "torch_dtype": "float32",
+    }
+
+
+def is_t5_shaped(cfg: dict) -> str | None:
+    """Why a t5 model config has no HF T5 equivalent, or None if it has one."""
+    from flaxlm.models.t5 import T5_SWITCHES
+
+    for key in ("pre_ln", "norm", "use_bias", "scale_attention", "position_embedding"):
+        if cfg.get(key) != T5_SWITCHES[key]:
+            return f"{key}={cfg.get(key)!r} (HF T5 has {T5_SWITCHES[key]!r})"
+    if cfg.get("adapter_dim", 0) or cfg.get("share_layers", "none") != "none" or cfg.get("embedding_size", 0):
+        return "adapters, embedding_size or share_layers (HF T5 has none)"
+    return None
 
 
 def bert_hf_config(cfg: dict, architecture: str, pad_id: int) -> dict:
@@ -250,6 +355,12 @@ def albert_hf_config(cfg: dict, architecture: str, pad_id: int) -> dict:
     return config
 
 
+def electra_hf_config(cfg: dict, architecture: str, pad_id: int) -> dict:
+    config = bert_hf_config(cfg, architecture, pad_id)
+    config.update(model_type="electra", embedding_size=cfg["embedding_size"] or cfg["hidden_size"])
+    return config
+
+
 def gpt_hf_config(cfg: dict, eos_id: int | None) -> dict:
     config = {
         "architectures": ["GPT2LMHeadModel"],
@@ -276,22 +387,31 @@ def gpt_hf_config(cfg: dict, eos_id: int | None) -> dict:
 
 
 def heads_of(model_cfg: dict, params) -> list[str]:
-    """What a BERT's params hold besides the encoder: a subset of ["pooler", "mlm", "pair"]; GPT: ["lm"]."""
+    """What a BERT's params hold besides the encoder: a subset of ["pooler", "mlm", "pair", "rtd"] (rtd:
+    ELECTRA's discriminator head); GPT: ["lm"]; T5: ["lm"], or [] for an untied T5Model without lm_head."""
+    if model_cfg["arch"] == "t5":
+        return ["lm"] if model_cfg.get("tie_embeddings", True) or "lm_head" in params else []
     if model_cfg["arch"] == "gpt":
         return ["lm"]  # tied to the word embeddings, so always there
     present = {
         "pooler": "pooler" in params["encoder"],
         "mlm": "mlm_bias" in params,
         "pair": "pair_head" in params,
+        "rtd": "rtd_head" in params,
     }
     return [name for name, there in present.items() if there]
 
 
 def objective_of(model_cfg: dict) -> str:
-    """The flaxlm objective whose heads match: "clm" (gpt), "mlm_nsp" (BERT with a pair head), "mlm_sop"
-    (ALBERT with a pair head: its sentence-order head), "mlm"."""
+    """The flaxlm objective whose heads match: "clm" (gpt), "span_corruption" (t5), "electra" (an ELECTRA
+    discriminator), "mlm_nsp" (BERT with a pair head), "mlm_sop" (ALBERT with a pair head: its
+    sentence-order head), "mlm"."""
+    if model_cfg["arch"] == "t5":
+        return "span_corruption"
     if model_cfg["arch"] == "gpt":
         return "clm"
+    if model_cfg.get("generator_size", 0) > 0:
+        return "electra"
     if not model_cfg.get("pair_head"):
         return "mlm"
     return "mlm_sop" if is_albert(model_cfg) else "mlm_nsp"

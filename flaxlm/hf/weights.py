@@ -1,4 +1,4 @@
-"""HF BERT / ALBERT / RoBERTa / GPT-2 state dicts <-> flaxlm parameter trees: tensor map, weight files.
+"""HF BERT / ALBERT / RoBERTa / ELECTRA / GPT-2 / T5 state dicts <-> flaxlm parameter trees, and weight files.
 
 torch's nn.Linear stores [out, in] and flax's Dense kernel is [in, out], so
 BERT's linear weights are transposed. GPT-2's Conv1D weights are already
@@ -98,6 +98,22 @@ def roberta_weights(num_layers: int, *, prefix: str, pooler: bool, mlm: bool) ->
     return w
 
 
+def electra_weights(num_layers: int, *, prefix: str, projection: bool, rtd: bool) -> list[_Weight]:
+    """The HF ELECTRA discriminator <-> flaxlm ElectraForPreTraining (`encoder`, RTD head) correspondence.
+
+    The encoder is named as BERT's, without pooler; `embeddings_project` (E -> D, when HF's embedding_size
+    differs from hidden_size) is our embedding_projection. The head discriminator_predictions is rtd_dense
+    (D -> D) and rtd_head (D -> 1). prefix: "electra." for ElectraForPreTraining, "" for ElectraModel.
+    """
+    w = bert_weights(num_layers, prefix=prefix, pooler=False, mlm=False, pair=False)
+    if projection:
+        w += _linear(f"{prefix}embeddings_project", ("encoder", "embedding_projection"))
+    if rtd:
+        w += _linear("discriminator_predictions.dense", ("rtd_dense",))
+        w += _linear("discriminator_predictions.dense_prediction", ("rtd_head",))
+    return w
+
+
 def albert_weights(*, prefix: str, pooler: bool, mlm: bool, pair: bool) -> list[_Weight]:
     """The HF ALBERT <-> flaxlm BertForPreTraining (embedding_size > 0, share_layers="all") correspondence.
 
@@ -148,6 +164,54 @@ def gpt_weights(num_layers: int, *, prefix: str) -> list[_Weight]:
         w += _linear(f"{hf}.mlp.c_fc", ours + ("mlp", "fc_in"), transpose=False)
         w += _linear(f"{hf}.mlp.c_proj", ours + ("mlp", "fc_out"), transpose=False)
     w += _norm(f"{prefix}ln_f", ("final_norm",))
+    return w
+
+
+def _t5_stack(stack: str, num_layers: int, *, gated: bool) -> list[_Weight]:
+    """HF T5's `stack` ("encoder" / "decoder") <-> flaxlm T5Stack: bias-free linears, RMS-norm scales.
+
+    HF numbers each block's sublayers: layer.0 self-attention, (decoder) layer.1 cross-attention,
+    then the feed-forward; only block 0's self-attention holds the stack's relative position bias.
+    """
+    ours = (stack,)
+    w = [
+        _Weight(
+            f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+            ((stack, "relative_position_bias", "embedding"),),
+        )
+    ]
+    for i in range(num_layers):
+        hf, block = f"{stack}.block.{i}.layer", ours + (f"block_{i}",)
+        sublayers = [("SelfAttention", "attention")]
+        if stack == "decoder":
+            sublayers.append(("EncDecAttention", "cross_attention"))
+        for j, (hf_name, name) in enumerate(sublayers):
+            for hf_proj, proj in (("q", "query"), ("k", "key"), ("v", "value"), ("o", "out")):
+                w.append(
+                    _Weight(f"{hf}.{j}.{hf_name}.{hf_proj}.weight", (block + (name, proj, "kernel"),), True)
+                )
+            w.append(_Weight(f"{hf}.{j}.layer_norm.weight", (block + (f"{name}_norm", "scale"),)))
+        ff = f"{hf}.{len(sublayers)}"
+        mlp = block + ("mlp",)
+        fc_in = (("wi_0", "fc_in"), ("wi_1", "fc_linear")) if gated else (("wi", "fc_in"),)
+        for hf_name, name in (*fc_in, ("wo", "fc_out")):
+            w.append(_Weight(f"{ff}.DenseReluDense.{hf_name}.weight", (mlp + (name, "kernel"),), True))
+        w.append(_Weight(f"{ff}.layer_norm.weight", (block + ("mlp_norm", "scale"),)))
+    w.append(_Weight(f"{stack}.final_layer_norm.weight", ((stack, "final_norm", "scale"),)))
+    return w
+
+
+def t5_weights(num_layers: int, num_decoder_layers: int, *, gated: bool, lm_head: bool) -> list[_Weight]:
+    """The HF T5ForConditionalGeneration / T5Model <-> flaxlm T5ForConditionalGeneration correspondence.
+
+    lm_head: the untied output projection (T5.1.1); a tied one is the shared embedding and has no
+    entry, nor have the stacks' embed_tokens (the same tensor as `shared`).
+    """
+    w = [_embedding("shared", ("shared",))]
+    w += _t5_stack("encoder", num_layers, gated=gated)
+    w += _t5_stack("decoder", num_decoder_layers, gated=gated)
+    if lm_head:
+        w.append(_Weight("lm_head.weight", (("lm_head", "kernel"),), True))
     return w
 
 
@@ -271,7 +335,7 @@ def read_weights(path: str) -> dict[str, np.ndarray]:
 
 def _dummy_inputs(model_cfg: dict) -> tuple:
     z = np.zeros((1, 8), np.int32)
-    return (z, z, z) if model_cfg["arch"] == "gpt" else (z, z, z, z)
+    return {"gpt": (z, z, z), "t5": (z,) * 6}.get(model_cfg["arch"], (z, z, z, z))
 
 
 def check_shapes(model_cfg: dict, params, source: str) -> None:

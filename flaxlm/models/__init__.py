@@ -1,4 +1,4 @@
-"""Model zoo: `get_model(model_cfg)` builds a BERT or GPT module from a config."""
+"""Model zoo: `get_model(model_cfg)` builds a BERT, ELECTRA, GPT or T5 module from a config."""
 
 import dataclasses
 from typing import Any, Mapping
@@ -9,12 +9,22 @@ import jax.numpy as jnp
 from flaxlm.errors import ConfigError
 
 from flaxlm.models.bert import BertEncoder, BertForPreTraining
+from flaxlm.models.electra import ElectraForPreTraining
 from flaxlm.models.gpt import GPTDecoder
 from flaxlm.models.layers import TransformerConfig
+from flaxlm.models.t5 import T5ForConditionalGeneration
 
-__all__ = ["BertEncoder", "BertForPreTraining", "GPTDecoder", "TransformerConfig", "get_model"]
+__all__ = [
+    "BertEncoder",
+    "BertForPreTraining",
+    "ElectraForPreTraining",
+    "GPTDecoder",
+    "T5ForConditionalGeneration",
+    "TransformerConfig",
+    "get_model",
+]
 
-_ARCHS = {"bert": BertForPreTraining, "gpt": GPTDecoder}
+_ARCHS = {"bert": BertForPreTraining, "gpt": GPTDecoder, "t5": T5ForConditionalGeneration}
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -27,7 +37,8 @@ def _to_dtype(name: str, value: Any) -> Any:
 
 
 def get_model(model_cfg: Mapping[str, Any]) -> nn.Module:
-    """Builds BertForPreTraining (arch "bert") or GPTDecoder (arch "gpt").
+    """Builds BertForPreTraining (arch "bert"), ElectraForPreTraining (arch "bert" with
+    generator_size > 0), GPTDecoder (arch "gpt") or T5ForConditionalGeneration ("t5").
 
     model_cfg: an ml_collections.ConfigDict (or dict) with `arch` plus any
     TransformerConfig fields; dtype/param_dtype are strings like "bfloat16".
@@ -45,4 +56,7 @@ def get_model(model_cfg: Mapping[str, Any]) -> nn.Module:
     for name in ("dtype", "param_dtype"):
         if name in fields:
             fields[name] = _to_dtype(name, fields[name])
-    return _ARCHS[arch](TransformerConfig(**fields))
+    cfg = TransformerConfig(**fields)
+    if arch == "bert" and cfg.generator_size > 0:
+        return ElectraForPreTraining(cfg)
+    return _ARCHS[arch](cfg)

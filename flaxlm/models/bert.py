@@ -29,16 +29,23 @@ class BertEncoder(nn.Module):
     modules created here once and called by every layer: "all" is one
     `shared_block`; "attention" / "ffn" give `shared_attention` (+ its norm) /
     `shared_mlp` (+ its norm) to every block_i.
+
+    shared_embeddings: another BertEncoder whose embedding tables and embeddings
+    LayerNorm this one reads (`embed`, `attend`) instead of having its own, as
+    ELECTRA's generator reads the discriminator's (flaxlm.models.electra); its
+    config.embedding_size must be that encoder's embedding_dim.
     """
 
     config: TransformerConfig
+    shared_embeddings: "BertEncoder | None" = None
 
     def setup(self):
         cfg = self.config
-        self.word_embeddings = layers.embed(cfg, cfg.vocab_size, "word_embeddings")
-        self.token_type_embeddings = layers.embed(cfg, cfg.type_vocab_size, "token_type_embeddings")
-        self.position_embeddings = layers.PositionEmbedding(cfg)
-        self.embeddings_norm = layers.layer_norm(cfg, "embeddings_norm")
+        if self.shared_embeddings is None:
+            self.word_embeddings = layers.embed(cfg, cfg.vocab_size, "word_embeddings")
+            self.token_type_embeddings = layers.embed(cfg, cfg.type_vocab_size, "token_type_embeddings")
+            self.position_embeddings = layers.PositionEmbedding(cfg)
+            self.embeddings_norm = layers.layer_norm(cfg, "embeddings_norm")
         if cfg.embedding_size:
             self.embedding_projection = layers.dense(cfg, cfg.hidden_size, "embedding_projection")
         self.dropout = layers.Dropout(cfg.dropout_rate)
@@ -79,12 +86,8 @@ class BertEncoder(nn.Module):
         pooled_BD is tanh(dense(hidden at token 0)), i.e. the [CLS] pooler; None
         if not config.pooler.
         """
-        x_BTD = (
-            self.word_embeddings(input_ids)
-            + self.token_type_embeddings(token_type_ids)
-            + self.position_embeddings(positions)
-        )
-        x_BTD = self.embeddings_norm(x_BTD)  # x_BTE when factorised
+        tables = self if self.shared_embeddings is None else self.shared_embeddings
+        x_BTD = tables.embed(input_ids, token_type_ids, positions)  # x_BTE when factorised
         x_BTD = layers.constrain_batch(self.dropout(x_BTD, deterministic=deterministic))
         if self.config.embedding_size:
             # HF Albert projects after the dropout (its embedding_hidden_mapping_in).
@@ -102,9 +105,19 @@ class BertEncoder(nn.Module):
         pooled_BD = jnp.tanh(self.pooler(x_BTD[:, 0]))
         return x_BTD, pooled_BD
 
+    def embed(self, input_ids: jax.Array, token_type_ids: jax.Array, positions: jax.Array) -> jax.Array:
+        """LayerNorm(word + token type + position embeddings) -> x_BTE (before dropout and projection)."""
+        x_BTE = (
+            self.word_embeddings(input_ids)
+            + self.token_type_embeddings(token_type_ids)
+            + self.position_embeddings(positions)
+        )
+        return self.embeddings_norm(x_BTE)
+
     def attend(self, x_BPE: jax.Array) -> jax.Array:
         """x_BPE @ word_embeddings^T -> logits_BPV (the tied output projection; E = D unless factorised)."""
-        return self.word_embeddings.attend(x_BPE)
+        tables = self if self.shared_embeddings is None else self.shared_embeddings
+        return tables.word_embeddings.attend(x_BPE)
 
 
 def _gather(x_BTD: jax.Array, positions_BP: jax.Array) -> jax.Array:
@@ -150,9 +163,13 @@ class SpanBoundaryHead(nn.Module):
 
 
 class BertForPreTraining(nn.Module):
-    """BertEncoder + MLM head (+ NSP/SOP pair head if config.pair_head, SBO head if config.sbo_positions)."""
+    """BertEncoder + MLM head (+ NSP/SOP pair head if config.pair_head, SBO head if config.sbo_positions).
+
+    shared_embeddings: as BertEncoder's (ELECTRA's generator is this model on the discriminator's tables).
+    """
 
     config: TransformerConfig
+    shared_embeddings: BertEncoder | None = None
 
     @nn.compact
     def __call__(
@@ -180,7 +197,7 @@ class BertForPreTraining(nn.Module):
         hidden [B, T, D], pooled [B, D] (only if config.pooler).
         """
         cfg = self.config
-        encoder = BertEncoder(cfg, name="encoder")
+        encoder = BertEncoder(cfg, self.shared_embeddings, name="encoder")
         hidden_BTD, pooled_BD = encoder(
             input_ids, token_type_ids, segment_ids, positions, deterministic=deterministic
         )

@@ -3,13 +3,15 @@
 embeddings (word + learned position, dropout)
   -> num_layers pre-LN Transformer blocks with a causal, per-document mask
   -> final LayerNorm -> LM head tied to the word embeddings (no bias).
+
+Given a prefix_mask, the same model is a prefix LM (Raffel et al., 2020, §3.2.1): each document's
+prefix attends to itself bidirectionally, the rest causally.
 """
 
 import dataclasses
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from flaxlm.models import layers
 from flaxlm.models.layers import TransformerConfig
@@ -20,6 +22,8 @@ class GPTDecoder(nn.Module):
 
     segment_ids: 0 = padding, k >= 1 = k-th packed document; positions: index
     within the document. Query t sees keys s <= t of its own document only.
+    prefix_mask (prefix LM; None: plain causal LM): int [B, T], nonzero on each document's
+    first positions, its prefix, whose keys every query of the document sees as well.
     Blocks are always pre-LN (GPT-2), whatever config.pre_ln says; there are no
     token-type embeddings.
 
@@ -40,6 +44,7 @@ class GPTDecoder(nn.Module):
         input_ids: jax.Array,
         segment_ids: jax.Array,
         positions: jax.Array,
+        prefix_mask: jax.Array | None = None,
         *,
         deterministic: bool,
         return_hidden: bool = False,
@@ -61,40 +66,22 @@ class GPTDecoder(nn.Module):
         )
         x_BTD = layers.constrain_batch(layers.Dropout(cfg.dropout_rate)(x_BTD, deterministic=deterministic))
 
-        mask_B1TT = layers.make_attention_mask(segment_ids, causal=True)
+        mask_B1TT = layers.make_attention_mask(segment_ids, causal=True, prefix_BT=prefix_mask)
         if cfg.decode:  # over the cache slots instead: [B, 1, T, S]
-            mask_B1TT = self._decode_mask(segment_ids)
+            if prefix_mask is not None:
+                raise ValueError("prefix_mask is for training and scoring; decoding caches causal attention")
+            mask_B1TT, _ = layers.decode_mask(self, segment_ids)
+        # With a prefix the mask is not causal: no causal hint for cuDNN, which would apply one.
+        causal = prefix_mask is None
         block = layers.block_class(block_cfg)
         for i in range(cfg.num_layers):
             x_BTD = layers.constrain_batch(
-                block(block_cfg, causal=True, name=f"block_{i}")(x_BTD, mask_B1TT, deterministic)
+                block(block_cfg, causal=causal, name=f"block_{i}")(x_BTD, mask_B1TT, deterministic)
             )
         x_BTD = layers.layer_norm(cfg, "final_norm")(x_BTD)
         if return_hidden:
             return x_BTD
         return word_embeddings.attend(x_BTD)
-
-    def _decode_mask(self, segment_ids_BT: jax.Array) -> jax.Array:
-        """mask_B1TS: new token t (slot index + t) sees written slot s <= index + t of its own segment.
-
-        Keeps the segment ids of the cache slots in the "cache" collection; unwritten slots hold
-        segment 0 (padding), so they are never seen. On the init call: the ordinary causal mask.
-        """
-        initialized = self.has_variable("cache", "segment_ids")
-        segments_BS = self.variable("cache", "segment_ids", jnp.zeros, segment_ids_BT.shape, jnp.int32)
-        index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
-        if not initialized:
-            return layers.make_attention_mask(segment_ids_BT, causal=True)
-        t = segment_ids_BT.shape[1]
-        segments_BS.value = jax.lax.dynamic_update_slice(
-            segments_BS.value, segment_ids_BT.astype(jnp.int32), (0, index.value)
-        )
-        seg_k_B1S = segments_BS.value[:, None, :]
-        slot_1S = jnp.arange(seg_k_B1S.shape[-1])[None, :]
-        query_slot_T1 = index.value + jnp.arange(t)[:, None]
-        mask_BTS = (segment_ids_BT[:, :, None] == seg_k_B1S) & (seg_k_B1S != 0) & (slot_1S <= query_slot_T1)
-        index.value = index.value + t
-        return mask_BTS[:, None, :, :]
 
 
 def output_embedding(params) -> jax.Array:

@@ -1,4 +1,4 @@
-"""Transformer pieces shared by the BERT encoder and the GPT decoder.
+"""Transformer pieces shared by the BERT encoder, the GPT decoder and T5's encoder-decoder.
 
 Shape suffixes used across `flaxlm.models`:
   B: batch size             T: sequence length (queries)   S: key length
@@ -68,14 +68,38 @@ class TransformerConfig:
     # SpanBERT (BERT only): > 0 builds the span-boundary-objective head, whose table of offsets within a
     # span has this many rows (the trainer sets it to data.max_predictions, the longest span). 0: none.
     sbo_positions: int = 0
+    # T5 (Raffel et al., 2020) switches; the defaults are BERT's / GPT-2's. norm: "layer" (LayerNorm)
+    # | "rms" (T5's RMS norm: scale, no bias, no mean). use_bias: biases in the Dense layers.
+    norm: str = "layer"
+    use_bias: bool = True
+    scale_attention: bool = True  # q.k / sqrt(H); T5 leaves it out (its initialisation absorbs it)
+    head_dim: int = 0  # H; 0: hidden_size // num_heads (T5's d_kv may differ, so N * H != D)
+    gated_mlp: bool = False  # fc_out(act(fc_in(x)) * fc_linear(x)): T5.1.1's gated GELU with gelu_tanh
+    # position_embedding="relative" (T5): a learned per-head bias on the attention logits, indexed by
+    # the bucket of key position - query position (log-spaced beyond half the buckets, the last bucket
+    # for distances >= max_distance); one table per stack, shared by its layers.
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    num_decoder_layers: int = 0  # T5's decoder depth; 0: num_layers
+    # T5: the output projection is the shared embedding (and the decoder output is scaled by D^-0.5
+    # first, as in Mesh TensorFlow), or False: a separate lm_head (T5.1.1).
+    tie_embeddings: bool = True
+    # ELECTRA (Clark et al. 2020; BERT only): > 0 builds ElectraForPreTraining, this config being its
+    # discriminator and its generator this fraction of the width (hidden_size, num_heads, mlp_dim;
+    # `generator_config`). 0: no generator.
+    generator_size: float = 0.0
 
     def __post_init__(self):
-        if self.hidden_size % self.num_heads:
+        if not self.head_dim and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
-        if self.position_embedding not in ("learned", "sinusoidal"):
+        if self.position_embedding not in POSITION_EMBEDDINGS:
             raise ValueError(
-                f"position_embedding={self.position_embedding!r}; expected 'learned' or 'sinusoidal'"
+                f"position_embedding={self.position_embedding!r}; expected one of {POSITION_EMBEDDINGS}"
             )
+        if self.norm not in NORMS:
+            raise ValueError(f"norm={self.norm!r}; expected one of {NORMS}")
+        if self.head_dim < 0 or self.num_decoder_layers < 0:
+            raise ValueError("head_dim and num_decoder_layers must be >= 0 (0: the default)")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation={self.activation!r}; expected one of {sorted(ACTIVATIONS)}")
         if self.pair_head and not self.pooler:
@@ -97,13 +121,22 @@ class TransformerConfig:
             raise ValueError(f"position_offset={self.position_offset} must be >= 0 (0: BERT, 2: RoBERTa)")
         if self.sbo_positions < 0:
             raise ValueError(f"sbo_positions={self.sbo_positions} must be >= 0 (0: no SBO head)")
+        if not 0.0 <= self.generator_size <= 1.0:
+            raise ValueError(f"generator_size={self.generator_size} must be in (0, 1] (0: no generator)")
 
     @property
     def embedding_dim(self) -> int:
         """E: the width of the embedding tables and of the MLM head's output (D without factorisation)."""
         return self.embedding_size or self.hidden_size
 
+    @property
+    def head_size(self) -> int:
+        """H: the width of one attention head (head_dim, or D // N)."""
+        return self.head_dim or self.hidden_size // self.num_heads
 
+
+POSITION_EMBEDDINGS = ("learned", "sinusoidal", "relative")
+NORMS = ("layer", "rms")
 SHARE_LAYERS = ("none", "all", "attention", "ffn")
 
 
@@ -117,9 +150,10 @@ ACTIVATIONS = {
 
 
 def dense(config: TransformerConfig, features: int, name: str) -> nn.Dense:
-    """A Dense layer with bias and BERT/GPT-2 initialisation."""
+    """A Dense layer with BERT/GPT-2 initialisation; with a bias unless config.use_bias is False (T5)."""
     return nn.Dense(
         features,
+        use_bias=config.use_bias,
         kernel_init=nn.initializers.normal(config.initializer_range),
         bias_init=nn.initializers.zeros,
         dtype=config.dtype,
@@ -128,8 +162,13 @@ def dense(config: TransformerConfig, features: int, name: str) -> nn.Dense:
     )
 
 
-def layer_norm(config: TransformerConfig, name: str) -> nn.LayerNorm:
+def layer_norm(config: TransformerConfig, name: str) -> nn.Module:
+    """LayerNorm, or T5's RMS norm (x / rms(x) * scale, no bias) if config.norm == "rms"."""
     # flax computes the mean/variance in float32 even when dtype is bf16.
+    if config.norm == "rms":
+        return nn.RMSNorm(
+            epsilon=config.layer_norm_eps, dtype=config.dtype, param_dtype=config.param_dtype, name=name
+        )
     return nn.LayerNorm(
         epsilon=config.layer_norm_eps,
         dtype=config.dtype,
@@ -187,6 +226,63 @@ class PositionEmbedding(nn.Module):
         return jnp.take(table_LD, positions_BT, axis=0).astype(cfg.dtype)
 
 
+def relative_position_bucket(
+    relative_position: jax.Array, *, bidirectional: bool, num_buckets: int, max_distance: int
+) -> jax.Array:
+    """T5's bucket (int32, in [0, num_buckets)) of each key position - query position.
+
+    Bidirectional (encoder): half the buckets for keys after the query, half for keys at or before
+    it; causal (decoder): keys after the query are bucket 0. Within a half, distances below half its
+    buckets get a bucket each; larger ones share log-spaced buckets up to max_distance, and all
+    beyond it the last. The float32 arithmetic follows Mesh TensorFlow's (and HF's) step by step,
+    so bucket edges agree with checkpoints trained there.
+    """
+    buckets = jnp.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets += (relative_position > 0).astype(relative_position.dtype) * num_buckets
+        distance = jnp.abs(relative_position)
+    else:
+        distance = -jnp.minimum(relative_position, 0)
+    max_exact = num_buckets // 2
+    # log(0) is never selected below; max() only keeps it from producing -inf.
+    log_ratio = jnp.log(jnp.maximum(distance, max_exact).astype(jnp.float32) / max_exact)
+    scaled = log_ratio / np.float32(np.log(max_distance / max_exact)) * (num_buckets - max_exact)
+    large = jnp.minimum(max_exact + scaled.astype(distance.dtype), num_buckets - 1)
+    return buckets + jnp.where(distance < max_exact, distance, large)
+
+
+class RelativePositionBias(nn.Module):
+    """T5's learned attention bias: positions_q_BT, positions_k_BS -> bias_BNTS.
+
+    One [num_buckets, N] table ("embedding"); entry [bucket(k - q), n] is added to head n's logit of
+    query q for key k. Positions are indices within each packed document, so the bias is the same
+    whatever the packing (cross-document pairs are masked anyway).
+    """
+
+    config: TransformerConfig
+    bidirectional: bool
+
+    @nn.compact
+    def __call__(self, positions_q_BT: jax.Array, positions_k_BS: jax.Array) -> jax.Array:
+        cfg = self.config
+        table_KN = self.param(
+            "embedding",
+            nn.initializers.normal(cfg.initializer_range),
+            (cfg.relative_attention_num_buckets, cfg.num_heads),
+            cfg.param_dtype,
+        )
+        relative_BTS = positions_k_BS[:, None, :] - positions_q_BT[:, :, None]
+        buckets_BTS = relative_position_bucket(
+            relative_BTS,
+            bidirectional=self.bidirectional,
+            num_buckets=cfg.relative_attention_num_buckets,
+            max_distance=cfg.relative_attention_max_distance,
+        )
+        bias_BTSN = jnp.take(table_KN, buckets_BTS, axis=0)
+        return jnp.transpose(bias_BTSN, (0, 3, 1, 2)).astype(jnp.float32)
+
+
 def dropout(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
     """Inverted dropout: zeroes each element with probability `rate`, scales the others up.
 
@@ -222,19 +318,72 @@ class Dropout(nn.Module):
         return dropout(x, self.rate, self.make_rng("dropout"))
 
 
-def make_attention_mask(segment_ids_BT: jax.Array, causal: bool) -> jax.Array:
-    """Boolean mask_B1TT: query i sees key j iff seg[i] == seg[j] != 0 (and j <= i).
+def make_attention_mask(
+    segment_ids_BT: jax.Array, causal: bool, prefix_BT: jax.Array | None = None
+) -> jax.Array:
+    """Boolean mask_B1TT: query i sees key j iff seg[i] == seg[j] != 0 (and j <= i, or j in the prefix).
 
     Packed documents never attend to each other and padding (segment 0) attends
     to nothing; such rows are handled in `dot_product_attention`.
+    prefix_BT (a prefix LM, causal only): nonzero at each document's first positions, its prefix,
+    which every query of the document sees, so the prefix attends to itself bidirectionally and
+    the rest causally. None: the plain causal mask.
     """
     seg_q_BT1 = segment_ids_BT[:, :, None]
     seg_k_B1T = segment_ids_BT[:, None, :]
     mask_BTT = (seg_q_BT1 == seg_k_B1T) & (seg_k_B1T != 0)
     if causal:
         t = segment_ids_BT.shape[1]
-        mask_BTT &= jnp.tril(jnp.ones((t, t), dtype=jnp.bool_))
+        visible_BTT = jnp.tril(jnp.ones((t, t), dtype=jnp.bool_))
+        if prefix_BT is not None:
+            visible_BTT = visible_BTT | (prefix_BT != 0)[:, None, :]
+        mask_BTT &= visible_BTT
     return mask_BTT[:, None, :, :]
+
+
+def cross_attention_mask(segment_ids_q_BT: jax.Array, segment_ids_k_BS: jax.Array) -> jax.Array:
+    """Boolean mask_B1TS of decoder queries over encoder keys: seg_q[i] == seg_k[j] != 0.
+
+    Packed example k of the decoder sees packed example k of the encoder only.
+    """
+    seg_k_B1S = segment_ids_k_BS[:, None, :]
+    return ((segment_ids_q_BT[:, :, None] == seg_k_B1S) & (seg_k_B1S != 0))[:, None, :, :]
+
+
+def decode_mask(
+    module: nn.Module, segment_ids_BT: jax.Array, positions_BT: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array | None]:
+    """(mask_B1TS, positions_BS) of T new decoder tokens over the cache slots; call in a compact method.
+
+    New token t (slot index + t) sees written slot s <= index + t of its own segment. Keeps the
+    slots' segment ids (and, given positions_BT, their positions, for a relative position bias)
+    in `module`'s "cache" collection; unwritten slots hold segment 0 (padding), so they are never
+    seen. On the init call: the ordinary causal mask over the T tokens and their own positions.
+    """
+    initialized = module.has_variable("cache", "segment_ids")
+    segments_BS = module.variable("cache", "segment_ids", jnp.zeros, segment_ids_BT.shape, jnp.int32)
+    index = module.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+    slot_positions = None
+    if positions_BT is not None:
+        slot_positions = module.variable("cache", "positions", jnp.zeros, positions_BT.shape, jnp.int32)
+    if not initialized:
+        return make_attention_mask(segment_ids_BT, causal=True), positions_BT
+    t = segment_ids_BT.shape[1]
+    segments_BS.value = jax.lax.dynamic_update_slice(
+        segments_BS.value, segment_ids_BT.astype(jnp.int32), (0, index.value)
+    )
+    positions_BS = None
+    if slot_positions is not None:
+        slot_positions.value = jax.lax.dynamic_update_slice(
+            slot_positions.value, positions_BT.astype(jnp.int32), (0, index.value)
+        )
+        positions_BS = slot_positions.value
+    seg_k_B1S = segments_BS.value[:, None, :]
+    slot_1S = jnp.arange(seg_k_B1S.shape[-1])[None, :]
+    query_slot_T1 = index.value + jnp.arange(t)[:, None]
+    mask_BTS = (segment_ids_BT[:, :, None] == seg_k_B1S) & (seg_k_B1S != 0) & (slot_1S <= query_slot_T1)
+    index.value = index.value + t
+    return mask_BTS[:, None, :, :], positions_BS
 
 
 def dot_product_attention(
@@ -243,12 +392,16 @@ def dot_product_attention(
     v_BSNH: jax.Array,
     mask_B1TS: jax.Array,
     *,
+    bias_BNTS: jax.Array | None = None,
+    scale: bool = True,
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
 ) -> jax.Array:
-    """softmax(q k^T / sqrt(H) + mask) v -> out_BTNH, in q's dtype.
+    """softmax(q k^T / sqrt(H) + bias + mask) v -> out_BTNH, in q's dtype.
 
     This is attention="xla"; `fused_dot_product_attention` is attention="dot_product".
+    bias_BNTS (T5's relative position bias; any leading dims that broadcast) is added to the
+    logits; scale=False leaves out the 1 / sqrt(H) (T5).
     Logits and softmax are float32 even for bf16 inputs. Masked logits get the
     most negative finite float rather than -inf, so a fully masked (padding)
     query row gets a uniform, finite distribution instead of NaN.
@@ -257,7 +410,10 @@ def dot_product_attention(
     dtype = q_BTNH.dtype
     head_dim = q_BTNH.shape[-1]
     logits_BNTS = jnp.einsum("btnh,bsnh->bnts", q_BTNH, k_BSNH, preferred_element_type=jnp.float32)
-    logits_BNTS = logits_BNTS / np.sqrt(head_dim).astype(np.float32)
+    if scale:
+        logits_BNTS = logits_BNTS / np.sqrt(head_dim).astype(np.float32)
+    if bias_BNTS is not None:
+        logits_BNTS = logits_BNTS + bias_BNTS.astype(jnp.float32)
     logits_BNTS = jnp.where(mask_B1TS, logits_BNTS, jnp.finfo(jnp.float32).min)
     probs_BNTS = jax.nn.softmax(logits_BNTS, axis=-1)
     if dropout_rng is not None and dropout_rate > 0.0:
@@ -277,7 +433,14 @@ def _cudnn_applies(q_BTNH: jax.Array) -> bool:
 
 
 def fused_dot_product_attention(
-    q_BTNH: jax.Array, k_BSNH: jax.Array, v_BSNH: jax.Array, mask_B1TS: jax.Array, *, causal: bool
+    q_BTNH: jax.Array,
+    k_BSNH: jax.Array,
+    v_BSNH: jax.Array,
+    mask_B1TS: jax.Array,
+    *,
+    causal: bool,
+    bias_BNTS: jax.Array | None = None,
+    scale: bool = True,
 ) -> jax.Array:
     """`jax.nn.dot_product_attention` with our mask -> out_BTNH, in q's dtype (no dropout).
 
@@ -286,44 +449,65 @@ def fused_dot_product_attention(
     diagonal; the mask already holds the causal part, so XLA gets the same numbers either way.
     XLA fills masked logits with a large finite negative number, so a fully masked (padding)
     query row is uniform and finite, as in `dot_product_attention`; cuDNN adds the mask as
-    that number as a bias, with the same effect.
+    that number as a bias, with the same effect. bias_BNTS and scale as in `dot_product_attention`.
     """
+    kwargs = dict(mask=mask_B1TS, bias=None if bias_BNTS is None else bias_BNTS.astype(q_BTNH.dtype))
+    if not scale:
+        kwargs["scale"] = 1.0
     if _cudnn_applies(q_BTNH):
         try:
             return jax.nn.dot_product_attention(
-                q_BTNH, k_BSNH, v_BSNH, mask=mask_B1TS, is_causal=causal, implementation="cudnn"
+                q_BTNH, k_BSNH, v_BSNH, is_causal=causal, implementation="cudnn", **kwargs
             )
         except (NotImplementedError, ValueError, RuntimeError) as e:  # an older GPU or cuDNN, an odd shape
             logging.getLogger(__name__).info("cuDNN attention does not apply (%s); using XLA's", e)
-    return jax.nn.dot_product_attention(q_BTNH, k_BSNH, v_BSNH, mask=mask_B1TS, implementation="xla")
+    return jax.nn.dot_product_attention(q_BTNH, k_BSNH, v_BSNH, implementation="xla", **kwargs)
 
 
 class MultiHeadAttention(nn.Module):
-    """Self-attention: x_BTD, mask_B1TT -> y_BTD.
+    """Self-attention x_BTD, mask_B1TT -> y_BTD; cross-attention with kv_BSD (queries from x, keys from kv).
 
-    q/k/v/out are separate [D, D] Dense layers with bias (as in BERT; GPT-2's
-    fused c_attn splits into them), so weight conversion and sharding rules
-    address them by name.
+    q/k/v are separate [D, N*H] Dense layers and out [N*H, D] (N*H = D unless config.head_dim),
+    with bias unless config.use_bias is False (as in BERT; GPT-2's fused c_attn splits into them),
+    so weight conversion and sharding rules address them by name. bias_BNTS (T5's relative position
+    bias) is added to the logits. In decode mode only self-attention caches keys/values.
     """
 
     config: TransformerConfig
     causal: bool = False  # mask_B1TT is causal (a hint for cuDNN; the mask is what counts)
 
     @nn.compact
-    def __call__(self, x_BTD: jax.Array, mask_B1TT: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(
+        self,
+        x_BTD: jax.Array,
+        mask_B1TT: jax.Array,
+        deterministic: bool,
+        bias_BNTS: jax.Array | None = None,
+        kv_BSD: jax.Array | None = None,
+    ) -> jax.Array:
         cfg = self.config
         b, t, d = x_BTD.shape
-        n = cfg.num_heads
-        h = d // n
-        q_BTNH = dense(cfg, d, "query")(x_BTD).reshape(b, t, n, h)
-        k_BTNH = dense(cfg, d, "key")(x_BTD).reshape(b, t, n, h)
-        v_BTNH = dense(cfg, d, "value")(x_BTD).reshape(b, t, n, h)
-        if cfg.decode:  # keys/values of every cached slot: mask_B1TT is then the caller's mask_B1TS
+        n, h = cfg.num_heads, cfg.head_size
+        cross = kv_BSD is not None
+        kv_BSD = kv_BSD if cross else x_BTD
+        s_ = kv_BSD.shape[1]
+        q_BTNH = dense(cfg, n * h, "query")(x_BTD).reshape(b, t, n, h)
+        k_BTNH = dense(cfg, n * h, "key")(kv_BSD).reshape(b, s_, n, h)
+        v_BTNH = dense(cfg, n * h, "value")(kv_BSD).reshape(b, s_, n, h)
+        if cfg.decode and not cross:  # keys/values of every cached slot: the mask is the caller's mask_B1TS
             k_BTNH, v_BTNH = self._decode_cache(k_BTNH, v_BTNH)
         if cfg.attention == "dot_product":
             # In decode mode the mask is over cache slots, not a square causal one: no cuDNN causal hint.
-            causal = self.causal and not cfg.decode
-            out_BTNH = fused_dot_product_attention(q_BTNH, k_BTNH, v_BTNH, mask_B1TT, causal=causal)
+            causal = self.causal and not cfg.decode and not cross
+            out_BTNH = fused_dot_product_attention(
+                q_BTNH,
+                k_BTNH,
+                v_BTNH,
+                mask_B1TT,
+                causal=causal,
+                bias_BNTS=bias_BNTS,
+                scale=cfg.scale_attention,
+            )
         else:
             use_dropout = not deterministic and cfg.attention_dropout_rate > 0.0
             out_BTNH = dot_product_attention(
@@ -331,10 +515,12 @@ class MultiHeadAttention(nn.Module):
                 k_BTNH,
                 v_BTNH,
                 mask_B1TT,
+                bias_BNTS=bias_BNTS,
+                scale=cfg.scale_attention,
                 dropout_rate=cfg.attention_dropout_rate,
                 dropout_rng=self.make_rng("dropout") if use_dropout else None,
             )
-        return dense(cfg, d, "out")(out_BTNH.reshape(b, t, d))
+        return dense(cfg, d, "out")(out_BTNH.reshape(b, t, n * h))
 
     def _decode_cache(self, k_BTNH: jax.Array, v_BTNH: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Writes the T new keys/values at slot `cache_index` and returns all S slots (k_BSNH, v_BSNH).
@@ -357,7 +543,10 @@ class MultiHeadAttention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """x_BTD -> fc_in (F) -> activation -> fc_out (D)."""
+    """x_BTD -> fc_in (F) -> activation -> fc_out (D).
+
+    config.gated_mlp (T5.1.1, Shazeer 2020): activation(fc_in(x)) * fc_linear(x) -> fc_out.
+    """
 
     config: TransformerConfig
 
@@ -366,6 +555,8 @@ class Mlp(nn.Module):
         cfg = self.config
         x_BTF = dense(cfg, cfg.mlp_dim, "fc_in")(x_BTD)
         x_BTF = ACTIVATIONS[cfg.activation](x_BTF)
+        if cfg.gated_mlp:
+            x_BTF = x_BTF * dense(cfg, cfg.mlp_dim, "fc_linear")(x_BTD)
         return dense(cfg, cfg.hidden_size, "fc_out")(x_BTF)
 
 
@@ -404,6 +595,9 @@ class TransformerBlock(nn.Module):
     post-LN (BERT):  x = LN(x + drop(attn(x)));  x = LN(x + drop(mlp(x)))
     pre-LN (GPT-2):  x = x + drop(attn(LN(x)));  x = x + drop(mlp(LN(x)))
     Pre-LN stacks need a final LayerNorm after the last block (the caller's).
+    bias_BNTT (T5's relative position bias) is added to the self-attention logits.
+    With cross_attention (T5's decoder) a cross-attention sublayer over encoded_BSD, masked by
+    cross_mask_B1TS, sits between self-attention and the MLP, wrapped like them.
     With config.adapter_dim > 0, an Adapter transforms each sublayer's output
     (after dropout) before the residual sum; otherwise no adapter params exist.
     Cross-layer sharing (ALBERT's "attention" / "ffn"): a sublayer and its
@@ -413,13 +607,22 @@ class TransformerBlock(nn.Module):
 
     config: TransformerConfig
     causal: bool = False  # passed to MultiHeadAttention
+    cross_attention: bool = False
     shared_attention: nn.Module | None = None  # a MultiHeadAttention, with shared_attention_norm
     shared_attention_norm: nn.Module | None = None
     shared_mlp: nn.Module | None = None  # an Mlp, with shared_mlp_norm
     shared_mlp_norm: nn.Module | None = None
 
     @nn.compact
-    def __call__(self, x_BTD: jax.Array, mask_B1TT: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(
+        self,
+        x_BTD: jax.Array,
+        mask_B1TT: jax.Array,
+        deterministic: bool,
+        bias_BNTT: jax.Array | None = None,
+        encoded_BSD: jax.Array | None = None,
+        cross_mask_B1TS: jax.Array | None = None,
+    ) -> jax.Array:
         cfg = self.config
         attention = self.shared_attention or MultiHeadAttention(cfg, causal=self.causal, name="attention")
         mlp = self.shared_mlp or Mlp(cfg, name="mlp")
@@ -430,17 +633,26 @@ class TransformerBlock(nn.Module):
         attention_adapter = Adapter(cfg, name="attention_adapter") if cfg.adapter_dim else identity
         mlp_adapter = Adapter(cfg, name="mlp_adapter") if cfg.adapter_dim else identity
 
-        if cfg.pre_ln:
-            x_BTD = x_BTD + attention_adapter(
-                dropout(attention(attention_norm(x_BTD), mask_B1TT, deterministic))
+        def residual(x_BTD, sublayer, norm, adapter):
+            if cfg.pre_ln:
+                return x_BTD + adapter(dropout(sublayer(norm(x_BTD))))
+            return norm(x_BTD + adapter(dropout(sublayer(x_BTD))))
+
+        x_BTD = residual(
+            x_BTD,
+            lambda y: attention(y, mask_B1TT, deterministic, bias_BNTT),
+            attention_norm,
+            attention_adapter,
+        )
+        if self.cross_attention:
+            cross = MultiHeadAttention(cfg, name="cross_attention")
+            x_BTD = residual(
+                x_BTD,
+                lambda y: cross(y, cross_mask_B1TS, deterministic, kv_BSD=encoded_BSD),
+                layer_norm(cfg, "cross_attention_norm"),
+                identity,
             )
-            x_BTD = x_BTD + mlp_adapter(dropout(mlp(mlp_norm(x_BTD))))
-        else:
-            x_BTD = attention_norm(
-                x_BTD + attention_adapter(dropout(attention(x_BTD, mask_B1TT, deterministic)))
-            )
-            x_BTD = mlp_norm(x_BTD + mlp_adapter(dropout(mlp(x_BTD))))
-        return x_BTD
+        return residual(x_BTD, mlp, mlp_norm, mlp_adapter)
 
 
 def block_class(config: TransformerConfig) -> type[TransformerBlock]:
