@@ -161,6 +161,10 @@ def base_config() -> ml_collections.ConfigDict:
             eps=1e-6,
             weight_decay=0.01,  # not applied to LayerNorm scales and biases
             grad_clip_norm=1.0,
+            # Causal LM: > 0 scores that many positions of each row at a time and never holds the
+            # [batch, seq, vocab] float32 logits (same loss and gradients; see docs/performance.md).
+            # 0: the full logits.
+            loss_chunk_size=0,
             seed=0,
             # Train K models as one program: one jitted step vmapped over a leading seed axis of the
             # state and batch (small models leave a CPU idle; a study needs >= 3 seeds). Seed i of K
@@ -381,6 +385,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
         fail(
             f"config.train.stop_at_step={c.train.stop_at_step} must be between 0 (off) and "
             f"config.train.num_steps={c.train.num_steps}"
+        )
+    if c.train.loss_chunk_size < 0:
+        fail(f"config.train.loss_chunk_size={c.train.loss_chunk_size} must be >= 0 (0: the full logits)")
+    if c.train.loss_chunk_size and not decoder:
+        fail(
+            f"config.train.loss_chunk_size={c.train.loss_chunk_size} chunks the causal-LM loss of arch 'gpt' "
+            f"only: set it to 0 for arch {c.model.arch!r}"
         )
     if c.train.batch_size % c.train.grad_accum_steps:
         fail(

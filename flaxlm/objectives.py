@@ -5,6 +5,7 @@ over the counted targets; an all-zero weight mask gives loss 0, not NaN.
 Cross-entropy is computed in float32 whatever the logits' dtype.
 """
 
+import functools
 from typing import Any, Mapping, NamedTuple
 
 import jax
@@ -141,6 +142,109 @@ def causal_lm_loss(
     }
 
 
+def chunked_causal_lm_loss(
+    hidden_BTD: jax.Array,
+    embedding_VD: jax.Array,
+    input_ids_BT: jax.Array,
+    segment_ids_BT: jax.Array,
+    prefix_mask_BT: jax.Array | None = None,
+    *,
+    chunk_size: int,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """causal_lm_loss of logits_BTV = hidden_BTD @ embedding_VD.T (GPT's tied head), without logits_BTV.
+
+    The positions are taken chunk_size at a time along T (every row at once, so a batch sharded over
+    devices stays sharded); each chunk's [B, C, V] logits live only while that chunk is scored. The
+    projection runs in hidden_BTD's dtype, as flax's Embed.attend does, and the CE in float32.
+    Differentiating it computes each chunk's gradient in the forward pass, from the same logits, so
+    the backward pass recomputes nothing and stores [B, T, D] and [V, D], never [B, T, V].
+    Same loss, metrics and gradients as causal_lm_loss on the full logits, up to summation order.
+    """
+    targets_BT = jnp.concatenate([input_ids_BT[:, 1:], jnp.zeros_like(input_ids_BT[:, :1])], axis=1)
+    if prefix_mask_BT is None:
+        weights_BT = next_token_weights(segment_ids_BT)
+    else:
+        weights_BT = prefix_lm_weights(segment_ids_BT, prefix_mask_BT)
+    ce_sum, correct_sum = _fused_lm_head_ce(chunk_size, hidden_BTD, embedding_VD, targets_BT, weights_BT)
+    count = jnp.sum(weights_BT)
+    loss = ce_sum / jnp.maximum(count, 1e-8)
+    return loss, {
+        "lm_loss": loss,
+        "lm_accuracy": correct_sum / jnp.maximum(count, 1e-8),
+        "lm_tokens": count,
+        "perplexity": jnp.exp(loss),
+    }
+
+
+def _chunk_along_t(x_BT, chunk_size: int):
+    """[B, T, ...] -> [K, B, C, ...] with C = chunk_size, T zero-padded to K * C."""
+    B, T = x_BT.shape[:2]
+    K = -(-T // chunk_size)
+    x_BT = jnp.pad(x_BT, [(0, 0), (0, K * chunk_size - T)] + [(0, 0)] * (x_BT.ndim - 2))
+    return jnp.moveaxis(x_BT.reshape(B, K, chunk_size, *x_BT.shape[2:]), 1, 0)
+
+
+def _head_chunk(h_BCD, embedding_VD, targets_BC, weights_BC, *, grads: bool):
+    """One chunk: (sum of weighted CE, sum of weighted correctness[, d ce_sum / d logits_BCV])."""
+    logits_BCV = jnp.einsum("bcd,vd->bcv", h_BCD, embedding_VD.astype(h_BCD.dtype)).astype(jnp.float32)
+    V = logits_BCV.shape[-1]
+    targets_BC = jnp.clip(targets_BC, 0, V - 1)  # as _cross_entropy: out-of-range ids weigh 0
+    lse_BC = jax.nn.logsumexp(logits_BCV, axis=-1)
+    target_logit_BC = jnp.take_along_axis(logits_BCV, targets_BC[..., None], axis=-1)[..., 0]
+    correct_BC = (jnp.argmax(logits_BCV, axis=-1) == targets_BC).astype(jnp.float32)
+    sums = (jnp.sum((lse_BC - target_logit_BC) * weights_BC), jnp.sum(correct_BC * weights_BC))
+    if not grads:
+        return sums
+    # d CE / d logits = softmax - one_hot(target), per counted position.
+    dlogits_BCV = jnp.exp(logits_BCV - lse_BC[..., None]) - jax.nn.one_hot(targets_BC, V, dtype=jnp.float32)
+    return sums, (dlogits_BCV * weights_BC[..., None]).astype(h_BCD.dtype)
+
+
+def _fused_lm_head_ce_sums(chunk_size, hidden_BTD, embedding_VD, targets_BT, weights_BT, grads: bool):
+    xs = tuple(_chunk_along_t(x, chunk_size) for x in (hidden_BTD, targets_BT, weights_BT))
+
+    def scan_fn(carry, x):
+        h_BCD, targets_BC, weights_BC = x
+        out = _head_chunk(h_BCD, embedding_VD, targets_BC, weights_BC, grads=grads)
+        if not grads:
+            return jax.tree.map(jnp.add, carry, out), None
+        (ce, correct), dlogits_BCV = out
+        ce_sum, correct_sum, demb_VD = carry
+        dh_BCD = jnp.einsum("bcv,vd->bcd", dlogits_BCV, embedding_VD.astype(h_BCD.dtype))
+        demb_VD += jnp.einsum("bcv,bcd->vd", dlogits_BCV, h_BCD, preferred_element_type=jnp.float32)
+        return (ce_sum + ce, correct_sum + correct, demb_VD), dh_BCD
+
+    zero = jnp.zeros((), jnp.float32)
+    if not grads:
+        return jax.lax.scan(scan_fn, (zero, zero), xs)[0], None
+    init = (zero, zero, jnp.zeros(embedding_VD.shape, jnp.float32))
+    (ce_sum, correct_sum, demb_VD), dh_KBCD = jax.lax.scan(scan_fn, init, xs)
+    B, T, D = hidden_BTD.shape
+    dh_BTD = jnp.moveaxis(dh_KBCD, 0, 1).reshape(B, -1, D)[:, :T]
+    return (ce_sum, correct_sum), (dh_BTD, demb_VD.astype(embedding_VD.dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _fused_lm_head_ce(chunk_size, hidden_BTD, embedding_VD, targets_BT, weights_BT):
+    """(sum of w_t CE_t, sum of w_t correct_t) of logits hidden @ embedding.T, chunk_size positions a time."""
+    return _fused_lm_head_ce_sums(chunk_size, hidden_BTD, embedding_VD, targets_BT, weights_BT, False)[0]
+
+
+def _fused_fwd(chunk_size, hidden_BTD, embedding_VD, targets_BT, weights_BT):
+    return _fused_lm_head_ce_sums(chunk_size, hidden_BTD, embedding_VD, targets_BT, weights_BT, True)
+
+
+def _fused_bwd(chunk_size, grads, cotangents):
+    # The sums are linear in each position's CE, so the cotangent only scales the gradients computed
+    # forward; the correctness sum is piecewise constant (zero gradient).
+    dh_BTD, demb_VD = grads
+    g = cotangents[0]
+    return dh_BTD * g.astype(dh_BTD.dtype), demb_VD * g.astype(demb_VD.dtype), None, None
+
+
+_fused_lm_head_ce.defvjp(_fused_fwd, _fused_bwd)
+
+
 def seq2seq_loss(
     logits_BTV: jax.Array, targets_BT: jax.Array, decoder_segment_ids_BT: jax.Array
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -222,7 +326,9 @@ class LossTerm(NamedTuple):
     metrics: dict[str, jax.Array]
 
 
-def loss_terms(outputs: Any, batch: Mapping[str, jax.Array], *, objective: str) -> list[LossTerm]:
+def loss_terms(
+    outputs: Any, batch: Mapping[str, jax.Array], *, objective: str, loss_chunk_size: int = 0
+) -> list[LossTerm]:
     """The loss terms of one pretraining objective on one batch.
 
     objective:
@@ -233,7 +339,8 @@ def loss_terms(outputs: Any, batch: Mapping[str, jax.Array], *, objective: str) 
       "electra": outputs is ElectraForPreTraining's dict: the generator's MLM term (as "mlm") and
         the discriminator's RTD term over every real token (segment_ids != 0).
       "clm": outputs is GPTDecoder's logits_BTV; batch has input_ids and
-        segment_ids.
+        segment_ids. With loss_chunk_size > 0 (clm, prefix_lm), outputs is (hidden_BTD,
+        embedding_VD) instead and the loss is chunked_causal_lm_loss, chunk_size=loss_chunk_size.
       "prefix_lm": as "clm", and batch has prefix_mask [B, T]; only continuation targets count.
       "span_corruption", "iid_denoising": outputs is T5ForConditionalGeneration's logits_BTV;
         batch has targets and decoder_segment_ids [B, T] (one "lm" term over the decoder targets).
@@ -242,7 +349,18 @@ def loss_terms(outputs: Any, batch: Mapping[str, jax.Array], *, objective: str) 
         raise ValueError(f"objective={objective!r}; expected one of {OBJECTIVES}")
     if is_decoder_only(objective):
         prefix_BT = batch["prefix_mask"] if objective == "prefix_lm" else None
-        loss, m = causal_lm_loss(outputs, batch["input_ids"], batch["segment_ids"], prefix_BT)
+        if loss_chunk_size:
+            hidden_BTD, embedding_VD = outputs
+            loss, m = chunked_causal_lm_loss(
+                hidden_BTD,
+                embedding_VD,
+                batch["input_ids"],
+                batch["segment_ids"],
+                prefix_BT,
+                chunk_size=loss_chunk_size,
+            )
+        else:
+            loss, m = causal_lm_loss(outputs, batch["input_ids"], batch["segment_ids"], prefix_BT)
         return [LossTerm("lm", loss, m["lm_tokens"], m)]
     if is_seq2seq(objective):
         loss, m = seq2seq_loss(outputs, batch["targets"], batch["decoder_segment_ids"])

@@ -208,7 +208,10 @@ class Runner:
                 "processes start one run per seed (--config.train.seed=S+i --config.data.seed=D+i)"
             )
         kwargs = dict(
-            objective=config.objective, pair_weight=config.pair_weight, rtd_weight=config.rtd_weight
+            objective=config.objective,
+            pair_weight=config.pair_weight,
+            rtd_weight=config.rtd_weight,
+            loss_chunk_size=config.train.loss_chunk_size,
         )
         train_kwargs = dict(kwargs, grad_accum_steps=tc.grad_accum_steps, debug_nan_step=tc.debug_nan_step)
         if self.pmap:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from flaxlm import objectives
+from flaxlm.models import gpt
 
 # Which loss term each metric is a mean over.
 _TERM_OF_PREFIX = {"mlm": "mlm", "nsp": "pair", "sop": "pair", "sbo": "sbo", "rtd": "rtd", "lm": "lm"}
@@ -53,24 +54,33 @@ def batch_totals(batch, objective: str) -> dict[str, jax.Array]:
     return totals
 
 
-def apply_model(model, params, batch, *, objective: str, train: bool, rng=None, sample_rng=None):
-    """The model's outputs on `batch`; rng: dropout's key, sample_rng: ELECTRA's generator samples."""
+def apply_model(
+    model, params, batch, *, objective: str, train: bool, rng=None, sample_rng=None, loss_chunk_size: int = 0
+):
+    """The model's outputs on `batch`; rng: dropout's key, sample_rng: ELECTRA's generator samples.
+
+    A decoder-only LM with loss_chunk_size > 0: the final hidden states and the tied output
+    embedding, (hidden_BTD, embedding_VD), for `objectives.chunked_causal_lm_loss`, not the logits.
+    """
     rngs = {"dropout": rng} if train else {}
     if train and sample_rng is not None:
         rngs["sample"] = sample_rng
     if objectives.is_decoder_only(objective) or objectives.is_seq2seq(objective):
         seq2seq = [batch[k] for k in objectives.SEQ2SEQ_FIELDS] if objectives.is_seq2seq(objective) else []
         prefix = {"prefix_mask": batch["prefix_mask"]} if objective == "prefix_lm" else {}
-        return model.apply(
+        hidden = {"return_hidden": True} if loss_chunk_size else {}
+        out = model.apply(
             {"params": params},
             batch["input_ids"],
             batch["segment_ids"],
             batch["positions"],
             *seq2seq,
             **prefix,
+            **hidden,
             deterministic=not train,
             rngs=rngs,
         )
+        return (out, gpt.output_embedding(params)) if loss_chunk_size else out
     return model.apply(
         {"params": params},
         batch["input_ids"],
@@ -96,15 +106,25 @@ def shard_loss(
     train: bool,
     rtd_weight: float = 50.0,
     sample_rng=None,
+    loss_chunk_size: int = 0,
 ):
     """This shard's share of the global loss, and its share of each metric.
 
     Returns (loss, metrics); summed over all shards of a global batch both
     equal the global-batch values.
     """
-    out = apply_model(model, params, batch, objective=objective, train=train, rng=rng, sample_rng=sample_rng)
+    out = apply_model(
+        model,
+        params,
+        batch,
+        objective=objective,
+        train=train,
+        rng=rng,
+        sample_rng=sample_rng,
+        loss_chunk_size=loss_chunk_size,
+    )
     total, metrics = 0.0, {}
-    for term in objectives.loss_terms(out, batch, objective=objective):
+    for term in objectives.loss_terms(out, batch, objective=objective, loss_chunk_size=loss_chunk_size):
         share = term.count / jnp.maximum(totals[term.name], 1e-9)
         total = total + objectives.term_weight(term.name, pair_weight, rtd_weight) * term.loss * share
         for k, v in term.metrics.items():
@@ -129,8 +149,13 @@ def make_train_step(
     grad_accum_steps: int = 1,
     axis_name: str | None = None,
     debug_nan_step: int = 0,
+    loss_chunk_size: int = 0,
 ):
     """Returns `train_step(state, batch, rng) -> (state, metrics)`.
+
+    loss_chunk_size > 0 (decoder-only LM): the loss scores that many positions of each row at a
+    time, never holding the full logits (`objectives.chunked_causal_lm_loss`); the same loss and
+    gradients.
 
     `rng` is the run's dropout key; each step folds in its step number (and
     microbatch / device index), so the step is a pure function of its inputs.
@@ -158,6 +183,7 @@ def make_train_step(
             rtd_weight=rtd_weight,
             train=True,
             sample_rng=sample_rng,
+            loss_chunk_size=loss_chunk_size,
         )
 
         if grad_accum_steps == 1:
@@ -226,6 +252,7 @@ def make_eval_step(
     pair_weight: float = 1.0,
     rtd_weight: float = 50.0,
     axis_name: str | None = None,
+    loss_chunk_size: int = 0,
 ):
     """Returns `eval_step(params, batch) -> (metrics, totals)`; average over batches with `totals`."""
 
@@ -243,6 +270,7 @@ def make_eval_step(
             pair_weight=pair_weight,
             rtd_weight=rtd_weight,
             train=False,
+            loss_chunk_size=loss_chunk_size,
         )
         if axis_name is not None:
             metrics = jax.lax.pmean(metrics, axis_name)

@@ -18,6 +18,7 @@ from flaxlm import train_step as step_lib
 
 sys.path.insert(0, str(REPO / "tools"))
 import benchmark  # noqa: E402
+import step_cost  # noqa: E402
 
 
 def test_flops_per_token_by_hand():
@@ -125,6 +126,7 @@ def test_quick_run_against_both_peers_prints_json_lines_and_a_table():
         "--seq=32",
         "--batch=4",
         "--quick",
+        "--rounds=2",  # flaxlm, hf_torch, hf_flax, flaxlm, hf_torch, hf_flax: one step each
         "--compare=hf_torch,hf_flax",
         *("--set=model.num_layers=1", "--set=model.hidden_size=32", "--set=model.num_heads=2"),
         *("--set=model.mlp_dim=64", "--set=model.vocab_size=1000"),
@@ -154,11 +156,31 @@ def test_quick_run_against_both_peers_prints_json_lines_and_a_table():
     assert steps["flaxlm"]["params"] == steps["hf_torch"]["params"] == steps["hf_flax"]["params"]
     ratios = {r["flaxlm_over"]: r for r in by_what["ratio"]}
     assert set(ratios) == {"hf_torch", "hf_flax"}
-    for peer, r in ratios.items():
-        assert r["tokens_per_s"] == pytest.approx(
-            steps["flaxlm"]["tokens_per_s"] / steps[peer]["tokens_per_s"]
-        )
+    for r in ratios.values():
+        # The median of the two rounds' ratios, inside its interval, inside the rounds' range.
+        assert len(r["tokens_per_s_rounds"]) == 2
+        assert r["tokens_per_s"] == pytest.approx(sum(r["tokens_per_s_rounds"]) / 2)
+        assert r["tokens_per_s_min"] <= r["tokens_per_s_low"] <= r["tokens_per_s"]
+        assert r["tokens_per_s"] <= r["tokens_per_s_high"] <= r["tokens_per_s_max"]
+        assert r["tokens_per_s_min"] == min(r["tokens_per_s_rounds"]) > 0
+        assert "bootstrap 95%" in r["interval"]
     assert "| flaxlm |" in proc.stderr and "| hf_torch |" in proc.stderr and "peak:" in proc.stderr
+    assert f"{ratios['hf_torch']['tokens_per_s']:.3f}x (" in proc.stderr  # the table shows the interval
+
+
+def test_ratio_stats_on_fixed_numbers():
+    # Two rounds: a resample's median is a, b or their mean (p = 1/4, 1/4, 1/2), so the 95% interval
+    # runs from one round to the other.
+    assert benchmark.ratio_stats([1.0, 2.0]) == dict(median=1.5, low=1.0, high=2.0, min=1.0, max=2.0)
+    assert benchmark.ratio_stats([1.1]) == dict(median=1.1, low=1.1, high=1.1, min=1.1, max=1.1)
+    ten = [1.00, 1.02, 1.04, 1.05, 1.06, 1.06, 1.07, 1.08, 1.10, 1.30]
+    s = benchmark.ratio_stats(ten)
+    assert s["median"] == pytest.approx(1.06) and (s["min"], s["max"]) == (1.00, 1.30)
+    # With ten rounds a resample's median rarely reaches the extremes: the interval is narrower than
+    # the range, and one outlying round (1.30) does not move it.
+    assert 1.00 < s["low"] < 1.06 < s["high"] < 1.30
+    assert s == benchmark.ratio_stats(ten)  # seeded: the same rounds give the same interval
+    assert benchmark.ratio_stats([*ten[:-1], 5.0]) == dict(s, max=5.0)
 
 
 def test_bad_model_is_one_line():
@@ -167,3 +189,27 @@ def test_bad_model_is_one_line():
     )
     assert proc.returncode == 1 and "not a recipe in configs/" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_step_cost_breakdown_and_the_chunked_loss():
+    """tools/step_cost.py on a tiny GPT: its matmul FLOPs (counted per op of the optimised HLO) are
+    most of XLA's count; the chunked loss keeps every matmul FLOP (nothing recomputed), never writes
+    a [B, T, V] array, and needs less temporary memory."""
+    argv = ["--model=gpt_tiny", "--seq=64", "--batch=4", "--set=model.vocab_size=4000"]
+    results = {}
+    for chunk in (0, 16):
+        config, compiled = step_cost.compile_step(
+            benchmark.parse_args([*argv, f"--set=train.loss_chunk_size={chunk}"])
+        )
+        assert config.train.loss_chunk_size == chunk
+        cats, arrays = step_cost.breakdown(compiled.as_text())
+        cost = compiled.cost_analysis()
+        results[chunk] = cats, arrays, compiled.memory_analysis().temp_size_in_bytes, cost["flops"]
+    cats, arrays, temp, xla = results[0]
+    matmul = sum(c["matmul_flops"] for c in cats.values())
+    assert 0.8 * xla < matmul <= xla
+    logits = 4 * 64 * 4000 * 4
+    assert arrays[0][0] == logits  # the largest array: the float32 logits
+    chunked_cats, chunked_arrays, chunked_temp, _ = results[16]
+    assert sum(c["matmul_flops"] for c in chunked_cats.values()) == matmul
+    assert chunked_arrays[0][0] < logits and chunked_temp < temp

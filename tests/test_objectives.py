@@ -75,6 +75,39 @@ def test_causal_lm_loss_respects_boundaries_and_padding():
     np.testing.assert_allclose(m["lm_accuracy"], acc, rtol=1e-6)
 
 
+@pytest.mark.parametrize("prefix", [False, True])
+@pytest.mark.parametrize("chunk_size", [1, 4, 13, 20])
+def test_chunked_causal_lm_loss_matches_full_logits(chunk_size, prefix):
+    """Same loss, metrics and gradients (hidden states and the tied embedding) as causal_lm_loss on
+    hidden @ embedding.T, for chunks that divide T = 13, that do not (padding) and one past T; rows
+    with a document boundary and with padding."""
+    rng = np.random.default_rng(3)
+    B, T, D, V = 2, 13, 8, 37
+    hidden = jnp.asarray(rng.normal(size=(B, T, D)), jnp.float32)
+    emb = jnp.asarray(rng.normal(size=(V, D)), jnp.float32)
+    ids = jnp.asarray(rng.integers(0, V, (B, T)), jnp.int32)
+    seg = jnp.asarray([[1] * 7 + [2] * 6, [1] * 10 + [0] * 3], jnp.int32)
+    # prefix LM: the first 3 tokens of each document are its prefix, not scored.
+    prefix_mask = jnp.asarray([[1] * 3 + [0] * 4 + [1] * 3 + [0] * 3, [1] * 3 + [0] * 10], jnp.int32)
+    prefix_mask = prefix_mask if prefix else None
+
+    def full(h, e):
+        return objectives.causal_lm_loss(jnp.dot(h, e.T), ids, seg, prefix_mask)
+
+    def chunked(h, e):
+        return objectives.chunked_causal_lm_loss(h, e, ids, seg, prefix_mask, chunk_size=chunk_size)
+
+    want, got = full(hidden, emb), jax.jit(chunked)(hidden, emb)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+    assert set(got[1]) == set(want[1])
+    for k in want[1]:
+        np.testing.assert_allclose(got[1][k], want[1][k], rtol=1e-6, err_msg=k)
+    # Scaled, as the train step scales each shard's loss: the cotangent reaches both gradients.
+    grad = lambda f: jax.jit(jax.grad(lambda h, e: 3.0 * f(h, e)[0], argnums=(0, 1)))  # noqa: E731
+    for g_want, g_got in zip(grad(full)(hidden, emb), grad(chunked)(hidden, emb)):
+        np.testing.assert_allclose(g_got, g_want, atol=1e-6, rtol=0)
+
+
 def _bert_outputs_and_batch():
     rng = np.random.default_rng(2)
     outputs = dict(

@@ -128,6 +128,108 @@ def test_mlm_head_runs_on_masked_positions_only(real):
         assert (B, T, V) not in shapes
 
 
+def chunked(config, chunk_size: int):
+    c = config.copy_and_resolve_references()
+    c.train.loss_chunk_size = chunk_size
+    return c
+
+
+def test_chunked_lm_loss_matches_full_logits_in_the_model(real):
+    """train.loss_chunk_size on a tiny GPT, real rows with a document boundary: shard_loss gives the
+    same loss, metrics and gradients as the full logits, for chunks that divide T and one that does
+    not, with dropout on (the same masks: the chunked loss changes nothing before the head)."""
+    config, batches = real
+    if config.objective != "clm":
+        pytest.skip("the chunked loss is GPT's")
+    c = config.copy_and_resolve_references()
+    c.model.dropout_rate = 0.1
+    model = models.get_model(train_lib.model_config(c))
+    params = model.init(
+        jax.random.key(0),
+        *(batches[0][k] for k in ("input_ids", "segment_ids", "positions")),
+        deterministic=True,
+    )["params"]
+    batch = batches[0]
+    totals = step_lib.batch_totals(batch, "clm")
+
+    def loss(chunk_size):
+        f = lambda p: step_lib.shard_loss(  # noqa: E731
+            p,
+            batch,
+            jax.random.key(2),
+            totals,
+            model=model,
+            objective="clm",
+            pair_weight=1.0,
+            train=True,
+            loss_chunk_size=chunk_size,
+        )
+        return jax.jit(jax.value_and_grad(f, has_aux=True))(params)
+
+    (want, want_m), want_g = loss(0)
+    for chunk_size in (16, 24):
+        (got, got_m), got_g = loss(chunk_size)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        assert set(got_m) == set(want_m)
+        for k in want_m:
+            np.testing.assert_allclose(got_m[k], want_m[k], rtol=1e-6, err_msg=k)
+        for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(got_g), jax.tree.leaves(want_g)):
+            np.testing.assert_allclose(x, y, atol=1e-6, rtol=0, err_msg=jax.tree_util.keystr(path))
+
+
+def test_chunked_lm_loss_trains_like_full_logits_and_never_holds_them(real, f32_run):
+    """The product train step with train.loss_chunk_size: the same losses and parameters, and no
+    [B, T, V] array in the step (the head sees [B, C, V]); bf16 stays near bf16's full logits."""
+    config, batches = real
+    if config.objective != "clm":
+        pytest.skip("the chunked loss is GPT's")
+    losses, state, _, _ = run(chunked(config, 24), batches)
+    np.testing.assert_allclose(losses, f32_run[0], rtol=1e-6)
+    for (path, x), y in zip(
+        jax.tree_util.tree_leaves_with_path(state.params), jax.tree.leaves(f32_run[1].params)
+    ):
+        np.testing.assert_allclose(x, y, atol=1e-6, rtol=0, err_msg=jax.tree_util.keystr(path))
+
+    c = chunked(config, 24)
+    model = models.get_model(train_lib.model_config(c))
+    tx = optimizer_lib.make_optimizer(c.train)
+    step = step_lib.make_train_step(
+        model, tx, optimizer_lib.learning_rate_schedule(c.train), objective="clm", loss_chunk_size=24
+    )
+    state = train_lib.init_state(model, tx, c, jax.random.key(0))
+    shapes = jaxpr_shapes(jax.make_jaxpr(step)(state, batches[0], jax.random.key(1)).jaxpr)
+    B, T, V = 8, c.data.seq_len, c.model.vocab_size
+    assert (B, T, V) not in shapes and (B, 24, V) in shapes
+
+    bf16, bf16_chunked = config.copy_and_resolve_references(), chunked(config, 24)
+    bf16.model.dtype = bf16_chunked.model.dtype = "bfloat16"
+    np.testing.assert_allclose(run(bf16_chunked, batches)[0], run(bf16, batches)[0], rtol=2e-3)
+
+
+def test_loss_chunk_size_is_checked():
+    from flaxlm import config as config_lib
+
+    c = config_lib.base_config()
+    c.train.loss_chunk_size = 128
+    with pytest.raises(
+        config_lib.ConfigError, match="loss_chunk_size=128 chunks the causal-LM loss of arch 'gpt' only"
+    ):
+        config_lib.validate(c)
+    c.train.loss_chunk_size = -1
+    with pytest.raises(config_lib.ConfigError, match="loss_chunk_size=-1 must be >= 0"):
+        config_lib.validate(c)
+
+
+def jaxpr_shapes(jaxpr) -> set:
+    """The shapes of every value a jaxpr (and the jaxprs inside it) computes."""
+    shapes = set()
+    for eqn in jaxpr.eqns:
+        shapes.update(tuple(v.aval.shape) for v in eqn.outvars if hasattr(v.aval, "shape"))
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            shapes |= jaxpr_shapes(sub)
+    return shapes
+
+
 def test_dropout_drops_at_the_rate_and_keeps_the_mean():
     x = jnp.ones((256, 1000), jnp.float32)
     y = np.asarray(layers.dropout(x, 0.1, jax.random.key(0)))

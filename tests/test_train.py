@@ -90,6 +90,27 @@ def test_gradient_accumulation_matches_full_batch(setup):
     assert_params_close(acc_params, full_params)
 
 
+def test_chunked_lm_loss_agrees_on_mesh_pmap_and_with_accumulation(data_dir):
+    """train.loss_chunk_size over 8 devices (mesh and pmap) and with 2 microbatches: the same losses
+    and parameters as the full logits on one device."""
+    config = tiny("gpt_tiny", data_dir)
+    data = train_lib.prepare_data(config)
+    batches = pipeline.take(pipeline.train_iterator(data, global_batch=config.train.batch_size, seed=0), 3)
+    one, one_params = run_steps(config.copy_and_resolve_references(), batches, devices=jax.devices()[:1])
+    chunked = config.copy_and_resolve_references()
+    chunked.train.loss_chunk_size = 24
+    accum = chunked.copy_and_resolve_references()
+    accum.train.grad_accum_steps = 2
+    for c, parallelism in (
+        (chunked, "mesh"),
+        (chunked.copy_and_resolve_references(), "pmap"),
+        (accum, "mesh"),
+    ):
+        history, params = run_steps(c, batches, parallelism=parallelism)
+        np.testing.assert_allclose(losses(history), losses(one), atol=1e-5, rtol=0)
+        assert_params_close(params, one_params)
+
+
 def test_weight_decay_skips_layernorm_and_biases():
     params = {
         "dense": {"kernel": np.ones(2), "bias": np.ones(2)},

@@ -8,7 +8,8 @@
   python tools/benchmark.py --model bert_tiny --quick                 # a smoke test: 2 steps
 
 --model names a recipe in configs/ (bert_tiny, gpt_tiny, bert_base, bert_large, gpt2_small);
---set model.FIELD=VALUE changes any field of its model section.
+--set model.FIELD=VALUE changes any field of its model section, --set train.FIELD=VALUE of its train
+section (e.g. train.loss_chunk_size).
 
 What is timed: the full train step (forward, backward, gradient clipping, AdamW update) of one
 batch, after compilation and --warmup untimed steps, each step waited for before the next.
@@ -24,7 +25,15 @@ is masked); flaxlm's scores only the masked ones: that saving is flaxlm's, and i
 
 Each framework runs in its own worker process (its own peak memory). The workers are started
 (and compiled) one after another, then take turns: --rounds rounds of --steps/--rounds steps
-each, so a machine shared with other jobs slows them all alike and the ratios stay meaningful.
+each (on a CPU by default one step per round, flaxlm, peer, peer, flaxlm, peer, peer, ...), so a
+machine shared with other jobs slows them all alike and the ratios stay meaningful.
+
+Ratios: each round gives one ratio per peer (the peer's median step time in that round over
+flaxlm's in the same round, i.e. flaxlm's tokens/s over the peer's), so a slow spell that hits
+one round hits both sides of its ratio. The reported ratio is the median of the rounds' ratios,
+with a 95% bootstrap interval over rounds (10,000 resamples, seed 0: the same rounds give the same
+interval) and the rounds' min and max (`ratio_stats`). With one round (the default on
+accelerators, where the frameworks run one after another) the interval is that one ratio.
 
 Batches: token ids drawn at random (a step's time does not depend on their values), every
 position a real token, BERT's masked positions at random (max_predictions per row, as the
@@ -34,7 +43,9 @@ extra row "flaxlm_data": if it is slower than "flaxlm", training is input-bound.
 tokenizer has min(vocabulary, --data_vocab) pieces, so its ids fit the model's vocabulary.
 
 Output: JSON lines on stdout: "machine", "peak" (one per compute dtype), one "train_step" per
-framework, one "ratio" per peer (flaxlm / peer); then a Markdown table on stderr.
+framework, one "ratio" per peer (flaxlm / peer: tokens_per_s, its interval tokens_per_s_low /
+tokens_per_s_high, tokens_per_s_min / tokens_per_s_max and tokens_per_s_rounds over the rounds,
+and peak_memory); then a Markdown table on stderr.
 Fields of "train_step": tokens_per_s (batch x seq positions per second), step_s_median /
 step_s_min / step_s_max, flops_per_token (`flaxlm.flops.train_flops_per_token`: 6 N + 12 L D T,
 the same model FLOPs for every framework), flops_per_s (achieved), mfu (flops_per_s / peak),
@@ -81,7 +92,13 @@ def parse_args(argv=None):
         help="flaxlm's config.model.attention; dot_product sets attention dropout to 0 for every framework",
     )
     p.add_argument("--remat", action="store_true", help="flaxlm: recompute each block in the backward pass")
-    p.add_argument("--set", action="append", default=[], metavar="model.FIELD=VALUE", help="override a field")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="model.FIELD=VALUE",
+        help="override a model or train field",
+    )
     p.add_argument("--compare", default="", help="comma-separated peers: hf_torch, hf_flax")
     p.add_argument("--data", action="store_true", help="also time flaxlm fed by the real input pipeline")
     p.add_argument("--data_vocab", type=int, default=8000, help="--data: the pipeline tokenizer's size")
@@ -91,16 +108,18 @@ def parse_args(argv=None):
         "--rounds",
         type=int,
         default=0,
-        help="turns the frameworks take (0: min(steps, 5) on a CPU, 1 on accelerators, where the "
-        "frameworks then run one after another, never side by side)",
+        help="turns the frameworks take (0: one per step on a CPU, so 10 with the default --steps; 1 on "
+        "accelerators, where the frameworks then run one after another, never side by side)",
     )
     p.add_argument("--peak_tflops", type=float, default=0.0, help="override the peak FLOP/s (in TFLOP/s)")
     p.add_argument("--matmul_size", type=int, default=2048, help="CPU peak: the N of the N x N matmuls")
-    p.add_argument("--quick", action="store_true", help="2 steps, 1 warmup, 1 round, small matmuls")
+    p.add_argument(
+        "--quick", action="store_true", help="2 steps, 1 warmup, 1 round (or --rounds 2), small matmuls"
+    )
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
-        args.steps, args.warmup, args.rounds, args.matmul_size = 2, 1, 1, 256
+        args.steps, args.warmup, args.rounds, args.matmul_size = 2, 1, min(args.rounds, 2) or 1, 256
     args.compare = [f for f in args.compare.split(",") if f]
     unknown = [f for f in args.compare if f not in PEERS]
     if unknown:
@@ -133,13 +152,14 @@ def bench_config(args):
     for item in args.set:
         key, _, value = item.partition("=")
         section, _, field = key.partition(".")
-        if section != "model" or field not in c.model:
+        if section not in ("model", "train") or field not in c[section]:
             raise SystemExit(
-                f"benchmark: --set {item!r}: expected model.FIELD=VALUE with a field of {list(c.model)}"
+                f"benchmark: --set {item!r}: expected model.FIELD=VALUE with a field of {list(c.model)} "
+                f"or train.FIELD=VALUE with a field of {list(c.train)}"
             )
-        old = c.model[field]
+        old = c[section][field]
         try:
-            c.model[field] = value.lower() in ("1", "true") if isinstance(old, bool) else type(old)(value)
+            c[section][field] = value.lower() in ("1", "true") if isinstance(old, bool) else type(old)(value)
         except ValueError:
             raise SystemExit(f"benchmark: --set {item!r}: {value!r} is not a {type(old).__name__}") from None
     c.model.max_len = max(c.model.max_len, args.seq)
@@ -533,6 +553,7 @@ class Worker:
         )
         self.ready = self.read()
         self.wall: list[float] = []
+        self.rounds: list[list[float]] = []  # the step times of each round
         self.cpu: list[float] = []
         self.loss_last = None
 
@@ -554,6 +575,7 @@ class Worker:
     def run(self, n: int):
         r = self.ask(cmd="steps", n=n)
         self.wall += r["wall"]
+        self.rounds.append(r["wall"])
         self.cpu += r["cpu"]
         self.loss_last = r["loss"]
 
@@ -638,15 +660,73 @@ def summarize(w: Worker, finish: dict, args, config, peak, on_cpu: bool) -> dict
     return row
 
 
-def table(rows, peak) -> str:
+def ratio_stats(ratios, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0) -> dict:
+    """The median of per-round ratios, a bootstrap percentile interval for it, and the min and max.
+
+    The rounds are resampled with replacement `resamples` times (seeded, so the same rounds give
+    the same interval); low / high are the (1 -+ confidence) / 2 quantiles of the resamples'
+    medians, widened if need be to contain the median itself.
+    """
+    import numpy as np
+
+    r = np.asarray(ratios, np.float64)
+    median = float(np.median(r))
+    picks = np.random.default_rng(seed).integers(0, len(r), (resamples, len(r)))
+    low, high = np.quantile(np.median(r[picks], axis=1), [(1 - confidence) / 2, (1 + confidence) / 2])
+    return {
+        "median": median,
+        "low": min(float(low), median),
+        "high": max(float(high), median),
+        "min": float(r.min()),
+        "max": float(r.max()),
+    }
+
+
+def round_ratios(base: Worker, peer: Worker) -> list[float]:
+    """flaxlm's tokens/s over the peer's, round by round: the peer's median step time over flaxlm's."""
+    import numpy as np
+
+    return [float(np.median(p) / np.median(b)) for b, p in zip(base.rounds, peer.rounds) if b and p]
+
+
+def ratio_row(args, base: dict, row: dict, ratios: list[float]) -> dict:
+    stats = ratio_stats(ratios)
+    return {
+        "what": "ratio",
+        "model": args.model,
+        "seq": args.seq,
+        "batch": args.batch,
+        "dtype": args.dtype,
+        "flaxlm_over": row["framework"],
+        "tokens_per_s": stats["median"],
+        "tokens_per_s_low": stats["low"],
+        "tokens_per_s_high": stats["high"],
+        "tokens_per_s_min": stats["min"],
+        "tokens_per_s_max": stats["max"],
+        "tokens_per_s_rounds": ratios,
+        "interval": "median of per-round ratios; bootstrap 95% over rounds (10000 resamples, seed 0)",
+        "peak_memory": base["peak_memory_bytes"] / row["peak_memory_bytes"],
+    }
+
+
+def table(rows, peak, ratios=None) -> str:
+    """ratios: {framework: its "ratio" row}, for the last column's median and interval."""
+    ratios = ratios or {}
+
     lines = [
-        "| framework | tokens/s | step s: median (min-max) | MFU | peak memory | flaxlm / this |",
+        "| framework | tokens/s | step s: median (min-max) | MFU | peak memory "
+        "| flaxlm / this: median (95% interval) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     base = next((r for r in rows if r["framework"] == "flaxlm"), None)
     for r in rows:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-        ratio = f"{base['tokens_per_s'] / r['tokens_per_s']:.2f}x" if base else ""
+        ratio = ""
+        if r["framework"] in ratios:
+            q = ratios[r["framework"]]
+            ratio = f"{q['tokens_per_s']:.3f}x ({q['tokens_per_s_low']:.3f}-{q['tokens_per_s_high']:.3f})"
+        elif r is base:
+            ratio = "1.00x"
         lines.append(
             f"| {r['framework']} | {r['tokens_per_s']:,.0f} | {r['step_s_median']:.3f} "
             f"({r['step_s_min']:.3f}-{r['step_s_max']:.3f}) | {mfu} | "
@@ -727,7 +807,7 @@ def main():
     info = machine_info()
     out(info)
     on_cpu = info["backend"] == "cpu"
-    rounds = args.rounds or (min(args.steps, 5) if on_cpu else 1)
+    rounds = min(args.rounds or (args.steps if on_cpu else 1), args.steps)
     if not on_cpu and rounds > 1:
         env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # the JAX workers share the device
     frameworks = ["flaxlm"] + (["flaxlm_data"] if args.data else []) + args.compare
@@ -762,21 +842,14 @@ def main():
     for row in rows + errors:
         out(row)
     base = next((r for r in rows if r["framework"] == "flaxlm"), None)
+    ratios = {}
     for r in rows:
         if base and r is not base:
-            out(
-                {
-                    "what": "ratio",
-                    "model": args.model,
-                    "seq": args.seq,
-                    "batch": args.batch,
-                    "dtype": args.dtype,
-                    "flaxlm_over": r["framework"],
-                    "tokens_per_s": base["tokens_per_s"] / r["tokens_per_s"],
-                    "peak_memory": base["peak_memory_bytes"] / r["peak_memory_bytes"],
-                }
+            ratios[r["framework"]] = ratio_row(
+                args, base, r, round_ratios(done["flaxlm"][0], done[r["framework"]][0])
             )
-    print(table(rows, peak), file=sys.stderr)
+            out(ratios[r["framework"]])
+    print(table(rows, peak, ratios), file=sys.stderr)
     return 1 if errors else 0
 
 

@@ -54,7 +54,9 @@ class GPTDecoder(nn.Module):
         deterministic: bool,
         return_hidden: bool = False,
     ) -> jax.Array:
-        """-> logits_BTV, or with return_hidden the final hidden states hidden_BTD (for task heads)."""
+        """-> logits_BTV, or with return_hidden the final hidden states hidden_BTD (for task heads, and
+        for a loss that projects them onto the vocabulary itself: logits_BTV is hidden_BTD @
+        output_embedding(params).T in config.dtype)."""
         cfg = self.config
         if cfg.embedding_size or cfg.share_layers != "none":
             raise ValueError(
@@ -94,3 +96,8 @@ class GPTDecoder(nn.Module):
         if return_hidden:
             return x_BTD
         return word_embeddings.attend(x_BTD)
+
+
+def output_embedding(params) -> jax.Array:
+    """embedding_VD of GPTDecoder's LM head, which is tied to its word embeddings."""
+    return params["word_embeddings"]["embedding"]
