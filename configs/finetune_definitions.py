@@ -1,4 +1,4 @@
-"""Word definitions from WordNet 3.0 (sequence to sequence: "define: propulsion (noun)" -> the gloss), 3 seeds.
+"""Word definitions from WordNet 3.0 (seq2seq: "define: propulsion (noun)" -> its gloss), 3 seeds.
 
 Run (INIT: a GPT or T5 `flaxlm train` workdir or `flaxlm export` folder; generation needs a decoder):
   flaxlm finetune --config=configs/finetune_definitions.py --init=/tmp/gpt_tiny --workdir=/tmp/ft_definitions

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxlm import files
-from flaxlm.errors import DataError
+from flaxlm.errors import ConfigError, DataError
 from flaxlm.tasks import common
 from flaxlm.tasks import metrics
 from flaxlm.tasks import sources
@@ -157,6 +157,11 @@ class GenerationTask:
         sources_ = tok.encode_batch([ex["source"] for ex in examples])
         targets = [t[: Tt - 1] for t in tok.encode_batch([ex["target"] for ex in examples])]
         if arch == "gpt":
+            if T - Tt < 2:
+                raise ConfigError(
+                    f"config.task.max_seq_len={T} leaves no room for a GPT's prompt before the "
+                    f"max_target_len={Tt} target slots; make it at least {Tt + 2}"
+                )
             rows, prompts = [], []
             for a, b in zip(sources_, targets):
                 a = a[: T - Tt - 1]  # the prompt leaves max_target_len slots for the target
@@ -172,10 +177,10 @@ class GenerationTask:
             arrays["prompt_ids"] = common.pad_rows(prompts, T, tok.pad_id)["input_ids"]
             arrays["prompt_len"] = np.asarray([len(p) for p, _ in prompts], np.int32)
         elif arch == "t5":
-            arrays = common.pad_rows(
-                [(a[: T - 1] + [tok.sep_id], [0] * min(len(a) + 1, T)) for a in sources_], T, tok.pad_id
-            )
-            dec = common.pad_rows([(b + [tok.sep_id], [0] * (len(b) + 1)) for b in targets], Tt, tok.pad_id)
+            enc = [a[: T - 1] + [tok.sep_id] for a in sources_]
+            arrays = common.pad_rows([(ids, [0] * len(ids)) for ids in enc], T, tok.pad_id)
+            dec = [b + [tok.sep_id] for b in targets]
+            dec = common.pad_rows([(ids, [0] * len(ids)) for ids in dec], Tt, tok.pad_id)
             arrays["targets"] = dec["input_ids"]
             arrays["decoder_segment_ids"] = dec["segment_ids"]
             arrays["decoder_positions"] = dec["positions"]
