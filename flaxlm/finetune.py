@@ -1,5 +1,9 @@
 """Fine-tuning: a pretrained backbone + a task head, trained fully or parameter-efficiently, over seeds.
 
+Generation tasks (config.task.kind="generation") fine-tune a GPT or T5 as the language model it
+is, with no new head: the loss counts the target tokens only, and dev/test are scored by greedy
+decoding (flaxlm.tasks.generation).
+
 `finetune(config, init, workdir)` is what `flaxlm finetune` runs:
 
   init (workdir | export | HF dir) -> backbone, model config, tokenizer    flaxlm.pretrained
@@ -11,7 +15,7 @@
 config.method decides what is trained (the rest is a constant of the loss,
 so it gets no gradient and no optimizer state):
   full     everything
-  head     the new head (and BERT's pooler, config.train_pooler)
+  head     the new head (and BERT's pooler, config.train_pooler); not for generation (no new head)
   lora     the head (+ pooler) and LoRA factors on attention q/k/v/out
            (+ MLP with config.lora.mlp); flaxlm.lora
   adapter  the head (+ pooler), bottleneck adapters (model.adapter_dim =
@@ -68,11 +72,13 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.task = ml_collections.ConfigDict(
         dict(
-            kind="classification",  # "classification" | "ner" | "qa"
-            # built-in data: "movie_sentiment" | "wnut16_tweets" | "shakespeare_cloze";
+            kind="classification",  # "classification" | "ner" | "qa" | "generation"
+            # built-in data: "movie_sentiment" | "wnut16_tweets" | "shakespeare_cloze" | "definitions";
             # ignored when the three files below are given
             dataset="movie_sentiment",
-            train_file="",  # classification: JSON lines; ner: word<TAB>tag lines; qa: SQuAD v1.1 JSON
+            # classification: JSON lines; ner: word<TAB>tag lines; qa: SQuAD v1.1 JSON;
+            # generation: JSON lines with "source" and "target"
+            train_file="",
             dev_file="",
             test_file="",
             max_seq_len=128,
@@ -81,6 +87,9 @@ def base_config() -> ml_collections.ConfigDict:
             max_answer_len=16,  # qa: longest answer span, in tokens
             corpus="",  # qa built-in set: the corpus spec to build it from ("" = the embedded Shakespeare)
             max_train_examples=0,  # > 0: train on a fixed random subset of this many examples
+            max_eval_examples=0,  # > 0: score dev and test on fixed random subsets of this many
+            max_target_len=32,  # generation: target tokens + [SEP] (T5's decoder length; GPT's share of T)
+            max_new_tokens=32,  # generation: greedy decoding stops after this many tokens (or at [SEP])
         )
     )
     c.method = "full"  # "full" | "head" | "lora" | "adapter" | "prompt" | "prefix"
@@ -140,14 +149,26 @@ def validate(c) -> None:
             fail(f"config.{method}.length={c[method].length} must be >= 1 for method {method!r}")
     if c.task.max_seq_len < 8:
         fail(f"config.task.max_seq_len={c.task.max_seq_len} is too short; use at least 8")
+    if c.task.kind == "generation":
+        if c.method == "head":
+            fail(
+                "config.method='head' trains nothing on a generation task (it has no new head); "
+                "use full, lora or adapter"
+            )
+        if not 1 <= c.task.max_new_tokens <= c.task.max_target_len:
+            fail(
+                f"config.task.max_new_tokens={c.task.max_new_tokens} must be in "
+                f"[1, config.task.max_target_len={c.task.max_target_len}]"
+            )
 
 
 # Parameters -------------------------------------------------------------------------------------------
 
 
-def dummy_inputs(seq_len: int) -> tuple[np.ndarray, ...]:
+def dummy_inputs(seq_len: int, seq2seq: bool = False) -> tuple[np.ndarray, ...]:
+    """Zero inputs of one row for init: the four backbone inputs (+ T5's three decoder inputs)."""
     z = np.zeros((1, seq_len), np.int32)
-    return z, z, z, z
+    return (z,) * (7 if seq2seq else 4)
 
 
 def trainable_paths(paths, method: str, backbone_name: str, train_pooler: bool) -> list[str]:
@@ -193,7 +214,7 @@ class Init:
 
 
 def make_init(model, seq_len: int) -> Init:
-    inputs = dummy_inputs(seq_len)
+    inputs = dummy_inputs(seq_len, seq2seq=isinstance(model, heads.Seq2SeqLM))
     shapes = jax.eval_shape(lambda r: model.init(r, *inputs, deterministic=True)["params"], jax.random.key(0))
 
     def fill(rng, given):
@@ -274,6 +295,8 @@ class Setup:
     task: Any
     lora_alpha: float
     lora_rank: int
+    eos_id: int = 0  # generation: where greedy decoding stops ([SEP])
+    num_tokens: int | None = None  # generation: ids the tokenizer has (T5's sentinels lie above)
 
     def full_params(self, trainable, frozen):
         """The model's parameter tree: frozen and trained leaves together, LoRA merged."""
@@ -304,8 +327,20 @@ def make_steps(setup: Setup, tx, schedule):
         return FtState(step=state.step + 1, trainable=trainable, opt_state=opt_state), metrics
 
     def predict_step(trainable, frozen, batch):
-        outputs = setup.apply(setup.full_params(trainable, frozen), batch, train=False)
-        return setup.task.predict(outputs)
+        params = setup.full_params(trainable, frozen)
+        outputs = setup.apply(params, batch, train=False)
+        if setup.task.head != "generation":
+            return setup.task.predict(outputs)
+        nll, count = setup.task.target_nll(outputs, batch)
+        tokens = heads.greedy_decode(
+            setup.model,
+            params,
+            batch,
+            max_new_tokens=setup.task.cfg.max_new_tokens,
+            eos_id=setup.eos_id,
+            num_tokens=setup.num_tokens,
+        )
+        return {"tokens": tokens, "nll": nll, "count": count}
 
     return train_step, predict_step
 
@@ -369,12 +404,11 @@ class Evaluator:
         self.put_batch = put_batch
 
     def __call__(self, task, trainable, frozen, features, examples) -> dict[str, float]:
-        parts = []
+        parts = []  # arrays, or dicts of arrays (generation), of each batch's real rows
         for batch, n in batches(features, self.batch_size):
-            parts.append(
-                np.asarray(jax.device_get(self.predict(trainable, frozen, self.put_batch(batch))))[:n]
-            )
-        return task.score(np.concatenate(parts), features, examples)
+            out = jax.device_get(self.predict(trainable, frozen, self.put_batch(batch)))
+            parts.append(jax.tree.map(lambda x, n=n: np.asarray(x)[:n], out))
+        return task.score(jax.tree.map(lambda *xs: np.concatenate(xs), *parts), features, examples)
 
 
 @dataclasses.dataclass
@@ -408,6 +442,13 @@ def build_run(config, init: str) -> Run:
 
     data_dir = config.data_dir or prepare_lib.default_data_dir()
     pre = pretrained_lib.load(init, tokenizer=config.tokenizer)
+    if config.task.kind == "generation" and pre.arch == "bert":
+        raise ConfigError(f"generation needs a decoder (gpt or t5); {pre.source} is a bert encoder")
+    if config.task.kind != "generation" and pre.arch == "t5":
+        raise ConfigError(
+            f"config.task.kind={config.task.kind!r} needs a bert or gpt backbone; "
+            f"{pre.source} is t5 (fine-tune it on a generation task)"
+        )
     task = tasks_lib.get_task(config.task, data_dir)
     model_cfg = dict(
         pre.model,
@@ -445,7 +486,14 @@ def build_run(config, init: str) -> Run:
     num_steps = tc.num_steps or math.ceil(len(features["train"]) / tc.batch_size) * tc.epochs
     learning_rate = config.learning_rate[config.method]
     tx, schedule = make_optimizer(tc, learning_rate, num_steps)
-    setup = Setup(model, task, config.lora.alpha, config.lora.rank)
+    setup = Setup(
+        model,
+        task,
+        config.lora.alpha,
+        config.lora.rank,
+        eos_id=pre.tokenizer.sep_id,
+        num_tokens=pre.tokenizer.vocab_size,
+    )
     train_step, predict_step = make_steps(setup, tx, schedule)
     put_batch = lambda b: parallel.global_batch(b, batch_sharding)
     return Run(

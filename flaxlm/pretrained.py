@@ -24,16 +24,20 @@ from flaxlm.models.heads import BACKBONE
 
 @dataclasses.dataclass
 class Pretrained:
-    arch: str  # "bert" | "gpt"
+    arch: str  # "bert" | "gpt" | "t5"
     model: dict  # config.model fields: arch + flaxlm.models.TransformerConfig fields
-    backbone: dict  # the BertEncoder (bert) or GPTDecoder (gpt) params, nested dicts of arrays
+    backbone: dict  # the BertEncoder (bert), GPTDecoder (gpt) or whole T5 (t5) params, nested dicts of arrays
     tokenizer: Any  # flaxlm.data.tokenizer.Tokenizer
     source: str  # for logs and results: "flaxlm workdir /x (step 600)"
 
 
 def _backbone(arch: str, params: dict, where: str) -> dict:
-    """The backbone subtree: BertForPreTraining's "encoder"; all of GPTDecoder's params."""
+    """The backbone subtree: BertForPreTraining's "encoder"; all of GPTDecoder's or T5's params."""
     name = BACKBONE[arch]
+    if arch == "t5":  # the whole encoder-decoder is what fine-tuning starts from
+        if "shared" not in params:
+            raise ConfigError(f"{where} has no t5 parameters (no 'shared' embedding)")
+        return params
     if name in params:
         return params[name]
     if "word_embeddings" in params:
@@ -47,11 +51,14 @@ def load(path: str, tokenizer: str = "") -> Pretrained:
     model, tok, where = dict(found.model_cfg), found.tokenizer, found.source
     model.pop("pair_head", None)  # a pretraining-head switch; the fine-tuning model has its own heads
     arch = model.get("arch")
+    if arch == "t5":
+        model["pair_head"] = False  # as T5_SWITCHES have it: TransformerConfig's default needs a pooler
     if arch not in BACKBONE:
-        raise ConfigError(f"{where}: model.arch={arch!r}; expected 'bert' or 'gpt'")
-    # HF embedding tables may have spare rows (GPT-2's are often padded); flaxlm's match exactly.
-    hf_padded = found.is_hf and not tokenizer and tok.vocab_size < model["vocab_size"]
-    if tok.vocab_size != model["vocab_size"] and not hf_padded:
+        raise ConfigError(f"{where}: model.arch={arch!r}; expected 'bert', 'gpt' or 't5'")
+    # HF embedding tables may have spare rows (GPT-2's are often padded); flaxlm's match exactly,
+    # except T5's, whose last ids are the span-corruption sentinels the tokenizer does not have.
+    spare_rows = (found.is_hf and not tokenizer) or arch == "t5"
+    if tok.vocab_size != model["vocab_size"] and not (spare_rows and tok.vocab_size < model["vocab_size"]):
         raise ConfigError(
             f"the tokenizer ({tok.path}) has "
             f"{tok.vocab_size} tokens but {where} has vocab_size {model['vocab_size']}; "

