@@ -14,10 +14,15 @@ masking (the paper's for small and base), single full-length segments without NS
 doc_sentences) and no [CLS] pooler (fine-tuning adds one, as for BERT). No dropout, peak learning
 rate 2e-3 and 1,800 steps are bert_tiny's, tuned for BERT on a CPU and not re-tuned here.
 
-Reaches: not measured yet. A first try (2026-12-07, the project's 2-core VM shared with other work)
-ran at about 2 s a step, so the 1,800 steps did not fit the session; at step 60 the discriminator
-was still at the majority baseline (training RTD accuracy 0.852 = 1 - replaced fraction 0.148) and
-the generator's MLM loss 6.93 (held-out unigram baseline 6.70).
+Reaches: not measured at its 1,800 steps. In the objectives study (experiments/objectives: this
+model with pre-LN blocks, 682 steps, the FLOPs of 600 BERT steps; 2026-12-07, the project's 2-core VM
+shared with other work) the discriminator did not get past the base rate: held-out RTD accuracy
+0.856 against 0.856 for calling every token original (replaced fraction 0.144), RTD loss 0.409
+against the base rate's entropy 0.412; the generator's MLM loss 6.37 (unigram 6.67). Its encoder's
+token states had nearly collapsed to one vector, and sentiment fine-tuning from it stayed at chance.
+150-step probes at peak learning rates 5e-4 (ELECTRA-Small's) and 2e-3 were both at the base rate
+too (0.851 vs 0.851): at this scale the generator's samples are near-unigram draws, and telling
+them from the original takes what MLM takes, which these models learn slowly (13% MLM accuracy).
 """
 
 from flaxlm.config import base_config
