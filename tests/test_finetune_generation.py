@@ -325,7 +325,14 @@ def test_finetune_cli_on_definitions_writes_rouge_per_seed(arch, tmp_path, data_
     assert results["examples"] == {"train": 648, "dev": 24, "test": 24}
     assert [r["seed"] for r in results["seeds"]] == [0, 1]
     for split in ("dev", "test"):
-        assert set(results["summary"][split]) == {"rouge1", "rouge2", "rougeL", "loss", "perplexity"}
+        assert set(results["summary"][split]) == {
+            "rouge1",
+            "rouge2",
+            "rougeL",
+            "exact_match",
+            "loss",
+            "perplexity",
+        }
         for r in results["seeds"]:
             assert all(0.0 <= r[split][m] <= 1.0 for m in ("rouge1", "rouge2", "rougeL"))
             assert np.isfinite(r[split]["loss"]) and r[split]["perplexity"] == pytest.approx(

@@ -12,6 +12,11 @@ Repeated (source, target) pairs are kept once. The split key is the synset
 (part of speech + offset), so every word of a synset, all of which share its
 definition, lands in the same split (`common.split_of`, 80/10/10).
 
+"movie_sentiment" as text to text (T5's way of classifying, Raffel et al. 2020 §2.4): the sentiment
+task's snippets and splits (flaxlm.tasks.classification), source = the snippet, target = its label
+word, "negative" or "positive". Scored by exact match of the decoded word (`exact_match`), which is
+the classification accuracy when the model always answers with a label word.
+
 Your own data: JSON lines with "source" and "target", one file per split.
 
 The same task trains either model that generates (the backbone is the whole LM; there is no new head):
@@ -35,6 +40,7 @@ import numpy as np
 
 from flaxlm import files
 from flaxlm.errors import ConfigError, DataError
+from flaxlm.tasks import classification
 from flaxlm.tasks import common
 from flaxlm.tasks import metrics
 from flaxlm.tasks import sources
@@ -111,6 +117,19 @@ def load_definitions(data_dir: str) -> list[dict]:
     return common.read_jsonl(cache)
 
 
+def sentiment_splits(data_dir: str) -> dict[str, list[dict]]:
+    """The classification task's movie_sentiment splits as text to text: the label as its word."""
+    examples = classification.sentiment_examples(classification.load_movie_snippets(data_dir))
+    splits = common.split_by_key(examples, lambda ex: ex["text"])  # the classification task's splits
+    return {
+        split: [
+            {"id": str(i), "source": ex["text"], "target": classification.SENTIMENT_LABELS[ex["label"]]}
+            for i, ex in enumerate(exs)
+        ]
+        for split, exs in splits.items()
+    }
+
+
 def _file_examples(path: str) -> list[dict]:
     out = []
     for i, row in enumerate(common.read_jsonl(path), 1):
@@ -141,9 +160,11 @@ class GenerationTask:
         if task_cfg.dataset == "definitions":
             splits = common.split_by_key(load_definitions(data_dir), lambda ex: ex["id"])
             return cls(task_cfg, splits)
+        if task_cfg.dataset == "movie_sentiment":
+            return cls(task_cfg, sentiment_splits(data_dir))
         raise DataError(
             f"config.task.dataset={task_cfg.dataset!r} is not a generation set; "
-            "use 'definitions' or give --config.task.train_file/dev_file/test_file"
+            "use 'definitions', 'movie_sentiment' or give --config.task.train_file/dev_file/test_file"
         )
 
     def encode(self, examples: list[dict], tok, arch: str) -> common.Features:
@@ -206,13 +227,17 @@ class GenerationTask:
         return jnp.sum(ce_BT * mask_BT, axis=1), jnp.sum(mask_BT, axis=1)
 
     def score(self, predictions: dict, features: common.Features, examples) -> dict[str, float]:
-        """ROUGE-1/2/L F of the decoded texts (cut at the first [SEP]); target-token loss and perplexity."""
+        """ROUGE-1/2/L F and exact match (SQuAD-normalised) of the decoded texts (cut at the first [SEP]);
+        target-token loss and perplexity."""
         tok = features.meta["tokenizer"]
         texts = []
         for row in predictions["tokens"]:
             ids = row.tolist()
             texts.append(tok.decode(ids[: ids.index(tok.sep_id)] if tok.sep_id in ids else ids))
         out = metrics.rouge(texts, [ex["target"] for ex in examples])
+        out["exact_match"] = float(
+            np.mean([metrics.exact_match(t, [ex["target"]]) for t, ex in zip(texts, examples)] or [0.0])
+        )
         loss = float(np.sum(predictions["nll"]) / max(float(np.sum(predictions["count"])), 1.0))
         out.update(loss=loss, perplexity=float(np.exp(loss)))
         return out
