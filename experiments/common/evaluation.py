@@ -41,10 +41,16 @@ STATS_SAMPLE = 2048  # training examples read to measure tokens and targets per 
 
 
 def _targets(example, builder: str) -> float:
-    """Scored targets in one example: masked positions (MLM) or next-token targets (causal LM)."""
-    if builder == "causal":
+    """Scored targets in one example: masked positions (MLM), next-token targets (causal LM; a prefix
+    LM's continuation only) or decoder targets (T5's span corruption and i.i.d. denoising)."""
+    if builder in ("causal", "prefix_lm"):
         seg = example["segment_ids"]
-        return float(np.sum((seg[1:] == seg[:-1]) & (seg[:-1] != 0)))
+        scored = (seg[1:] == seg[:-1]) & (seg[:-1] != 0)
+        if builder == "prefix_lm":  # the target token t + 1 is in the continuation, not the prefix
+            scored &= example["prefix_mask"][1:] == 0
+        return float(np.sum(scored))
+    if "decoder_segment_ids" in example:
+        return float(np.count_nonzero(example["decoder_segment_ids"]))
     return float(np.sum(example["mlm_weights"]))
 
 
