@@ -25,6 +25,7 @@ from experiments.common import runner
 from experiments.common import stats
 from experiments.nsp_ablation import sweep as nsp_sweep
 from experiments.objectives import sweep as obj_sweep
+from experiments.t5_objectives import sweep as t5_sweep
 from flaxlm import config as config_lib
 from flaxlm import models
 from flaxlm import train as train_lib
@@ -180,7 +181,9 @@ def test_flops_within_xla_count_and_parameters_exact(arch, objective):
     assert flops.train_flops_per_step(config.to_dict()) == 3 * ours * config.train.batch_size
 
 
-@pytest.mark.parametrize("exp", [nsp_sweep.EXPERIMENT, obj_sweep.EXPERIMENT], ids=lambda e: e.name)
+@pytest.mark.parametrize(
+    "exp", [nsp_sweep.EXPERIMENT, obj_sweep.EXPERIMENT, t5_sweep.EXPERIMENT], ids=lambda e: e.name
+)
 def test_every_planned_config_is_valid_and_matched(exp, tmp_path):
     for scale, recipe in exp.recipes.items():
         for r in (recipe, exp.quick(recipe)):
@@ -199,9 +202,10 @@ def test_every_planned_config_is_valid_and_matched(exp, tmp_path):
                     per_step.append(flops.train_flops_per_step(config.to_dict()))
                     total += steps * per_step[-1]
                 budgets[run.variant.name] = (total, per_step)
-            ref = budgets["mlm" if exp.name == "objectives" else "segpair_nsp"][0]
+            reference = {"objectives": "mlm", "t5_objectives": "span_corruption"}.get(exp.name, "segpair_nsp")
+            ref = budgets[reference][0]
             for name, (total, per_step) in budgets.items():
-                if exp.name == "objectives":  # matched FLOPs, up to rounding each phase to whole steps
+                if exp.name != "nsp_ablation":  # matched FLOPs, up to rounding each phase to whole steps
                     assert abs(total - ref) <= 0.5 * sum(per_step), (scale, name)
                 else:  # matched steps, batch and length: FLOPs differ only by the 2-way head
                     assert abs(total - ref) / ref < 1e-4, (scale, name)
@@ -229,6 +233,26 @@ def test_objectives_give_clm_fewer_steps_for_the_same_flops():
     variants = obj_sweep.matched_flops(shakespeare_era, obj_sweep.VARIANTS)
     runs = {r.variant.name: r for r in runner.plan_runs(shakespeare_era, variants, [0], "/tmp/x")}
     assert runs["mlm"].num_steps == 240 and runs["clm"].num_steps == round(240 * 159_088_640 / 379_584_512)
+
+
+def test_t5_objectives_match_span_corruptions_flops():
+    recipe = t5_sweep.EXPERIMENT.recipes["cpu"]  # t5_tiny's shape, 600 steps of 32 x 128
+    variants = t5_sweep.matched_flops(recipe, t5_sweep.VARIANTS)
+    runs = {r.variant.name: r for r in runner.plan_runs(recipe, variants, [0], "/tmp/x")}
+    assert runs["span_corruption"].num_steps == 600
+    # Forward FLOPs per sequence (flops.py): span corruption 224.9M (encoder over 128 inputs, decoder
+    # over 29 targets), BERT-style 547.4M (decoder over all 128), a 4-layer GPT 497.0M (prefix LM and
+    # LM alike: a prefix LM computes every position).
+    assert runs["iid_denoising"].num_steps == round(600 * 224_879_616 / 547_356_672) == 247
+    assert (
+        runs["prefix_lm"].num_steps == runs["clm"].num_steps == round(600 * 224_879_616 / 497_025_024) == 271
+    )
+    configs = {n: runner.resolved_config(recipe.config, r.phases[0]) for n, r in runs.items()}
+    assert {c.model.arch for n, c in configs.items() if n in ("prefix_lm", "clm")} == {"gpt"}
+    assert configs["clm"].model.num_layers == 4 and configs["span_corruption"].model.num_layers == 2
+    params = {n: flops.parameter_count(c.model.to_dict(), c.objective)["total"] for n, c in configs.items()}
+    assert abs(params["clm"] - params["span_corruption"]) / params["span_corruption"] < 0.1  # 2P vs 2P
+    assert set(recipe.tasks) <= set(downstream.TASKS) and all(t in downstream.HEADLINE for t in recipe.tasks)
 
 
 def test_results_json_parsing():
