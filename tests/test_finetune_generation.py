@@ -255,6 +255,34 @@ def test_rouge_is_rouge_scores_on_a_known_pair():
     assert got["rouge1"] == pytest.approx((2 * (2 / 2) * (2 / 3) / (2 / 2 + 2 / 3)) / 2)
 
 
+def test_sentiment_as_text_to_text_keeps_the_classification_splits(monkeypatch, wordpiece):
+    from flaxlm.tasks import classification
+
+    rows = [
+        {"id": str(i), "rating": r, "text": f"snippet number {i}"}
+        for i, r in enumerate([2.0, -1.5, 0.1] * 20)
+    ]
+    monkeypatch.setattr(classification, "load_movie_snippets", lambda data_dir: rows)
+    task = generation.GenerationTask.load(task_config(dataset="movie_sentiment"), "/unused")
+    cls = classification.ClassificationTask.load(
+        task_config(kind="classification", dataset="movie_sentiment"), ""
+    )
+    for split in common.SPLITS:  # the same snippets in each split; the target is the label's word
+        assert [ex["source"] for ex in task.splits[split]] == [ex["text"] for ex in cls.splits[split]]
+        assert [ex["target"] for ex in task.splits[split]] == [
+            classification.SENTIMENT_LABELS[ex["label"]] for ex in cls.splits[split]
+        ]
+    assert {ex["target"] for exs in task.splits.values() for ex in exs} == {"negative", "positive"}
+    # exact match scores the decoded word (cut at [SEP]); ROUGE is reported beside it.
+    examples = [{"source": "a", "target": "positive"}, {"source": "b", "target": "negative"}]
+    decoded = [wordpiece.encode("Positive.") + [wordpiece.sep_id, 5], wordpiece.encode("positive")]
+    width = max(map(len, decoded))
+    tokens = np.asarray([d + [wordpiece.pad_id] * (width - len(d)) for d in decoded])
+    features = common.Features({}, meta={"tokenizer": wordpiece})
+    got = task.score({"tokens": tokens, "nll": np.ones(2), "count": np.ones(2)}, features, examples)
+    assert got["exact_match"] == 0.5 and got["rougeL"] == pytest.approx(0.5)
+
+
 # End to end ---------------------------------------------------------------------------------------------
 
 
