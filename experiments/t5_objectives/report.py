@@ -38,6 +38,12 @@ MEASURES = (
         baseline=(R.UNIGRAM, R.final_eval_metric("unigram_lm_loss")),
     ),
     R.Measure(
+        "lm_accuracy",
+        "held-out accuracy of the same targets (the argmax is the target token)",
+        R.final_eval_metric("lm_accuracy"),
+        baseline=(R.UNIGRAM, R.final_eval_metric("unigram_lm_accuracy")),
+    ),
+    R.Measure(
         "perplexity",
         "held-out perplexity of the same targets",
         R.final_eval_metric("perplexity"),
