@@ -621,11 +621,13 @@ def downstream_lines(ctx: Context, pairs) -> tuple[list[str], dict]:
             "",
         ]
     recorded = [r.record.get("downstream_tasks", []) for r in ctx.runs if r.record.get("downstream") == "run"]
-    skipped = [t for t in downstream.TASKS if recorded and not any(t in tasks for tasks in recorded)]
+    text_to_text = any(t in downstream.TEXT_TO_TEXT for tasks in recorded for t in tasks)
+    candidates = [t for t in downstream.TASKS if text_to_text or t not in downstream.TEXT_TO_TEXT]
+    skipped = [t for t in candidates if recorded and not any(t in tasks for tasks in recorded)]
     if skipped:
         out += [
             f"Not fine-tuned at this scale: {', '.join(skipped)} (the recipe's `tasks`, "
-            "experiments/common/recipes.py, which says why).",
+            "experiments/common/recipes.py or the study's sweep.py, which says why).",
             "",
         ]
     control = [r for r in ctx.control if r.finished and r.downstream]
