@@ -194,6 +194,14 @@ def write_report(runs_dir: str, report_dir: str) -> str:
     out += R.measure_lines(ctx, MEASURES, values)
     lines, downstream_comps = R.downstream_lines(ctx, PAIRS)
     out += lines
+    out += [
+        "Every variant is fine-tuned as text to text, as T5 fine-tunes, so that the encoder-decoder and "
+        "the decoder-only models are trained and scored by the same code: sentiment with the label word "
+        "as the target (exact match; `sentiment_t2t`) and WordNet definitions (ROUGE-L). The "
+        "classification-head sentiment task (`sentiment`) reads an encoder's [CLS] or a GPT's last token "
+        "and flaxlm has no such head for T5; NER is left out as in the BERT studies (recipes.py).",
+        "",
+    ]
     out += R.curve_lines(ctx, CURVES, x=R.flops_at, xlabel="training FLOPs")
     rows = R.claim_rows(CLAIMS, downstream_comps, LABELS)
     out += [
