@@ -50,9 +50,11 @@ def load(path: str, tokenizer: str = "") -> Pretrained:
     found = lm_lib.read(path, tokenizer, flag="--init", tokenizer_flag="--config.tokenizer")
     model, tok, where = dict(found.model_cfg), found.tokenizer, found.source
     model.pop("pair_head", None)  # a pretraining-head switch; the fine-tuning model has its own heads
+    if not model.get("pooler", True):
+        # TransformerConfig's default pair_head needs a pooler, which a GPT, T5 or ELECTRA trained
+        # without one lacks (T5_SWITCHES have it so).
+        model["pair_head"] = False
     arch = model.get("arch")
-    if arch == "t5":
-        model["pair_head"] = False  # as T5_SWITCHES have it: TransformerConfig's default needs a pooler
     if arch not in BACKBONE:
         raise ConfigError(f"{where}: model.arch={arch!r}; expected 'bert', 'gpt' or 't5'")
     # HF embedding tables may have spare rows (GPT-2's are often padded); flaxlm's match exactly,

@@ -201,7 +201,7 @@ def test_gpt_classifier_reads_the_last_real_token_and_learns(sentiment_files):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(method="prefix"), "config.method='prefix' is unknown"),
+        (dict(method="bitfit"), "config.method='bitfit' is unknown"),
         (dict(max_seq_len=512), "exceeds the 64 positions of the pretrained model"),
         # The workdir's pinned tokenizer cannot be swapped; one from before pins is checked for size.
         (dict(tokenizer=str(REPO / "tests/testdata/bert_uncased_vocab.txt")), "is not the tokenizer"),
