@@ -182,3 +182,24 @@ def _t5_parameter_count(model: dict) -> dict[str, int]:
     if not model.get("tie_embeddings", True):
         embedding += D * V  # lm_head
     return {"embedding": embedding, "non_embedding": non_embedding, "total": embedding + non_embedding}
+
+
+def run_flops(recipe, overrides: dict) -> float:
+    """Training FLOPs of all of a runner.Recipe's phases with `overrides` (before any step scaling)."""
+    from experiments.common import runner  # runner's configs; imported here, runner needs nothing of ours
+
+    total, prev = 0.0, 0
+    for phase in recipe.phases:
+        config = runner.resolved_config(recipe.config, {**recipe.overrides, **overrides, **phase})
+        steps = int(config.train.num_steps) - prev
+        prev = int(config.train.num_steps)
+        total += steps * train_flops_per_step(config.to_dict())
+    return total
+
+
+def matched_flops(recipe, variants, reference) -> list:
+    """Each runner.Variant with step_scale = FLOPs(reference's run) / FLOPs(its run at the recipe's steps)."""
+    import dataclasses
+
+    budget = run_flops(recipe, reference.overrides)
+    return [dataclasses.replace(v, step_scale=budget / run_flops(recipe, v.overrides)) for v in variants]

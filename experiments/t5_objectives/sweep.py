@@ -142,22 +142,10 @@ def quick(recipe: runner.Recipe) -> runner.Recipe:
     )
 
 
-def run_flops(recipe: runner.Recipe, overrides: dict) -> float:
-    """Training FLOPs of all of a recipe's phases with `overrides` (before any step scaling)."""
-    total, prev = 0.0, 0
-    for phase in recipe.phases:
-        config = runner.resolved_config(recipe.config, {**recipe.overrides, **overrides, **phase})
-        steps = int(config.train.num_steps) - prev
-        prev = int(config.train.num_steps)
-        total += steps * flops_lib.train_flops_per_step(config.to_dict())
-    return total
-
-
 def matched_flops(recipe: runner.Recipe, variants: Sequence[Variant]) -> list[Variant]:
-    """Each variant with step_scale = FLOPs(span corruption run) / FLOPs(its run at the recipe's steps)."""
+    """Each variant with its steps scaled to the span-corruption run's training FLOPs."""
     ref = next(v for v in VARIANTS if v.name == REFERENCE)
-    budget = run_flops(recipe, ref.overrides)
-    return [dataclasses.replace(v, step_scale=budget / run_flops(recipe, v.overrides)) for v in variants]
+    return flops_lib.matched_flops(recipe, variants, reference=ref)
 
 
 def _write_report(runs_dir: str, report_dir: str) -> str:
