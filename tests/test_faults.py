@@ -157,7 +157,7 @@ RECIPES = {
     "albert_tiny": ["--config.model.embedding_size=16"],
     "spanbert_tiny": [],
     # RoBERTa's position offset, no pooler, FULL-SENTENCES and gradient accumulation (2 micro-batches).
-    "roberta_base": ["--config.train.grad_accum_steps=2"],
+    "roberta_base": ["--config.model.num_heads=2", "--config.train.grad_accum_steps=2"],
 }
 
 

@@ -354,8 +354,8 @@ def test_get_model_builds_from_config_dict():
 
 
 def test_get_model_errors():
-    with pytest.raises(ValueError, match="'t5'.*bert.*gpt"):
-        models.get_model(ml_collections.ConfigDict(dict(arch="t5")))
+    with pytest.raises(ValueError, match="'t6'.*bert.*gpt.*t5"):
+        models.get_model(ml_collections.ConfigDict(dict(arch="t6")))
     with pytest.raises(ValueError, match="hiden_size"):
         models.get_model(ml_collections.ConfigDict(dict(arch="bert", hiden_size=8)))
     with pytest.raises(ValueError, match="float8"):
