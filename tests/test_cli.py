@@ -1,6 +1,7 @@
 """The `flaxlm` command end to end, in subprocesses, on the embedded corpus (real text)."""
 
 import json
+import math
 import os
 import pathlib
 import subprocess
@@ -44,6 +45,41 @@ def read_metrics(workdir):
     rows = [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if "loss" in r]
     evals = {r["step"]: r for r in rows if "eval_loss" in r}
+    return train, evals
+
+
+def train_stop_resume(tmp_path, data_dir, config, *extra, log_every=10):
+    """`config` shrunk (vocabulary 600, width 64, sequences of 64, batch 8) on 60 real scenes: trained
+    to step 20, stopped, resumed to 40. Checks each step is logged, the loss is finite and falls by
+    0.3 nats, the step-40 eval loss is finite and below log(600); returns (train rows, evals by step)."""
+    corpus = write_scenes(tmp_path / "scenes.jsonl.gz", 60)
+    args = [
+        "train",
+        f"--config={config}",
+        f"--workdir={tmp_path / 'w'}",
+        *extra,
+        f"--config.data.corpus={corpus}",
+        f"--config.data.data_dir={data_dir}",
+        "--config.model.vocab_size=600",
+        "--config.model.hidden_size=64",
+        "--config.model.mlp_dim=128",
+        "--config.data.seq_len=64",
+        "--config.model.max_len=64",
+        "--config.train.batch_size=8",
+        "--config.train.learning_rate=5e-3",
+        "--config.train.warmup_steps=5",
+        f"--config.train.log_every={log_every}",
+        "--config.train.eval_every=40",
+        "--config.train.eval_batches=1",
+        "--config.train.checkpoint_every=20",
+    ]
+    flaxlm(*args, "--config.train.num_steps=40", "--config.train.stop_at_step=20", data_dir=data_dir)
+    flaxlm(*args, "--config.train.num_steps=40", data_dir=data_dir)  # resumes at step 20
+    train, evals = read_metrics(tmp_path / "w")
+    losses = [r["loss"] for r in train]
+    assert [r["step"] for r in train][-1] == 40 and all(math.isfinite(x) for x in losses)
+    assert losses[-1] < losses[0] - 0.3, losses
+    assert math.isfinite(evals[40]["eval_lm_loss"]) and evals[40]["eval_lm_loss"] < math.log(600)
     return train, evals
 
 

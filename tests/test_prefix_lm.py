@@ -114,36 +114,9 @@ def test_builder_splits_each_piece_once_uniformly_and_keeps_causal_packing():
 
 def test_prefix_lm_tiny_trains_from_the_cli_and_resumes(tmp_path, data_dir):
     """configs/prefix_lm_tiny.py (shrunk) trains with a finite, decreasing loss, evaluates and resumes."""
-    from conftest import write_scenes
-    from test_cli import flaxlm, read_metrics
+    from test_cli import train_stop_resume
 
-    corpus = write_scenes(tmp_path / "scenes.jsonl.gz", 60)
-    args = [
-        "train",
-        "--config=configs/prefix_lm_tiny.py",
-        f"--workdir={tmp_path / 'w'}",
-        f"--config.data.corpus={corpus}",
-        f"--config.data.data_dir={data_dir}",
-        "--config.model.vocab_size=600",
-        "--config.model.hidden_size=64",
-        "--config.model.mlp_dim=128",
-        "--config.data.seq_len=64",
-        "--config.model.max_len=64",
-        "--config.train.batch_size=8",
-        "--config.train.learning_rate=5e-3",
-        "--config.train.warmup_steps=5",
-        "--config.train.log_every=5",
-        "--config.train.eval_every=40",
-        "--config.train.eval_batches=1",
-        "--config.train.checkpoint_every=20",
-    ]
-    flaxlm(*args, "--config.train.num_steps=40", "--config.train.stop_at_step=20", data_dir=data_dir)
-    flaxlm(*args, "--config.train.num_steps=40", data_dir=data_dir)  # resumes at step 20
-    train, evals = read_metrics(tmp_path / "w")
-    losses = [r["loss"] for r in train]
-    assert [r["step"] for r in train][-1] == 40 and all(np.isfinite(losses))
-    assert losses[-1] < losses[0] - 0.3, losses
-    assert np.isfinite(evals[40]["eval_lm_loss"]) and evals[40]["eval_lm_loss"] < np.log(600)
+    _, evals = train_stop_resume(tmp_path, data_dir, "configs/prefix_lm_tiny.py", log_every=5)
     assert np.isfinite(evals[40]["eval_unigram_lm_loss"])  # the baseline scores the same targets
 
 
