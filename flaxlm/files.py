@@ -1,10 +1,12 @@
 """Files written whole or not at all: a temporary file beside the target, synced, then renamed over it.
 
 A reader (or a rerun after a crash, even kill -9) sees the old file or the new one, never a
-truncated one; a failed write leaves no temporary file behind.
+truncated one; a failed write leaves no temporary file behind. `exclusive` serialises processes
+that would build the same thing (two runs preparing one dataset at once).
 """
 
 import contextlib
+import fcntl
 import os
 import uuid
 from collections.abc import Iterator
@@ -43,3 +45,18 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     """Writes `data` (str: as UTF-8) to `path` atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: str | os.PathLike) -> Iterator[None]:
+    """Holds an exclusive flock on `lock_path` (created if needed) for the block: a second process (or
+    thread) entering the block with the same path waits until the first leaves it. The kernel drops the
+    lock when its holder exits, even by kill -9, so a crashed holder never blocks the next run."""
+    lock_path = os.fspath(lock_path)
+    os.makedirs(os.path.dirname(os.path.abspath(lock_path)), exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -241,6 +241,24 @@ def test_preparation_is_cached_and_keyed_by_settings(data_dir, small_corpus):
     assert d.path != c.path
 
 
+def test_two_runs_preparing_one_dataset_at_once_both_get_it(tmp_path, small_corpus):
+    """A study's seeds or a launcher's processes may start together on one data dir: without the lock
+    the second to finish failed renaming its incomplete folder onto the first's. Both get the same
+    records; no incomplete folder is left behind."""
+    import concurrent.futures
+
+    c = config_for("doc_sentences", str(tmp_path / "data"), small_corpus, tokenizer=str(VOCAB))
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(prepare_lib.prepare, c.data, pair_labels=False, vocab_size=30522) for _ in "ab"
+        ]
+        a, b = (f.result() for f in futures)
+    assert a.path == b.path and len(a.train) == len(b.train) > 0
+    assert a.train[0]["input_ids"].tobytes() == b.train[0]["input_ids"].tobytes()
+    left = [p for p in (tmp_path / "data").rglob("incomplete*")]
+    assert not left, left
+
+
 def test_the_tokenizer_sample_is_in_the_cache_key_and_the_metadata(data_dir, small_corpus):
     """A trained tokenizer is keyed by its sample size and seed, and the prepared data records them."""
     key = prepare_lib.tokenizer_cache_key

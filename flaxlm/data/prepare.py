@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from flaxlm import files
 from flaxlm.data import builders
 from flaxlm.data import corpus as corpus_lib
 from flaxlm.data import masking
@@ -459,25 +460,29 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
         key["copies"] = "train only"
     key = json.dumps(key, sort_keys=True)
     fingerprint = f"{settings.builder}_{settings.seq_len}_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
-    builder = FlaxlmPretraining(
-        corpus_spec=data_cfg.corpus,
-        tok=tok,
-        settings=settings,
-        fingerprint=fingerprint,
-        tokenizer_info=(
-            {"file": data_cfg.tokenizer}
-            if data_cfg.tokenizer
-            else {
-                "trained_on": {
-                    "validation_fraction": data_cfg.validation_fraction,
-                    **tokenizer_training(data_cfg),
+    # Two runs that start together on one data dir (a study's seeds, a launcher's processes) would both
+    # write this dataset and the second rename would fail: the second waits, then reuses the first's
+    # (the builder is made inside the lock: it reads what is prepared when it is made).
+    with files.exclusive(os.path.join(data_dir, f".{fingerprint}.lock")):
+        builder = FlaxlmPretraining(
+            corpus_spec=data_cfg.corpus,
+            tok=tok,
+            settings=settings,
+            fingerprint=fingerprint,
+            tokenizer_info=(
+                {"file": data_cfg.tokenizer}
+                if data_cfg.tokenizer
+                else {
+                    "trained_on": {
+                        "validation_fraction": data_cfg.validation_fraction,
+                        **tokenizer_training(data_cfg),
+                    }
                 }
-            }
-        ),
-        data_dir=data_dir,
-        file_format="array_record",
-    )
-    builder.download_and_prepare()
+            ),
+            data_dir=data_dir,
+            file_format="array_record",
+        )
+        builder.download_and_prepare()
     sources = builder.as_data_source()
     return PreparedData(
         train=RecordSource(sources["train"]),
