@@ -52,6 +52,9 @@ def base_config() -> ml_collections.ConfigDict:
             layer_norm_eps=1e-12,
             activation="gelu",  # "gelu" (erf, BERT) | "gelu_tanh" (GPT-2)
             initializer_range=0.02,
+            # "normal": N(0, initializer_range) everywhere (BERT, GPT-2); "t5": T5's fan-in scaled normals
+            # (embeddings N(0, 1)), which T5_SWITCHES set
+            init="normal",
             dtype="float32",  # compute dtype: "float32" | "bfloat16"
             param_dtype="float32",
             remat=False,

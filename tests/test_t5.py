@@ -38,6 +38,40 @@ def test_t5_small_has_60506624_parameters():
     assert sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes)) == 60_506_624
 
 
+def test_t5_init_is_t5s_fan_in_scaled_normals_and_bert_keeps_0_02():
+    """T5's init (Mesh TF T5, HF's _init_weights): shared embedding N(0, 1), query N(0, (D H)^-0.5), key,
+    value and fc_in N(0, D^-0.5), out N(0, (N H)^-0.5), fc_out N(0, F^-0.5), relative bias N(0, D^-0.5),
+    an untied lm_head N(0, D^-0.5). A BERT keeps N(0, 0.02) everywhere."""
+    d, n, h, f, v = 64, 4, 32, 256, 4000
+    fields = dict(vocab_size=v, hidden_size=d, num_layers=2, num_heads=n, head_dim=h, mlp_dim=f)
+    model = models.get_model({"arch": "t5", **t5.T5_SWITCHES, **fields, "tie_embeddings": False})
+    params = model.init(jax.random.key(0), *(jnp.zeros((1, 8), jnp.int32),) * 6, deterministic=True)
+    flat = {
+        "/".join(str(k.key) for k in path): x for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
+    }
+    want = {
+        "shared/embedding": 1.0,
+        "encoder/block_0/attention/query/kernel": (d * h) ** -0.5,
+        "encoder/block_0/attention/key/kernel": d**-0.5,
+        "decoder/block_1/cross_attention/value/kernel": d**-0.5,
+        "decoder/block_0/attention/out/kernel": (n * h) ** -0.5,
+        "encoder/block_1/mlp/fc_in/kernel": d**-0.5,
+        "decoder/block_0/mlp/fc_out/kernel": f**-0.5,
+        "lm_head/kernel": d**-0.5,
+    }
+    for suffix, std in want.items():
+        (name,) = [k for k in flat if k.endswith(suffix)]
+        assert np.std(np.asarray(flat[name])) == pytest.approx(std, rel=0.1), name
+    (bias,) = [k for k in flat if "encoder" in k and "relative_position_bias" in k]
+    assert np.std(np.asarray(flat[bias])) == pytest.approx(d**-0.5, rel=0.5)  # 32 x 4 draws only
+    bert = models.get_model({"arch": "bert", **fields, "num_heads": 2, "head_dim": 0})
+    z = jnp.zeros((1, 8), jnp.int32)
+    bert_params = bert.init(jax.random.key(0), z, z, z, z, deterministic=True)
+    for x in jax.tree.leaves(bert_params):
+        if x.ndim == 2 and x.size > 1000:
+            assert np.std(np.asarray(x)) == pytest.approx(0.02, rel=0.1)
+
+
 def _small():
     c = t5.t5_config()
     return dict(

@@ -60,6 +60,7 @@ GPT = {
     "model.layer_norm_eps": 1e-5,
     "model.activation": "gelu_tanh",
     "model.head_dim": 0,
+    "model.init": "normal",  # GPT-2's N(0, 0.02), not T5's fan-in scaled normals
     # T5_SWITCHES drop BERT's pooler; GPT builds none either way, but flaxlm finetune rebuilds the
     # backbone with TransformerConfig's default pair_head, which needs pooler=True (prefix_lm_tiny's).
     "model.pooler": True,

@@ -9,6 +9,7 @@ Shape suffixes used across `flaxlm.models`:
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -45,6 +46,12 @@ class TransformerConfig:
     layer_norm_eps: float = 1e-12
     activation: str = "gelu"  # "gelu" (exact erf, BERT) | "gelu_tanh" (GPT-2).
     initializer_range: float = 0.02
+    # "normal": every weight N(0, initializer_range) (BERT, GPT-2). "t5": T5's fan-in scaled normals
+    # (Mesh TensorFlow T5, T5X, HF's T5 _init_weights): embeddings N(0, 1), a kernel N(0, fan_in^-0.5),
+    # the query N(0, (D * H)^-0.5) as T5 folds the unscaled q.k's 1/sqrt(H) into it. With the tied
+    # output's D^-0.5 rescale, T5's output logits need unit-scale embeddings: under "normal" they start
+    # 1/sqrt(D) times smaller and a small T5 stays near the unigram model for hundreds of steps.
+    init: str = "normal"
     # Autoregressive decoding: attention keeps keys/values in the "cache" collection (see
     # MultiHeadAttention); inference only, the params are those of decode=False.
     decode: bool = False
@@ -129,6 +136,8 @@ class TransformerConfig:
             raise ValueError(f"position_offset={self.position_offset} must be >= 0 (0: BERT, 2: RoBERTa)")
         if self.sbo_positions < 0:
             raise ValueError(f"sbo_positions={self.sbo_positions} must be >= 0 (0: no SBO head)")
+        if self.init not in ("normal", "t5"):
+            raise ValueError(f"init={self.init!r} is unknown; choose 'normal' (BERT, GPT-2) or 't5'")
         if self.prompt_length < 0 or self.prefix_length < 0:
             raise ValueError("prompt_length and prefix_length must be >= 0 (0: none)")
         if not 0.0 <= self.generator_size <= 1.0:
@@ -159,12 +168,20 @@ ACTIVATIONS = {
 }
 
 
-def dense(config: TransformerConfig, features: int, name: str) -> nn.Dense:
-    """A Dense layer with BERT/GPT-2 initialisation; with a bias unless config.use_bias is False (T5)."""
+def init_normal(config: TransformerConfig, t5_std: float) -> Callable:
+    """N(0, config.initializer_range), or N(0, t5_std) under config.init == "t5"."""
+    return nn.initializers.normal(t5_std if config.init == "t5" else config.initializer_range)
+
+
+def dense(
+    config: TransformerConfig, features: int, name: str, fan_in: int = 0, t5_std: float = 0.0
+) -> nn.Dense:
+    """A Dense layer with BERT/GPT-2 initialisation, or T5's (N(0, t5_std or fan_in^-0.5)) under
+    config.init == "t5"; with a bias unless config.use_bias is False (T5)."""
     return nn.Dense(
         features,
         use_bias=config.use_bias,
-        kernel_init=nn.initializers.normal(config.initializer_range),
+        kernel_init=init_normal(config, t5_std or (fan_in or config.hidden_size) ** -0.5),
         bias_init=nn.initializers.zeros,
         dtype=config.dtype,
         param_dtype=config.param_dtype,
@@ -188,11 +205,11 @@ def layer_norm(config: TransformerConfig, name: str) -> nn.Module:
 
 
 def embed(config: TransformerConfig, num_embeddings: int, name: str) -> nn.Embed:
-    """A [num_embeddings, E] table (E = config.embedding_dim)."""
+    """A [num_embeddings, E] table (E = config.embedding_dim); N(0, 1) under config.init == "t5"."""
     return nn.Embed(
         num_embeddings,
         config.embedding_dim,
-        embedding_init=nn.initializers.normal(config.initializer_range),
+        embedding_init=init_normal(config, 1.0),
         dtype=config.dtype,
         param_dtype=config.param_dtype,
         name=name,
@@ -278,7 +295,7 @@ class RelativePositionBias(nn.Module):
         cfg = self.config
         table_KN = self.param(
             "embedding",
-            nn.initializers.normal(cfg.initializer_range),
+            init_normal(cfg, cfg.hidden_size**-0.5),
             (cfg.relative_attention_num_buckets, cfg.num_heads),
             cfg.param_dtype,
         )
@@ -539,9 +556,9 @@ class MultiHeadAttention(nn.Module):
         cross = kv_BSD is not None
         kv_BSD = kv_BSD if cross else x_BTD
         s_ = kv_BSD.shape[1]
-        q_BTNH = dense(cfg, n * h, "query")(x_BTD).reshape(b, t, n, h)
-        k_BTNH = dense(cfg, n * h, "key")(kv_BSD).reshape(b, s_, n, h)
-        v_BTNH = dense(cfg, n * h, "value")(kv_BSD).reshape(b, s_, n, h)
+        q_BTNH = dense(cfg, n * h, "query", t5_std=(d * h) ** -0.5)(x_BTD).reshape(b, t, n, h)
+        k_BTNH = dense(cfg, n * h, "key", fan_in=kv_BSD.shape[-1])(kv_BSD).reshape(b, s_, n, h)
+        v_BTNH = dense(cfg, n * h, "value", fan_in=kv_BSD.shape[-1])(kv_BSD).reshape(b, s_, n, h)
         if cfg.decode and not cross:  # keys/values of every cached slot: the mask is the caller's mask_B1TS
             k_BTNH, v_BTNH = self._decode_cache(k_BTNH, v_BTNH)
         prefix = cfg.prefix_length and not cross
@@ -572,7 +589,7 @@ class MultiHeadAttention(nn.Module):
                 dropout_rate=cfg.attention_dropout_rate,
                 dropout_rng=self.make_rng("dropout") if use_dropout else None,
             )
-        return dense(cfg, d, "out")(out_BTNH.reshape(b, t, n * h))
+        return dense(cfg, d, "out", fan_in=n * h)(out_BTNH.reshape(b, t, n * h))
 
     def _prefix(self, k_BSNH, v_BSNH, mask_B1TS, bias_BNTS):
         """Prefix tuning (Li & Liang, 2021): P learned keys and values per head before the S keys.
@@ -633,7 +650,7 @@ class Mlp(nn.Module):
         x_BTF = ACTIVATIONS[cfg.activation](x_BTF)
         if cfg.gated_mlp:
             x_BTF = x_BTF * dense(cfg, cfg.mlp_dim, "fc_linear")(x_BTD)
-        return dense(cfg, cfg.hidden_size, "fc_out")(x_BTF)
+        return dense(cfg, cfg.hidden_size, "fc_out", fan_in=cfg.mlp_dim)(x_BTF)
 
 
 ADAPTER_UP_INIT_STD = 1e-3  # Small, so a fresh adapter is close to the identity.

@@ -44,6 +44,7 @@ T5_SWITCHES = dict(
     pair_head=False,
     pooler=False,
     type_vocab_size=0,
+    init="t5",
 )
 
 
@@ -134,7 +135,7 @@ class T5ForConditionalGeneration(nn.Module):
             self.lm_head = nn.Dense(
                 cfg.vocab_size,
                 use_bias=False,
-                kernel_init=nn.initializers.normal(cfg.initializer_range),
+                kernel_init=layers.init_normal(cfg, cfg.hidden_size**-0.5),  # T5X's untied logits
                 dtype=cfg.dtype,
                 param_dtype=cfg.param_dtype,
                 name="lm_head",
