@@ -402,8 +402,9 @@ def test_finetune_cli_prompt_and_prefix_generate_with_a_frozen_backbone(
     arch, method, tmp_path, data_dir, definition_files, pretrained
 ):
     """Prompt and prefix tuning on definitions, end to end: greedy decoding scores ROUGE, and the saved
-    model is the pretrained one, bitwise, plus the soft prompt or the prefixes, which alone were trained."""
-    from flaxlm import checkpoint, pretrained as pretrained_lib
+    model is the pretrained one, bitwise, plus the soft prompt or the prefixes, which alone were trained.
+    The saved model generates (cached decoding, the soft prompt or prefixes included) via flaxlm.lm."""
+    from flaxlm import checkpoint, lm as lm_lib, pretrained as pretrained_lib
 
     pre, ft = pretrained(arch), tmp_path / "ft"
     flaxlm(
@@ -435,6 +436,12 @@ def test_finetune_cli_prompt_and_prefix_generate_with_a_frozen_backbone(
     assert set(saved) - set(added) == set(base)
     for p, v in base.items():
         np.testing.assert_array_equal(np.asarray(saved[p]), np.asarray(v), err_msg=p)
+
+    lm = lm_lib.load(str(ft / "seed_0"), tokenizer=f"{pre}/tokenizer/spiece.model")
+    assert lm.arch == arch and getattr(lm.model.config, f"{method}_length") == 4
+    greedy = generate.Sampling(temperature=0.0)
+    (record,) = generate.generate_texts(lm, ["define: propulsion (noun)"], max_new_tokens=3, sampling=greedy)
+    assert 1 <= record["new_tokens"] <= 3
 
 
 def test_bert_init_and_head_method_are_one_line_errors(tmp_path, monkeypatch):
