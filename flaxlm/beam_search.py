@@ -235,6 +235,7 @@ def _gpt_beams(params, ids_BP, segment_ids_BP, positions_BP, lengths_B, eos_id, 
         segment_ids_BP,
         positions_BP,
         deterministic=True,
+        prefill=True,
         mutable=["cache"],
     )
     lengths_R = jnp.repeat(lengths_B, k)
@@ -247,6 +248,7 @@ def _gpt_beams(params, ids_BP, segment_ids_BP, positions_BP, lengths_B, eos_id, 
             jnp.ones_like(token_R)[:, None],
             (lengths_R + i)[:, None],
             deterministic=True,
+            prefill=False,
             mutable=["cache"],
         )
         return logits_R1V[:, 0], cache["cache"]

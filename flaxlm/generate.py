@@ -3,8 +3,9 @@
 `generate` works on token ids: a batch of prompts (lists of ids, any
 lengths) -> up to `max_new_tokens` new ids per prompt. It is one
 `jax.jit`-compiled function: a prefill call writes the prompt's keys and
-values into the decoder's cache (`config.decode`, see flaxlm.models.gpt),
-then a `lax.while_loop` samples a token, feeds it back and stops once every
+values into the decoder's cache (`config.decode`, see flaxlm.models.gpt;
+a prompt-tuned model's soft prompt goes into the first cache slots), then
+a `lax.while_loop` samples a token, feeds it back and stops once every
 row has produced `eos_id` or `max_new_tokens` tokens.
 
 Prompts of different lengths share one batch by **left-padding**: every row
@@ -129,7 +130,8 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray,
 
 
 def init_cache(config: TransformerConfig, batch: int, length: int) -> Any:
-    """The zero decoding cache of GPTDecoder(config) for `batch` rows of `length` slots."""
+    """The zero decoding cache of GPTDecoder(config) for `batch` rows of `length` slots (+ the soft
+    prompt's config.prompt_length, which the prefill writes first)."""
     decoder = GPTDecoder(dataclasses.replace(config, decode=True, remat=False))
     z = jnp.zeros((batch, length), jnp.int32)
     shapes = jax.eval_shape(lambda: decoder.init(jax.random.key(0), z, z, z, deterministic=True))["cache"]
@@ -255,6 +257,7 @@ def _generate(
             segment_ids_BP,
             positions_BP,
             deterministic=True,
+            prefill=True,
             mutable=["cache"],
         )
         state = cache["cache"]
@@ -269,6 +272,7 @@ def _generate(
                 one_B1,
                 (lengths_B + i - 1)[:, None],
                 deterministic=True,
+                prefill=False,
                 mutable=["cache"],
             )
             return logits_B1V[:, 0], cache["cache"]

@@ -4,6 +4,8 @@
   - a `flaxlm train` workdir (it has checkpoints/): the latest checkpoint's params
     (flaxlm.checkpoint.restore_params) and its saved config;
   - a `flaxlm export` folder (params.msgpack + model_config.json): flaxlm.checkpoint.load_params;
+    a `flaxlm finetune` seed folder of a generation task is one too (its LM is the backbone, soft
+    prompt or prefixes included; it records no tokenizer, so pass `tokenizer`);
   - a Hugging Face BERT / GPT-2 folder: flaxlm.hf.load_hf (imported only for such a folder).
 
 The tokenizer of a flaxlm checkpoint is the one pretraining used, found the
@@ -107,6 +109,10 @@ def read(
 
         params, meta = ckpt.load_params(path)
         model_cfg = dict(meta["model"])
+        if meta.get("head") == "generation":  # flaxlm finetune's CausalLM / Seq2SeqLM: the LM is inside
+            from flaxlm.models.heads import BACKBONE
+
+            params = params[BACKBONE[model_cfg["arch"]]]
         folder = os.path.dirname(path) if path.endswith("params.msgpack") else path
         source = f"flaxlm export {folder} (step {meta.get('step', '?')})"
         find_tokenizer = lambda: _tokenizer_of_export(

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from conftest import REPO, write_scenes
 from flaxlm import finetune, generate, models
@@ -317,26 +318,62 @@ TINY_FINETUNE = [
 ]
 
 
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, data_dir):
+    """arch -> a 4-step `flaxlm train` workdir of a tiny GPT or T5, trained once per module."""
+    done = {}
+
+    def get(arch: str) -> str:
+        if arch in done:
+            return done[arch]
+        folder = tmp_path_factory.mktemp(f"pre_{arch}")
+        if arch == "gpt":
+            extra = [
+                "--config.model.vocab_size=1000",
+                "--config.model.hidden_size=64",
+                "--config.model.mlp_dim=128",
+            ]
+        else:
+            corpus = write_scenes(folder / "scenes.jsonl.gz", 60)
+            extra = [
+                f"--config.data.corpus={corpus}",
+                "--config.model.vocab_size=600",
+                "--config.model.hidden_size=64",
+                "--config.model.mlp_dim=128",
+                "--config.model.head_dim=32",
+            ]
+        pre = str(folder / "workdir")
+        flaxlm("train", f"--config=configs/{arch}_tiny.py", f"--workdir={pre}", *extra, *TINY_PRETRAIN,
+               data_dir=data_dir)  # fmt: skip
+        done[arch] = pre
+        return pre
+
+    return get
+
+
+def rouge_fields_of(results):
+    """Each split's summary has the generation metrics, and every ROUGE is a fraction."""
+    for split in ("dev", "test"):
+        assert set(results["summary"][split]) == {
+            "rouge1",
+            "rouge2",
+            "rougeL",
+            "exact_match",
+            "loss",
+            "perplexity",
+        }
+        for r in results["seeds"]:
+            assert all(0.0 <= r[split][m] <= 1.0 for m in ("rouge1", "rouge2", "rougeL", "exact_match"))
+            assert np.isfinite(r[split]["loss"]) and r[split]["perplexity"] == pytest.approx(
+                np.exp(r[split]["loss"])
+            )
+
+
 @pytest.mark.parametrize("arch", ["gpt", "t5"])
-def test_finetune_cli_on_definitions_writes_rouge_per_seed(arch, tmp_path, data_dir, definition_files):
-    pre = str(tmp_path / "pre")
-    if arch == "gpt":
-        extra = [
-            "--config.model.vocab_size=1000",
-            "--config.model.hidden_size=64",
-            "--config.model.mlp_dim=128",
-        ]
-    else:
-        corpus = write_scenes(tmp_path / "scenes.jsonl.gz", 60)
-        extra = [
-            f"--config.data.corpus={corpus}",
-            "--config.model.vocab_size=600",
-            "--config.model.hidden_size=64",
-            "--config.model.mlp_dim=128",
-            "--config.model.head_dim=32",
-        ]
-    flaxlm("train", f"--config=configs/{arch}_tiny.py", f"--workdir={pre}", *extra, *TINY_PRETRAIN,
-           data_dir=data_dir)  # fmt: skip
+def test_finetune_cli_on_definitions_writes_rouge_per_seed(
+    arch, tmp_path, data_dir, definition_files, pretrained
+):
+    pre = pretrained(arch)
     method = "full" if arch == "gpt" else "lora"
     proc = flaxlm(
         "finetune",
@@ -352,25 +389,59 @@ def test_finetune_cli_on_definitions_writes_rouge_per_seed(arch, tmp_path, data_
     assert results["arch"] == arch and results["method"] == method
     assert results["examples"] == {"train": 648, "dev": 24, "test": 24}
     assert [r["seed"] for r in results["seeds"]] == [0, 1]
-    for split in ("dev", "test"):
-        assert set(results["summary"][split]) == {
-            "rouge1",
-            "rouge2",
-            "rougeL",
-            "exact_match",
-            "loss",
-            "perplexity",
-        }
-        for r in results["seeds"]:
-            assert all(0.0 <= r[split][m] <= 1.0 for m in ("rouge1", "rouge2", "rougeL"))
-            assert np.isfinite(r[split]["loss"]) and r[split]["perplexity"] == pytest.approx(
-                np.exp(r[split]["loss"])
-            )
+    rouge_fields_of(results)
     assert any(line.startswith("mean ± std") for line in proc.stdout.splitlines())
     model, params, meta = finetune.load_finetuned(str(tmp_path / "ft" / "seed_1"))
     assert meta["head"] == "generation" and isinstance(
         model, heads.CausalLM if arch == "gpt" else heads.Seq2SeqLM
     )
+
+
+@pytest.mark.parametrize("arch,method", [(a, m) for a in ("gpt", "t5") for m in ("prompt", "prefix")])
+def test_finetune_cli_prompt_and_prefix_generate_with_a_frozen_backbone(
+    arch, method, tmp_path, data_dir, definition_files, pretrained
+):
+    """Prompt and prefix tuning on definitions, end to end: greedy decoding scores ROUGE, and the saved
+    model is the pretrained one, bitwise, plus the soft prompt or the prefixes, which alone were trained.
+    The saved model generates (cached decoding, the soft prompt or prefixes included) via flaxlm.lm."""
+    from flaxlm import checkpoint, lm as lm_lib, pretrained as pretrained_lib
+
+    pre, ft = pretrained(arch), tmp_path / "ft"
+    flaxlm(
+        "finetune",
+        "--config=configs/finetune_definitions.py",
+        f"--init={pre}",
+        f"--workdir={ft}",
+        f"--config.method={method}",
+        f"--config.{method}.length=4",
+        *TINY_FINETUNE,
+        "--config.seeds=0",
+        "--config.train.num_steps=2",
+        "--config.task.max_eval_examples=8",
+        *definition_files,
+        data_dir=data_dir,
+    )
+    results = json.loads((ft / finetune.RESULTS_FILE).read_text())
+    assert results["arch"] == arch and results["method"] == method
+    rouge_fields_of(results)
+
+    _, params, meta = finetune.load_finetuned(str(ft / "seed_0"))
+    assert meta["model"][f"{method}_length"] == 4
+    saved = traverse_util.flatten_dict(params[heads.BACKBONE[arch]], sep="/")
+    added = {p: v for p, v in saved.items() if any(s in finetune.PROMPT_PARAMS for s in p.split("/"))}
+    assert added and results["params"]["trainable"] == sum(v.size for v in added.values())
+    base = traverse_util.flatten_dict(
+        pretrained_lib._backbone(arch, checkpoint.restore_params(pre)[0], pre), sep="/"
+    )
+    assert set(saved) - set(added) == set(base)
+    for p, v in base.items():
+        np.testing.assert_array_equal(np.asarray(saved[p]), np.asarray(v), err_msg=p)
+
+    lm = lm_lib.load(str(ft / "seed_0"), tokenizer=f"{pre}/tokenizer/spiece.model")
+    assert lm.arch == arch and getattr(lm.model.config, f"{method}_length") == 4
+    greedy = generate.Sampling(temperature=0.0)
+    (record,) = generate.generate_texts(lm, ["define: propulsion (noun)"], max_new_tokens=3, sampling=greedy)
+    assert 1 <= record["new_tokens"] <= 3
 
 
 def test_bert_init_and_head_method_are_one_line_errors(tmp_path, monkeypatch):

@@ -171,9 +171,46 @@ def test_t5_cached_decoding_with_prefixes_equals_full_decoding():
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
 
 
-def test_gpt_decoding_with_a_prompt_is_refused():
-    with pytest.raises(ValueError, match="decode mode"):
-        run("gpt", dataclasses.replace(GPT, prompt_length=P, decode=True), *inputs())
+def test_gpt_cached_decoding_with_a_prompt_equals_recomputing():
+    """The soft prompt fills the first P cache slots at the prefill; single-token steps attend to it.
+
+    Left-padded rows of different lengths: cached greedy decoding gives the tokens and logits of
+    recomputing the padded batch at every step, and of each row alone, right-padded, as training
+    lays it out (prompt, then positions from 0). Beam search (1 beam) gives the same tokens.
+    """
+    from flaxlm import beam_search, generate
+
+    cfg = dataclasses.replace(GPT, prompt_length=P, max_len=16)
+    prompts = [[5, 9, 2, 7, 11], [3], [8, 1, 4]]
+    n = 6
+    model = GPTDecoder(cfg)
+    params = model.init(jax.random.key(0), *inputs(), deterministic=True)["params"]
+    kwargs = dict(max_new_tokens=n, eos_id=None, return_logits=True)
+    cached = generate.generate(model, params, prompts, **kwargs)
+    full = generate.generate(model, params, prompts, use_cache=False, **kwargs)
+    np.testing.assert_array_equal(cached.tokens, full.tokens)
+    np.testing.assert_allclose(cached.logits, full.logits, atol=1e-5)
+    for b, prompt in enumerate(prompts):
+        ids = np.asarray([prompt + cached.tokens[b, : n - 1].tolist()], np.int32)
+        _, alone = run("gpt", cfg, ids, np.ones_like(ids), np.arange(ids.shape[1])[None], params)
+        np.testing.assert_allclose(alone[0, len(prompt) - 1 :], cached.logits[b], atol=1e-5)
+    beams = beam_search.beam_search(model, params, prompts, num_beams=1, max_new_tokens=n, eos_id=None)
+    np.testing.assert_array_equal(beams.tokens[:, 0], cached.tokens)
+
+    # The prompt is in the cache: another soft prompt changes the first and the later steps.
+    other = {**params, "soft_prompt": {"embedding": params["soft_prompt"]["embedding"][::-1] + 0.5}}
+    moved = generate.generate(model, other, prompts, **kwargs)
+    assert (np.abs(moved.logits - cached.logits).max(axis=-1) > 1e-4).all()
+
+    # Decode calls with a prompt say whether they are the prefill.
+    decoder = GPTDecoder(dataclasses.replace(cfg, decode=True))
+    cache = generate.init_cache(cfg, 1, 4)
+    assert cache["index"].shape == () and cache["segment_ids"].shape == (1, P + 4)
+    ones = np.ones((1, 2), np.int32)
+    with pytest.raises(ValueError, match="prefill=True"):
+        decoder.apply(
+            {"params": params, "cache": cache}, ones, ones, ones, deterministic=True, mutable=["cache"]
+        )
 
 
 # The methods -------------------------------------------------------------------------------------------

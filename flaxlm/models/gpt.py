@@ -36,9 +36,14 @@ class GPTDecoder(nn.Module):
     time. Every row writes at the same slots: prompts of different lengths are
     left-padded (segment 0) with positions counted from each row's first real token.
 
-    config.prompt_length = P (prompt tuning; not in decode mode) runs a soft prompt before the T
-    tokens; config.prefix_length (prefix tuning) adds learned keys/values to every layer, decoding
-    included. Either way the outputs are the T tokens'.
+    config.prompt_length = P (prompt tuning) runs a soft prompt before the T tokens;
+    config.prefix_length (prefix tuning) adds learned keys/values to every layer. Either way the
+    outputs are the T tokens'. In decode mode the soft prompt takes the first P cache slots: the
+    init call counts them in the cache length (S = P + its T), the prefill (the first call after
+    init, `prefill=True`) writes them before its tokens, and later calls (`prefill=False`) attend
+    to them. The prompt sits before any left padding and has no position, as in training, so
+    positions are unchanged. `prefill` is required in decode mode with a prompt, and ignored
+    otherwise.
     """
 
     config: TransformerConfig
@@ -53,6 +58,7 @@ class GPTDecoder(nn.Module):
         *,
         deterministic: bool,
         return_hidden: bool = False,
+        prefill: bool | None = None,
     ) -> jax.Array:
         """-> logits_BTV, or with return_hidden the final hidden states hidden_BTD (for task heads, and
         for a loss that projects them onto the vocabulary itself: logits_BTV is hidden_BTD @
@@ -70,9 +76,14 @@ class GPTDecoder(nn.Module):
             positions
         )
         p = cfg.prompt_length
+        if p and cfg.decode and self.has_variable("cache", "index"):  # not the init call
+            if prefill is None:
+                raise ValueError(
+                    "prompt_length > 0 in decode mode: pass prefill=True on the first call after init "
+                    "(it writes the soft prompt to the first cache slots) and prefill=False after it"
+                )
+            p = p if prefill else 0
         if p:
-            if cfg.decode:
-                raise ValueError("prompt_length > 0 is not supported in decode mode (use prefix_length)")
             # The soft prompt goes first, without a position, so every token attends to it.
             prompt_PD = layers.SoftPrompt(cfg, name="soft_prompt")(word_embeddings.embedding)
             x_BTD, segment_ids = layers.prepend_prompt(prompt_PD, x_BTD, segment_ids)
