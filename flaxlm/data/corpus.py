@@ -577,6 +577,15 @@ class HeldOutSplit:
         return _fraction_for(self._two_lowest, 2)
 
 
+def held_out_split(documents: Iterable[Document], validation_fraction: float) -> HeldOutSplit:
+    """A `HeldOutSplit` whose ``is_validation`` gives `split_train_validation`'s sides in one more pass
+    over ``documents`` (this one reads them: only their ids matter)."""
+    tally = HeldOutSplit(validation_fraction)
+    for doc in documents:
+        tally.is_validation(doc)
+    return HeldOutSplit(validation_fraction, moved=tally.moved())
+
+
 # ----------------------------------------------------------------------------- fingerprint
 
 
