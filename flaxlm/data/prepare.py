@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import types
 from typing import Any
 
@@ -188,33 +189,38 @@ class SplitStores:
     fraction_for_two: float  # corpus.validation_fraction_for(all documents, 2)
 
 
+SPLITS = ("train", "validation")
+
+
 def tokenize_to_stores(documents_fn, tok, validation_fraction: float, folder: str) -> SplitStores:
     """Pass 1: documents → held-out split → tokens, into ``folder``/train and ``folder``/validation.
 
-    ``documents_fn()`` streams the corpus (called again, for a second pass, only in the rare case
-    that hashing leaves a split empty: see `corpus.HeldOutSplit`). Each store holds exactly
+    ``documents_fn()`` streams the corpus; it is called a second time only in the rare case that
+    hashing leaves a split empty (see `corpus.HeldOutSplit`). Each store holds exactly
     `tokenize_documents` of its side of `corpus.split_train_validation`, in corpus order.
     """
-    moved = None
-    while True:
-        held_out = corpus_lib.HeldOutSplit(validation_fraction, moved=moved)
-        writers = {split: token_store.TokenStoreWriter(os.path.join(folder, split)) for split in SPLITS}
-        tokenized = {split: _tokenize_stats() for split in SPLITS}
-        sources = {split: collections.Counter() for split in SPLITS}
-        for doc in documents_fn():
-            split = "validation" if held_out.is_validation(doc) else "train"
-            sources[split][doc.source] += 1
-            sentences = tokenize_document(doc, tok, tokenized[split])
-            if sentences:
-                writers[split].add(sentences, doc.source)
-        stores = {split: writer.close() for split, writer in writers.items()}
-        if moved is not None or (moved := held_out.moved()) is None:
-            return SplitStores(stores, tokenized, sources, held_out.documents, held_out.fraction_for_two())
-        for store in stores.values():
-            store.close()
+    held_out = corpus_lib.HeldOutSplit(validation_fraction)
+    split = _write_stores(documents_fn(), held_out, tok, folder)
+    moved = held_out.moved()
+    if moved is None:
+        return split
+    for store in split.stores.values():
+        store.close()
+    return _write_stores(documents_fn(), corpus_lib.HeldOutSplit(validation_fraction, moved), tok, folder)
 
 
-SPLITS = ("train", "validation")
+def _write_stores(documents, held_out: corpus_lib.HeldOutSplit, tok, folder: str) -> SplitStores:
+    writers = {split: token_store.TokenStoreWriter(os.path.join(folder, split)) for split in SPLITS}
+    tokenized = {split: _tokenize_stats() for split in SPLITS}
+    sources = {split: collections.Counter() for split in SPLITS}
+    for doc in documents:
+        split = "validation" if held_out.is_validation(doc) else "train"
+        sources[split][doc.source] += 1
+        sentences = tokenize_document(doc, tok, tokenized[split])
+        if sentences:
+            writers[split].add(sentences, doc.source)
+    stores = {split: writer.close() for split, writer in writers.items()}
+    return SplitStores(stores, tokenized, sources, held_out.documents, held_out.fraction_for_two())
 
 
 @contextlib.contextmanager
@@ -305,8 +311,10 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
         )
 
     def _download_and_prepare(self, dl_manager, download_config):
-        # self.data_dir is tfds's incomplete.* folder here: the token stores live and die in it.
-        self._token_dir = os.path.join(self.data_dir, "token_stores.tmp")
+        # self.data_dir is tfds's incomplete.* folder here: the token stores live and die in it
+        # (in a local temporary folder when the data dir is remote, e.g. gs://, which os cannot write).
+        local = "://" not in os.fspath(self.data_dir)
+        self._token_dir = os.path.join(self.data_dir, "token_stores.tmp") if local else tempfile.mkdtemp()
         try:
             with _shuffle_buffer(SHUFFLE_BUFFER_BYTES):
                 return super()._download_and_prepare(dl_manager, download_config)
