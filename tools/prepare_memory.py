@@ -38,9 +38,10 @@ def write_scaled_corpus(folder: str, copies: int) -> tuple[str, int]:
             src = importlib.resources.files("flaxlm.data").joinpath("corpora", f"{name}.jsonl.gz")
             with (
                 src.open("rb") as f_in,
+                gzip.open(f_in, "rt", encoding="utf-8") as lines,
                 gzip.open(os.path.join(folder, f"copy{k:03d}", f"{name}.jsonl.gz"), "wt") as out,
             ):
-                for line in gzip.open(f_in, "rt", encoding="utf-8"):
+                for line in lines:
                     record = json.loads(line)
                     record["id"] = f"copy{k}/{record['id']}"
                     record["source"] = name
@@ -101,7 +102,7 @@ def main():
             "text_MiB": round(text_bytes / 2**20, 1),
             "peak_rss_MiB": round(rss, 1),
             "seconds": round(seconds, 1),
-            "prepared": said,
+            "prepared": said.splitlines()[-1],  # "PATH: train N examples, validation M"
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
