@@ -93,6 +93,43 @@ def test_split_guarantees_both_sides(docs):
         corpus.split_train_validation(docs, 0.0)
 
 
+def test_held_out_split_of_a_stream_is_split_train_validation(docs):
+    """HeldOutSplit (preparation's streamed split) puts each document on split_train_validation's side,
+    including the cases where hashing leaves a side empty and one document is moved (a second pass)."""
+    for subset, fraction in (
+        (docs, 0.02),
+        (docs[:2], 0.02),
+        (docs[:3], 0.999),
+        (docs[:8], 0.02),
+        (docs[:8], 0.3),
+    ):
+        train, val = corpus.split_train_validation(subset, fraction)
+        held_out = corpus.held_out_split(iter(subset), fraction)
+        sides = [held_out.is_validation(d) for d in subset]
+        assert [d for d, v in zip(subset, sides) if not v] == train and [
+            d for d, v in zip(subset, sides) if v
+        ] == val
+        assert held_out.fraction_for_two() == corpus.validation_fraction_for(subset, 2)
+    with pytest.raises(CorpusError, match="at least 2 documents"):
+        corpus.held_out_split(iter(docs[:1]), 0.02)
+    with pytest.raises(ValueError):
+        corpus.HeldOutSplit(1.0)
+
+
+def test_iter_corpus_streams_and_checks_ids_at_the_end(tmp_path, docs):
+    """Documents come one at a time (the first before a later line is even parsed); duplicate ids raise
+    when the stream ends, as read_corpus always raised."""
+    path = tmp_path / "dup.jsonl"
+    path.write_text(
+        '{"id": "x", "text": "One."}\n{"id": "y", "text": "Two."}\n{"id": "x", "text": "Three."}\n'
+    )
+    stream = corpus.iter_corpus(str(path))
+    assert next(stream).paragraphs == ("One.",) and next(stream).id == "y" and next(stream).id == "x"
+    with pytest.raises(CorpusError, match=r"duplicate document ids \['x'\]"):
+        next(stream)
+    assert list(corpus.iter_corpus("shakespeare")) == docs
+
+
 # ----------------------------------------------------------------------------- file formats
 
 

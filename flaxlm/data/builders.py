@@ -1,7 +1,10 @@
 """Pretraining example builders (pure numpy; the data pipeline knows nothing of models).
 
 A tokenized *document* is ``list[np.ndarray]``: its sentences in order, each an int32
-array of token ids without special tokens. A *corpus* is a list of documents.
+array of token ids without special tokens. A *corpus* is a sequence of documents: a list, or a
+`CleanDocuments` such as flaxlm.data.token_store's on-disk store, whose documents are read only
+when a builder asks for them (NSP's NotNext draws index it at random), so that building examples
+never holds the corpus.
 
 Every encoder builder yields dicts of int32 numpy arrays of variable length
 (``n <= seq_len``; ``seq_len`` counts the special tokens):
@@ -34,6 +37,7 @@ without a count.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import functools
 from typing import Callable, Iterator, Sequence
@@ -44,6 +48,17 @@ from flaxlm.errors import DataError
 
 Document = Sequence[np.ndarray]
 Example = dict[str, np.ndarray]
+
+
+class CleanDocuments(collections.abc.Sequence):
+    """A corpus already as `_clean_corpus` leaves one, read lazily: ``[i]`` is document i's list of int32
+    sentence arrays, none empty, and no document is empty. `sentence_counts` lets the builders count
+    and index the documents without reading them."""
+
+    def sentence_counts(self) -> np.ndarray:
+        """[num_documents] int: the sentences of each document (all >= 1)."""
+        raise NotImplementedError
+
 
 __all__ = [
     "SpecialIds",
@@ -64,6 +79,7 @@ __all__ = [
     "BUILDERS",
     "NSP_NEGATIVES",
     "build_examples",
+    "CleanDocuments",
 ]
 
 
@@ -132,12 +148,17 @@ def _randint(rng: np.random.Generator, low: int, high: int) -> int:
     return low + int(rng.random() * (high - low))
 
 
-def _clean_corpus(docs: Sequence[Document], stats: BuildStats) -> list[list[np.ndarray]]:
+def _clean_corpus(docs: Sequence[Document], stats: BuildStats) -> Sequence[list[np.ndarray]]:
     """Drop empty sentences and count empty / single-sentence documents.
 
     Returns one entry per input document (possibly ``[]``) so indices stay aligned
-    with the caller's corpus.
+    with the caller's corpus; a `CleanDocuments` is returned as it is (only counted).
     """
+    if isinstance(docs, CleanDocuments):
+        counts = docs.sentence_counts()
+        stats.documents += len(counts)
+        stats.single_sentence_docs += int(np.count_nonzero(counts == 1))
+        return docs
     out = []
     for doc in docs:
         stats.documents += 1
@@ -289,8 +310,11 @@ def _negative_sampler(
     return from_other_source
 
 
-def _nonempty_index(clean: list[list[np.ndarray]], need_two: bool, name: str) -> np.ndarray:
-    nonempty = np.array([i for i, d in enumerate(clean) if d], dtype=np.int64)
+def _nonempty_index(clean: Sequence[list[np.ndarray]], need_two: bool, name: str) -> np.ndarray:
+    if isinstance(clean, CleanDocuments):  # none is empty: no need to read them
+        nonempty = np.arange(len(clean), dtype=np.int64)
+    else:
+        nonempty = np.array([i for i, d in enumerate(clean) if d], dtype=np.int64)
     if need_two and len(nonempty) < 2:
         raise DataError(f"{name} with NSP needs at least 2 non-empty documents, got {len(nonempty)}")
     return nonempty

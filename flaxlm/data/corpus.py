@@ -1,4 +1,4 @@
-"""Text corpora as lists of documents of paragraphs, plus sentence splitting and the held-out split.
+"""Text corpora as streams of documents of paragraphs, plus sentence splitting and the held-out split.
 
 A corpus is named by a *spec*:
 
@@ -22,6 +22,10 @@ Each document records its *source*: the embedded corpus, the ``"source"`` of its
 line, or else the spec item it was read from (NSP can draw NotNext within or across
 sources, ``data.nsp_negatives``).
 
+`iter_corpus` streams the documents (a .jsonl file is read a line at a time, so memory holds
+one document, never the corpus); `read_corpus` is its list. `HeldOutSplit` is
+`split_train_validation` for such a stream.
+
 Paragraph text is whitespace-normalised (runs of whitespace, including the
 line breaks inside a paragraph, become one space). Bad input raises a one-line
 :class:`CorpusError` naming the file and the fix; documents that are empty after
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import heapq
 import gzip
 import hashlib
 import importlib.resources
@@ -40,7 +45,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from flaxlm.errors import FlaxlmError
 
@@ -136,8 +141,54 @@ def _read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def _read_txt(path: str, doc_id: str) -> list[Document]:
-    return [Document(doc_id, split_paragraphs(_decode(_read_bytes(path), path)))]
+def _binary_lines(path: str) -> Iterator[bytes]:
+    """The file's lines, each with its newline (but maybe the last), decompressed as read if .gz."""
+    if not path.endswith(".gz"):
+        with open(path, "rb") as f:
+            yield from f
+        return
+    try:
+        with gzip.open(path, "rb") as f:
+            yield from f
+    except (OSError, EOFError) as e:  # BadGzipFile is an OSError
+        raise CorpusError(f"{path}: cannot decompress gzip ({e}); re-create the file") from None
+
+
+def _check_text_file(path: str) -> None:
+    """`_decode`'s checks of the whole file, made a line at a time: the first NUL byte, else the first
+    invalid UTF-8 byte, else a file of nothing but whitespace raises its CorpusError."""
+    offset, nul, bad_utf8, has_text = 0, None, None, False
+    for i, line in enumerate(_binary_lines(path)):
+        if nul is None and (at := line.find(b"\x00")) >= 0:
+            nul = offset + at
+        if nul is None and bad_utf8 is None:
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:  # no UTF-8 sequence spans a newline byte
+                bad_utf8 = (offset + e.start, line[e.start])
+            else:
+                has_text = has_text or bool((text.removeprefix("\ufeff") if i == 0 else text).strip())
+        offset += len(line)
+    if nul is not None:
+        raise CorpusError(f"{path}: looks binary (NUL byte at offset {nul}); corpus files must be UTF-8 text")
+    if bad_utf8 is not None:
+        raise CorpusError(
+            f"{path}: not valid UTF-8 (byte 0x{bad_utf8[1]:02x} at offset {bad_utf8[0]}); "
+            "re-encode the file as UTF-8, e.g. iconv -t UTF-8"
+        )
+    if not has_text:
+        raise CorpusError(f"{path}: file is empty; remove it from the corpus spec or add text")
+
+
+def _text_lines(path: str) -> Iterator[str]:
+    """``_decode(file).splitlines()``, read a line at a time (a newline byte ends a line of both)."""
+    for i, line in enumerate(_binary_lines(path)):
+        text = line.decode("utf-8")
+        yield from (text.removeprefix("\ufeff") if i == 0 else text).splitlines()
+
+
+def _read_txt(path: str, doc_id: str) -> Iterator[Document]:
+    yield Document(doc_id, split_paragraphs(_decode(_read_bytes(path), path)))  # one file, one document
 
 
 def _jsonl_document(record: object, source: str, lineno: int, default_id: str) -> Document:
@@ -165,21 +216,20 @@ def _jsonl_document(record: object, source: str, lineno: int, default_id: str) -
     )
 
 
-def _read_jsonl(path: str, id_prefix: str) -> list[Document]:
-    text = _decode(_read_bytes(path), path)
-    docs = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+def _read_jsonl(path: str, id_prefix: str) -> Iterator[Document]:
+    """The documents of a .jsonl(.gz) file, a line at a time (its whole text is checked first)."""
+    _check_text_file(path)
+    for lineno, line in enumerate(_text_lines(path), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
             raise CorpusError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-        docs.append(_jsonl_document(record, path, lineno, default_id=f"{id_prefix}:{lineno}"))
-    return docs
+        yield _jsonl_document(record, path, lineno, default_id=f"{id_prefix}:{lineno}")
 
 
-def _read_file(path: str, rel_id: str) -> list[Document]:
+def _read_file(path: str, rel_id: str) -> Iterator[Document]:
     """One matched file -> its documents (ids derived from ``rel_id`` when the file has none)."""
     if path.endswith(".txt"):
         return _read_txt(path, rel_id)
@@ -245,7 +295,7 @@ def _parse_tfds_spec(spec: str) -> tuple[str, str, str]:
 _TFDS_FIX = "use a text feature (tfds:NAME:SPLIT:FEATURE) or a UTF-8 copy of the data as .jsonl files"
 
 
-def _read_tfds(spec: str) -> list[Document]:
+def _read_tfds(spec: str) -> Iterator[Document]:
     name, split, feature = _parse_tfds_spec(spec)
     try:
         import tensorflow  # noqa: F401  (tfds.load needs it; fail with an actionable message)
@@ -259,7 +309,6 @@ def _read_tfds(spec: str) -> list[Document]:
         raise CorpusError(
             f"{spec}: tfds.load failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         ) from None
-    docs = []
     for i, example in enumerate(tfds.as_numpy(ds)):
         if feature not in example:
             raise CorpusError(
@@ -268,8 +317,7 @@ def _read_tfds(spec: str) -> list[Document]:
             )
         value = example[feature]
         text = _utf8(value, f"{spec} example {i}", _TFDS_FIX) if isinstance(value, bytes) else str(value)
-        docs.append(Document(f"tfds:{name}:{split}:{i}", split_paragraphs(text)))
-    return docs
+        yield Document(f"tfds:{name}:{split}:{i}", split_paragraphs(text))
 
 
 def _embedded_names(item: str) -> list[str]:
@@ -283,16 +331,21 @@ def _embedded_path(name: str):
     return importlib.resources.files("flaxlm.data").joinpath("corpora", EMBEDDED[name])
 
 
+def iter_embedded(name: str) -> Iterator[Document]:
+    """One embedded corpus (a key of EMBEDDED) as Documents, in its file's order, a line at a time."""
+    with _embedded_path(name).open("rb") as f, gzip.open(f, "rt", encoding="utf-8") as lines:
+        for r in map(json.loads, lines):
+            yield Document(r["id"], tuple(r["paragraphs"]), name)
+
+
 def load_embedded(name: str) -> list[Document]:
     """One embedded corpus (a key of EMBEDDED) as Documents, in its file's order."""
-    with _embedded_path(name).open("rb") as f:
-        payload = gzip.decompress(f.read()).decode("utf-8")
-    return [Document(r["id"], tuple(r["paragraphs"]), name) for r in map(json.loads, payload.splitlines())]
+    return list(iter_embedded(name))
 
 
-def _from(source: str, docs: list[Document]) -> list[Document]:
+def _from(source: str, docs: Iterable[Document]) -> Iterator[Document]:
     """`docs` read from spec item `source`: their source, unless a JSON line named its own."""
-    return [d if d.source else dataclasses.replace(d, source=source) for d in docs]
+    return (d if d.source else dataclasses.replace(d, source=source) for d in docs)
 
 
 def load_default_corpus() -> list[Document]:
@@ -300,41 +353,62 @@ def load_default_corpus() -> list[Document]:
     return [d for name in EMBEDDED for d in load_embedded(name)]
 
 
-def _drop_empty(docs: list[Document], source: str) -> list[Document]:
-    kept = [d for d in docs if d.paragraphs]
-    if len(kept) < len(docs):
-        log.warning("skipped %d empty documents in %s", len(docs) - len(kept), source)
-    return kept
+def _drop_empty(docs: Iterable[Document], source: str) -> Iterator[Document]:
+    skipped = 0
+    for d in docs:
+        if d.paragraphs:
+            yield d
+        else:
+            skipped += 1
+    if skipped:
+        log.warning("skipped %d empty documents in %s", skipped, source)
 
 
-def read_corpus(spec: str | Sequence[str]) -> list[Document]:
-    """Read all documents named by ``spec`` (see module docstring), in spec then sorted-path order.
+def _spec_documents(spec: str | Sequence[str]) -> Iterator[Document]:
+    """Every non-empty document of ``spec``, unchecked for duplicate ids, in spec then sorted-path order."""
+    for item in _as_spec_list(spec):
+        if _embedded_names(item):
+            for name in _embedded_names(item):
+                yield from iter_embedded(name)
+        elif item.startswith("tfds:"):
+            yield from _from(item, _drop_empty(_read_tfds(item), item))
+        else:
+            for path, rel_id in _match_files(item):
+                yield from _from(item, _drop_empty(_read_file(path, rel_id), path))
+
+
+def iter_corpus(spec: str | Sequence[str]) -> Iterator[Document]:
+    """The documents named by ``spec`` (see module docstring), in spec then sorted-path order, one at a time.
+
+    Memory holds one file's line (or one .txt file, or one tfds example) and the ids seen so far,
+    never the corpus's text. The checks of the whole corpus (duplicate ids, no documents at all)
+    raise when the stream ends, after its documents; a file's own checks (empty, binary, non-UTF-8)
+    raise before its first document.
 
     Raises:
       CorpusError: missing path, glob matching nothing, empty / binary / non-UTF-8 file,
         malformed JSON line, duplicate document ids, or no documents at all.
     """
-    docs: list[Document] = []
-    for item in _as_spec_list(spec):
-        if _embedded_names(item):
-            docs.extend(d for name in _embedded_names(item) for d in load_embedded(name))
-        elif item.startswith("tfds:"):
-            docs.extend(_from(item, _drop_empty(_read_tfds(item), item)))
+    seen: dict[str, None] = {}  # insertion-ordered: duplicates are named in order of first use
+    dupes: set[str] = set()
+    for doc in _spec_documents(spec):
+        if doc.id in seen:
+            dupes.add(doc.id)
         else:
-            for path, rel_id in _match_files(item):
-                docs.extend(_from(item, _drop_empty(_read_file(path, rel_id), path)))
-    if not docs:
+            seen[doc.id] = None
+        yield doc
+    if not seen:
         raise CorpusError(f"{spec}: no non-empty documents; check the corpus files")
-    seen: dict[str, int] = {}
-    for d in docs:
-        seen[d.id] = seen.get(d.id, 0) + 1
-    dupes = [i for i, n in seen.items() if n > 1]
     if dupes:
         raise CorpusError(
-            f"{spec}: duplicate document ids {dupes[:3]}; ids must be unique "
+            f"{spec}: duplicate document ids {[i for i in seen if i in dupes][:3]}; ids must be unique "
             "(give jsonl lines distinct 'id's or avoid listing a file twice)"
         )
-    return docs
+
+
+def read_corpus(spec: str | Sequence[str]) -> list[Document]:
+    """All documents named by ``spec``, as a list: ``list(iter_corpus(spec))`` (see there)."""
+    return list(iter_corpus(spec))
 
 
 # ----------------------------------------------------------------------------- sentences
@@ -441,10 +515,75 @@ def split_train_validation(
 def validation_fraction_for(docs: Sequence[Document], n: int, salt: str = _SPLIT_SALT) -> float:
     """The smallest validation_fraction, in hundredths, that puts at least ``n`` of ``docs`` in the
     validation split of ``split_train_validation`` (1.0, which no split accepts, if none does)."""
-    scores = sorted(_id_score(d.id, salt) for d in docs)
-    if len(scores) < n:
+    return _fraction_for(heapq.nsmallest(n, (_id_score(d.id, salt) for d in docs)), n)
+
+
+def _fraction_for(lowest_scores: list[float], n: int) -> float:
+    """`validation_fraction_for` from the ``n`` lowest id scores of the documents, ascending."""
+    if len(lowest_scores) < n:
         return 1.0
-    return min(math.floor(scores[n - 1] * 100 + 1) / 100, 1.0)
+    return min(math.floor(lowest_scores[n - 1] * 100 + 1) / 100, 1.0)
+
+
+class HeldOutSplit:
+    """`split_train_validation` for a stream of documents seen one at a time, in one or two passes.
+
+    ``is_validation(doc)`` decides by the id's hash alone and tallies what the whole-list split
+    also needs: if a pass leaves a side empty, `moved()` names the document that
+    split_train_validation moves (the lowest score to validation, or the highest to train), and a
+    second pass with ``HeldOutSplit(fraction, moved=that id)`` puts it there. Each side then holds
+    exactly the documents of split_train_validation's, in stream order.
+    """
+
+    def __init__(self, validation_fraction: float, moved: str | None = None, salt: str = _SPLIT_SALT):
+        if not 0.0 < validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+        self.fraction, self._moved, self._salt = validation_fraction, moved, salt
+        self.documents = self.validation_by_hash = 0
+        self._lowest: tuple[float, str] | None = None  # (score, id), the first of equal scores
+        self._highest: tuple[float, str] | None = None
+        self._two_lowest: list[float] = []  # for validation_fraction_for(documents, 2)
+
+    def is_validation(self, doc: Document) -> bool:
+        score = _id_score(doc.id, self._salt)
+        self.documents += 1
+        by_hash = score < self.fraction
+        self.validation_by_hash += by_hash
+        if self._lowest is None or score < self._lowest[0]:
+            self._lowest = (score, doc.id)
+        if self._highest is None or score > self._highest[0]:
+            self._highest = (score, doc.id)
+        self._two_lowest = sorted([*self._two_lowest, score])[:2]
+        return by_hash != (doc.id == self._moved)
+
+    def moved(self) -> str | None:
+        """After a pass: the id split_train_validation moves to the other side (None: none moves).
+
+        Raises CorpusError for fewer than 2 documents, as split_train_validation does.
+        """
+        if self.documents < 2:
+            raise CorpusError(
+                f"need at least 2 documents for a train/validation split, got {self.documents}; "
+                "add documents or split a long text file into several"
+            )
+        if self.validation_by_hash == 0:
+            return self._lowest[1]
+        if self.validation_by_hash == self.documents:
+            return self._highest[1]
+        return None
+
+    def fraction_for_two(self) -> float:
+        """``validation_fraction_for(documents seen, 2)``."""
+        return _fraction_for(self._two_lowest, 2)
+
+
+def held_out_split(documents: Iterable[Document], validation_fraction: float) -> HeldOutSplit:
+    """A `HeldOutSplit` whose ``is_validation`` gives `split_train_validation`'s sides in one more pass
+    over ``documents`` (this one reads them: only their ids matter)."""
+    tally = HeldOutSplit(validation_fraction)
+    for doc in documents:
+        tally.is_validation(doc)
+    return HeldOutSplit(validation_fraction, moved=tally.moved())
 
 
 # ----------------------------------------------------------------------------- fingerprint

@@ -6,6 +6,15 @@ sentences, causal-LM rows, ...) → padded records written by
 `tfds.core.GeneratorBasedBuilder.download_and_prepare(file_format="array_record")`
 and read back with `as_data_source()` (random access, no TensorFlow).
 
+Memory is bounded, not proportional to the corpus: a first pass streams the documents
+(`corpus.iter_corpus`) through the split, the sentence splitter and the tokenizer into one
+on-disk `token_store.TokenStore` per split, in tfds's ``incomplete.*`` folder (deleted when the
+split files are written); the builders then read the documents from the stores, one at a time,
+and the examples go to tfds in the order they always did, so the records are the same bytes.
+tfds sorts the examples by a hash of their keys in memory up to `SHUFFLE_BUFFER_BYTES` and in
+1000 bucket files on disk beyond it (the same order either way); what still grows with the
+corpus is the per-document index of the stores and the list of ids kept for the duplicate check.
+
 The builder config name is a hash of everything that decides the records
 (corpus fingerprint, tokenizer fingerprint, builder settings), so changing
 the sources or a setting prepares a new dataset and an unchanged setup
@@ -14,11 +23,16 @@ it when done, so an interrupted preparation is never read.
 """
 
 import collections
+import contextlib
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import logging
 import os
+import shutil
+import tempfile
+import types
 from typing import Any
 
 import numpy as np
@@ -28,11 +42,15 @@ from flaxlm import files
 from flaxlm.data import builders
 from flaxlm.data import corpus as corpus_lib
 from flaxlm.data import masking
+from flaxlm.data import token_store
 from flaxlm.data import tokenizer as tokenizer_lib
 from flaxlm.errors import DataError
 
 # Bump when the record layout or the preparation code changes meaning.
 FORMAT_VERSION = 1
+# Serialized examples tfds keeps in memory before it sorts the rest in bucket files on disk (its own
+# default is 1 GB, which a corpus of a few hundred MB of text reaches: memory would grow with it).
+SHUFFLE_BUFFER_BYTES = 64 << 20
 
 log = logging.getLogger(__name__)
 
@@ -128,28 +146,114 @@ def word_start_table(tok) -> np.ndarray:
     return np.asarray(tok.word_start_mask(np.arange(tok.vocab_size)), dtype=bool)
 
 
+def _tokenize_stats() -> dict[str, int]:
+    return {"documents": 0, "sentences": 0, "tokens": 0, "empty_sentences": 0, "empty_documents": 0}
+
+
+def tokenize_document(doc, tok, stats: dict[str, int]) -> list[np.ndarray]:
+    """One document → its non-empty sentences' int32 token-id arrays ([] if none), counted in ``stats``."""
+    ids = [np.asarray(x, np.int32) for x in tok.encode_batch(corpus_lib.document_sentences(doc))]
+    kept = [x for x in ids if x.size]
+    stats["empty_sentences"] += len(ids) - len(kept)
+    if not kept:
+        stats["empty_documents"] += 1
+        return kept
+    stats["documents"] += 1
+    stats["sentences"] += len(kept)
+    stats["tokens"] += sum(x.size for x in kept)
+    return kept
+
+
 def tokenize_documents(docs, tok) -> tuple[list[list[np.ndarray]], list[str], dict[str, int]]:
     """Documents → lists of sentence token-id arrays, the source of each, and counts.
 
     A document that tokenizes to nothing (e.g. only zero-width spaces) is dropped and counted, not
     hidden; the sources stay aligned with the documents kept.
     """
-    out, sources = [], []
-    stats = {"documents": 0, "sentences": 0, "tokens": 0, "empty_sentences": 0, "empty_documents": 0}
+    out, sources, stats = [], [], _tokenize_stats()
     for doc in docs:
-        sentences = corpus_lib.document_sentences(doc)
-        ids = [np.asarray(x, np.int32) for x in tok.encode_batch(sentences)]
-        kept = [x for x in ids if x.size]
-        stats["empty_sentences"] += len(ids) - len(kept)
-        if not kept:
-            stats["empty_documents"] += 1
-            continue
-        out.append(kept)
-        sources.append(doc.source)
-        stats["documents"] += 1
-        stats["sentences"] += len(kept)
-        stats["tokens"] += sum(x.size for x in kept)
+        kept = tokenize_document(doc, tok, stats)
+        if kept:
+            out.append(kept)
+            sources.append(doc.source)
     return out, sources, stats
+
+
+@dataclasses.dataclass
+class SplitStores:
+    """Pass 1's result: each split's token store, its tokenization counts and its documents' sources."""
+
+    stores: dict[str, token_store.TokenStore]
+    tokenized: dict[str, dict[str, int]]
+    sources: dict[str, collections.Counter]  # per split: documents (as read, before tokenizing) per source
+    documents: int
+    fraction_for_two: float  # corpus.validation_fraction_for(all documents, 2)
+
+
+SPLITS = ("train", "validation")
+
+
+def tokenize_to_stores(documents_fn, tok, validation_fraction: float, folder: str) -> SplitStores:
+    """Pass 1: documents → held-out split → tokens, into ``folder``/train and ``folder``/validation.
+
+    ``documents_fn()`` streams the corpus; it is called a second time only in the rare case that
+    hashing leaves a split empty (see `corpus.HeldOutSplit`). Each store holds exactly
+    `tokenize_documents` of its side of `corpus.split_train_validation`, in corpus order.
+    """
+    held_out = corpus_lib.HeldOutSplit(validation_fraction)
+    split = _write_stores(documents_fn(), held_out, tok, folder)
+    moved = held_out.moved()
+    if moved is None:
+        return split
+    for store in split.stores.values():
+        store.close()
+    return _write_stores(documents_fn(), corpus_lib.HeldOutSplit(validation_fraction, moved), tok, folder)
+
+
+def _write_stores(documents, held_out: corpus_lib.HeldOutSplit, tok, folder: str) -> SplitStores:
+    writers = {split: token_store.TokenStoreWriter(os.path.join(folder, split)) for split in SPLITS}
+    tokenized = {split: _tokenize_stats() for split in SPLITS}
+    sources = {split: collections.Counter() for split in SPLITS}
+    for doc in documents:
+        split = "validation" if held_out.is_validation(doc) else "train"
+        sources[split][doc.source] += 1
+        sentences = tokenize_document(doc, tok, tokenized[split])
+        if sentences:
+            writers[split].add(sentences, doc.source)
+    stores = {split: writer.close() for split, writer in writers.items()}
+    return SplitStores(stores, tokenized, sources, held_out.documents, held_out.fraction_for_two())
+
+
+@contextlib.contextmanager
+def _shuffle_buffer(max_bytes: int):
+    """tfds's in-memory shuffle buffer capped at ``max_bytes`` while in the block.
+
+    Beyond it tfds sorts in bucket files, through tf.io.gfile: without TensorFlow installed, its
+    shuffle module gets `_local_gfile` instead (the sorted order, and so the records, are the same).
+    """
+    from tensorflow_datasets.core import shuffle
+
+    saved = shuffle.MAX_MEM_BUFFER_SIZE, shuffle.tf
+    shuffle.MAX_MEM_BUFFER_SIZE = max_bytes
+    if importlib.util.find_spec("tensorflow") is None:
+        shuffle.tf = _local_gfile()
+    try:
+        yield
+    finally:
+        shuffle.MAX_MEM_BUFFER_SIZE, shuffle.tf = saved
+
+
+def _local_gfile() -> types.SimpleNamespace:
+    """What tfds's bucket files use of TensorFlow (tf.io.gfile and one error type), for local paths."""
+
+    class ResourceExhaustedError(Exception):  # never raised: an OSError says "too many open files"
+        message = ""
+
+    gfile = types.SimpleNamespace(GFile=open, exists=os.path.exists, remove=os.remove)
+    return types.SimpleNamespace(
+        io=types.SimpleNamespace(gfile=gfile),
+        errors=types.SimpleNamespace(ResourceExhaustedError=ResourceExhaustedError),
+    )
 
 
 class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
@@ -207,19 +311,36 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
             ),
         )
 
+    def _download_and_prepare(self, dl_manager, download_config):
+        # self.data_dir is tfds's incomplete.* folder here: the token stores live and die in it
+        # (in a local temporary folder when the data dir is remote, e.g. gs://, which os cannot write).
+        local = "://" not in os.fspath(self.data_dir)
+        self._token_dir = os.path.join(self.data_dir, "token_stores.tmp") if local else tempfile.mkdtemp()
+        try:
+            with _shuffle_buffer(SHUFFLE_BUFFER_BYTES):
+                return super()._download_and_prepare(dl_manager, download_config)
+        finally:
+            shutil.rmtree(self._token_dir, ignore_errors=True)
+
     def _split_generators(self, dl_manager):
         del dl_manager
-        docs = corpus_lib.read_corpus(self._corpus_spec)
-        train, validation = corpus_lib.split_train_validation(docs, self._settings.validation_fraction)
-        check_pair_documents(self._settings, docs, train, validation)
+        split = tokenize_to_stores(
+            lambda: corpus_lib.iter_corpus(self._corpus_spec),
+            self._tok,
+            self._settings.validation_fraction,
+            self._token_dir,
+        )
+        check_pair_documents(self._settings, split.sources, split.documents, split.fraction_for_two)
         return {
-            "train": self._generate_examples(train, "train"),
-            "validation": self._generate_examples(validation, "validation"),
+            name: self._generate_examples(
+                split.stores[name], split.stores[name].sources, split.tokenized[name], name
+            )
+            for name in SPLITS
         }
 
-    def _generate_examples(self, docs, split):
+    def _generate_examples(self, tok_docs, sources, stats, split):
+        """The examples of one split, keyed 0, 1, ... from its tokenized documents (a list or a store)."""
         s, tok = self._settings, self._tok
-        tok_docs, sources, stats = tokenize_documents(docs, tok)
         special = special_ids(tok)
         word_starts = word_start_table(tok) if uses_words(s) else None
         build_stats = builders.BuildStats()
@@ -287,32 +408,38 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
         log.info("prepared %s split: %s", split, json.dumps(stats))
 
 
-def check_pair_documents(s: DataSettings, docs, train, validation) -> None:
+def check_pair_documents(
+    s: DataSettings, sources: dict[str, collections.Counter], documents: int, fraction_for_two: float
+) -> None:
     """NSP draws NotNext segments from a second document, so each split needs two; a one-line
-    DataError names the split and the fix (the builders' own check cannot name the split)."""
+    DataError names the split and the fix (the builders' own check cannot name the split).
+
+    sources: per split ("train", "validation"), its documents per source; documents: in the corpus;
+    fraction_for_two: ``corpus.validation_fraction_for(all documents, 2)``.
+    """
     if not (s.pair_labels and s.builder in ("segment_pair", "sentence_pair")):
         return
-    if len(train) >= 2 and len(validation) >= 2:
-        _check_sources(s, train, "training")
-        _check_sources(s, validation, "validation")
+    train, validation = (sum(sources[split].values()) for split in SPLITS)
+    if train >= 2 and validation >= 2:
+        _check_sources(s, sources["train"], "training")
+        _check_sources(s, sources["validation"], "validation")
         return
-    fraction = corpus_lib.validation_fraction_for(docs, 2)
-    if len(validation) < 2 and len(docs) >= 4 and fraction < 1:  # holding out 2 leaves 2 to train on
+    fraction = fraction_for_two
+    if validation < 2 and documents >= 4 and fraction < 1:  # holding out 2 leaves 2 to train on
         raise DataError(
-            f"the validation split has {len(validation)} of the corpus's {len(docs)} documents, but "
+            f"the validation split has {validation} of the corpus's {documents} documents, but "
             f"{s.builder} with NSP needs 2 in each split (NotNext segments come from another document); "
             f"set --config.data.validation_fraction={fraction} (it holds out 2), or add documents"
         )
     raise DataError(
-        f"the corpus has {len(docs)} documents ({len(train)} train, {len(validation)} validation) but "
+        f"the corpus has {documents} documents ({train} train, {validation} validation) but "
         f"{s.builder} with NSP needs 2 in each split (NotNext segments come from another document); "
         "add documents (a long .txt file is one document: split it into several files)"
     )
 
 
-def _check_sources(s: DataSettings, docs, split: str) -> None:
+def _check_sources(s: DataSettings, counts: collections.Counter, split: str) -> None:
     """nsp_negatives other than "any" needs 2 documents of each source (same) or 2 sources (other)."""
-    counts = collections.Counter(d.source for d in docs)
     if s.nsp_negatives == "same_source" and min(counts.values()) < 2:
         source = min(counts, key=counts.get)
         raise DataError(
@@ -368,10 +495,14 @@ def get_tokenizer(data_cfg, vocab_size: int, data_dir: str):
         return tokenizer_lib.load_tokenizer(data_cfg.tokenizer)
 
     def train_sentences():
-        docs = corpus_lib.read_corpus(data_cfg.corpus)
-        train, _ = corpus_lib.split_train_validation(docs, data_cfg.validation_fraction)
-        for doc in train:
-            yield from corpus_lib.document_sentences(doc)
+        # A first pass over the ids alone settles the split (a second one is needed only when
+        # hashing leaves a side empty, but the sample cannot take back what it has seen).
+        held_out = corpus_lib.held_out_split(
+            corpus_lib.iter_corpus(data_cfg.corpus), data_cfg.validation_fraction
+        )
+        for doc in corpus_lib.iter_corpus(data_cfg.corpus):
+            if not held_out.is_validation(doc):
+                yield from corpus_lib.document_sentences(doc)
 
     training = tokenizer_training(data_cfg)
     return tokenizer_lib.get_or_train_tokenizer(
