@@ -140,6 +140,23 @@ def recipe(name: str):
     return module.get_config()
 
 
+def apply_overrides(c, items, tool: str = "benchmark"):
+    """Applies --set model.FIELD=VALUE / train.FIELD=VALUE items to the config `c` (typed as the field)."""
+    for item in items:
+        key, _, value = item.partition("=")
+        section, _, field = key.partition(".")
+        if section not in ("model", "train") or field not in c[section]:
+            raise SystemExit(
+                f"{tool}: --set {item!r}: expected model.FIELD=VALUE with a field of {list(c.model)} "
+                f"or train.FIELD=VALUE with a field of {list(c.train)}"
+            )
+        old = c[section][field]
+        try:
+            c[section][field] = value.lower() in ("1", "true") if isinstance(old, bool) else type(old)(value)
+        except ValueError:
+            raise SystemExit(f"{tool}: --set {item!r}: {value!r} is not a {type(old).__name__}") from None
+
+
 def bench_config(args):
     """The recipe's flaxlm config at this benchmark's shapes and options (validated)."""
     from flaxlm import config as config_lib
@@ -149,19 +166,7 @@ def bench_config(args):
     c.model.update(dtype=args.dtype, param_dtype="float32", attention=args.attention, remat=args.remat)
     if args.attention == "dot_product":
         c.model.attention_dropout_rate = 0.0
-    for item in args.set:
-        key, _, value = item.partition("=")
-        section, _, field = key.partition(".")
-        if section not in ("model", "train") or field not in c[section]:
-            raise SystemExit(
-                f"benchmark: --set {item!r}: expected model.FIELD=VALUE with a field of {list(c.model)} "
-                f"or train.FIELD=VALUE with a field of {list(c.train)}"
-            )
-        old = c[section][field]
-        try:
-            c[section][field] = value.lower() in ("1", "true") if isinstance(old, bool) else type(old)(value)
-        except ValueError:
-            raise SystemExit(f"benchmark: --set {item!r}: {value!r} is not a {type(old).__name__}") from None
+    apply_overrides(c, args.set)
     c.model.max_len = max(c.model.max_len, args.seq)
     # BERT's recipe: 15% of the positions rounded up to a multiple of 10 (20 at 128, 80 at 512).
     c.data.update(
@@ -293,12 +298,84 @@ def process_peak_rss() -> int:
 
 
 def hf_labels(config, batch):
-    """BERT: MLM labels [B, T] (-100 where nothing is masked), as HF's models take them."""
+    """BERT: MLM labels [B, T] (-100 where nothing is masked), as HF's models take them.
+
+    Only the predictions with mlm_weights > 0 count (the pipeline pads each row's P slots with weight 0).
+    """
     import numpy as np
 
     labels = np.full(batch["input_ids"].shape, -100, np.int64)
-    np.put_along_axis(labels, batch["mlm_positions"], batch["mlm_targets"], axis=1)
+    rows, slots = np.nonzero(batch["mlm_weights"] > 0)
+    labels[rows, batch["mlm_positions"][rows, slots]] = batch["mlm_targets"][rows, slots]
     return labels
+
+
+def hf_causal_labels(batch):
+    """GPT: labels [B, T] for HF's causal LM (which scores logits[t] against labels[t + 1]): the tokens
+    flaxlm scores (`objectives.next_token_weights`: t + 1 in t's document), -100 elsewhere."""
+    import numpy as np
+
+    ids, seg = batch["input_ids"], batch["segment_ids"]
+    labels = np.full(ids.shape, -100, np.int64)
+    scored = (seg[:, 1:] == seg[:, :-1]) & (seg[:, :-1] != 0)
+    labels[:, 1:] = np.where(scored, ids[:, 1:], -100)
+    return labels
+
+
+def hf_torch_inputs(config, batch, device: str = "cpu") -> dict:
+    """flaxlm's batch as keyword arguments of HF's torch BertForPreTraining / GPT2LMHeadModel, labels
+    included: the same tokens, positions, attention and scored targets.
+
+    Rows that hold more than one document or padding (segment_ids other than 1) get flaxlm's
+    attention: GPT a [B, 1, T, T] boolean mask (causal within each document; padding sees earlier
+    padding only, so no row is empty) and the positions as position_ids. BERT takes only a padding
+    mask, so packed BERT rows are refused.
+    """
+    import numpy as np
+    import torch
+
+    t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.long, device=device)  # noqa: E731
+    seg = np.asarray(batch["segment_ids"])
+    if config.model.arch == "gpt":
+        inputs = dict(input_ids=t(batch["input_ids"]), labels=t(hf_causal_labels(batch)))
+        if (seg != 1).any():
+            T = seg.shape[1]
+            mask = (seg[:, :, None] == seg[:, None, :]) & np.tril(np.ones((T, T), bool))
+            inputs.update(
+                attention_mask=torch.as_tensor(mask[:, None], device=device),
+                position_ids=t(batch["positions"]),
+            )
+        return inputs
+    if (seg > 1).any():
+        raise SystemExit("benchmark: HF BERT takes one document per row; this batch packs several")
+    inputs = dict(
+        input_ids=t(batch["input_ids"]),
+        token_type_ids=t(batch["token_type_ids"]),
+        attention_mask=t(seg > 0),
+        position_ids=t(batch["positions"]),
+        labels=t(hf_labels(config, batch)),
+    )
+    if "pair_label" in batch:
+        inputs["next_sentence_label"] = t(batch["pair_label"])
+    return inputs
+
+
+def torch_adamw(model, tc):
+    """torch.optim.AdamW as flaxlm's optimizer: the recipe's betas, eps and weight decay, no decay on
+    biases and LayerNorm weights (`flaxlm.optimizer.wants_decay`), learning rate tc.learning_rate."""
+    import torch
+
+    named = list(model.named_parameters())
+    no_decay = {id(p) for n, p in named if n.endswith("bias") or "LayerNorm" in n}
+    no_decay |= {id(p) for n, p in named if ".ln_" in n and n.endswith("weight")}
+    decay = [p for _, p in named if id(p) not in no_decay]
+    kept = [p for _, p in named if id(p) in no_decay]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tc.weight_decay}, {"params": kept, "weight_decay": 0.0}],
+        lr=tc.learning_rate,
+        betas=(tc.b1, tc.b2),
+        eps=tc.eps,
+    )
 
 
 def hf_config(config, framework: str):
@@ -355,31 +432,10 @@ class HfTorchStep:
         self.model.train()
         self.params = sum(p.numel() for p in self.model.parameters())
         tc = config.train
-        no_decay = [p for n, p in self.model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-        no_decay += [p for n, p in self.model.named_parameters() if ".ln_" in n and n.endswith("weight")]
-        ids = {id(p) for p in no_decay}
-        decay = [p for p in self.model.parameters() if id(p) not in ids]
-        self.opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=tc.learning_rate,
-            betas=(tc.b1, tc.b2),
-            eps=tc.eps,
-        )
+        self.opt = torch_adamw(self.model, tc)
         self.clip = tc.grad_clip_norm
         self.autocast = config.model.dtype == "bfloat16"
-        batch = synthetic_batch(config)
-        t = lambda x: torch.as_tensor(x, dtype=torch.long, device=self.device)  # noqa: E731
-        if config.model.arch == "gpt":
-            self.inputs = dict(input_ids=t(batch["input_ids"]), labels=t(batch["input_ids"]))
-        else:
-            self.inputs = dict(
-                input_ids=t(batch["input_ids"]),
-                token_type_ids=t(batch["token_type_ids"]),
-                attention_mask=t(batch["segment_ids"] > 0),
-                labels=t(hf_labels(config, batch)),
-            )
-            if "pair_label" in batch:
-                self.inputs["next_sentence_label"] = t(batch["pair_label"])
+        self.inputs = hf_torch_inputs(config, synthetic_batch(config), self.device)
 
     def step(self):
         torch = self.torch
@@ -491,11 +547,9 @@ def measure_matmul_peak(dtype: str, n: int, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def worker_main(args):
-    """Builds one framework's step, compiles it, then obeys the parent's commands on stdin.
-
-    Replies go to the original stdout as JSON lines; everything else printed goes to stderr.
-    """
+def worker_channel():
+    """In a worker: keeps the original stdout for the replies (returned: reply(**msg) writes one JSON
+    line) and sends everything else printed to stderr."""
     proto = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
 
@@ -503,6 +557,15 @@ def worker_main(args):
         proto.write(json.dumps(msg) + "\n")
         proto.flush()
 
+    return reply
+
+
+def worker_main(args):
+    """Builds one framework's step, compiles it, then obeys the parent's commands on stdin.
+
+    Replies go to the original stdout as JSON lines; everything else printed goes to stderr.
+    """
+    reply = worker_channel()
     framework = args.worker
     for module in {"hf_torch": ("torch", "transformers"), "hf_flax": ("jax", "transformers")}.get(
         framework, ("jax", "flax")
@@ -545,9 +608,10 @@ def worker_main(args):
 
 
 class Worker:
-    def __init__(self, framework: str, argv: list[str], env: dict):
+    def __init__(self, framework: str, argv: list[str], env: dict, script: str = __file__):
+        """Starts `script` (this tool or a sibling that speaks the same protocol) as a worker."""
         self.framework = framework
-        cmd = [sys.executable, os.path.abspath(__file__), *argv, "--worker", framework]
+        cmd = [sys.executable, os.path.abspath(script), *argv, "--worker", framework]
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
