@@ -3,6 +3,7 @@ resumable iterators and per-host sharding (simulated and with 2 real jax.distrib
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -257,6 +258,17 @@ def test_two_runs_preparing_one_dataset_at_once_both_get_it(tmp_path, small_corp
     assert a.train[0]["input_ids"].tobytes() == b.train[0]["input_ids"].tobytes()
     left = [p for p in (tmp_path / "data").rglob("incomplete*")]
     assert not left, left
+
+    # A preparation killed mid-write (kill -9, a lost VM) leaves its incomplete folder, never read; the
+    # next preparation of that dataset, holding the lock, deletes it and prepares afresh.
+    dataset_dir = os.path.dirname(a.path)
+    for p in os.listdir(dataset_dir):
+        shutil.rmtree(os.path.join(dataset_dir, p))
+    stale = os.path.join(dataset_dir, "incomplete.AB12CD_1.0.0")
+    os.makedirs(os.path.join(stale, "flaxlm_pretraining-train.array_record-00000-of-00001.partial"))
+    c = prepare_lib.prepare(c.data, pair_labels=False, vocab_size=30522)
+    assert os.listdir(dataset_dir) == [os.path.basename(c.path)]
+    assert c.train[0]["input_ids"].tobytes() == a.train[0]["input_ids"].tobytes()
 
 
 def test_the_tokenizer_sample_is_in_the_cache_key_and_the_metadata(data_dir, small_corpus):

@@ -552,6 +552,18 @@ def tokenizer_vocab_size(data_cfg, model_vocab_size: int) -> int:
     return model_vocab_size
 
 
+def _remove_stale_incomplete(dataset_dir: str) -> None:
+    """Deletes the `incomplete.*` folders a killed preparation left in `dataset_dir` (tfds writes there
+    and renames only when done, so they were never read). Called under the dataset's lock: no live run
+    is writing one."""
+    if not os.path.isdir(dataset_dir):
+        return
+    for name in sorted(os.listdir(dataset_dir)):
+        if name.startswith("incomplete."):
+            log.info("removing %s, left by an interrupted preparation", os.path.join(dataset_dir, name))
+            shutil.rmtree(os.path.join(dataset_dir, name), ignore_errors=True)
+
+
 def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) -> PreparedData:
     """Prepares (or reuses) the ArrayRecord shards for this data config; returns their sources.
 
@@ -613,6 +625,7 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
             data_dir=data_dir,
             file_format="array_record",
         )
+        _remove_stale_incomplete(os.path.dirname(str(builder.data_dir)))
         builder.download_and_prepare()
     sources = builder.as_data_source()
     return PreparedData(
