@@ -121,6 +121,18 @@ def test_verdicts_follow_published_direction():
     table, comps = report.comparison_table([("a", "b"), ("c", "b"), ("a", "b")], values, {})
     assert len(comps) == 2 and table.count("| a − b |") == 1
     assert report.verdict(claim, None) == "not measured"
+    # On a fine-tuned loss the better model is lower, whatever the claim's pretraining measure says.
+    comps = {
+        "downstream:definitions/rougeL": {("a", "b"): sig_pos},
+        "downstream:definitions/loss": {("a", "b"): sig_pos},
+    }
+    rows = report.claim_rows([claim], comps, {})
+    verdicts = {row[2]: row[4] for row in rows}
+    assert verdicts == {
+        "a vs b, definitions/rougeL": "agrees (significant)",
+        "a vs b, definitions/loss": "disagrees: significantly opposite",
+        "a vs b, m": "not measured",
+    }
 
 
 # FLOPs, schedule and planned configs -------------------------------------------------------------------

@@ -358,9 +358,9 @@ def downstream_values(grouped: dict[str, list[RunData]]) -> dict[str, dict[str, 
     for v, runs in grouped.items():
         for r in runs:
             for task, metrics in r.downstream.items():
-                headline = downstream.HEADLINE.get(task)
+                headlines = downstream.HEADLINE.get(task, ())
                 for metric, scores in metrics.items():
-                    if headline in metrics and metric != headline:
+                    if any(h in metrics for h in headlines) and metric not in headlines:
                         continue
                     out.setdefault(f"{task}/{metric}", {}).setdefault(v, []).append(scores)
     return out
@@ -648,13 +648,18 @@ def downstream_lines(ctx: Context, pairs) -> tuple[list[str], dict]:
             ctable, ccomps = comparison_table(
                 [(v, runner.CONTROL.name) for v in vals], {**vals, **cvals[key]}, labels
             )
-            better = [ctx.labels.get(v, v) for (v, _), c in ccomps.items() if c.diff > 0]
-            sig = [ctx.labels.get(v, v) for (v, _), c in ccomps.items() if c.diff > 0 and c.significant]
+            sign = 1 if downstream.higher_is_better(key) else -1
+            better = [ctx.labels.get(v, v) for (v, _), c in ccomps.items() if sign * c.diff > 0]
+            sig = [
+                ctx.labels.get(v, v) for (v, _), c in ccomps.items() if sign * c.diff > 0 and c.significant
+            ]
             out += ["Each variant against the control (Holm over this table):", "", ctable, ""]
+            if sign < 0:
+                out += ["Lower is better here: a variant better than the control has a negative Δ.", ""]
             if sig:
-                out += [f"**Significantly above the control:** {', '.join(sig)}.", ""]
+                out += [f"**Significantly better than the control:** {', '.join(sig)}.", ""]
             else:
-                above = f" (above it by mean, not significantly: {', '.join(better)})" if better else ""
+                above = f" (better by mean, not significantly: {', '.join(better)})" if better else ""
                 out += [
                     f"**No variant is significantly better than the {runner.CONTROL.label} control**"
                     f"{above}: at this scale pretraining did not measurably help this task, so the "
@@ -718,6 +723,11 @@ def claim_rows(claims: Sequence[Claim], comps: dict, labels: dict[str, str]) -> 
         measures = downstream_keys + ([c.measure] if c.measure else [])
         for measure in measures or [""]:
             comp = lookup(comps.get(measure, {}), c.a, c.b)
+            # The claim's direction is its pretraining measure's; a downstream table's is its metric's
+            # (a fine-tuned loss: the better model is lower).
+            claim = c
+            if measure.startswith("downstream:"):
+                claim = dataclasses.replace(c, higher_is_better=downstream.higher_is_better(measure))
             proxy = c.proxy and not measure.startswith("downstream:")
             what = f"{labels.get(c.a, c.a)} vs {labels.get(c.b, c.b)}"
             if measure:
@@ -731,7 +741,7 @@ def claim_rows(claims: Sequence[Claim], comps: dict, labels: dict[str, str]) -> 
                 if comp is None
                 else f"Δ = {comp.diff:+.4f}, 95% CI {fmt_interval(comp.t_low, comp.t_high)}"
             )
-            rows.append([c.source, c.published, what, ours, verdict(c, comp)])
+            rows.append([c.source, c.published, what, ours, verdict(claim, comp)])
     return rows
 
 
