@@ -133,6 +133,9 @@ def test_verdicts_follow_published_direction():
         "a vs b, definitions/loss": "disagrees: significantly opposite",
         "a vs b, m": "not measured",
     }
+    comps[report.AT_CHANCE] = {"downstream:definitions/rougeL"}  # a table where every variant is at chance
+    rows = report.claim_rows([claim], comps, {})
+    assert rows[0][4] == "no evidence: every variant is at chance on this measure"
 
 
 # FLOPs, schedule and planned configs -------------------------------------------------------------------

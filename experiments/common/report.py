@@ -670,6 +670,7 @@ def downstream_lines(ctx: Context, pairs) -> tuple[list[str], dict]:
         pooled = [[x for seed in g for x in seed] for g in vals.values()]
         means = [sum(xs) / len(xs) for xs in pooled if xs]
         if chance is not None and means and max(means) <= chance:
+            comps.setdefault(AT_CHANCE, set()).add(f"downstream:{key}")
             out += [
                 f"**At chance.** No variant's mean {key} is above {chance:g}, the level of a model that "
                 "learned nothing usable (experiments/common/downstream.py, `CHANCE`). At this fine-tuning "
@@ -715,9 +716,14 @@ def lookup(comps: dict, a: str, b: str) -> stats.Comparison | None:
     return None
 
 
+AT_CHANCE = "at_chance"  # downstream_lines' comps: the tables in which every variant is at chance
+
+
 def claim_rows(claims: Sequence[Claim], comps: dict, labels: dict[str, str]) -> list[list[str]]:
-    """One row per claim and measurement: every downstream table, then the claim's pretraining measure."""
+    """One row per claim and measurement: every downstream table, then the claim's pretraining measure.
+    A table where every variant is at chance (downstream_lines) is no evidence either way."""
     rows = []
+    at_chance = comps.get(AT_CHANCE, set())
     downstream_keys = [k for k in comps if k.startswith("downstream:")]
     for c in claims:
         measures = downstream_keys + ([c.measure] if c.measure else [])
@@ -741,7 +747,10 @@ def claim_rows(claims: Sequence[Claim], comps: dict, labels: dict[str, str]) -> 
                 if comp is None
                 else f"Δ = {comp.diff:+.4f}, 95% CI {fmt_interval(comp.t_low, comp.t_high)}"
             )
-            rows.append([c.source, c.published, what, ours, verdict(claim, comp)])
+            why = verdict(claim, comp)
+            if measure in at_chance and comp is not None:
+                why = "no evidence: every variant is at chance on this measure"
+            rows.append([c.source, c.published, what, ours, why])
     return rows
 
 
