@@ -8,11 +8,25 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import json
 import pathlib
+import subprocess
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_json_tool(cmd, env) -> tuple[dict[str, list[dict]], str]:
+    """Runs a benchmark tool (cwd: the repository) that prints JSON lines on stdout; asserts it exits 0
+    and that every stdout line is JSON; returns its rows grouped by their "what" field, and its stderr."""
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    by_what: dict[str, list[dict]] = {}
+    for line in proc.stdout.splitlines():
+        row = json.loads(line)
+        by_what.setdefault(row["what"], []).append(row)
+    return by_what, proc.stderr
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """tools/benchmark.py and flaxlm.flops: the FLOP count by hand and against XLA's, the published peaks,
 and a --quick run of the tool against both HF peers."""
 
-import json
 import os
 import subprocess
 import sys
@@ -9,7 +8,7 @@ import sys
 import jax
 import pytest
 
-from conftest import REPO, load_config
+from conftest import REPO, load_config, run_json_tool
 from flaxlm import flops
 from flaxlm import models
 from flaxlm import optimizer as optimizer_lib
@@ -131,12 +130,7 @@ def test_quick_run_against_both_peers_prints_json_lines_and_a_table():
         *("--set=model.num_layers=1", "--set=model.hidden_size=32", "--set=model.num_heads=2"),
         *("--set=model.mlp_dim=64", "--set=model.vocab_size=1000"),
     ]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines()]  # every stdout line is JSON
-    by_what = {}
-    for r in rows:
-        by_what.setdefault(r["what"], []).append(r)
+    by_what, stderr = run_json_tool(cmd, env)
     assert by_what["machine"][0]["backend"] == "cpu"
     peaks = {p["dtype"]: p for p in by_what["peak"]}
     assert set(peaks) == {"float32", "bfloat16"} and all(p["flops_per_s"] > 1e8 for p in peaks.values())
@@ -164,8 +158,8 @@ def test_quick_run_against_both_peers_prints_json_lines_and_a_table():
         assert r["tokens_per_s"] <= r["tokens_per_s_high"] <= r["tokens_per_s_max"]
         assert r["tokens_per_s_min"] == min(r["tokens_per_s_rounds"]) > 0
         assert "bootstrap 95%" in r["interval"]
-    assert "| flaxlm |" in proc.stderr and "| hf_torch |" in proc.stderr and "peak:" in proc.stderr
-    assert f"{ratios['hf_torch']['tokens_per_s']:.3f}x (" in proc.stderr  # the table shows the interval
+    assert "| flaxlm |" in stderr and "| hf_torch |" in stderr and "peak:" in stderr
+    assert f"{ratios['hf_torch']['tokens_per_s']:.3f}x (" in stderr  # the table shows the interval
 
 
 def test_ratio_stats_on_fixed_numbers():

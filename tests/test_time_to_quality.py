@@ -1,7 +1,6 @@
 """tools/time_to_quality.py: flaxlm and HF torch see the same batches, start from the same weights
 (the same held-out loss) and stay together for a few steps; HF's inputs score flaxlm's targets."""
 
-import json
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_json_tool
 
 sys.path.insert(0, str(REPO / "tools"))
 import benchmark  # noqa: E402
@@ -36,12 +35,7 @@ def test_both_sides_train_alike_on_the_same_batches(model):
         "--torch_threads=1",
         *SMALL,
     ]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines()]  # every stdout line is JSON
-    by_what = {}
-    for r in rows:
-        by_what.setdefault(r["what"], []).append(r)
+    by_what, stderr = run_json_tool(cmd, env)
     workers = {r["framework"]: r for r in by_what["worker"]}
     assert list(workers) == ["flaxlm", "hf_torch"]
     assert workers["flaxlm"]["params"] == workers["hf_torch"]["params"]
@@ -60,7 +54,7 @@ def test_both_sides_train_alike_on_the_same_batches(model):
         assert r["target_loss"] == target and r["train_s_to_target"] > 0 and r["compile_s"] >= 0
     (ratio,) = by_what["ratio"]
     assert ratio["flaxlm_over"] == "hf_torch" and ratio["time_to_target"] > 0 and ratio["turns"] == 3
-    assert "| flaxlm |" in proc.stderr and "| hf_torch |" in proc.stderr and "target" in proc.stderr
+    assert "| flaxlm |" in stderr and "| hf_torch |" in stderr and "target" in stderr
 
 
 def test_hf_inputs_score_flaxlm_targets_on_packed_and_padded_rows():
