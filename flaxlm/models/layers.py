@@ -173,15 +173,13 @@ def init_normal(config: TransformerConfig, t5_std: float) -> Callable:
     return nn.initializers.normal(t5_std if config.init == "t5" else config.initializer_range)
 
 
-def dense(
-    config: TransformerConfig, features: int, name: str, fan_in: int = 0, t5_std: float = 0.0
-) -> nn.Dense:
-    """A Dense layer with BERT/GPT-2 initialisation, or T5's (N(0, t5_std or fan_in^-0.5)) under
-    config.init == "t5"; with a bias unless config.use_bias is False (T5)."""
+def dense(config: TransformerConfig, features: int, name: str, fan_in: int = 0) -> nn.Dense:
+    """A Dense layer with BERT/GPT-2 initialisation, or T5's N(0, fan_in^-0.5) (fan_in 0: hidden_size)
+    under config.init == "t5"; with a bias unless config.use_bias is False (T5)."""
     return nn.Dense(
         features,
         use_bias=config.use_bias,
-        kernel_init=init_normal(config, t5_std or (fan_in or config.hidden_size) ** -0.5),
+        kernel_init=init_normal(config, (fan_in or config.hidden_size) ** -0.5),
         bias_init=nn.initializers.zeros,
         dtype=config.dtype,
         param_dtype=config.param_dtype,
@@ -556,7 +554,8 @@ class MultiHeadAttention(nn.Module):
         cross = kv_BSD is not None
         kv_BSD = kv_BSD if cross else x_BTD
         s_ = kv_BSD.shape[1]
-        q_BTNH = dense(cfg, n * h, "query", t5_std=(d * h) ** -0.5)(x_BTD).reshape(b, t, n, h)
+        # T5 folds the unscaled q.k's 1/sqrt(H) into the query's init: N(0, (D * H)^-0.5).
+        q_BTNH = dense(cfg, n * h, "query", fan_in=d * h)(x_BTD).reshape(b, t, n, h)
         k_BTNH = dense(cfg, n * h, "key", fan_in=kv_BSD.shape[-1])(kv_BSD).reshape(b, s_, n, h)
         v_BTNH = dense(cfg, n * h, "value", fan_in=kv_BSD.shape[-1])(kv_BSD).reshape(b, s_, n, h)
         if cfg.decode and not cross:  # keys/values of every cached slot: the mask is the caller's mask_B1TS
