@@ -253,6 +253,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
             f"config.model.share_layers={c.model.share_layers!r} is unknown; "
             f"choose one of {', '.join(SHARE_LAYERS)}"
         )
+    if c.model.init not in ("normal", "t5"):
+        fail(f"config.model.init={c.model.init!r} is unknown; choose 'normal' (BERT, GPT-2) or 't5' (T5's)")
     if c.model.embedding_size < 0:
         fail(f"config.model.embedding_size={c.model.embedding_size} must be >= 0 (0: hidden_size, BERT)")
     if c.model.position_offset < 0:

@@ -107,6 +107,7 @@ def test_copies_that_differ_and_enough_predictions_are_valid(fields):
             "config.model.share_layers='odd' is unknown; choose one of none, all, attention, ffn",
         ),
         ("bert_tiny", dict(model__embedding_size=-8), "config.model.embedding_size=-8 must be >= 0"),
+        ("t5_tiny", dict(model__init="xavier"), "config.model.init='xavier' is unknown; choose 'normal'"),
         (
             "albert_tiny",
             dict(data__span=True),
