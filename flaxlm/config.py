@@ -145,6 +145,11 @@ def base_config() -> ml_collections.ConfigDict:
             # grain worker processes making training batches (0: none, the trainer's process reads);
             # the batches are the same for any number (tools/data_benchmark.py --workers measures them)
             reader_workers=0,
+            # Preparation on Apache Beam (pip install flaxlm[beam]), the same records as in process:
+            # prepare_workers > 0 runs Beam's local runner with that many processes; beam_options (Beam's
+            # flags, e.g. "--runner=FlinkRunner --flink_master=HOST:8081") runs on a cluster instead
+            prepare_workers=0,
+            beam_options="",
         )
     )
 
@@ -418,6 +423,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for name, what in (
         ("reader_threads", "threads making training batches; 0: in the training loop's thread"),
         ("reader_workers", "grain worker processes making training batches; 0: none"),
+        ("prepare_workers", "Beam worker processes preparing the data; 0: in this process"),
         ("prefetch", "batches made ahead"),
     ):
         if c.data[name] < 0:

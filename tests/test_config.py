@@ -123,6 +123,12 @@ def test_copies_that_differ_and_enough_predictions_are_valid(fields):
         ("bert_tiny", dict(data__reader_threads=-1), "config.data.reader_threads=-1 must be >= 0"),
         (
             "bert_tiny",
+            dict(data__prepare_workers=-1),
+            "config.data.prepare_workers=-1 must be >= 0 (Beam worker processes preparing the data; "
+            "0: in this process)",
+        ),
+        (
+            "bert_tiny",
             dict(data__tokenizer_sample_sentences=-1),
             "config.data.tokenizer_sample_sentences=-1 must be >= 0",
         ),

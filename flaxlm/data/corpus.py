@@ -364,17 +364,48 @@ def _drop_empty(docs: Iterable[Document], source: str) -> Iterator[Document]:
         log.warning("skipped %d empty documents in %s", skipped, source)
 
 
-def _spec_documents(spec: str | Sequence[str]) -> Iterator[Document]:
-    """Every non-empty document of ``spec``, unchecked for duplicate ids, in spec then sorted-path order."""
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """A piece of a spec read on its own: an embedded corpus, a tfds spec, or one matched file.
+
+    A parallel preparation reads the units side by side (one task each); their documents, in unit
+    order, are the spec's. kind: "embedded" (name = its key), "tfds" (item = the spec), or "file"
+    (path, rel_id = its id; item = the spec item that matched it, the documents' default source).
+    """
+
+    kind: str
+    item: str
+    path: str = ""
+    rel_id: str = ""
+
+
+def spec_units(spec: str | Sequence[str]) -> list[Unit]:
+    """The units of ``spec`` in reading order (globs resolved now: a missing file raises here)."""
+    units = []
     for item in _as_spec_list(spec):
         if _embedded_names(item):
-            for name in _embedded_names(item):
-                yield from iter_embedded(name)
+            units += [Unit("embedded", name) for name in _embedded_names(item)]
         elif item.startswith("tfds:"):
-            yield from _from(item, _drop_empty(_read_tfds(item), item))
+            units.append(Unit("tfds", item))
         else:
-            for path, rel_id in _match_files(item):
-                yield from _from(item, _drop_empty(_read_file(path, rel_id), path))
+            units += [Unit("file", item, path, rel_id) for path, rel_id in _match_files(item)]
+    return units
+
+
+def unit_documents(unit: Unit) -> Iterator[Document]:
+    """The non-empty documents of one unit, in order, unchecked for duplicate ids across units."""
+    if unit.kind == "embedded":
+        return iter_embedded(unit.item)
+    if unit.kind == "tfds":
+        return _from(unit.item, _drop_empty(_read_tfds(unit.item), unit.item))
+    return _from(unit.item, _drop_empty(_read_file(unit.path, unit.rel_id), unit.path))
+
+
+def _spec_documents(spec: str | Sequence[str]) -> Iterator[Document]:
+    """Every non-empty document of ``spec``, unchecked for duplicate ids, in spec then sorted-path order."""
+    for item in _as_spec_list(spec):  # per item, so that a later item's missing file raises when reached
+        for unit in spec_units([item]):
+            yield from unit_documents(unit)
 
 
 def iter_corpus(spec: str | Sequence[str]) -> Iterator[Document]:
@@ -575,6 +606,33 @@ class HeldOutSplit:
     def fraction_for_two(self) -> float:
         """``validation_fraction_for(documents seen, 2)``."""
         return _fraction_for(self._two_lowest, 2)
+
+    def tally(self) -> dict:
+        """What this pass has seen, as JSON-able values, for `merged` (a parallel pass has one per unit)."""
+        return {
+            "documents": self.documents,
+            "validation_by_hash": self.validation_by_hash,
+            "lowest": self._lowest,
+            "highest": self._highest,
+            "two_lowest": self._two_lowest,
+        }
+
+    @classmethod
+    def merged(
+        cls, validation_fraction: float, tallies: Sequence[dict], salt: str = _SPLIT_SALT
+    ) -> HeldOutSplit:
+        """The split after one pass over the concatenated streams whose `tally`s are ``tallies`` (in
+        stream order): its `moved` and `fraction_for_two` are those of a single pass over them all."""
+        out = cls(validation_fraction, salt=salt)
+        for t in tallies:
+            out.documents += t["documents"]
+            out.validation_by_hash += t["validation_by_hash"]
+            for name, better in (("_lowest", float.__lt__), ("_highest", float.__gt__)):
+                seen, mine = t[name[1:]], getattr(out, name)
+                if seen is not None and (mine is None or better(float(seen[0]), mine[0])):
+                    setattr(out, name, (float(seen[0]), str(seen[1])))
+            out._two_lowest = sorted([*out._two_lowest, *t["two_lowest"]])[:2]
+        return out
 
 
 def held_out_split(documents: Iterable[Document], validation_fraction: float) -> HeldOutSplit:

@@ -30,9 +30,11 @@ import importlib.util
 import json
 import logging
 import os
+import shlex
 import shutil
 import tempfile
 import types
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -47,7 +49,9 @@ from flaxlm.data import tokenizer as tokenizer_lib
 from flaxlm.errors import DataError
 
 # Bump when the record layout or the preparation code changes meaning.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: examples built in chunks of documents (num_chunks), keyed copy-chunk-index
+# Documents per chunk (about): the unit of parallel example building, and NSP's pool of negatives.
+CHUNK_DOCUMENTS = 256
 # Serialized examples tfds keeps in memory before it sorts the rest in bucket files on disk (its own
 # default is 1 GB, which a corpus of a few hundred MB of text reaches: memory would grow with it).
 SHUFFLE_BUFFER_BYTES = 64 << 20
@@ -224,6 +228,129 @@ def _write_stores(documents, held_out: corpus_lib.HeldOutSplit, tok, folder: str
     return SplitStores(stores, tokenized, sources, held_out.documents, held_out.fraction_for_two())
 
 
+def beam_tokenize_to_stores(
+    corpus_spec, tok, validation_fraction: float, folder: str, options
+) -> SplitStores:
+    """`tokenize_to_stores` on Apache Beam: one task per corpus unit (`corpus.spec_units`: an embedded
+    corpus, a matched file, a tfds spec), each writing its own train and validation stores under
+    ``folder``/unitNNNNNN; a split is then their `token_store.StoreView`, whose documents are the
+    in-process path's in the same order. Duplicate ids across units are found by Beam (a count
+    per id). The folder must be one every worker can write and read (a local runner's disk, or a
+    shared mount on a cluster).
+    """
+    units = corpus_lib.spec_units(corpus_spec)
+    tallies = _beam_tokenize(units, tok, validation_fraction, None, folder, options)
+    documents = sum(t["tally"]["documents"] for t in tallies)
+    if not documents:
+        raise corpus_lib.CorpusError(f"{corpus_spec}: no non-empty documents; check the corpus files")
+    held_out = corpus_lib.HeldOutSplit.merged(validation_fraction, [t["tally"] for t in tallies])
+    moved = held_out.moved()
+    if moved is not None:  # hashing left a side empty: a second pass puts that document across
+        tallies = _beam_tokenize(units, tok, validation_fraction, moved, folder, options)
+    stores, tokenized, sources = {}, {}, {}
+    for split in SPLITS:
+        stores[split] = token_store.StoreView(
+            [token_store.TokenStore(os.path.join(t["folder"], split)) for t in tallies]
+        )
+        tokenized[split] = _tokenize_stats()
+        sources[split] = collections.Counter()
+        for t in tallies:
+            for name, count in t["tokenized"][split].items():
+                tokenized[split][name] += count
+            sources[split].update(t["sources"][split])
+    return SplitStores(stores, tokenized, sources, documents, held_out.fraction_for_two())
+
+
+def _beam_tokenize(units, tok, validation_fraction, moved, folder, options) -> list[dict]:
+    """One Beam pipeline of pass 1; returns each unit's summary (`_tokenize_unit`), in unit order."""
+    import apache_beam as beam
+
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    duplicates_path = os.path.join(folder, "duplicate_ids.json")
+    with beam.Pipeline(options=options) as pipeline:
+        ids = (
+            pipeline
+            | "Units" >> beam.Create(list(enumerate(units)))
+            | "Spread" >> beam.Reshuffle()
+            | "Tokenize" >> beam.FlatMap(_tokenize_unit, tok, validation_fraction, moved, folder)
+        )
+        _ = (
+            ids
+            | "CountIds" >> beam.combiners.Count.PerElement()
+            | "Duplicates" >> beam.Filter(lambda id_count: id_count[1] > 1)
+            | "Ids" >> beam.Keys()
+            | "First3" >> beam.combiners.Top.Smallest(3)
+            | "Write" >> beam.Map(_write_json, duplicates_path)
+        )
+    with open(duplicates_path, encoding="utf-8") as f:
+        duplicates = json.load(f)
+    if duplicates:
+        raise corpus_lib.CorpusError(
+            f"duplicate document ids {duplicates}; ids must be unique "
+            "(give jsonl lines distinct 'id's or avoid listing a file twice)"
+        )
+    out = []
+    for index in range(len(units)):
+        with open(os.path.join(folder, _unit_folder(index), "summary.json"), encoding="utf-8") as f:
+            out.append(json.load(f))
+    return out
+
+
+def _unit_folder(index: int) -> str:
+    return f"unit{index:06d}"
+
+
+def _write_json(value, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(value, f)
+
+
+def _tokenize_unit(index_unit, tok, validation_fraction, moved, folder):
+    """Beam task of pass 1: one unit's documents into its own stores, a summary.json beside them;
+    yields the unit's document ids (for the duplicate check)."""
+    index, unit = index_unit
+    out = os.path.join(folder, _unit_folder(index))
+    shutil.rmtree(out, ignore_errors=True)  # a retried task starts over
+    ids = []
+
+    def documents():
+        for doc in corpus_lib.unit_documents(unit):
+            ids.append(doc.id)
+            yield doc
+
+    held_out = corpus_lib.HeldOutSplit(validation_fraction, moved)
+    split = _write_stores(documents(), held_out, tok, out)
+    for store in split.stores.values():
+        store.close()
+    summary = {
+        "folder": out,
+        "tally": held_out.tally(),
+        "tokenized": split.tokenized,
+        "sources": {name: dict(counts) for name, counts in split.sources.items()},
+    }
+    _write_json(summary, os.path.join(out, "summary.json"))
+    return ids
+
+
+_OPEN_VIEWS: dict[tuple[str, ...], token_store.StoreView] = {}
+
+
+def _chunk_examples(task, settings: DataSettings, tok, folders: list[str], split: str):
+    """Beam task of pass 2: the examples of one (copy, chunk, number of chunks) of a split."""
+    dupe, chunk, k = task
+    view = _OPEN_VIEWS.get(tuple(folders))
+    if view is None:  # a worker opens a split's stores once (and keeps one split's open at a time)
+        for stale in _OPEN_VIEWS.values():
+            stale.close()
+        _OPEN_VIEWS.clear()
+        view = _OPEN_VIEWS[tuple(folders)] = token_store.StoreView(
+            [token_store.TokenStore(f) for f in folders]
+        )
+    docs, sources = chunk_documents(view, view.sources, chunk, k)
+    yield from build_chunk(settings, tok, docs, sources, split, dupe, chunk, builders.BuildStats())
+
+
 @contextlib.contextmanager
 def _shuffle_buffer(max_bytes: int):
     """tfds's in-memory shuffle buffer capped at ``max_bytes`` while in the block.
@@ -262,9 +389,18 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
 
     def __init__(
-        self, *, corpus_spec, tok, settings: DataSettings, fingerprint: str, tokenizer_info=None, **kwargs
+        self,
+        *,
+        corpus_spec,
+        tok,
+        settings: DataSettings,
+        fingerprint: str,
+        tokenizer_info=None,
+        beam_options=None,
+        **kwargs,
     ):
         self._corpus_spec = corpus_spec
+        self._beam_options = beam_options  # None: in this process; else Beam's PipelineOptions
         self._tok = tok
         self._tokenizer_info = tokenizer_info or {}
         self._settings = settings
@@ -324,88 +460,178 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager
-        split = tokenize_to_stores(
-            lambda: corpus_lib.iter_corpus(self._corpus_spec),
-            self._tok,
-            self._settings.validation_fraction,
-            self._token_dir,
-        )
-        check_pair_documents(self._settings, split.sources, split.documents, split.fraction_for_two)
-        return {
-            name: self._generate_examples(
-                split.stores[name], split.stores[name].sources, split.tokenized[name], name
+        if self._beam_options is None:
+            split = tokenize_to_stores(
+                lambda: corpus_lib.iter_corpus(self._corpus_spec),
+                self._tok,
+                self._settings.validation_fraction,
+                self._token_dir,
             )
-            for name in SPLITS
-        }
+        else:
+            split = beam_tokenize_to_stores(
+                self._corpus_spec,
+                self._tok,
+                self._settings.validation_fraction,
+                self._token_dir,
+                self._beam_options,
+            )
+        check_pair_documents(self._settings, split.sources, split.documents, split.fraction_for_two)
+        if self._beam_options is None:
+            return {
+                name: self._generate_examples(
+                    split.stores[name], split.stores[name].sources, split.tokenized[name], name
+                )
+                for name in SPLITS
+            }
+        return {name: self._beam_examples(split.stores[name], split.tokenized[name], name) for name in SPLITS}
+
+    def _beam_examples(self, view: token_store.StoreView, stats, split: str):
+        """The examples of one split as a Beam transform: one task per (copy, chunk), built where it runs."""
+        import apache_beam as beam
+
+        k = num_chunks(self._settings, view.sources)
+        log.info("preparing %s split with Beam: %d chunks, tokenized %s", split, k, json.dumps(stats))
+        tasks = [(dupe, chunk, k) for dupe in range(copies(self._settings, split)) for chunk in range(k)]
+        folders = [store.folder for store in view.stores]
+        return (
+            beam.Create(tasks)
+            | "Spread" >> beam.Reshuffle()
+            | "Build" >> beam.FlatMap(_chunk_examples, self._settings, self._tok, folders, split)
+        )
 
     def _generate_examples(self, tok_docs, sources, stats, split):
-        """The examples of one split, keyed 0, 1, ... from its tokenized documents (a list or a store)."""
-        s, tok = self._settings, self._tok
-        special = special_ids(tok)
-        word_starts = word_start_table(tok) if uses_words(s) else None
+        """The examples of one split from its tokenized documents (a list or a store), in process."""
         build_stats = builders.BuildStats()
-        split_id = 0 if split == "train" else 1
-        key = 0
-        # Copies (each with its own segmentation, pairs and static masks) are more training data;
-        # the validation split is evaluated as it is.
-        for dupe in range(s.dupe_factor if split == "train" else 1):
-            rng = np.random.default_rng([s.seed, split_id, dupe])
-            if s.builder == "causal":
-                examples = builders.pack_causal(
-                    tok_docs, s.seq_len, eos_id=tok.sep_id, pad_id=tok.pad_id, stats=build_stats
-                )
-            elif s.builder == "prefix_lm":
-                examples = builders.prefix_lm(
-                    tok_docs, s.seq_len, rng, eos_id=tok.sep_id, pad_id=tok.pad_id, stats=build_stats
-                )
-            elif s.builder == "iid_denoising":
-                # T5's mask token is its single sentinel, the model's last id (<extra_id_0>).
-                examples = builders.iid_denoising(
-                    tok_docs,
-                    s.seq_len,
-                    rng,
-                    eos_id=tok.sep_id,
-                    mask_id=int(builders.sentinel_ids(s.model_vocab_size, 1)[0]),
-                    random_ids=np.setdiff1d(np.arange(tok.vocab_size), special.all_ids()),
-                    noise_density=s.noise_density,
-                    stats=build_stats,
-                )
-            elif s.builder == "span_corruption":
-                examples = builders.span_corruption(
-                    tok_docs,
-                    s.seq_len,
-                    rng,
-                    eos_id=tok.sep_id,
-                    sentinels=builders.sentinel_ids(s.model_vocab_size, s.num_sentinels),
-                    noise_density=s.noise_density,
-                    mean_noise_span_length=s.mean_noise_span_length,
-                    stats=build_stats,
-                )
-            else:
-                options = {"short_seq_prob": s.short_seq_prob} if s.builder == "segment_pair" else {}
-                if s.builder in ("segment_pair", "sentence_pair"):
-                    options["nsp"] = s.pair_labels
-                    options.update(negatives=s.nsp_negatives, sources=sources)
-                examples = builders.build_examples(
-                    s.builder, tok_docs, s.seq_len, rng, special, stats=build_stats, **options
-                )
-            for ex in examples:
-                if s.builder not in PACKED_BUILDERS:
-                    ex = builders.pad_encoder_example(ex, s.seq_len, tok.pad_id)
-                    if s.static_masking:
-                        ex = masking.apply_masking(
-                            ex,
-                            rng,
-                            masking_config(s),
-                            special,
-                            tok.vocab_size,
-                            word_starts=None if word_starts is None else word_starts[ex["input_ids"]],
-                        )
-                yield key, ex
-                key += 1
+        k = num_chunks(self._settings, sources)
+        examples = 0
+        for dupe in range(copies(self._settings, split)):
+            for chunk in range(k):
+                docs, chunk_sources = chunk_documents(tok_docs, sources, chunk, k)
+                for key, ex in build_chunk(
+                    self._settings, self._tok, docs, chunk_sources, split, dupe, chunk, build_stats
+                ):
+                    examples += 1
+                    yield key, ex
         # Tokenization and example-building counts side by side (both have e.g. "tokens").
-        stats = {"examples": key, "tokenized": stats, "built": build_stats.as_dict()}
+        stats = {"examples": examples, "chunks": k, "tokenized": stats, "built": build_stats.as_dict()}
         log.info("prepared %s split: %s", split, json.dumps(stats))
+
+
+def copies(s: DataSettings, split: str) -> int:
+    """Copies of a split's examples: data.dupe_factor of the training split (each with its own
+    segmentation, pairs and static masks: more training data); the validation split is evaluated as
+    it is."""
+    return s.dupe_factor if split == "train" else 1
+
+
+def num_chunks(s: DataSettings, sources: Sequence[str]) -> int:
+    """How many chunks a split of documents with these ``sources`` is built in.
+
+    Chunk c of k holds documents c, c + k, c + 2k, ...: each samples the whole split (its sources
+    in their proportions), and examples never cross chunks (NSP draws NotNext within its chunk, as
+    BERT's create_pretraining_data draws within the input files it is run on). k is about
+    len / CHUNK_DOCUMENTS, fewer where a chunk would lack what NSP's negatives need (2 documents; 2
+    of each source for nsp_negatives="same_source", 2 sources for "other_source"). The chunks
+    depend on the documents alone, never on how many workers build them.
+    """
+    if isinstance(sources, token_store.Sources):
+        codes = sources.codes
+    else:
+        codes = np.unique(np.asarray([str(x) for x in sources]), return_inverse=True)[1].reshape(-1)
+    n = len(codes)
+    k = max(1, -(-n // CHUNK_DOCUMENTS))
+    if not (s.pair_labels and s.builder in ("segment_pair", "sentence_pair")):
+        return k
+    k = max(1, min(k, n // 2))
+    while k > 1 and not _nsp_chunks_ok(codes, k, s.nsp_negatives):
+        k -= 1
+    return k
+
+
+def _nsp_chunks_ok(codes: np.ndarray, k: int, negatives: str) -> bool:
+    for c in range(k):
+        counts = np.bincount(codes[c::k])
+        counts = counts[counts > 0]
+        if counts.sum() < 2 or (negatives == "same_source" and counts.min() < 2):
+            return False
+        if negatives == "other_source" and len(counts) < 2:
+            return False
+    return True
+
+
+def chunk_documents(docs, sources, chunk: int, k: int):
+    """Chunk ``chunk`` of ``k`` of a split: its documents and their sources (see `num_chunks`)."""
+    if isinstance(docs, token_store.TokenStore):
+        docs = token_store.StoreView([docs])
+    if isinstance(docs, token_store.StoreView):
+        view = docs.select(np.arange(chunk, len(docs), k))
+        return view, view.sources
+    return list(docs[chunk::k]), list(sources[chunk::k])
+
+
+def build_chunk(s: DataSettings, tok, tok_docs, sources, split: str, dupe: int, chunk: int, build_stats):
+    """The examples of one chunk of one copy of a split, keyed "copy-chunk-index".
+
+    The random draws (segment lengths, pairs, noise, static masks) come from a generator seeded with
+    (data.seed, split, copy, chunk), so a chunk's examples are the same whoever builds them and in
+    whatever order. tfds writes the examples ordered by a hash of their keys.
+    """
+    special = special_ids(tok)
+    word_starts = word_start_table(tok) if uses_words(s) else None
+    split_id = 0 if split == "train" else 1
+    rng = np.random.default_rng([s.seed, split_id, dupe, chunk])
+    if s.builder == "causal":
+        examples = builders.pack_causal(
+            tok_docs, s.seq_len, eos_id=tok.sep_id, pad_id=tok.pad_id, stats=build_stats
+        )
+    elif s.builder == "prefix_lm":
+        examples = builders.prefix_lm(
+            tok_docs, s.seq_len, rng, eos_id=tok.sep_id, pad_id=tok.pad_id, stats=build_stats
+        )
+    elif s.builder == "iid_denoising":
+        # T5's mask token is its single sentinel, the model's last id (<extra_id_0>).
+        examples = builders.iid_denoising(
+            tok_docs,
+            s.seq_len,
+            rng,
+            eos_id=tok.sep_id,
+            mask_id=int(builders.sentinel_ids(s.model_vocab_size, 1)[0]),
+            random_ids=np.setdiff1d(np.arange(tok.vocab_size), special.all_ids()),
+            noise_density=s.noise_density,
+            stats=build_stats,
+        )
+    elif s.builder == "span_corruption":
+        examples = builders.span_corruption(
+            tok_docs,
+            s.seq_len,
+            rng,
+            eos_id=tok.sep_id,
+            sentinels=builders.sentinel_ids(s.model_vocab_size, s.num_sentinels),
+            noise_density=s.noise_density,
+            mean_noise_span_length=s.mean_noise_span_length,
+            stats=build_stats,
+        )
+    else:
+        options = {"short_seq_prob": s.short_seq_prob} if s.builder == "segment_pair" else {}
+        if s.builder in ("segment_pair", "sentence_pair"):
+            options["nsp"] = s.pair_labels
+            options.update(negatives=s.nsp_negatives, sources=sources)
+        examples = builders.build_examples(
+            s.builder, tok_docs, s.seq_len, rng, special, stats=build_stats, **options
+        )
+    for i, ex in enumerate(examples):
+        if s.builder not in PACKED_BUILDERS:
+            ex = builders.pad_encoder_example(ex, s.seq_len, tok.pad_id)
+            if s.static_masking:
+                ex = masking.apply_masking(
+                    ex,
+                    rng,
+                    masking_config(s),
+                    special,
+                    tok.vocab_size,
+                    word_starts=None if word_starts is None else word_starts[ex["input_ids"]],
+                )
+        yield f"{dupe}-{chunk}-{i}", ex
 
 
 def check_pair_documents(
@@ -564,6 +790,33 @@ def _remove_stale_incomplete(dataset_dir: str) -> None:
             shutil.rmtree(os.path.join(dataset_dir, name), ignore_errors=True)
 
 
+def beam_options(data_cfg):
+    """Apache Beam's pipeline options for preparing with this data config, or None to prepare in this
+    process: data.beam_options (Beam's own flags, e.g. a cluster runner's) if set, else Beam's local
+    runner with data.prepare_workers processes if > 0. The records are the same either way."""
+    if not data_cfg.beam_options and not data_cfg.prepare_workers:
+        return None
+    setting = (
+        f"data.beam_options={data_cfg.beam_options!r}"
+        if data_cfg.beam_options
+        else f"data.prepare_workers={data_cfg.prepare_workers}"
+    )
+    try:
+        from apache_beam.options.pipeline_options import PipelineOptions
+    except ImportError:
+        raise DataError(
+            f"{setting} prepares with Apache Beam, which is not installed; pip install 'flaxlm[beam]' "
+            "or set --config.data.prepare_workers=0 --config.data.beam_options=''"
+        ) from None
+    if data_cfg.beam_options:
+        return PipelineOptions(shlex.split(data_cfg.beam_options))
+    return PipelineOptions(
+        runner="DirectRunner",
+        direct_num_workers=data_cfg.prepare_workers,
+        direct_running_mode="multi_processing",
+    )
+
+
 def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) -> PreparedData:
     """Prepares (or reuses) the ArrayRecord shards for this data config; returns their sources.
 
@@ -580,6 +833,7 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
             f"cannot create the data dir {data_dir} ({e.strerror}); set config.data.data_dir or "
             "$FLAXLM_DATA_DIR to a writable folder"
         ) from None
+    options = beam_options(data_cfg)
     tok = get_tokenizer(data_cfg, tokenizer_vocab_size(data_cfg, vocab_size), data_dir)
     settings = settings_from_config(data_cfg, pair_labels, sbo, vocab_size)
     key = {
@@ -624,9 +878,10 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
             ),
             data_dir=data_dir,
             file_format="array_record",
+            beam_options=options,
         )
         _remove_stale_incomplete(os.path.dirname(str(builder.data_dir)))
-        builder.download_and_prepare()
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(beam_options=options))
     sources = builder.as_data_source()
     return PreparedData(
         train=RecordSource(sources["train"]),
