@@ -15,6 +15,13 @@ tfds sorts the examples by a hash of their keys in memory up to `SHUFFLE_BUFFER_
 1000 bucket files on disk beyond it (the same order either way); what still grows with the
 corpus is the per-document index of the stores and the list of ids kept for the duplicate check.
 
+Examples are built per chunk of a split's documents (`num_chunks`, `build_chunk`), each with its
+own seeded draws and keys, so the work divides without changing a record. On Apache Beam
+(`data.prepare_workers` > 0 or `data.beam_options`), pass 1 is one task per corpus unit (each
+unit's own stores, `beam_tokenize_to_stores`) and pass 2 one task per chunk, and tfds's Beam
+writer orders the examples by the same key hash: the records of any number of workers are the
+in-process ones, in the same order.
+
 The builder config name is a hash of everything that decides the records
 (corpus fingerprint, tokenizer fingerprint, builder settings), so changing
 the sources or a setting prepares a new dataset and an unchanged setup
@@ -340,10 +347,9 @@ def _chunk_examples(task, settings: DataSettings, tok, folders: list[str], split
     """Beam task of pass 2: the examples of one (copy, chunk, number of chunks) of a split."""
     dupe, chunk, k = task
     view = _OPEN_VIEWS.get(tuple(folders))
-    if view is None:  # a worker opens a split's stores once (and keeps one split's open at a time)
-        for stale in _OPEN_VIEWS.values():
-            stale.close()
-        _OPEN_VIEWS.clear()
+    if view is None:  # a worker opens a split's stores once
+        if len(_OPEN_VIEWS) >= 4:  # another preparation's: dropped, closed when no task reads them
+            _OPEN_VIEWS.clear()
         view = _OPEN_VIEWS[tuple(folders)] = token_store.StoreView(
             [token_store.TokenStore(f) for f in folders]
         )
