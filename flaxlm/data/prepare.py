@@ -580,7 +580,17 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
             f"cannot create the data dir {data_dir} ({e.strerror}); set config.data.data_dir or "
             "$FLAXLM_DATA_DIR to a writable folder"
         ) from None
-    tok = get_tokenizer(data_cfg, tokenizer_vocab_size(data_cfg, vocab_size), data_dir)
+
+    def full_disk(words: str) -> DataError:
+        # Nothing half-written is left to be read as complete: tfds deletes its incomplete.* folder on
+        # the way out (and the next run one that a kill left), the tokenizer is written whole or not.
+        return DataError(
+            f"cannot prepare data in {data_dir}: {words}; free space there, or set --config.data.data_dir "
+            "(or $FLAXLM_DATA_DIR) to a folder on a disk with room, then rerun"
+        )
+
+    with files.full_disk_raises(full_disk):
+        tok = get_tokenizer(data_cfg, tokenizer_vocab_size(data_cfg, vocab_size), data_dir)
     settings = settings_from_config(data_cfg, pair_labels, sbo, vocab_size)
     key = {
         "format": FORMAT_VERSION,
@@ -606,7 +616,7 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
     # Two runs that start together on one data dir (a study's seeds, a launcher's processes) would both
     # write this dataset and the second rename would fail: the second waits, then reuses the first's
     # (the builder is made inside the lock: it reads what is prepared when it is made).
-    with files.exclusive(os.path.join(data_dir, f".{fingerprint}.lock")):
+    with files.full_disk_raises(full_disk), files.exclusive(os.path.join(data_dir, f".{fingerprint}.lock")):
         builder = FlaxlmPretraining(
             corpus_spec=data_cfg.corpus,
             tok=tok,
