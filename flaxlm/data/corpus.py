@@ -35,6 +35,7 @@ cleaning are skipped and the count is logged.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import heapq
@@ -47,6 +48,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from typing import BinaryIO
 
 from flaxlm.errors import FlaxlmError
 
@@ -153,33 +155,38 @@ def _utf8_cut(data: bytes) -> int:
 
 
 def _byte_chunks(path: str, size: int) -> Iterator[bytes]:
-    """The file's bytes, decompressed as read if .gz, in pieces that end at a newline or hold at most
-    about ``size`` bytes and end where a UTF-8 character ends: a line of any length is read in bounded
-    pieces, and each piece decodes as it would inside the whole file."""
+    """The file's bytes, decompressed as read if .gz, in pieces of about ``size`` bytes, each ending where
+    a UTF-8 character ends: each piece decodes as it would inside the whole file."""
     carry = b""
-    for line in _binary_lines(path, size):
-        chunk, carry = carry + line, b""
-        if not chunk.endswith(b"\n"):
+    with _binary_file(path) as f:
+        while block := f.read(size):
+            chunk = carry + block
             cut = _utf8_cut(chunk)
             chunk, carry = chunk[:cut], chunk[cut:]
-        if chunk:
-            yield chunk
+            if chunk:
+                yield chunk
     if carry:
         yield carry
 
 
-def _binary_lines(path: str, size: int = -1) -> Iterator[bytes]:
-    """The file's lines, each with its newline (but maybe the last), decompressed as read if .gz; with a
-    ``size``, a line longer than that many bytes comes in pieces of ``size`` bytes."""
+@contextlib.contextmanager
+def _binary_file(path: str) -> Iterator[BinaryIO]:
+    """``path`` open for reading bytes, decompressed as read if .gz (a bad gzip file is a CorpusError)."""
     with _open_binary(path) as raw:
         if not path.endswith(".gz"):
-            yield from iter(lambda: raw.readline(size), b"")
+            yield raw
             return
         try:
             with gzip.open(raw, "rb") as f:
-                yield from iter(lambda: f.readline(size), b"")
+                yield f
         except (OSError, EOFError) as e:  # BadGzipFile is an OSError
             raise CorpusError(f"{path}: cannot decompress gzip ({e}); re-create the file") from None
+
+
+def _binary_lines(path: str) -> Iterator[bytes]:
+    """The file's lines, each with its newline (but maybe the last), decompressed as read if .gz."""
+    with _binary_file(path) as f:
+        yield from f
 
 
 def _check_text_file(path: str) -> None:
