@@ -309,6 +309,32 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_to_reuse(where, tmp_path, sm
     assert len(data.train) > 0 and len(data.validation) > 0
 
 
+def test_a_corpus_that_changes_while_it_is_prepared_leaves_no_dataset(tmp_path, small_corpus, monkeypatch):
+    """A corpus file touched after the cache key was made and its documents read (another process
+    preparing the dataset held the lock, a writer finished late): the records are deleted, not left to be
+    reused under a key that does not describe them, and the error is one line."""
+    corpus_file = tmp_path / "scenes.jsonl.gz"
+    shutil.copy(small_corpus, corpus_file)
+    tokenize_to_stores = prepare_lib.tokenize_to_stores
+
+    def then_touch(*args, **kwargs):
+        split = tokenize_to_stores(*args, **kwargs)
+        os.utime(corpus_file, ns=(1, 1))
+        return split
+
+    monkeypatch.setattr(prepare_lib, "tokenize_to_stores", then_touch)
+    data_dir = tmp_path / "data"
+    c = config_for("doc_sentences", str(data_dir), str(corpus_file), tokenizer=str(VOCAB))
+    with pytest.raises(DataError) as e:
+        prepare_lib.prepare(c.data, pair_labels=False, vocab_size=30522)
+    msg = str(e.value)
+    assert msg.startswith(f"the corpus {corpus_file} changed while it was prepared") and "\n" not in msg
+    assert not [p for p in data_dir.rglob("*") if p.name.startswith("incomplete") or p.name == "1.0.0"]
+    monkeypatch.undo()
+    data = prepare_lib.prepare(c.data, pair_labels=False, vocab_size=30522)  # the corpus as it is now
+    assert len(data.train) > 0
+
+
 def test_the_tokenizer_sample_is_in_the_cache_key_and_the_metadata(data_dir, small_corpus):
     """A trained tokenizer is keyed by its sample size and seed, and the prepared data records them."""
     key = prepare_lib.tokenizer_cache_key

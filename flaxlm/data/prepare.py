@@ -592,9 +592,10 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
     with files.full_disk_raises(full_disk):
         tok = get_tokenizer(data_cfg, tokenizer_vocab_size(data_cfg, vocab_size), data_dir)
     settings = settings_from_config(data_cfg, pair_labels, sbo, vocab_size)
+    corpus_fingerprint = corpus_lib.corpus_fingerprint(data_cfg.corpus)
     key = {
         "format": FORMAT_VERSION,
-        "corpus": corpus_lib.corpus_fingerprint(data_cfg.corpus),
+        "corpus": corpus_fingerprint,
         "tokenizer": tok.fingerprint,
         "settings": dataclasses.asdict(settings),
     }
@@ -636,7 +637,16 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
             file_format="array_record",
         )
         _remove_stale_incomplete(os.path.dirname(str(builder.data_dir)))
+        reused = builder.is_prepared()
         builder.download_and_prepare()
+        # Records read from files that changed after the key was made would be reused under a key
+        # that does not describe them (a file changing while it is read is the corpus reader's error).
+        if not reused and corpus_lib.corpus_fingerprint(data_cfg.corpus) != corpus_fingerprint:
+            builder.data_path.rmtree()
+            raise DataError(
+                f"the corpus {data_cfg.corpus} changed while it was prepared (a file's size or time, or the "
+                "files a glob matches); its records were deleted; let whatever writes it finish, then rerun"
+            )
     sources = builder.as_data_source()
     return PreparedData(
         train=RecordSource(sources["train"]),
