@@ -24,8 +24,8 @@ line, or else the spec item it was read from (NSP can draw NotNext within or acr
 sources, ``data.nsp_negatives``).
 
 `iter_corpus` streams the documents (a .jsonl file is read a line at a time, a .txt file a bounded
-piece at a time, so memory holds one document, never the corpus); `read_corpus` is its list. `HeldOutSplit` is
-`split_train_validation` for such a stream.
+piece at a time, so memory holds one document, never the corpus); `read_corpus` is its list.
+`HeldOutSplit` is `split_train_validation` for such a stream.
 
 Paragraph text is whitespace-normalised (runs of whitespace, including the
 line breaks inside a paragraph, become one space). Bad input raises a one-line
