@@ -6,10 +6,15 @@ that would build the same thing (two runs preparing one dataset at once).
 """
 
 import contextlib
+import errno
 import fcntl
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+from flaxlm.errors import FlaxlmError
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left on the device; the user's disk quota used up
 
 
 @contextlib.contextmanager
@@ -60,3 +65,34 @@ def exclusive(lock_path: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def disk_full(e: BaseException) -> str | None:
+    """The OS's words for a full disk or quota ("No space left on device") if `e`, or an exception it
+    was raised from, is one: an OSError with ENOSPC/EDQUOT, or a library's error quoting those words
+    (array_record raises RuntimeError("write() failed: No space left on device; ...")). Else None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _FULL:
+            return os.strerror(e.errno)
+        words = next((os.strerror(code) for code in _FULL if os.strerror(code) in str(e)), None)
+        if words:
+            return words
+        e = e.__cause__ or e.__context__
+    return None
+
+
+@contextlib.contextmanager
+def full_disk_raises(error: Callable[[str], FlaxlmError]) -> Iterator[None]:
+    """Re-raises a full disk or quota (`disk_full`) in the block as ``error(the OS's words)``: a one-line
+    FlaxlmError naming the folder and the fix, for the CLI to print. Other exceptions pass unchanged."""
+    try:
+        yield
+    except FlaxlmError:
+        raise
+    except Exception as e:
+        words = disk_full(e)
+        if words is None:
+            raise
+        raise error(words) from e

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import REPO, write_scenes
+from flaxlm.data import corpus as corpus_lib
 
 # A small variant of the default recipes so each run takes well under a minute on 2 cores;
 # the same overrides as tests/test_train.py, so the prepared data is shared.
@@ -243,6 +244,69 @@ def test_bad_config_is_one_clear_line(tmp_path, data_dir, override, message):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("flaxlm train: error:") and message in last, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+# `flaxlm prepare` (args after the hook's code) with one fault made to happen: the corpus file b.txt
+# deleted once the corpus is listed and fingerprinted, just before it is read; no space left on the
+# device when the token stores are written.
+VANISHING_FILE = """
+import os, sys
+from flaxlm.data import corpus
+read_txt = corpus._read_txt
+def vanishing(path, doc_id):
+    if path.endswith("b.txt"):
+        os.remove(path)
+    return read_txt(path, doc_id)
+corpus._read_txt = vanishing
+from flaxlm import cli
+cli.run(["flaxlm", *sys.argv[1:]])
+"""
+FULL_DISK = """
+import errno, os, sys
+from flaxlm.data import token_store
+def add(self, sentences, source):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(self.folder, "tokens.int32"))
+token_store.TokenStoreWriter.add = add
+from flaxlm import cli
+cli.run(["flaxlm", *sys.argv[1:]])
+"""
+
+
+@pytest.mark.parametrize(
+    "hook,message",
+    [
+        (
+            VANISHING_FILE,
+            "b.txt: disappeared during preparation (it was listed when the corpus was fingerprinted)",
+        ),
+        (FULL_DISK, "No space left on device; free space there, or set --config.data.data_dir"),
+    ],
+)
+def test_prepare_fails_in_one_line_and_leaves_no_dataset(tmp_path, hook, message):
+    """A corpus file gone while it is prepared, or a full disk: `flaxlm prepare` exits 2 with one line,
+    and the data dir holds no dataset (tfds renames its incomplete folder only when done)."""
+    scenes = corpus_lib.load_embedded("shakespeare")[:6]
+    for name, scene in zip("abc", (scenes[:2], scenes[2:4], scenes[4:])):
+        (tmp_path / f"{name}.txt").write_text("\n\n".join(p for d in scene for p in d.paragraphs))
+    data_dir = tmp_path / "data"
+    env = dict(os.environ, FLAXLM_DATA_DIR=str(data_dir))
+    env.pop("XLA_FLAGS", None)
+    args = [
+        "prepare",
+        "--config=configs/bert_tiny.py",
+        *SMALL[1:5],
+        f"--config.data.corpus={tmp_path / '*.txt'}",
+        f"--config.data.tokenizer={REPO / 'tests' / 'testdata' / 'bert_uncased_vocab.txt'}",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", hook, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("flaxlm prepare: error: ") and message in last, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    left = [p for p in data_dir.rglob("*") if p.name.startswith("incomplete") or p.name == "1.0.0"]
+    assert left == [], left
 
 
 def test_no_subcommand_prints_usage(data_dir):

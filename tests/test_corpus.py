@@ -1,6 +1,7 @@
 """Tests for flaxlm.data.corpus on the embedded corpora and small files cut from them."""
 
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -316,9 +317,111 @@ def test_corpus_fingerprint(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text("To be, or not to be.\n", encoding="utf-8")
     first = corpus.corpus_fingerprint(str(tmp_path / "*.txt"))
+    # A file read as it always was hashes as it always did: its prepared data is reused.
+    st, spec = path.stat(), str(tmp_path / "*.txt")
+    v1 = f"reader-v1\x00spec\x00{spec}\x00{path}\x00{st.st_size}\x00{st.st_mtime_ns}"
+    assert first == hashlib.sha256(v1.encode()).hexdigest()[:16]
     assert first == corpus.corpus_fingerprint(str(tmp_path / "*.txt")) != fp
     path.write_text("To be, or not to be: that is the question.\n", encoding="utf-8")
     os.utime(path, ns=(1, 1))
     assert corpus.corpus_fingerprint(str(tmp_path / "*.txt")) != first
     with pytest.raises(CorpusError):
         corpus.corpus_fingerprint(str(tmp_path / "none" / "*.txt"))
+
+
+# ----------------------------------------------------------------------------- long and changing files
+
+
+def _wrapped(paragraphs, width: int = 12, newline: str = "\n") -> str:
+    """Paragraphs as a text file: each wrapped over lines of ``width`` words, blank lines between."""
+
+    def lines(words):
+        return newline.join(" ".join(words[i : i + width]) for i in range(0, len(words), width))
+
+    return (newline * 2).join(lines(p.split()) for p in paragraphs) + newline
+
+
+def test_a_txt_file_below_the_limit_reads_as_it_always_did(tmp_path, monkeypatch):
+    """Read in pieces of 64 bytes (lines longer than that come in parts), a file of up to
+    TXT_DOCUMENT_CHARS bytes is still one document, its id the file's name, its paragraphs
+    split_paragraphs of its whole text: every corpus of such files reads (and splits) as before."""
+    monkeypatch.setattr(corpus, "_READ_BYTES", 64)
+    chapters = corpus.load_embedded("austen")[:3]
+    texts = {
+        "crlf.txt": "\ufeff" + _wrapped(chapters[0].paragraphs, newline="\r\n"),
+        "long_lines.txt": "\n \t\n".join(chapters[1].paragraphs),  # one line per paragraph
+        "bible.txt": _wrapped(corpus.load_embedded("bible")[0].paragraphs, width=5, newline="\r"),
+        "latin1.txt": (pathlib.Path(__file__).parent / "testdata" / "latin1.txt")
+        .read_bytes()
+        .decode("latin-1"),
+    }
+    for name, text in texts.items():
+        (tmp_path / name).write_bytes(text.encode("utf-8"))
+    got = corpus.read_corpus(str(tmp_path / "*.txt"))
+    assert [d.id for d in got] == sorted(texts)
+    assert [d.paragraphs for d in got] == [
+        corpus.split_paragraphs(texts[n].lstrip("\ufeff")) for n in sorted(texts)
+    ]
+    by_id = {d.id: d for d in got}
+    assert by_id["crlf.txt"].paragraphs == chapters[0].paragraphs
+    assert by_id["long_lines.txt"].paragraphs == chapters[1].paragraphs
+
+
+def test_a_long_txt_file_is_cut_into_documents_losing_no_text(tmp_path, monkeypatch, caplog):
+    """With a limit of 3000 characters: a file of chapters is cut at the first blank line after each
+    3000 (its paragraphs as they were), a paragraph longer than that at a line end, a line longer than
+    that after a space; the first piece keeps the file's id, the others are id#1, id#2, ..."""
+    monkeypatch.setattr(corpus, "TXT_DOCUMENT_CHARS", 3000)
+    monkeypatch.setattr(corpus, "_READ_BYTES", 256)
+    paragraphs = [p for d in corpus.load_embedded("austen")[:2] for p in d.paragraphs]
+    (tmp_path / "novel.txt").write_text(_wrapped(paragraphs), encoding="utf-8")
+    before = corpus.corpus_fingerprint(str(tmp_path / "novel.txt"))
+    with caplog.at_level(logging.INFO, logger="flaxlm.data.corpus"):
+        docs = corpus.read_corpus(str(tmp_path / "novel.txt"))
+    assert [d.id for d in docs] == ["novel.txt"] + [f"novel.txt#{k}" for k in range(1, len(docs))]
+    assert len(docs) > 5 and [p for d in docs for p in d.paragraphs] == paragraphs
+    assert all(sum(map(len, d.paragraphs)) > 3000 for d in docs[:-1])
+    assert f"read as {len(docs)} documents (0 cuts inside a paragraph)" in caplog.text
+    # The limit is in the fingerprint of a file above it, so a dataset cut with another is not reused.
+    monkeypatch.setattr(corpus, "TXT_DOCUMENT_CHARS", 4000)
+    assert corpus.corpus_fingerprint(str(tmp_path / "novel.txt")) != before
+    monkeypatch.setattr(corpus, "TXT_DOCUMENT_CHARS", 3000)
+
+    words = " ".join(paragraphs).split()
+    for name, text in {
+        "one_paragraph.txt": _wrapped([" ".join(paragraphs)]),
+        "one_line.txt": " ".join(words),
+    }.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        docs = corpus.read_corpus(str(tmp_path / name))
+        assert [w for d in docs for p in d.paragraphs for w in p.split()] == words  # none lost or repeated
+        assert len(docs) > 5 and all(len(d.paragraphs) == 1 for d in docs), name
+        assert docs[0].id == name and all(3000 < len(d.paragraphs[0]) < 3000 + 400 for d in docs[:-1]), name
+    assert "cuts inside a paragraph" in caplog.text
+
+
+def test_a_file_that_disappears_or_changes_while_it_is_read_is_one_line(tmp_path):
+    """The corpus is listed (and fingerprinted) before it is read: a file deleted before its turn, or
+    one that grows while it is read, is a one-line CorpusError naming it, not a traceback."""
+    scenes = corpus.load_embedded("shakespeare")[:3]
+    for name, scene in zip("abc", scenes):
+        (tmp_path / f"{name}.txt").write_text(_wrapped(scene.paragraphs), encoding="utf-8")
+    stream = corpus.iter_corpus(str(tmp_path / "*.txt"))
+    assert next(stream).paragraphs == scenes[0].paragraphs
+    (tmp_path / "b.txt").unlink()
+    with pytest.raises(CorpusError) as e:
+        next(stream)
+    assert str(e.value) == (
+        f"{tmp_path / 'b.txt'}: disappeared during preparation (it was listed when the corpus was "
+        "fingerprinted); restore it or remove it from the corpus spec, then rerun"
+    )
+
+    path = tmp_path / "scenes.jsonl"
+    path.write_text("".join(json.dumps({"text": "\n\n".join(d.paragraphs)}) + "\n" for d in scenes))
+    stream = corpus.iter_corpus(str(path))
+    next(stream)
+    with path.open("a") as f:
+        f.write(json.dumps({"text": "A line written while the file was read."}) + "\n")
+    with pytest.raises(CorpusError, match=r"scenes.jsonl: changed while it was being read") as e:
+        list(stream)
+    assert "\n" not in str(e.value)

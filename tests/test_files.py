@@ -1,5 +1,6 @@
 """flaxlm.files: a file is replaced whole or left as it was."""
 
+import errno
 import os
 
 import pytest
@@ -34,3 +35,29 @@ def test_a_writer_that_makes_its_file_owner_only_gets_the_usual_mode(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "w.bin").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_full_disk_is_recognised_behind_wrappers_and_becomes_the_given_error():
+    """ENOSPC / EDQUOT as an OSError, one raised from it, or a library's error quoting the OS's words
+    (array_record's RuntimeError): the given one-line error; any other error passes unchanged."""
+    from flaxlm.errors import DataError
+
+    enospc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "tokens.int32")
+    try:
+        try:
+            raise enospc
+        except OSError as e:
+            raise ValueError("writing a shard failed") from e
+    except ValueError as e:
+        wrapped = e
+    array_record = RuntimeError("write() failed: No space left on device; writing x.array_record; at byte 0")
+    quota = OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+    for e in (enospc, wrapped, array_record, quota):
+        assert files.disk_full(e) in (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT)), e
+        with pytest.raises(DataError, match=r"^full: (No space left on device|Disk quota exceeded)$"):
+            with files.full_disk_raises(lambda words: DataError(f"full: {words}")):
+                raise e
+    for e in (OSError(errno.EACCES, "Permission denied"), RuntimeError("disk gone"), DataError("mine")):
+        assert files.disk_full(e) is None
+        with pytest.raises(type(e)), files.full_disk_raises(lambda words: DataError(words)):
+            raise e

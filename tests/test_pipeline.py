@@ -1,6 +1,7 @@
 """The prepared-data pipeline: every builder through tfds/ArrayRecord + grain, masking modes,
 resumable iterators and per-host sharding (simulated and with 2 real jax.distributed processes)."""
 
+import errno
 import json
 import os
 import shutil
@@ -269,6 +270,69 @@ def test_two_runs_preparing_one_dataset_at_once_both_get_it(tmp_path, small_corp
     c = prepare_lib.prepare(c.data, pair_labels=False, vocab_size=30522)
     assert os.listdir(dataset_dir) == [os.path.basename(c.path)]
     assert c.train[0]["input_ids"].tobytes() == a.train[0]["input_ids"].tobytes()
+
+
+@pytest.mark.parametrize("where", ["token stores", "records"])
+def test_a_full_disk_is_one_line_and_leaves_nothing_to_reuse(where, tmp_path, small_corpus, monkeypatch):
+    """No space left while the token stores are written (an OSError) or the records (array_record's
+    RuntimeError, half a file written): a one-line DataError naming the data dir and the fix, no dataset
+    or incomplete folder left, and the next preparation, with room, makes the whole dataset."""
+    from tensorflow_datasets.core import file_adapters
+
+    from flaxlm.data import token_store
+
+    def no_space_in_store(self, sentences, source):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(self.folder, "tokens.int32"))
+
+    def no_space_in_records(cls, path, iterator):
+        with open(path, "wb") as f:
+            f.write(b"half a record")
+        raise RuntimeError(f"write() failed: No space left on device; writing {path}; at byte 13")
+
+    data_dir = tmp_path / "data"
+    c = config_for("doc_sentences", str(data_dir), small_corpus, tokenizer=str(VOCAB))
+    with monkeypatch.context() as m:
+        if where == "token stores":
+            m.setattr(token_store.TokenStoreWriter, "add", no_space_in_store)
+        else:
+            adapter = file_adapters.ArrayRecordFileAdapter
+            m.setattr(adapter, "write_examples", classmethod(no_space_in_records))
+        with pytest.raises(DataError) as e:
+            prepare_lib.prepare(c.data, pair_labels=False, vocab_size=30522)
+    assert str(e.value) == (
+        f"cannot prepare data in {data_dir}: No space left on device; free space there, or set "
+        "--config.data.data_dir (or $FLAXLM_DATA_DIR) to a folder on a disk with room, then rerun"
+    )
+    left = [p for p in data_dir.rglob("*") if p.name.startswith("incomplete") or p.name == "1.0.0"]
+    assert left == [] and not list(data_dir.rglob("*.array_record*")), left  # no dataset, whole or half
+    data = prepare_lib.prepare(c.data, pair_labels=False, vocab_size=30522)
+    assert len(data.train) > 0 and len(data.validation) > 0
+
+
+def test_a_corpus_that_changes_while_it_is_prepared_leaves_no_dataset(tmp_path, small_corpus, monkeypatch):
+    """A corpus file touched after the cache key was made and its documents read (another process
+    preparing the dataset held the lock, a writer finished late): the records are deleted, not left to be
+    reused under a key that does not describe them, and the error is one line."""
+    corpus_file = tmp_path / "scenes.jsonl.gz"
+    shutil.copy(small_corpus, corpus_file)
+    tokenize_to_stores = prepare_lib.tokenize_to_stores
+
+    def then_touch(*args, **kwargs):
+        split = tokenize_to_stores(*args, **kwargs)
+        os.utime(corpus_file, ns=(1, 1))
+        return split
+
+    monkeypatch.setattr(prepare_lib, "tokenize_to_stores", then_touch)
+    data_dir = tmp_path / "data"
+    c = config_for("doc_sentences", str(data_dir), str(corpus_file), tokenizer=str(VOCAB))
+    with pytest.raises(DataError) as e:
+        prepare_lib.prepare(c.data, pair_labels=False, vocab_size=30522)
+    msg = str(e.value)
+    assert msg.startswith(f"the corpus {corpus_file} changed while it was prepared") and "\n" not in msg
+    assert not [p for p in data_dir.rglob("*") if p.name.startswith("incomplete") or p.name == "1.0.0"]
+    monkeypatch.undo()
+    data = prepare_lib.prepare(c.data, pair_labels=False, vocab_size=30522)  # the corpus as it is now
+    assert len(data.train) > 0
 
 
 def test_the_tokenizer_sample_is_in_the_cache_key_and_the_metadata(data_dir, small_corpus):

@@ -10,7 +10,8 @@ A corpus is named by a *spec*:
   chapter; ``"pydocs"`` -- the Python 3.11 documentation, one document per page
   (the last three from tools/extract_corpus.py, see tools/CORPORA.md).
 * a path or glob (``"data/**/*.txt"``) or a list of them:
-  ``*.txt`` -- one document per file, paragraphs separated by blank lines;
+  ``*.txt`` -- one document per file, paragraphs separated by blank lines (a file of more than
+  `TXT_DOCUMENT_CHARS` characters is cut into several: ``a.txt``, ``a.txt#1``, ...);
   ``*.jsonl`` / ``*.jsonl.gz`` -- one document per non-blank line, either
   ``{"text": "para 1\\n\\npara 2", "id": "optional"}`` or our own
   ``{"id": ..., "paragraphs": [...]}``; an optional ``"source"`` names the line's source.
@@ -22,9 +23,9 @@ Each document records its *source*: the embedded corpus, the ``"source"`` of its
 line, or else the spec item it was read from (NSP can draw NotNext within or across
 sources, ``data.nsp_negatives``).
 
-`iter_corpus` streams the documents (a .jsonl file is read a line at a time, so memory holds
-one document, never the corpus); `read_corpus` is its list. `HeldOutSplit` is
-`split_train_validation` for such a stream.
+`iter_corpus` streams the documents (a .jsonl file is read a line at a time, a .txt file a bounded
+piece at a time, so memory holds one document, never the corpus); `read_corpus` is its list.
+`HeldOutSplit` is `split_train_validation` for such a stream.
 
 Paragraph text is whitespace-normalised (runs of whitespace, including the
 line breaks inside a paragraph, become one space). Bad input raises a one-line
@@ -34,6 +35,7 @@ cleaning are skipped and the count is logged.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import heapq
@@ -46,6 +48,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from typing import BinaryIO
 
 from flaxlm.errors import FlaxlmError
 
@@ -64,6 +67,14 @@ EMBEDDED = {
 _READER_VERSION = "1"
 _SPLIT_SALT = "flaxlm-heldout-v1"
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
+_LAST_SPACE = re.compile(r"\s\S*\Z")  # the last whitespace character (str.split's) and what follows it
+# A .txt file of more text than this (characters of cleaned paragraphs) is read as several documents
+# (`_txt_pieces`), so that reading it holds about this much at a time however large the file is, and
+# its sentences land in several documents for the example builders. No file of at most this many
+# bytes is cut: its one document, and so every corpus of such files, reads exactly as it always did.
+TXT_DOCUMENT_CHARS = 8 << 20
+# Bytes read at a time from a corpus file (a line longer than this is read in pieces).
+_READ_BYTES = 1 << 20
 
 
 class CorpusError(FlaxlmError):
@@ -107,20 +118,6 @@ def _clean_paragraphs(paragraphs: Iterable[str]) -> tuple[str, ...]:
 # ----------------------------------------------------------------------------- file reading
 
 
-def _decode(data: bytes, source: str) -> str:
-    """UTF-8 bytes -> str, with CorpusErrors for binary / non-UTF-8 / empty content."""
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise CorpusError(
-            f"{source}: looks binary (NUL byte at offset {nul}); corpus files must be UTF-8 text"
-        )
-    text = _utf8(data, source, "re-encode the file as UTF-8, e.g. iconv -t UTF-8")
-    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not content
-    if not text.strip():
-        raise CorpusError(f"{source}: file is empty; remove it from the corpus spec or add text")
-    return text
-
-
 def _utf8(data: bytes, source: str, fix: str) -> str:
     try:
         return data.decode("utf-8")
@@ -130,45 +127,84 @@ def _utf8(data: bytes, source: str, fix: str) -> str:
         ) from None
 
 
-def _read_bytes(path: str) -> bytes:
-    if path.endswith(".gz"):
+def _open_binary(path: str):
+    """``path`` opened for reading bytes; a file listed when the corpus was resolved but gone now is a
+    CorpusError (files are listed, and fingerprinted, before any is read)."""
+    try:
+        return open(path, "rb")  # noqa: SIM115 (the caller closes it)
+    except FileNotFoundError:
+        raise _disappeared(path) from None
+
+
+def _disappeared(path: str) -> CorpusError:
+    return CorpusError(
+        f"{path}: disappeared during preparation (it was listed when the corpus was fingerprinted); "
+        "restore it or remove it from the corpus spec, then rerun"
+    )
+
+
+def _utf8_cut(data: bytes) -> int:
+    """Where to cut ``data`` so that no UTF-8 character is split: its length, or the start of an
+    incomplete multi-byte sequence at its end (invalid bytes are left to the decoder to report)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # an ASCII or a lead byte: the last character starts here
+            length = next(n for n, lead in ((4, 0xF0), (3, 0xE0), (2, 0xC0), (1, 0)) if byte >= lead)
+            return len(data) - back if length > back else len(data)
+    return len(data)
+
+
+def _byte_chunks(path: str, size: int) -> Iterator[bytes]:
+    """The file's bytes, decompressed as read if .gz, in pieces of about ``size`` bytes, each ending where
+    a UTF-8 character ends: each piece decodes as it would inside the whole file."""
+    carry = b""
+    with _binary_file(path) as f:
+        while block := f.read(size):
+            chunk = carry + block
+            cut = _utf8_cut(chunk)
+            chunk, carry = chunk[:cut], chunk[cut:]
+            if chunk:
+                yield chunk
+    if carry:
+        yield carry
+
+
+@contextlib.contextmanager
+def _binary_file(path: str) -> Iterator[BinaryIO]:
+    """``path`` open for reading bytes, decompressed as read if .gz (a bad gzip file is a CorpusError)."""
+    with _open_binary(path) as raw:
+        if not path.endswith(".gz"):
+            yield raw
+            return
         try:
-            with gzip.open(path, "rb") as f:
-                return f.read()
+            with gzip.open(raw, "rb") as f:
+                yield f
         except (OSError, EOFError) as e:  # BadGzipFile is an OSError
             raise CorpusError(f"{path}: cannot decompress gzip ({e}); re-create the file") from None
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def _binary_lines(path: str) -> Iterator[bytes]:
     """The file's lines, each with its newline (but maybe the last), decompressed as read if .gz."""
-    if not path.endswith(".gz"):
-        with open(path, "rb") as f:
-            yield from f
-        return
-    try:
-        with gzip.open(path, "rb") as f:
-            yield from f
-    except (OSError, EOFError) as e:  # BadGzipFile is an OSError
-        raise CorpusError(f"{path}: cannot decompress gzip ({e}); re-create the file") from None
+    with _binary_file(path) as f:
+        yield from f
 
 
 def _check_text_file(path: str) -> None:
-    """`_decode`'s checks of the whole file, made a line at a time: the first NUL byte, else the first
-    invalid UTF-8 byte, else a file of nothing but whitespace raises its CorpusError."""
+    """The checks of a text file, made a bounded piece at a time: the first NUL byte, else the first
+    invalid UTF-8 byte, else a file of nothing but whitespace (a UTF-8 byte-order mark is not content)
+    raises its CorpusError, before any of the file's documents is read."""
     offset, nul, bad_utf8, has_text = 0, None, None, False
-    for i, line in enumerate(_binary_lines(path)):
-        if nul is None and (at := line.find(b"\x00")) >= 0:
+    for i, chunk in enumerate(_byte_chunks(path, _READ_BYTES)):
+        if nul is None and (at := chunk.find(b"\x00")) >= 0:
             nul = offset + at
         if nul is None and bad_utf8 is None:
             try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as e:  # no UTF-8 sequence spans a newline byte
-                bad_utf8 = (offset + e.start, line[e.start])
+                text = chunk.decode("utf-8")
+            except UnicodeDecodeError as e:  # chunks end between characters: as in the whole file
+                bad_utf8 = (offset + e.start, chunk[e.start])
             else:
                 has_text = has_text or bool((text.removeprefix("\ufeff") if i == 0 else text).strip())
-        offset += len(line)
+        offset += len(chunk)
     if nul is not None:
         raise CorpusError(f"{path}: looks binary (NUL byte at offset {nul}); corpus files must be UTF-8 text")
     if bad_utf8 is not None:
@@ -181,14 +217,109 @@ def _check_text_file(path: str) -> None:
 
 
 def _text_lines(path: str) -> Iterator[str]:
-    """``_decode(file).splitlines()``, read a line at a time (a newline byte ends a line of both)."""
+    """The checked file's text (less a byte-order mark) ``.splitlines()``, read a line at a time (a
+    newline byte ends a line of both)."""
     for i, line in enumerate(_binary_lines(path)):
         text = line.decode("utf-8")
         yield from (text.removeprefix("\ufeff") if i == 0 else text).splitlines()
 
 
+def _txt_lines(path: str, long_line: int) -> Iterator[tuple[str, bool]]:
+    """The lines of a checked .txt file as `split_paragraphs` sees them (\\r\\n, \\r and \\n end a line), as
+    ``(text, ends_line)``, in memory bounded by ``long_line`` characters.
+
+    A line longer than `_READ_BYTES` comes in parts (``ends_line`` False but for its last), each
+    ending just after a whitespace, so that normalising the parts one by one gives the line's words;
+    a run of more than ``long_line`` characters without whitespace is cut where it has got to.
+    """
+    pending = ""
+    for i, chunk in enumerate(_byte_chunks(path, _READ_BYTES)):
+        text = chunk.decode("utf-8")
+        pending += text.removeprefix("\ufeff") if i == 0 else text
+        held = "\r" if pending.endswith("\r") else ""  # maybe the first half of a \r\n
+        lines = pending[: len(pending) - len(held)].replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        yield from ((line, True) for line in lines[:-1])
+        pending = lines[-1]
+        if len(pending) > _READ_BYTES:  # a long line: hand on what ends in whitespace
+            space = _LAST_SPACE.search(pending)
+            cut = space.start() + 1 if space else len(pending) if len(pending) > long_line else 0
+            if cut:
+                yield pending[:cut], False
+                pending = pending[cut:]
+        pending += held
+    if pending:
+        yield from ((line, True) for line in pending.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+
+
+def _is_blank_line(text: str) -> bool:
+    """Is this (part of a) line made of nothing but the whitespace that `_BLANK_LINE` allows in one?"""
+    return not text.strip(" \t\f\v")
+
+
 def _read_txt(path: str, doc_id: str) -> Iterator[Document]:
-    yield Document(doc_id, split_paragraphs(_decode(_read_bytes(path), path)))  # one file, one document
+    """A .txt file's documents: one, ``doc_id``, for a file of up to `TXT_DOCUMENT_CHARS` characters; a
+    longer one is cut into several, ``doc_id``, ``doc_id#1``, ``doc_id#2``, ... (`_txt_pieces`)."""
+    _check_text_file(path)
+    pieces = cuts_in_paragraph = 0
+    for paragraphs, in_paragraph in _txt_pieces(_txt_lines(path, TXT_DOCUMENT_CHARS), TXT_DOCUMENT_CHARS):
+        yield Document(f"{doc_id}#{pieces}" if pieces else doc_id, paragraphs)
+        pieces += 1
+        cuts_in_paragraph += in_paragraph
+    if pieces > 1:
+        (log.warning if cuts_in_paragraph else log.info)(
+            "%s: more than %d characters of text, read as %d documents (%d cuts inside a paragraph)",
+            path,
+            TXT_DOCUMENT_CHARS,
+            pieces,
+            cuts_in_paragraph,
+        )
+
+
+def _txt_pieces(lines: Iterable[tuple[str, bool]], limit: int) -> Iterator[tuple[tuple[str, ...], bool]]:
+    """`split_paragraphs` of the text of ``lines`` (`_txt_lines`), in documents of about ``limit``
+    characters: ``(paragraphs, cut_inside_a_paragraph)`` for each.
+
+    A document ends at the first blank line after it holds more than ``limit`` characters. A paragraph
+    of more than ``limit`` characters is cut at the first line end after that (or, inside a line of
+    more than ``limit`` characters, after a whitespace), its rest starting the next document. Text of
+    at most ``limit`` characters is one document, exactly ``split_paragraphs(text)``; the first piece
+    is yielded even if empty, later ones only if they hold text.
+    """
+    doc: list[str] = []
+    para: list[str] = []
+    doc_chars = para_chars = line_chars = 0
+    line_blank, first = True, True
+
+    def take() -> tuple[str, ...]:
+        nonlocal doc, doc_chars, first
+        out, doc, doc_chars, first = tuple(doc), [], 0, False
+        return out
+
+    def close_paragraph() -> None:
+        nonlocal para, para_chars, doc_chars
+        if para:
+            doc.append(" ".join(para))
+            doc_chars += para_chars
+        para, para_chars = [], 0
+
+    for text, ends_line in lines:
+        line_blank = line_blank and _is_blank_line(text)
+        line_chars += len(text)
+        if words := normalize_whitespace(text):
+            para_chars += len(words) + bool(para)  # the paragraph's length, a space between its parts
+            para.append(words)
+        if ends_line and line_blank:
+            close_paragraph()
+            if doc_chars > limit:
+                yield take(), False
+        elif para_chars > limit and (ends_line or line_chars > limit):
+            close_paragraph()
+            yield take(), True
+        if ends_line:
+            line_blank, line_chars = True, 0
+    close_paragraph()
+    if doc or first:
+        yield take(), False
 
 
 def _jsonl_document(record: object, source: str, lineno: int, default_id: str) -> Document:
@@ -230,14 +361,44 @@ def _read_jsonl(path: str, id_prefix: str) -> Iterator[Document]:
 
 
 def _read_file(path: str, rel_id: str) -> Iterator[Document]:
-    """One matched file -> its documents (ids derived from ``rel_id`` when the file has none)."""
+    """One matched file -> its documents (ids derived from ``rel_id`` when the file has none), read while
+    the file stays as it was (`_unchanged`)."""
     if path.endswith(".txt"):
-        return _read_txt(path, rel_id)
+        return _unchanged(path, _read_txt(path, rel_id))
     if path.endswith(".jsonl") or path.endswith(".jsonl.gz"):
-        return _read_jsonl(path, rel_id)
+        return _unchanged(path, _read_jsonl(path, rel_id))
     raise CorpusError(
         f"{path}: unsupported file type; use .txt, .jsonl or .jsonl.gz (or 'default' / 'tfds:NAME')"
     )
+
+
+def _stat(path: str) -> tuple[int, int] | None:
+    """(size, mtime in ns) of ``path``; None if it is gone."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _unchanged(path: str, docs: Iterator[Document]) -> Iterator[Document]:
+    """``docs``, read from ``path``, then a one-line CorpusError if the file's size or mtime changed while
+    they were read (its checks and its text may then disagree, and the corpus fingerprint names a file
+    that is no longer there): a file must stay as it is until preparation ends."""
+    before = _stat(path)
+    try:
+        yield from docs
+    except UnicodeDecodeError:  # its checks passed: its bytes changed since
+        changed = True
+    else:
+        changed = _stat(path) != before
+    if changed:
+        if _stat(path) is None:
+            raise _disappeared(path)
+        raise CorpusError(
+            f"{path}: changed while it was being read (size or modification time); "
+            "let whatever writes it finish, then rerun"
+        )
 
 
 # ----------------------------------------------------------------------------- spec resolution
@@ -411,14 +572,15 @@ def _spec_documents(spec: str | Sequence[str]) -> Iterator[Document]:
 def iter_corpus(spec: str | Sequence[str]) -> Iterator[Document]:
     """The documents named by ``spec`` (see module docstring), in spec then sorted-path order, one at a time.
 
-    Memory holds one file's line (or one .txt file, or one tfds example) and the ids seen so far,
-    never the corpus's text. The checks of the whole corpus (duplicate ids, no documents at all)
-    raise when the stream ends, after its documents; a file's own checks (empty, binary, non-UTF-8)
-    raise before its first document.
+    Memory holds one file's line (or one .txt document, of a few `TXT_DOCUMENT_CHARS` at most, or one
+    tfds example) and the ids seen so far, never the corpus's text. The checks of the whole corpus
+    (duplicate ids, no documents at all) raise when the stream ends, after its documents; a file's own
+    checks (empty, binary, non-UTF-8) raise before its first document.
 
     Raises:
       CorpusError: missing path, glob matching nothing, empty / binary / non-UTF-8 file,
-        malformed JSON line, duplicate document ids, or no documents at all.
+        malformed JSON line, duplicate document ids, no documents at all, or a file that disappears
+        or changes while it is read.
     """
     seen: dict[str, None] = {}  # insertion-ordered: duplicates are named in order of first use
     dupes: set[str] = set()
@@ -651,7 +813,8 @@ def corpus_fingerprint(spec: str | Sequence[str]) -> str:
     """Short (16 hex chars) hash identifying the corpus content, for cache invalidation.
 
     Embedded corpus: hash of its bytes. Files: their absolute paths, sizes and
-    mtimes (cheap; touching a file rebuilds). tfds: the spec string itself.
+    mtimes (cheap; touching a file rebuilds), and for a .txt file large enough to be cut into several
+    documents, the size of those (files read as before hash as before). tfds: the spec string itself.
     Raises CorpusError for paths/globs that match nothing, like read_corpus.
     """
     h = hashlib.sha256(f"reader-v{_READER_VERSION}".encode())
@@ -664,6 +827,11 @@ def corpus_fingerprint(spec: str | Sequence[str]) -> str:
             continue
         else:
             for path, _ in _match_files(item):
-                st = os.stat(path)
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:  # listed by the glob a moment ago
+                    raise _disappeared(path) from None
                 h.update(f"\x00{os.path.abspath(path)}\x00{st.st_size}\x00{st.st_mtime_ns}".encode("utf-8"))
+                if path.endswith(".txt") and st.st_size > TXT_DOCUMENT_CHARS:  # read as several documents
+                    h.update(f"\x00txt-documents-of\x00{TXT_DOCUMENT_CHARS}".encode("utf-8"))
     return h.hexdigest()[:16]

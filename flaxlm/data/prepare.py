@@ -840,11 +840,22 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
             "$FLAXLM_DATA_DIR to a writable folder"
         ) from None
     options = beam_options(data_cfg)
-    tok = get_tokenizer(data_cfg, tokenizer_vocab_size(data_cfg, vocab_size), data_dir)
+
+    def full_disk(words: str) -> DataError:
+        # Nothing half-written is left to be read as complete: tfds deletes its incomplete.* folder on
+        # the way out (and the next run one that a kill left), the tokenizer is written whole or not.
+        return DataError(
+            f"cannot prepare data in {data_dir}: {words}; free space there, or set --config.data.data_dir "
+            "(or $FLAXLM_DATA_DIR) to a folder on a disk with room, then rerun"
+        )
+
+    with files.full_disk_raises(full_disk):
+        tok = get_tokenizer(data_cfg, tokenizer_vocab_size(data_cfg, vocab_size), data_dir)
     settings = settings_from_config(data_cfg, pair_labels, sbo, vocab_size)
+    corpus_fingerprint = corpus_lib.corpus_fingerprint(data_cfg.corpus)
     key = {
         "format": FORMAT_VERSION,
-        "corpus": corpus_lib.corpus_fingerprint(data_cfg.corpus),
+        "corpus": corpus_fingerprint,
         "tokenizer": tok.fingerprint,
         "settings": dataclasses.asdict(settings),
     }
@@ -866,7 +877,7 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
     # Two runs that start together on one data dir (a study's seeds, a launcher's processes) would both
     # write this dataset and the second rename would fail: the second waits, then reuses the first's
     # (the builder is made inside the lock: it reads what is prepared when it is made).
-    with files.exclusive(os.path.join(data_dir, f".{fingerprint}.lock")):
+    with files.full_disk_raises(full_disk), files.exclusive(os.path.join(data_dir, f".{fingerprint}.lock")):
         builder = FlaxlmPretraining(
             corpus_spec=data_cfg.corpus,
             tok=tok,
@@ -887,7 +898,16 @@ def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) 
             beam_options=options,
         )
         _remove_stale_incomplete(os.path.dirname(str(builder.data_dir)))
+        reused = builder.is_prepared()
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(beam_options=options))
+        # Records read from files that changed after the key was made would be reused under a key
+        # that does not describe them (a file changing while it is read is the corpus reader's error).
+        if not reused and corpus_lib.corpus_fingerprint(data_cfg.corpus) != corpus_fingerprint:
+            builder.data_path.rmtree()
+            raise DataError(
+                f"the corpus {data_cfg.corpus} changed while it was prepared (a file's size or time, or the "
+                "files a glob matches); its records were deleted; let whatever writes it finish, then rerun"
+            )
     sources = builder.as_data_source()
     return PreparedData(
         train=RecordSource(sources["train"]),
