@@ -18,9 +18,9 @@ Each token is noise with probability 0.15 (data.noise_density), 90% of it replac
 128 long (not 29) and a step costs more (experiments/common/flops.py counts it).
 Measured in the T5 objectives study (experiments/t5_objectives/REPORT.md; this recipe at 600 of its
 900 steps with 5% of the documents held out; 2026-12-07, this project's shared 2-core Xeon VM, about
-6 minutes a run under load): span corruption reaches held-out loss 5.25 / 5.28 (pretraining seeds
-0 / 1; accuracy 0.28 / 0.27) on its decoder targets, whose unigram model has 5.99; the BERT-style
-objective (247 FLOPs-matched steps) 6.44 / 6.40 on the whole piece, unigram 6.67. T5's own
+3-6 minutes a run): span corruption reaches held-out loss 5.25 / 5.28 / 5.30 (pretraining seeds
+0 / 1 / 2; accuracy 0.28 / 0.27 / 0.27) on its decoder targets, whose unigram model has 5.99; the
+BERT-style objective (247 FLOPs-matched steps) 6.44 / 6.40 / 6.45 on the whole piece, unigram 6.67. T5's own
 initialisation (model.init="t5", in T5_SWITCHES) matters here: with N(0, 0.02) everywhere, span
 corruption was still at 7.08 after 150 steps, where T5's init gets to 5.98.
 """
