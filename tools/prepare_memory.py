@@ -64,6 +64,27 @@ def peak_rss_run(args: list[str], env: dict) -> tuple[float, float, str]:
         return usage.ru_maxrss / 1024, seconds, out.read().decode().strip()  # ru_maxrss: KiB on Linux
 
 
+def train_tokenizer(base: list[str], work: str, env: dict) -> str:
+    """`flaxlm tokenizer` for the config of ``base`` (its flags) in WORK/tokenizer; the model's path.
+
+    Tokenizer training is not preparation: the runs that are measured then all use this model."""
+    _, _, said = peak_rss_run(
+        ["tokenizer", *base, f"--config.data.data_dir={os.path.join(work, 'tokenizer')}"], env
+    )
+    return said.rsplit(": ", 1)[1]  # "tokenizer with N tokens: PATH"
+
+
+def prepare_args(base: list[str], spec: str, tokenizer: str, data_dir: str) -> list[str]:
+    """`flaxlm prepare` of ``base``'s config on corpus ``spec`` with ``tokenizer``, into ``data_dir``."""
+    return [
+        "prepare",
+        *base,
+        f"--config.data.corpus={spec}",
+        f"--config.data.tokenizer={tokenizer}",
+        f"--config.data.data_dir={data_dir}",
+    ]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=os.path.join(REPO, "configs", "bert_tiny.py"))
@@ -75,9 +96,7 @@ def main():
     work = args.work_dir or tempfile.mkdtemp(prefix="prepare_memory_")
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     base = [f"--config={args.config}", *args.override]
-    tok_dir = os.path.join(work, "tokenizer")
-    _, _, said = peak_rss_run(["tokenizer", *base, f"--config.data.data_dir={tok_dir}"], env)
-    tokenizer = said.rsplit(": ", 1)[1]  # "tokenizer with N tokens: PATH"
+    tokenizer = train_tokenizer(base, work, env)
     large_spec, large_bytes = write_scaled_corpus(os.path.join(work, "corpus"), args.scale)
     default_bytes = large_bytes // args.scale  # each copy is the default corpus's text
 
@@ -87,16 +106,7 @@ def main():
         (f"{args.scale}x", large_spec, large_bytes),
     ):
         data_dir = os.path.join(work, f"data_{name}")
-        rss, seconds, said = peak_rss_run(
-            [
-                "prepare",
-                *base,
-                f"--config.data.corpus={spec}",
-                f"--config.data.tokenizer={tokenizer}",
-                f"--config.data.data_dir={data_dir}",
-            ],
-            env,
-        )
+        rss, seconds, said = peak_rss_run(prepare_args(base, spec, tokenizer, data_dir), env)
         row = {
             "corpus": name,
             "text_MiB": round(text_bytes / 2**20, 1),

@@ -28,7 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tools"))
 
-from prepare_memory import peak_rss_run, write_scaled_corpus  # noqa: E402
+from prepare_memory import peak_rss_run, prepare_args, train_tokenizer, write_scaled_corpus  # noqa: E402
 
 
 def examples_digest(path: str) -> tuple[str, dict[str, int]]:
@@ -67,25 +67,14 @@ def main():
     work = args.work_dir or tempfile.mkdtemp(prefix="prepare_workers_")
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     base = [f"--config={args.config}", *args.override]
-    tok_dir = os.path.join(work, "tok")
-    _, _, said = peak_rss_run(["tokenizer", *base, f"--config.data.data_dir={tok_dir}"], env)
-    tokenizer = said.rsplit(": ", 1)[1]  # "tokenizer with N tokens: PATH"
+    tokenizer = train_tokenizer(base, work, env)
     spec, text_bytes = write_scaled_corpus(os.path.join(work, "corpus"), args.scale)
 
     rows, first_digest = [], None
     for n in workers:
         data_dir = os.path.join(work, f"data_{n}")
-        rss, seconds, said = peak_rss_run(
-            [
-                "prepare",
-                *base,
-                f"--config.data.corpus={spec}",
-                f"--config.data.tokenizer={tokenizer}",
-                f"--config.data.data_dir={data_dir}",
-                f"--config.data.prepare_workers={n}",
-            ],
-            env,
-        )
+        args_n = [*prepare_args(base, spec, tokenizer, data_dir), f"--config.data.prepare_workers={n}"]
+        rss, seconds, said = peak_rss_run(args_n, env)
         path = said.splitlines()[-1].split(": ", 1)[0]  # "PATH: train N examples, validation M"
         digest, counts = examples_digest(path)
         first_digest = first_digest or digest
