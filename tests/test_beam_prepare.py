@@ -156,3 +156,23 @@ def test_beam_without_apache_beam_is_one_line(monkeypatch):
     c.data.prepare_workers = 2
     with pytest.raises(DataError, match=r"^data.prepare_workers=2 prepares with Apache Beam, which is not"):
         prepare_lib.beam_options(c.data)
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        ("--runner=Nope", r"--runner=Nope is not a runner Beam can start here \(Unexpected pipeline runner"),
+        ("--direct_num_workerz=2", r"Apache Beam has no option --direct_num_workerz \(Beam would drop it"),
+        ("--job_name='a b", r"does not split into flags \(No closing quotation\)"),
+    ],
+)
+def test_bad_beam_options_are_one_line(flags, message):
+    """Beam would fail deep inside tfds (a runner), or warn and run without a misspelt flag."""
+    c = load_config("bert_tiny")
+    c.data.beam_options = flags
+    with pytest.raises(DataError, match=r"^data.beam_options=.*" + message) as e:
+        prepare_lib.beam_options(c.data)
+    assert "\n" not in str(e.value)
+    c.data.beam_options = "--runner=DirectRunner --direct_num_workers=2 --direct_running_mode=multi_processing"
+    options = prepare_lib.beam_options(c.data).get_all_options()
+    assert options["runner"] == "DirectRunner" and options["direct_num_workers"] == 2

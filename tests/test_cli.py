@@ -228,6 +228,7 @@ def test_gpt_tiny_lowers_causal_lm_loss(tmp_path, data_dir):
         ("--config.data.data_dir=/etc/hostname/data", "cannot create the data dir /etc/hostname/data"),
         (f"--config.data.corpus={REPO}/tests/testdata/empty.txt", "empty.txt: file is empty"),
         (f"--config.data.corpus={REPO}/tests/testdata/latin1.txt", "latin1.txt"),
+        ("--config.data.beam_options=--runner=Nope", "--runner=Nope is not a runner Beam can start here"),
     ],
 )
 def test_bad_config_is_one_clear_line(tmp_path, data_dir, override, message):

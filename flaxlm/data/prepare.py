@@ -815,12 +815,41 @@ def beam_options(data_cfg):
             "or set --config.data.prepare_workers=0 --config.data.beam_options=''"
         ) from None
     if data_cfg.beam_options:
-        return PipelineOptions(shlex.split(data_cfg.beam_options))
+        return checked_beam_options(data_cfg.beam_options)
     return PipelineOptions(
         runner="DirectRunner",
         direct_num_workers=data_cfg.prepare_workers,
         direct_running_mode="multi_processing",
     )
+
+
+def checked_beam_options(flags: str):
+    """Beam's PipelineOptions from data.beam_options, or one-line DataError if Beam would not run them:
+    flags that do not split as a shell would, flags no Beam option knows (Beam itself only warns and
+    drops them) or a runner Beam cannot create (not a runner, or its extra not installed)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.runners.runner import create_runner
+
+    setting = f"data.beam_options={flags!r}"
+    try:
+        options = PipelineOptions(shlex.split(flags))
+    except ValueError as e:
+        raise DataError(f"{setting} does not split into flags ({e}); quote it as a shell would") from None
+    known = options.get_all_options()
+    unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(known))
+    if unknown:
+        raise DataError(
+            f"{setting}: Apache Beam has no option {', '.join('--' + u for u in unknown)} (Beam would "
+            "drop it and run without it); check the spelling against apache_beam.options.pipeline_options"
+        )
+    runner = options.view_as(StandardOptions).runner
+    if runner:
+        try:
+            create_runner(runner)
+        except (ValueError, ImportError, AttributeError) as e:
+            raise DataError(f"{setting}: --runner={runner} is not a runner Beam can start here ({e})") from None
+    return options
 
 
 def prepare(data_cfg, *, pair_labels: bool, vocab_size: int, sbo: bool = False) -> PreparedData:
