@@ -140,6 +140,8 @@ def test_quick_run_against_both_peers_prints_json_lines_and_a_table():
     for r in steps.values():
         assert TRAIN_STEP_FIELDS <= set(r), TRAIN_STEP_FIELDS - set(r)
         assert r["steps"] == 2 and r["tokens_per_step"] == 4 * 32
+        # Taking turns on a CPU, each turn starts with an untimed step: compile + 1 warmup + 2 x (1 + 1).
+        assert r["turn_warmup"] == 1 and r["steps_run"] == 6
         assert r["step_s_min"] <= r["step_s_median"] <= r["step_s_max"]
         assert r["tokens_per_s"] == pytest.approx(128 / r["step_s_median"])
         assert r["flops_per_token"] == fpt  # the same model FLOPs for every framework
@@ -207,3 +209,22 @@ def test_step_cost_breakdown_and_the_chunked_loss():
     chunked_cats, chunked_arrays, chunked_temp, _ = results[16]
     assert sum(c["matmul_flops"] for c in chunked_cats.values()) == matmul
     assert chunked_arrays[0][0] < logits and chunked_temp < temp
+
+
+def test_matmul_benchmark_times_the_steps_matmuls_in_both_frameworks():
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, "tools/matmul_benchmark.py", "--model=bert_tiny", "--seq=32", "--batch=2"]
+    by_what, stderr = run_json_tool([*cmd, "--rounds=2", "--min_time=0.001", "--pause=0"], env)
+    rows = {r["op"]: r for r in by_what["matmul"]}
+    assert len(rows) == 8
+    # bert_tiny: hidden 128, MLP 512, 2 heads; 2 x 32 positions, 2 x 10 of them masked, vocabulary 8000.
+    assert rows["MLP up"]["lhs"] == [64, 128] and rows["MLP up"]["rhs"] == [128, 512]
+    assert rows["MLP up"]["flops"] == 2 * 64 * 128 * 512
+    assert rows["MLP up: weight gradient"]["flops"] == rows["MLP up"]["flops"]
+    assert rows["attention scores"]["flops"] == 2 * 4 * 32 * 32 * 64
+    assert rows["vocabulary projection"]["lhs"] == [20, 128]
+    for r in rows.values():
+        assert r["xla_gflops"] > 0 and r["torch_gflops"] > 0
+        assert r["xla_over_torch_low"] <= r["xla_over_torch"] <= r["xla_over_torch_high"]
+    assert "| MLP up | [64, 128] x [128, 512] |" in stderr

@@ -27,6 +27,13 @@ Each framework runs in its own worker process (its own peak memory). The workers
 (and compiled) one after another, then take turns: --rounds rounds of --steps/--rounds steps
 each (on a CPU by default one step per round, flaxlm, peer, peer, flaxlm, peer, peer, ...), so a
 machine shared with other jobs slows them all alike and the ratios stay meaningful.
+Each turn starts with --turn_warmup untimed steps (by default 1 when the frameworks take turns on a
+CPU, else 0). Without it, a turn's first step pays for memory the framework freed while the others
+ran: XLA maps its step's scratch buffer afresh every step (1.5 GB for BERT-base at seq 128, batch 8)
+and unmaps it at the end, and on a VM whose balloon reports freed memory to the host, the host takes
+those pages back during the other frameworks' turns. On this project's VM that made flaxlm's first
+step of a turn 3.9-8.6 s against 2.9 s for the next one (docs/performance.md); a training loop, which
+runs its steps back to back, never pays it.
 
 Ratios: each round gives one ratio per peer (the peer's median step time in that round over
 flaxlm's in the same round, i.e. flaxlm's tokens/s over the peer's), so a slow spell that hits
@@ -111,6 +118,13 @@ def parse_args(argv=None):
         help="turns the frameworks take (0: one per step on a CPU, so 10 with the default --steps; 1 on "
         "accelerators, where the frameworks then run one after another, never side by side)",
     )
+    p.add_argument(
+        "--turn_warmup",
+        type=int,
+        default=-1,
+        help="untimed steps at the start of each framework's turn (-1: 1 when the frameworks take turns "
+        "on a CPU, else 0)",
+    )
     p.add_argument("--peak_tflops", type=float, default=0.0, help="override the peak FLOP/s (in TFLOP/s)")
     p.add_argument("--matmul_size", type=int, default=2048, help="CPU peak: the N of the N x N matmuls")
     p.add_argument(
@@ -124,8 +138,8 @@ def parse_args(argv=None):
     unknown = [f for f in args.compare if f not in PEERS]
     if unknown:
         p.error(f"--compare: unknown peer(s) {unknown}; choose from {', '.join(PEERS)}")
-    if args.steps < 1 or args.warmup < 0:
-        p.error("--steps must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.warmup < 0 or args.turn_warmup < -1:
+        p.error("--steps must be >= 1, --warmup >= 0 and --turn_warmup >= -1")
     return args
 
 
@@ -585,9 +599,14 @@ def worker_main(args):
         trainer.step()
         trainer.wait()
     reply(ready=True, build_s=build_s, compile_s=compile_s, loss_first=loss_first, params=trainer.params)
+    steps_run = 1 + args.warmup  # every step this worker ran, timed or not
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["cmd"] == "steps":
+            for _ in range(cmd.get("untimed", 0)):  # brings back the memory freed since the last turn
+                trainer.step()
+                trainer.wait()
+            steps_run += cmd.get("untimed", 0) + cmd["n"]
             wall, cpu = [], []
             for _ in range(cmd["n"]):
                 t, c = time.perf_counter(), time.process_time()
@@ -600,7 +619,9 @@ def worker_main(args):
             reply(**{d: measure_matmul_peak(d, args.matmul_size) for d in ("float32", "bfloat16")})
         elif cmd["cmd"] == "finish":
             peak, source = trainer.peak_memory()
-            reply(peak_memory_bytes=peak, memory_source=source, import_rss_bytes=import_rss)
+            reply(
+                peak_memory_bytes=peak, memory_source=source, import_rss_bytes=import_rss, steps_run=steps_run
+            )
             return
 
 
@@ -636,8 +657,8 @@ class Worker:
         self.proc.stdin.flush()
         return self.read()
 
-    def run(self, n: int):
-        r = self.ask(cmd="steps", n=n)
+    def run(self, n: int, untimed: int = 0):
+        r = self.ask(cmd="steps", n=n, untimed=untimed)
         self.wall += r["wall"]
         self.rounds.append(r["wall"])
         self.cpu += r["cpu"]
@@ -704,6 +725,7 @@ def summarize(w: Worker, finish: dict, args, config, peak, on_cpu: bool) -> dict
         "dropout_rate": config.model.dropout_rate,
         "attention_dropout_rate": config.model.attention_dropout_rate,
         "steps": len(w.wall),
+        "turn_warmup": args.turn_warmup,
         "tokens_per_step": tokens,
         "tokens_per_s": tokens / median,
         "step_s_median": median,
@@ -831,7 +853,7 @@ def run_workers(frameworks, args, env, rounds, on_cpu):
 
     def run(w, n):
         peak(w)
-        w.run(n)
+        w.run(n, args.turn_warmup)
         log(f"{w.framework}: {n} steps, {' '.join(f'{t:.3f}' for t in w.wall[-n:])} s")
 
     def finish(w):
@@ -872,6 +894,8 @@ def main():
     out(info)
     on_cpu = info["backend"] == "cpu"
     rounds = min(args.rounds or (args.steps if on_cpu else 1), args.steps)
+    if args.turn_warmup < 0:
+        args.turn_warmup = 1 if on_cpu and rounds > 1 else 0
     if not on_cpu and rounds > 1:
         env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # the JAX workers share the device
     frameworks = ["flaxlm"] + (["flaxlm_data"] if args.data else []) + args.compare
