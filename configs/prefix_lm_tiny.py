@@ -16,7 +16,8 @@ compare on one corpus; --config.data.corpus=shakespeare gives gpt_tiny's. Measur
 objectives study (experiments/t5_objectives/REPORT.md), with 4 layers and 271 steps (FLOPs-matched
 to t5_tiny's 600 span-corruption steps; 2026-12-07, shared 2-core Xeon VM): held-out loss of the
 continuation 6.12 / 6.05 / 5.90 (pretraining seeds 0 / 1 / 2; unigram 6.69); the same model as a
-causal LM 5.80 / 5.93 / 5.58 on every next token (unigram 6.68). The 2-layer, 900-step default itself was not run end to end.
+causal LM 5.80 / 5.93 / 5.58 on every next token (unigram 6.68). The 2-layer, 900-step default
+itself was not run end to end.
 """
 
 from flaxlm.config import base_config

@@ -173,6 +173,8 @@ def test_bad_beam_options_are_one_line(flags, message):
     with pytest.raises(DataError, match=r"^data.beam_options=.*" + message) as e:
         prepare_lib.beam_options(c.data)
     assert "\n" not in str(e.value)
-    c.data.beam_options = "--runner=DirectRunner --direct_num_workers=2 --direct_running_mode=multi_processing"
+    c.data.beam_options = (
+        "--runner=DirectRunner --direct_num_workers=2 --direct_running_mode=multi_processing"
+    )
     options = prepare_lib.beam_options(c.data).get_all_options()
     assert options["runner"] == "DirectRunner" and options["direct_num_workers"] == 2

@@ -848,7 +848,9 @@ def checked_beam_options(flags: str):
         try:
             create_runner(runner)
         except (ValueError, ImportError, AttributeError) as e:
-            raise DataError(f"{setting}: --runner={runner} is not a runner Beam can start here ({e})") from None
+            raise DataError(
+                f"{setting}: --runner={runner} is not a runner Beam can start here ({e})"
+            ) from None
     return options
 
 
