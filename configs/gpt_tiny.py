@@ -9,6 +9,11 @@ learning rate 2e-3, 900 steps (was: dropout 0.1, lr 1e-3, 600 steps: held-out pe
 Reaches (2 idle cores of an AMD EPYC, README "What the default run does"): 6 min 16 s end to end;
 held-out perplexity 8064 (uniform over the 8000-token vocabulary) -> 172.5 at step 900, 1.36 nats
 below the unigram model of the training tokens.
+
+The loss scores 8 positions of every row at a time (train.loss_chunk_size=8): each chunk's
+[32, 8, 8000] logits stay in the CPU's cache instead of one [32, 128, 8000] float32 array (131 MB)
+going through memory several times. Same loss and gradients up to float rounding; the train step
+took 0.29 s instead of 0.42 s on 2 idle Xeon cores (docs/performance.md, "Time to quality").
 """
 
 from flaxlm.config import base_config
@@ -42,5 +47,6 @@ def get_config():
         log_every=20,
         eval_every=300,
         checkpoint_every=300,
+        loss_chunk_size=8,
     )
     return c

@@ -46,8 +46,22 @@ def _cross_entropy(logits_XC: jax.Array, targets_X: jax.Array) -> tuple[jax.Arra
     # logsumexp - target logit == -log_softmax[target], without materialising
     # a second [..., C] array.
     ce_X = jax.nn.logsumexp(logits_XC, axis=-1) - target_logit_X
-    correct_X = jnp.argmax(logits_XC, axis=-1) == targets_X
+    correct_X = _argmax(logits_XC) == targets_X
     return ce_X, correct_X.astype(jnp.float32)
+
+
+def _argmax(logits_XC: jax.Array) -> jax.Array:
+    """jnp.argmax(logits_XC, axis=-1) (the first maximal index; the first NaN if any) as the smallest
+    index that holds the maximum: two float reductions, which XLA:CPU vectorizes, where argmax's
+    (value, index) reduction took 14% of GPT-tiny's train step on a 2-core CPU. The indices are
+    float32, exact below 2**24 classes."""
+    logits_XC = jax.lax.stop_gradient(logits_XC)
+    C = logits_XC.shape[-1]
+    if C > 2**24:
+        return jnp.argmax(logits_XC, axis=-1)
+    hit_XC = (logits_XC == jnp.max(logits_XC, axis=-1, keepdims=True)) | jnp.isnan(logits_XC)
+    index_XC = jax.lax.broadcasted_iota(jnp.float32, logits_XC.shape, logits_XC.ndim - 1)
+    return jnp.min(jnp.where(hit_XC, index_XC, jnp.float32(C)), axis=-1).astype(jnp.int32)
 
 
 def model_fields(objective: str) -> tuple[str, ...]:
@@ -191,7 +205,7 @@ def _head_chunk(h_BCD, embedding_VD, targets_BC, weights_BC, *, grads: bool):
     targets_BC = jnp.clip(targets_BC, 0, V - 1)  # as _cross_entropy: out-of-range ids weigh 0
     lse_BC = jax.nn.logsumexp(logits_BCV, axis=-1)
     target_logit_BC = jnp.take_along_axis(logits_BCV, targets_BC[..., None], axis=-1)[..., 0]
-    correct_BC = (jnp.argmax(logits_BCV, axis=-1) == targets_BC).astype(jnp.float32)
+    correct_BC = (_argmax(logits_BCV) == targets_BC).astype(jnp.float32)
     sums = (jnp.sum((lse_BC - target_logit_BC) * weights_BC), jnp.sum(correct_BC * weights_BC))
     if not grads:
         return sums

@@ -75,6 +75,24 @@ def test_causal_lm_loss_respects_boundaries_and_padding():
     np.testing.assert_allclose(m["lm_accuracy"], acc, rtol=1e-6)
 
 
+def test_argmax_is_jnp_argmax_with_ties_nan_and_inf():
+    """The accuracies' argmax (a max and a min reduction) picks what jnp.argmax picks: the first of
+    tied maxima, the first NaN, the first of all -inf; float32 rounding of bfloat16 logits ties often."""
+    rng = np.random.default_rng(5)
+    rows = rng.normal(size=(8, 37)).astype(np.float32)
+    rows[1, [3, 20]] = rows[1].max() + 1.0  # a tie at the maximum: the first wins
+    rows[2, :] = 0.0  # all equal (a zero-initialised head)
+    rows[3, [5, 9]] = np.nan  # the first NaN
+    rows[4, :] = -np.inf
+    rows[5, [0, 36]] = np.inf
+    rows[6, 36] = rows[6].max() + 1.0  # the last class
+    bf16 = jnp.asarray(rng.normal(size=(64, 1000)), jnp.bfloat16).astype(jnp.float32)
+    for logits in (jnp.asarray(rows), jnp.asarray(rows).reshape(2, 4, 37), bf16):
+        want = jnp.argmax(logits, axis=-1)
+        np.testing.assert_array_equal(jax.jit(objectives._argmax)(logits), want)
+    assert int(jnp.sum(jnp.sum(bf16 == jnp.max(bf16, -1, keepdims=True), -1) > 1)) > 0  # ties were tested
+
+
 @pytest.mark.parametrize("prefix", [False, True])
 @pytest.mark.parametrize("chunk_size", [1, 4, 13, 20])
 def test_chunked_causal_lm_loss_matches_full_logits(chunk_size, prefix):
