@@ -169,9 +169,10 @@ def base_config() -> ml_collections.ConfigDict:
             eps=1e-6,
             weight_decay=0.01,  # not applied to LayerNorm scales and biases
             grad_clip_norm=1.0,
-            # Causal LM: > 0 scores that many positions of each row at a time and never holds the
-            # [batch, seq, vocab] float32 logits (same loss and gradients; see docs/performance.md).
-            # 0: the full logits.
+            # > 0 scores that many positions of each row at a time (causal LM) or predicted positions
+            # (BERT's MLM and SBO heads) and never holds the [batch, positions, vocab] float32 logits
+            # (same loss and gradients; see docs/performance.md). 0: the full logits. Not for T5 or
+            # ELECTRA (its generator samples from its logits).
             loss_chunk_size=0,
             seed=0,
             # Train K models as one program: one jitted step vmapped over a leading seed axis of the
@@ -398,10 +399,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
         )
     if c.train.loss_chunk_size < 0:
         fail(f"config.train.loss_chunk_size={c.train.loss_chunk_size} must be >= 0 (0: the full logits)")
-    if c.train.loss_chunk_size and not decoder:
+    if c.train.loss_chunk_size and (t5 or c.objective == "electra"):
         fail(
             f"config.train.loss_chunk_size={c.train.loss_chunk_size} chunks the causal-LM loss of arch 'gpt' "
-            f"only: set it to 0 for arch {c.model.arch!r}"
+            f"and BERT's MLM and SBO losses only: set it to 0 for objective {c.objective!r}"
         )
     if c.train.batch_size % c.train.grad_accum_steps:
         fail(

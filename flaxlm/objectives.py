@@ -179,7 +179,7 @@ def chunked_causal_lm_loss(
         weights_BT = next_token_weights(segment_ids_BT)
     else:
         weights_BT = prefix_lm_weights(segment_ids_BT, prefix_mask_BT)
-    ce_sum, correct_sum = _fused_lm_head_ce(chunk_size, hidden_BTD, embedding_VD, targets_BT, weights_BT)
+    ce_sum, correct_sum = _fused_head_ce(chunk_size, hidden_BTD, embedding_VD, None, targets_BT, weights_BT)
     count = jnp.sum(weights_BT)
     loss = ce_sum / jnp.maximum(count, 1e-8)
     return loss, {
@@ -198,9 +198,12 @@ def _chunk_along_t(x_BT, chunk_size: int):
     return jnp.moveaxis(x_BT.reshape(B, K, chunk_size, *x_BT.shape[2:]), 1, 0)
 
 
-def _head_chunk(h_BCD, embedding_VD, targets_BC, weights_BC, *, grads: bool):
+def _head_chunk(h_BCD, embedding_VD, bias_V, targets_BC, weights_BC, *, grads: bool):
     """One chunk: (sum of weighted CE, sum of weighted correctness[, d ce_sum / d logits_BCV])."""
-    logits_BCV = jnp.einsum("bcd,vd->bcv", h_BCD, embedding_VD.astype(h_BCD.dtype)).astype(jnp.float32)
+    logits_BCV = jnp.einsum("bcd,vd->bcv", h_BCD, embedding_VD.astype(h_BCD.dtype))
+    if bias_V is not None:  # added in the model's dtype, as BertForPreTraining adds its output bias
+        logits_BCV = logits_BCV + bias_V.astype(h_BCD.dtype)
+    logits_BCV = logits_BCV.astype(jnp.float32)
     V = logits_BCV.shape[-1]
     targets_BC = jnp.clip(targets_BC, 0, V - 1)  # as _cross_entropy: out-of-range ids weigh 0
     lse_BC = jax.nn.logsumexp(logits_BCV, axis=-1)
@@ -214,49 +217,85 @@ def _head_chunk(h_BCD, embedding_VD, targets_BC, weights_BC, *, grads: bool):
     return sums, (dlogits_BCV * weights_BC[..., None]).astype(h_BCD.dtype)
 
 
-def _fused_lm_head_ce_sums(chunk_size, hidden_BTD, embedding_VD, targets_BT, weights_BT, grads: bool):
+def _fused_head_ce_sums(chunk_size, hidden_BTD, embedding_VD, bias_V, targets_BT, weights_BT, grads: bool):
     xs = tuple(_chunk_along_t(x, chunk_size) for x in (hidden_BTD, targets_BT, weights_BT))
 
     def scan_fn(carry, x):
         h_BCD, targets_BC, weights_BC = x
-        out = _head_chunk(h_BCD, embedding_VD, targets_BC, weights_BC, grads=grads)
+        out = _head_chunk(h_BCD, embedding_VD, bias_V, targets_BC, weights_BC, grads=grads)
         if not grads:
             return jax.tree.map(jnp.add, carry, out), None
         (ce, correct), dlogits_BCV = out
-        ce_sum, correct_sum, demb_VD = carry
+        ce_sum, correct_sum, demb_DV, dbias_V = carry
         dh_BCD = jnp.einsum("bcv,vd->bcd", dlogits_BCV, embedding_VD.astype(h_BCD.dtype))
-        demb_VD += jnp.einsum("bcv,bcd->vd", dlogits_BCV, h_BCD, preferred_element_type=jnp.float32)
-        return (ce_sum + ce, correct_sum + correct, demb_VD), dh_BCD
+        # The embedding's and the bias's gradients as matmuls that contract the chunk's positions,
+        # dlogits_BCV's leading axes, as they lie in memory: h^T @ dlogits (so [D, V], transposed once
+        # after the loop) and ones @ dlogits. XLA:CPU copied dlogits to [V, B*C] for dlogits^T @ h and
+        # summed it over its leading axes slowly: 11% of BERT-tiny's and GPT-tiny's train step.
+        demb_DV += jnp.einsum("bcd,bcv->dv", h_BCD, dlogits_BCV, preferred_element_type=jnp.float32)
+        if bias_V is not None:
+            ones_BC = jnp.ones(dlogits_BCV.shape[:2], dlogits_BCV.dtype)
+            dbias_V += jnp.einsum("bc,bcv->v", ones_BC, dlogits_BCV, preferred_element_type=jnp.float32)
+        return (ce_sum + ce, correct_sum + correct, demb_DV, dbias_V), dh_BCD
 
     zero = jnp.zeros((), jnp.float32)
     if not grads:
         return jax.lax.scan(scan_fn, (zero, zero), xs)[0], None
-    init = (zero, zero, jnp.zeros(embedding_VD.shape, jnp.float32))
-    (ce_sum, correct_sum, demb_VD), dh_KBCD = jax.lax.scan(scan_fn, init, xs)
+    dbias_V = None if bias_V is None else jnp.zeros(bias_V.shape, jnp.float32)
+    init = (zero, zero, jnp.zeros(embedding_VD.shape[::-1], jnp.float32), dbias_V)
+    (ce_sum, correct_sum, demb_DV, dbias_V), dh_KBCD = jax.lax.scan(scan_fn, init, xs)
     B, T, D = hidden_BTD.shape
     dh_BTD = jnp.moveaxis(dh_KBCD, 0, 1).reshape(B, -1, D)[:, :T]
-    return (ce_sum, correct_sum), (dh_BTD, demb_VD.astype(embedding_VD.dtype))
+    if dbias_V is not None:
+        dbias_V = dbias_V.astype(bias_V.dtype)
+    return (ce_sum, correct_sum), (dh_BTD, demb_DV.T.astype(embedding_VD.dtype), dbias_V)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _fused_lm_head_ce(chunk_size, hidden_BTD, embedding_VD, targets_BT, weights_BT):
-    """(sum of w_t CE_t, sum of w_t correct_t) of logits hidden @ embedding.T, chunk_size positions a time."""
-    return _fused_lm_head_ce_sums(chunk_size, hidden_BTD, embedding_VD, targets_BT, weights_BT, False)[0]
+def _fused_head_ce(chunk_size, hidden_BTD, embedding_VD, bias_V, targets_BT, weights_BT):
+    """(sum of w_t CE_t, sum of w_t correct_t) of logits hidden @ embedding.T (+ bias_V unless None),
+    chunk_size positions of every row at a time."""
+    return _fused_head_ce_sums(chunk_size, hidden_BTD, embedding_VD, bias_V, targets_BT, weights_BT, False)[0]
 
 
-def _fused_fwd(chunk_size, hidden_BTD, embedding_VD, targets_BT, weights_BT):
-    return _fused_lm_head_ce_sums(chunk_size, hidden_BTD, embedding_VD, targets_BT, weights_BT, True)
+def _fused_fwd(chunk_size, hidden_BTD, embedding_VD, bias_V, targets_BT, weights_BT):
+    return _fused_head_ce_sums(chunk_size, hidden_BTD, embedding_VD, bias_V, targets_BT, weights_BT, True)
 
 
 def _fused_bwd(chunk_size, grads, cotangents):
     # The sums are linear in each position's CE, so the cotangent only scales the gradients computed
     # forward; the correctness sum is piecewise constant (zero gradient).
-    dh_BTD, demb_VD = grads
     g = cotangents[0]
-    return dh_BTD * g.astype(dh_BTD.dtype), demb_VD * g.astype(demb_VD.dtype), None, None
+    scaled = tuple(None if x is None else x * g.astype(x.dtype) for x in grads)
+    return (*scaled, None, None)
 
 
-_fused_lm_head_ce.defvjp(_fused_fwd, _fused_bwd)
+_fused_head_ce.defvjp(_fused_fwd, _fused_bwd)
+
+
+def chunked_mlm_loss(
+    hidden_BPE: jax.Array,
+    embedding_VE: jax.Array,
+    bias_V: jax.Array,
+    targets_BP: jax.Array,
+    weights_BP: jax.Array,
+    *,
+    chunk_size: int,
+    name: str = "mlm",
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """mlm_loss of logits_BPV = hidden_BPE @ embedding_VE.T + bias_V (BERT's tied MLM head, or SpanBERT's
+    SBO head with name "sbo"), chunk_size predicted positions of every row at a time, never holding
+    logits_BPV; the same loss, metrics and gradients as mlm_loss on the full logits, up to summation
+    order (see chunked_causal_lm_loss)."""
+    weights_BP = weights_BP.astype(jnp.float32)
+    ce_sum, correct_sum = _fused_head_ce(chunk_size, hidden_BPE, embedding_VE, bias_V, targets_BP, weights_BP)
+    count = jnp.sum(weights_BP)
+    loss = ce_sum / jnp.maximum(count, 1e-8)
+    return loss, {
+        f"{name}_loss": loss,
+        f"{name}_accuracy": correct_sum / jnp.maximum(count, 1e-8),
+        f"{name}_count": count,
+    }
 
 
 def seq2seq_loss(
@@ -349,7 +388,10 @@ def loss_terms(
       "mlm", "mlm_nsp", "mlm_sop", "mlm_sbo": outputs is BertForPreTraining's dict;
         batch has mlm_targets [B,P], mlm_weights [B,P] and, for the pair objectives,
         pair_label [B] (NSP: 1 = random B; SOP: 1 = swapped). mlm_sbo adds the SBO
-        term: the same targets and weights scored from outputs["sbo_logits"].
+        term: the same targets and weights scored from outputs["sbo_logits"]. With
+        loss_chunk_size > 0 the dict has the heads' inputs to the vocabulary projection instead of
+        their logits (mlm_hidden, sbo_hidden [B,P,E]), with that projection (embedding [V,E],
+        mlm_bias, sbo_bias [V]), and each term is chunked_mlm_loss.
       "electra": outputs is ElectraForPreTraining's dict: the generator's MLM term (as "mlm") and
         the discriminator's RTD term over every real token (segment_ids != 0).
       "clm": outputs is GPTDecoder's logits_BTV; batch has input_ids and
@@ -379,7 +421,21 @@ def loss_terms(
     if is_seq2seq(objective):
         loss, m = seq2seq_loss(outputs, batch["targets"], batch["decoder_segment_ids"])
         return [LossTerm("lm", loss, m["lm_tokens"], m)]
-    loss, m = mlm_loss(outputs["mlm_logits"], batch["mlm_targets"], batch["mlm_weights"])
+
+    def masked_lm(name):  # "mlm", or SpanBERT's "sbo": the same targets from another head
+        if loss_chunk_size:
+            return chunked_mlm_loss(
+                outputs[f"{name}_hidden"],
+                outputs["embedding"],
+                outputs[f"{name}_bias"],
+                batch["mlm_targets"],
+                batch["mlm_weights"],
+                chunk_size=loss_chunk_size,
+                name=name,
+            )
+        return mlm_loss(outputs[f"{name}_logits"], batch["mlm_targets"], batch["mlm_weights"], name=name)
+
+    loss, m = masked_lm("mlm")
     terms = [LossTerm("mlm", loss, m["mlm_count"], m)]
     name = pair_name(objective)
     if name:
@@ -390,7 +446,7 @@ def loss_terms(
         loss, m = rtd_loss(outputs["rtd_logits"], outputs["rtd_labels"], batch["segment_ids"])
         terms.append(LossTerm("rtd", loss, m["rtd_count"], m))
     if has_sbo_head(objective):
-        loss, m = mlm_loss(outputs["sbo_logits"], batch["mlm_targets"], batch["mlm_weights"], name="sbo")
+        loss, m = masked_lm("sbo")
         terms.append(LossTerm("sbo", loss, m["sbo_count"], m))
     return terms
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from flaxlm import objectives
-from flaxlm.models import gpt
+from flaxlm.models import bert, gpt
 
 # Which loss term each metric is a mean over.
 _TERM_OF_PREFIX = {"mlm": "mlm", "nsp": "pair", "sop": "pair", "sbo": "sbo", "rtd": "rtd", "lm": "lm"}
@@ -60,7 +60,9 @@ def apply_model(
     """The model's outputs on `batch`; rng: dropout's key, sample_rng: ELECTRA's generator samples.
 
     A decoder-only LM with loss_chunk_size > 0: the final hidden states and the tied output
-    embedding, (hidden_BTD, embedding_VD), for `objectives.chunked_causal_lm_loss`, not the logits.
+    embedding, (hidden_BTD, embedding_VD), for `objectives.chunked_causal_lm_loss`, not the logits;
+    BERT's objectives: its dict with the MLM (and SBO) head's hidden states and the vocabulary
+    projection instead of their logits, for `objectives.chunked_mlm_loss`.
     """
     rngs = {"dropout": rng} if train else {}
     if train and sample_rng is not None:
@@ -81,7 +83,8 @@ def apply_model(
             rngs=rngs,
         )
         return (out, gpt.output_embedding(params)) if loss_chunk_size else out
-    return model.apply(
+    hidden = {"return_hidden": True} if loss_chunk_size else {}
+    out = model.apply(
         {"params": params},
         batch["input_ids"],
         batch["token_type_ids"],
@@ -89,9 +92,11 @@ def apply_model(
         batch["positions"],
         batch["mlm_positions"],
         *[batch[k] for k in objectives.model_fields(objective)],
+        **hidden,
         deterministic=not train,
         rngs=rngs,
     )
+    return {**out, **bert.output_projection(params)} if loss_chunk_size else out
 
 
 def shard_loss(
@@ -153,9 +158,9 @@ def make_train_step(
 ):
     """Returns `train_step(state, batch, rng) -> (state, metrics)`.
 
-    loss_chunk_size > 0 (decoder-only LM): the loss scores that many positions of each row at a
-    time, never holding the full logits (`objectives.chunked_causal_lm_loss`); the same loss and
-    gradients.
+    loss_chunk_size > 0 (decoder-only LM, or BERT's MLM and SBO heads): the loss scores that many
+    positions (predicted positions) of each row at a time, never holding the full logits
+    (`objectives.chunked_causal_lm_loss`, `objectives.chunked_mlm_loss`); the same loss and gradients.
 
     `rng` is the run's dropout key; each step folds in its step number (and
     microbatch / device index), so the step is a pure function of its inputs.

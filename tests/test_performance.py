@@ -15,6 +15,7 @@ from flaxlm import optimizer as optimizer_lib
 from flaxlm import train as train_lib
 from flaxlm import train_step as step_lib
 from flaxlm.data import pipeline
+from conftest import load_config
 from test_train import tiny
 
 
@@ -134,23 +135,26 @@ def chunked(config, chunk_size: int):
     return c
 
 
-def test_chunked_lm_loss_matches_full_logits_in_the_model(real):
-    """train.loss_chunk_size on a tiny GPT, real rows with a document boundary: shard_loss gives the
-    same loss, metrics and gradients as the full logits, for chunks that divide T and one that does
-    not, with dropout on (the same masks: the chunked loss changes nothing before the head)."""
+# Chunk sizes that divide the scored positions and one that does not: GPT's T = 64, BERT's P = 10.
+CHUNKS = {"clm": (16, 24), "mlm_nsp": (5, 4)}
+
+
+def test_chunked_loss_matches_full_logits_in_the_model(real):
+    """train.loss_chunk_size on a tiny GPT (real rows with a document boundary) and BERT (MLM + NSP,
+    padding): shard_loss gives the same loss, metrics and gradients as the full logits, for chunks
+    that divide the positions and one that does not, with dropout on (the same masks: the chunked
+    loss changes nothing before the head)."""
     config, batches = real
-    if config.objective != "clm":
-        pytest.skip("the chunked loss is GPT's")
     c = config.copy_and_resolve_references()
     c.model.dropout_rate = 0.1
     model = models.get_model(train_lib.model_config(c))
-    params = model.init(
-        jax.random.key(0),
-        *(batches[0][k] for k in ("input_ids", "segment_ids", "positions")),
-        deterministic=True,
-    )["params"]
+    tx = optimizer_lib.make_optimizer(c.train)
+    params = train_lib.init_state(model, tx, c, jax.random.key(0)).params
+    # Away from the init (zero output bias), so the bias's gradient shows.
+    keys = iter(jax.random.split(jax.random.key(3), len(jax.tree.leaves(params))))
+    params = jax.tree.map(lambda x: x + 0.02 * jax.random.normal(next(keys), x.shape, x.dtype), params)
     batch = batches[0]
-    totals = step_lib.batch_totals(batch, "clm")
+    totals = step_lib.batch_totals(batch, c.objective)
 
     def loss(chunk_size):
         f = lambda p: step_lib.shard_loss(  # noqa: E731
@@ -159,7 +163,7 @@ def test_chunked_lm_loss_matches_full_logits_in_the_model(real):
             jax.random.key(2),
             totals,
             model=model,
-            objective="clm",
+            objective=c.objective,
             pair_weight=1.0,
             train=True,
             loss_chunk_size=chunk_size,
@@ -167,7 +171,7 @@ def test_chunked_lm_loss_matches_full_logits_in_the_model(real):
         return jax.jit(jax.value_and_grad(f, has_aux=True))(params)
 
     (want, want_m), want_g = loss(0)
-    for chunk_size in (16, 24):
+    for chunk_size in CHUNKS[c.objective]:
         (got, got_m), got_g = loss(chunk_size)
         np.testing.assert_allclose(got, want, rtol=1e-6)
         assert set(got_m) == set(want_m)
@@ -177,31 +181,36 @@ def test_chunked_lm_loss_matches_full_logits_in_the_model(real):
             np.testing.assert_allclose(x, y, atol=1e-6, rtol=0, err_msg=jax.tree_util.keystr(path))
 
 
-def test_chunked_lm_loss_trains_like_full_logits_and_never_holds_them(real, f32_run):
+def test_chunked_loss_trains_like_full_logits_and_never_holds_them(real, f32_run):
     """The product train step with train.loss_chunk_size: the same losses and parameters, and no
-    [B, T, V] array in the step (the head sees [B, C, V]); bf16 stays near bf16's full logits."""
+    [B, T, V] (GPT) or [B, P, V] (BERT) array in the step (the head sees [B, C, V]); bf16 stays near
+    bf16's full logits."""
     config, batches = real
-    if config.objective != "clm":
-        pytest.skip("the chunked loss is GPT's")
-    losses, state, _, _ = run(chunked(config, 24), batches)
+    chunk = CHUNKS[config.objective][1]
+    losses, state, _, _ = run(chunked(config, chunk), batches)
     np.testing.assert_allclose(losses, f32_run[0], rtol=1e-6)
     for (path, x), y in zip(
         jax.tree_util.tree_leaves_with_path(state.params), jax.tree.leaves(f32_run[1].params)
     ):
         np.testing.assert_allclose(x, y, atol=1e-6, rtol=0, err_msg=jax.tree_util.keystr(path))
 
-    c = chunked(config, 24)
+    c = chunked(config, chunk)
     model = models.get_model(train_lib.model_config(c))
     tx = optimizer_lib.make_optimizer(c.train)
     step = step_lib.make_train_step(
-        model, tx, optimizer_lib.learning_rate_schedule(c.train), objective="clm", loss_chunk_size=24
+        model,
+        tx,
+        optimizer_lib.learning_rate_schedule(c.train),
+        objective=c.objective,
+        loss_chunk_size=chunk,
     )
     state = train_lib.init_state(model, tx, c, jax.random.key(0))
     shapes = jaxpr_shapes(jax.make_jaxpr(step)(state, batches[0], jax.random.key(1)).jaxpr)
-    B, T, V = 8, c.data.seq_len, c.model.vocab_size
-    assert (B, T, V) not in shapes and (B, 24, V) in shapes
+    B, V = 8, c.model.vocab_size
+    positions = c.data.seq_len if c.objective == "clm" else c.data.max_predictions
+    assert (B, positions, V) not in shapes and (B, chunk, V) in shapes
 
-    bf16, bf16_chunked = config.copy_and_resolve_references(), chunked(config, 24)
+    bf16, bf16_chunked = config.copy_and_resolve_references(), chunked(config, chunk)
     bf16.model.dtype = bf16_chunked.model.dtype = "bfloat16"
     np.testing.assert_allclose(run(bf16_chunked, batches)[0], run(bf16, batches)[0], rtol=2e-3)
 
@@ -209,12 +218,20 @@ def test_chunked_lm_loss_trains_like_full_logits_and_never_holds_them(real, f32_
 def test_loss_chunk_size_is_checked():
     from flaxlm import config as config_lib
 
-    c = config_lib.base_config()
-    c.train.loss_chunk_size = 128
-    with pytest.raises(
-        config_lib.ConfigError, match="loss_chunk_size=128 chunks the causal-LM loss of arch 'gpt' only"
-    ):
+    for name in ("bert_tiny", "spanbert_tiny", "albert_tiny", "gpt_tiny", "prefix_lm_tiny"):
+        c = load_config(name)
+        c.train.loss_chunk_size = 128
         config_lib.validate(c)
+    for name, objective in (("electra_tiny", "electra"), ("t5_tiny", "span_corruption")):
+        c = load_config(name)
+        c.train.loss_chunk_size = 128
+        with pytest.raises(
+            config_lib.ConfigError,
+            match="loss_chunk_size=128 chunks the causal-LM loss of arch 'gpt' and BERT's MLM and SBO "
+            f"losses only: set it to 0 for objective '{objective}'",
+        ):
+            config_lib.validate(c)
+    c = config_lib.base_config()
     c.train.loss_chunk_size = -1
     with pytest.raises(config_lib.ConfigError, match="loss_chunk_size=-1 must be >= 0"):
         config_lib.validate(c)

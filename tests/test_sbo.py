@@ -161,9 +161,20 @@ def test_mlm_sbo_loss_is_mlm_plus_sbo_on_the_same_targets():
 
 def test_train_and_eval_steps_report_sbo_metrics():
     model, params = _model_and_params()
-    ids, types, seg, pos = _inputs()
+    batch = _batch(*_inputs())
+    metrics, totals = jax.jit(step_lib.make_eval_step(model, objective="mlm_sbo"))(params, batch)
+    assert float(totals["sbo"]) == float(totals["mlm"]) == WEIGHTS.sum()
+    np.testing.assert_allclose(metrics["loss"], metrics["mlm_loss"] + metrics["sbo_loss"], rtol=1e-6)
+    acc = step_lib.EvalAccumulator()
+    acc.add(metrics, totals)
+    result = acc.result()
+    assert result["loss"] == pytest.approx(result["mlm_loss"] + result["sbo_loss"], rel=1e-6)
+    assert 0.0 <= result["sbo_accuracy"] <= 1.0
+
+
+def _batch(ids, types, seg, pos):
     targets = np.asarray(ids)[np.arange(B)[:, None], MLM_POSITIONS]
-    batch = dict(
+    return dict(
         input_ids=ids,
         token_type_ids=types,
         segment_ids=seg,
@@ -175,14 +186,44 @@ def test_train_and_eval_steps_report_sbo_metrics():
         sbo_right=SBO_RIGHT,
         sbo_offset=SBO_OFFSET,
     )
-    metrics, totals = jax.jit(step_lib.make_eval_step(model, objective="mlm_sbo"))(params, batch)
-    assert float(totals["sbo"]) == float(totals["mlm"]) == WEIGHTS.sum()
-    np.testing.assert_allclose(metrics["loss"], metrics["mlm_loss"] + metrics["sbo_loss"], rtol=1e-6)
-    acc = step_lib.EvalAccumulator()
-    acc.add(metrics, totals)
-    result = acc.result()
-    assert result["loss"] == pytest.approx(result["mlm_loss"] + result["sbo_loss"], rel=1e-6)
-    assert 0.0 <= result["sbo_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("embedding_size", [0, 8])
+def test_chunked_mlm_and_sbo_losses_match_the_full_logits(embedding_size):
+    """train.loss_chunk_size with the SBO head, also on ALBERT's factorised embeddings (E 8 < D 16):
+    the same loss, metrics and gradients (both output biases included) as the full logits, with
+    chunks that divide P and one that does not; the model returns no logits when chunked."""
+    model, params = _model_and_params(embedding_size=embedding_size)
+    batch = _batch(*_inputs())
+    totals = step_lib.batch_totals(batch, "mlm_sbo")
+
+    def loss(chunk_size):
+        f = lambda p: step_lib.shard_loss(  # noqa: E731
+            p,
+            batch,
+            None,
+            totals,
+            model=model,
+            objective="mlm_sbo",
+            pair_weight=1.0,
+            train=False,
+            loss_chunk_size=chunk_size,
+        )
+        return jax.jit(jax.value_and_grad(f, has_aux=True))(params)
+
+    (want, want_m), want_g = loss(0)
+    assert float(want_m["sbo_loss"]) > 0 and np.abs(want_g["sbo_bias"]).max() > 1e-4
+    for chunk_size in (2, 5):
+        (got, got_m), got_g = loss(chunk_size)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        assert set(got_m) == set(want_m)
+        for k in want_m:
+            np.testing.assert_allclose(got_m[k], want_m[k], rtol=1e-6, err_msg=k)
+        for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(got_g), jax.tree.leaves(want_g)):
+            np.testing.assert_allclose(x, y, atol=1e-6, rtol=0, err_msg=jax.tree_util.keystr(path))
+    out = step_lib.apply_model(model, params, batch, objective="mlm_sbo", train=False, loss_chunk_size=2)
+    assert not {"mlm_logits", "sbo_logits"} & set(out)
+    assert out["mlm_hidden"].shape == out["sbo_hidden"].shape == (B, P, embedding_size or D)
 
 
 def test_hf_export_leaves_the_span_boundary_head_out(tmp_path):

@@ -116,6 +116,7 @@ VARIANTS = (
             "data.mask_prob": 0.15,
             "data.max_predictions": 20,
             "data.dupe_factor": 1,
+            "train.loss_chunk_size": 0,  # the generator samples from its full logits
         },
         "a 1/2-width MLM generator fills 15% masked positions with samples; the discriminator (the model "
         "fine-tuned) tells replaced from original at every token, λ = 50",

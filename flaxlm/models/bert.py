@@ -197,6 +197,7 @@ class BertForPreTraining(nn.Module):
         sbo_offset: jax.Array | None = None,
         *,
         deterministic: bool,
+        return_hidden: bool = False,
     ) -> dict[str, jax.Array]:
         """int32 [B, T] inputs (as BertEncoder) -> dict of outputs.
 
@@ -208,6 +209,9 @@ class BertForPreTraining(nn.Module):
         Returns mlm_logits [B, P, V], pair_logits [B, 2] (only if
         config.pair_head), sbo_logits [B, P, V] (only with the SBO head and its inputs),
         hidden [B, T, D], pooled [B, D] (only if config.pooler).
+        return_hidden: mlm_hidden / sbo_hidden [B, P, E], the heads' inputs to the tied vocabulary
+        projection, instead of mlm_logits / sbo_logits (for objectives.chunked_mlm_loss, which projects
+        a few positions at a time; `output_projection` gives the projection).
         """
         cfg = self.config
         encoder = BertEncoder(cfg, self.shared_embeddings, name="encoder")
@@ -226,9 +230,10 @@ class BertForPreTraining(nn.Module):
         x_BPE = layers.ACTIVATIONS[cfg.activation](x_BPE)
         x_BPE = layers.layer_norm(cfg, "mlm_norm")(x_BPE)
         mlm_bias_V = self.param("mlm_bias", nn.initializers.zeros, (cfg.vocab_size,), cfg.param_dtype)
-        mlm_logits_BPV = encoder.attend(x_BPE) + mlm_bias_V.astype(cfg.dtype)
-
-        outputs = dict(mlm_logits=mlm_logits_BPV, hidden=hidden_BTD)
+        if return_hidden:
+            outputs = dict(mlm_hidden=x_BPE.astype(cfg.dtype), hidden=hidden_BTD)
+        else:
+            outputs = dict(mlm_logits=encoder.attend(x_BPE) + mlm_bias_V.astype(cfg.dtype), hidden=hidden_BTD)
         if cfg.pooler:
             outputs["pooled"] = pooled_BD
         if cfg.pair_head:
@@ -236,5 +241,17 @@ class BertForPreTraining(nn.Module):
         if cfg.sbo_positions and sbo_left is not None:
             y_BPE = SpanBoundaryHead(cfg, name="sbo_head")(hidden_BTD, sbo_left, sbo_right, sbo_offset)
             sbo_bias_V = self.param("sbo_bias", nn.initializers.zeros, (cfg.vocab_size,), cfg.param_dtype)
-            outputs["sbo_logits"] = encoder.attend(y_BPE) + sbo_bias_V.astype(cfg.dtype)
+            if return_hidden:
+                outputs["sbo_hidden"] = y_BPE.astype(cfg.dtype)
+            else:
+                outputs["sbo_logits"] = encoder.attend(y_BPE) + sbo_bias_V.astype(cfg.dtype)
         return outputs
+
+
+def output_projection(params) -> dict[str, jax.Array]:
+    """BertForPreTraining's vocabulary projection: embedding [V, E] (tied to its word embeddings),
+    mlm_bias [V] and, with the SBO head, sbo_bias [V]. logits = hidden @ embedding.T + bias."""
+    out = {"embedding": params["encoder"]["word_embeddings"]["embedding"], "mlm_bias": params["mlm_bias"]}
+    if "sbo_bias" in params:
+        out["sbo_bias"] = params["sbo_bias"]
+    return out
