@@ -169,10 +169,11 @@ def base_config() -> ml_collections.ConfigDict:
             eps=1e-6,
             weight_decay=0.01,  # not applied to LayerNorm scales and biases
             grad_clip_norm=1.0,
-            # > 0 scores that many positions of each row at a time (causal LM) or predicted positions
-            # (BERT's MLM and SBO heads) and never holds the [batch, positions, vocab] float32 logits
-            # (same loss and gradients; see docs/performance.md). 0: the full logits. Not for T5 or
-            # ELECTRA (its generator samples from its logits).
+            # > 0 scores at most that many positions of each row at a time (causal LM) or predicted
+            # positions (BERT's MLM and SBO heads), in equal chunks (objectives.chunk_shape), and never
+            # holds the [batch, positions, vocab] float32 logits (same loss and gradients; see
+            # docs/performance.md). 0: the full logits. Not for T5 or ELECTRA (its generator samples
+            # from its logits).
             loss_chunk_size=0,
             seed=0,
             # Train K models as one program: one jitted step vmapped over a leading seed axis of the

@@ -167,11 +167,12 @@ def chunked_causal_lm_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """causal_lm_loss of logits_BTV = hidden_BTD @ embedding_VD.T (GPT's tied head), without logits_BTV.
 
-    The positions are taken chunk_size at a time along T (every row at once, so a batch sharded over
-    devices stays sharded); each chunk's [B, C, V] logits live only while that chunk is scored. The
-    projection runs in hidden_BTD's dtype, as flax's Embed.attend does, and the CE in float32.
-    Differentiating it computes each chunk's gradient in the forward pass, from the same logits, so
-    the backward pass recomputes nothing and stores [B, T, D] and [V, D], never [B, T, V].
+    The positions are taken at most chunk_size at a time along T, in equal chunks (chunk_shape), every
+    row at once (so a batch sharded over devices stays sharded); each chunk's [B, C, V] logits live
+    only while that chunk is scored. The projection runs in hidden_BTD's dtype, as flax's
+    Embed.attend does, and the CE in float32. Differentiating it computes each chunk's gradient in
+    the forward pass, from the same logits, so the backward pass recomputes nothing and stores
+    [B, T, D] and [V, D], never [B, T, V].
     Same loss, metrics and gradients as causal_lm_loss on the full logits, up to summation order.
     """
     targets_BT = jnp.concatenate([input_ids_BT[:, 1:], jnp.zeros_like(input_ids_BT[:, :1])], axis=1)
@@ -190,12 +191,19 @@ def chunked_causal_lm_loss(
     }
 
 
-def _chunk_along_t(x_BT, chunk_size: int):
-    """[B, T, ...] -> [K, B, C, ...] with C = chunk_size, T zero-padded to K * C."""
-    B, T = x_BT.shape[:2]
+def chunk_shape(T: int, chunk_size: int) -> tuple[int, int]:
+    """(K, C): T positions in K = ceil(T / chunk_size) equal chunks of C <= chunk_size, the last
+    zero-padded (e.g. 20 masked positions at chunk_size 13: 2 chunks of 10, not 13 + 7 and 6 padding)."""
     K = -(-T // chunk_size)
-    x_BT = jnp.pad(x_BT, [(0, 0), (0, K * chunk_size - T)] + [(0, 0)] * (x_BT.ndim - 2))
-    return jnp.moveaxis(x_BT.reshape(B, K, chunk_size, *x_BT.shape[2:]), 1, 0)
+    return K, -(-T // K)
+
+
+def _chunk_along_t(x_BT, chunk_size: int):
+    """[B, T, ...] -> [K, B, C, ...] with (K, C) = chunk_shape(T, chunk_size), T zero-padded to K * C."""
+    B, T = x_BT.shape[:2]
+    K, C = chunk_shape(T, chunk_size)
+    x_BT = jnp.pad(x_BT, [(0, 0), (0, K * C - T)] + [(0, 0)] * (x_BT.ndim - 2))
+    return jnp.moveaxis(x_BT.reshape(B, K, C, *x_BT.shape[2:]), 1, 0)
 
 
 def _head_chunk(h_BCD, embedding_VD, bias_V, targets_BC, weights_BC, *, grads: bool):
@@ -254,7 +262,7 @@ def _fused_head_ce_sums(chunk_size, hidden_BTD, embedding_VD, bias_V, targets_BT
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _fused_head_ce(chunk_size, hidden_BTD, embedding_VD, bias_V, targets_BT, weights_BT):
     """(sum of w_t CE_t, sum of w_t correct_t) of logits hidden @ embedding.T (+ bias_V unless None),
-    chunk_size positions of every row at a time."""
+    at most chunk_size positions of every row at a time (chunk_shape)."""
     return _fused_head_ce_sums(chunk_size, hidden_BTD, embedding_VD, bias_V, targets_BT, weights_BT, False)[0]
 
 
@@ -284,7 +292,7 @@ def chunked_mlm_loss(
     name: str = "mlm",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """mlm_loss of logits_BPV = hidden_BPE @ embedding_VE.T + bias_V (BERT's tied MLM head, or SpanBERT's
-    SBO head with name "sbo"), chunk_size predicted positions of every row at a time, never holding
+    SBO head with name "sbo"), at most chunk_size predicted positions of every row at a time, never holding
     logits_BPV; the same loss, metrics and gradients as mlm_loss on the full logits, up to summation
     order (see chunked_causal_lm_loss)."""
     weights_BP = weights_BP.astype(jnp.float32)

@@ -90,15 +90,18 @@ def test_gradient_accumulation_matches_full_batch(setup):
     assert_params_close(acc_params, full_params)
 
 
-def test_chunked_lm_loss_agrees_on_mesh_pmap_and_with_accumulation(data_dir):
+@pytest.mark.parametrize("name,chunk_size", [("gpt_tiny", 24), ("bert_tiny", 4)])
+def test_chunked_loss_agrees_on_mesh_pmap_and_with_accumulation(name, chunk_size, data_dir):
     """train.loss_chunk_size over 8 devices (mesh and pmap) and with 2 microbatches: the same losses
-    and parameters as the full logits on one device."""
-    config = tiny("gpt_tiny", data_dir)
+    and parameters as the full logits on one device (GPT's causal LM; BERT's MLM + NSP, whose chunks
+    also sum the output bias's gradient over the batch's shards)."""
+    config = tiny(name, data_dir)
+    config.train.loss_chunk_size = 0
     data = train_lib.prepare_data(config)
     batches = pipeline.take(pipeline.train_iterator(data, global_batch=config.train.batch_size, seed=0), 3)
     one, one_params = run_steps(config.copy_and_resolve_references(), batches, devices=jax.devices()[:1])
     chunked = config.copy_and_resolve_references()
-    chunked.train.loss_chunk_size = 24
+    chunked.train.loss_chunk_size = chunk_size
     accum = chunked.copy_and_resolve_references()
     accum.train.grad_accum_steps = 2
     for c, parallelism in (
