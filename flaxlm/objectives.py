@@ -193,7 +193,7 @@ def chunked_causal_lm_loss(
 
 def chunk_shape(T: int, chunk_size: int) -> tuple[int, int]:
     """(K, C): T positions in K = ceil(T / chunk_size) equal chunks of C <= chunk_size, the last
-    zero-padded (e.g. 20 masked positions at chunk_size 13: 2 chunks of 10, not 13 + 7 and 6 padding)."""
+    zero-padded (e.g. 20 masked positions at chunk_size 13: 2 chunks of 10, not 2 of 13 with 6 padding)."""
     K = -(-T // chunk_size)
     return K, -(-T // K)
 
