@@ -60,6 +60,22 @@ def load_config(name: str):
     return module.get_config()
 
 
+def assert_same_loss_metrics_and_grads(got, want):
+    """Two `jax.value_and_grad(..., has_aux=True)` results of a loss, ((loss, metrics), grads), agree:
+    loss and metrics to rtol 1e-6, every gradient leaf to atol 1e-6 (float32 summation order)."""
+    import jax
+    import numpy as np
+
+    (got_loss, got_m), got_g = got
+    (want_loss, want_m), want_g = want
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
+    assert set(got_m) == set(want_m)
+    for k in want_m:
+        np.testing.assert_allclose(got_m[k], want_m[k], rtol=1e-6, err_msg=k)
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(got_g), jax.tree.leaves(want_g)):
+        np.testing.assert_allclose(x, y, atol=1e-6, rtol=0, err_msg=jax.tree_util.keystr(path))
+
+
 # Overrides of configs/gpt_tiny.py for `tiny_gpt_workdir`: hidden 64 at a high learning rate, so that
 # 120 steps (about 30 s on 2 cores) learn enough word order for the scoring tests to see it.
 TINY_GPT_TRAIN = [
