@@ -67,10 +67,10 @@ def apply_model(
     rngs = {"dropout": rng} if train else {}
     if train and sample_rng is not None:
         rngs["sample"] = sample_rng
+    hidden = {"return_hidden": True} if loss_chunk_size else {}  # the chunked loss projects itself
     if objectives.is_decoder_only(objective) or objectives.is_seq2seq(objective):
         seq2seq = [batch[k] for k in objectives.SEQ2SEQ_FIELDS] if objectives.is_seq2seq(objective) else []
         prefix = {"prefix_mask": batch["prefix_mask"]} if objective == "prefix_lm" else {}
-        hidden = {"return_hidden": True} if loss_chunk_size else {}
         out = model.apply(
             {"params": params},
             batch["input_ids"],
@@ -83,7 +83,6 @@ def apply_model(
             rngs=rngs,
         )
         return (out, gpt.output_embedding(params)) if loss_chunk_size else out
-    hidden = {"return_hidden": True} if loss_chunk_size else {}
     out = model.apply(
         {"params": params},
         batch["input_ids"],
