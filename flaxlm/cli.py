@@ -13,6 +13,8 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from flaxlm import hugepages
+
 EXIT_CODES = """\
 exit codes: 0 done (or stopped by SIGTERM/SIGINT after saving a checkpoint: rerun to resume),
 2 a problem the message says how to fix (command line, config, data, workdir, checkpoint), 3 training
@@ -405,6 +407,8 @@ def _score():
 
 
 def run(argv=None):
+    """The command: run() is the process's own (the `flaxlm` script, `python -m flaxlm`), run(argv) a call."""
+    own_process = argv is None
     argv = list(sys.argv if argv is None else argv)
     first = argv[1] if len(argv) > 1 else None
     if first in ("--help", "-h", "help"):
@@ -422,6 +426,8 @@ def run(argv=None):
     if any(a in ("--help", "-h") for a in argv[1:]):
         print(subcommand_help(command), end="")
         sys.exit(0)
+    if own_process:  # before JAX is imported: glibc's huge pages for the host memory (flaxlm.hugepages)
+        hugepages.reexec()
     try:  # parse here, once, so that a bad flag or override is one line, not a traceback
         remaining = flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:

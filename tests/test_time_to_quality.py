@@ -57,6 +57,20 @@ def test_both_sides_train_alike_on_the_same_batches(model):
     assert "| flaxlm |" in stderr and "| hf_torch |" in stderr and "target" in stderr
 
 
+def test_the_untimed_pass_at_each_turn_changes_no_result():
+    """--turn_warmup 1 (the default) runs a step on a copy (flaxlm) and a forward and backward whose
+    gradients are dropped (torch) before each turn: every held-out loss is as without it."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, "tools/time_to_quality.py", "--model=bert_tiny", "--quick", "--torch_threads=1"]
+    losses = {}
+    for warm in (0, 1):
+        by_what, _ = run_json_tool([*cmd, f"--turn_warmup={warm}", *SMALL], env)
+        losses[warm] = [(r["framework"], r["step"], r["loss"]) for r in by_what["eval"]]
+    assert len(losses[1]) == 6  # steps 0, 2, 4 of both frameworks
+    assert losses[0] == losses[1]
+
+
 def test_hf_inputs_score_flaxlm_targets_on_packed_and_padded_rows():
     """A GPT row of two packed documents and padding: HF's GPT-2, given flaxlm's weights and
     `benchmark.hf_torch_inputs`, gives flaxlm's loss (its per-document mask, positions and targets)."""

@@ -130,6 +130,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--quick", action="store_true", help="2 steps, 1 warmup, 1 round (or --rounds 2), small matmuls"
     )
+    add_hugepages_flag(p)
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -141,6 +142,36 @@ def parse_args(argv=None):
     if args.steps < 1 or args.warmup < 0 or args.turn_warmup < -1:
         p.error("--steps must be >= 1, --warmup >= 0 and --turn_warmup >= -1")
     return args
+
+
+HUGEPAGES = ("flaxlm", "all", "none")
+
+
+def add_hugepages_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--hugepages",
+        default="flaxlm",
+        choices=HUGEPAGES,
+        help="which workers run with glibc's transparent huge pages (flaxlm.hugepages): flaxlm (its "
+        "worker, as the `flaxlm` command runs; the peers as a script of theirs runs, with glibc's "
+        "defaults), all (every worker: the frameworks then differ by their graphs and kernels "
+        "alone) or none",
+    )
+
+
+def worker_env(framework: str, env: dict, mode: str) -> dict:
+    """One framework's worker environment under --hugepages=mode: with glibc's huge-page tunable where
+    the mode gives it to that framework (and the machine has it: `flaxlm.hugepages.environment`),
+    else without it, even if this shell sets it."""
+    from flaxlm import hugepages
+
+    tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and "malloc.hugetlb" not in t]
+    env = {k: v for k, v in env.items() if k != "GLIBC_TUNABLES"}
+    if tunables:
+        env["GLIBC_TUNABLES"] = ":".join(tunables)
+    if mode == "all" or (mode == "flaxlm" and framework.startswith("flaxlm")):
+        return hugepages.environment(env) or env
+    return env
 
 
 def recipe(name: str):
@@ -633,6 +664,7 @@ class Worker:
         """Starts `script` (this tool or a sibling that speaks the same protocol) as a worker."""
         self.framework = framework
         cmd = [sys.executable, os.path.abspath(script), *argv, "--worker", framework]
+        self.hugepages = "glibc.malloc.hugetlb=1" in env.get("GLIBC_TUNABLES", "")
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
@@ -739,6 +771,7 @@ def summarize(w: Worker, finish: dict, args, config, peak, on_cpu: bool) -> dict
         "compile_s": w.ready["compile_s"],
         "loss_first": w.ready["loss_first"],
         "loss_last": w.loss_last,
+        "malloc_hugepages": w.hugepages,
         **finish,
     }
     if on_cpu:
@@ -848,7 +881,7 @@ def run_workers(frameworks, args, env, rounds, on_cpu):
                 measured[dtype].append(value)
 
     def start(f):
-        w = workers[f] = Worker(f, argv, env)
+        w = workers[f] = Worker(f, argv, worker_env(f, env, args.hugepages))
         log(f"{f}: ready, {w.ready['params']:,} parameters, first step {w.ready['compile_s']:.1f} s")
 
     def run(w, n):
