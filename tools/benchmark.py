@@ -33,7 +33,9 @@ ran: XLA maps its step's scratch buffer afresh every step (1.5 GB for BERT-base 
 and unmaps it at the end, and on a VM whose balloon reports freed memory to the host, the host takes
 those pages back during the other frameworks' turns. On this project's VM that made flaxlm's first
 step of a turn 3.9-8.6 s against 2.9 s for the next one (docs/performance.md); a training loop, which
-runs its steps back to back, never pays it.
+runs its steps back to back, never pays it. --hugepages picks the workers that run with glibc's
+transparent huge pages (flaxlm.hugepages): by default flaxlm's, as the `flaxlm` command runs, and
+not the peers', as their own scripts run; `all` compares the graphs and kernels alone.
 
 Ratios: each round gives one ratio per peer (the peer's median step time in that round over
 flaxlm's in the same round, i.e. flaxlm's tokens/s over the peer's), so a slow spell that hits
