@@ -82,6 +82,8 @@ import time
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, REPO)
 
+from flaxlm import hugepages  # noqa: E402  (os and sys only: the workers import their framework first)
+
 PEERS = ("hf_torch", "hf_flax")
 
 
@@ -165,8 +167,6 @@ def worker_env(framework: str, env: dict, mode: str) -> dict:
     """One framework's worker environment under --hugepages=mode: with glibc's huge-page tunable where
     the mode gives it to that framework (and the machine has it: `flaxlm.hugepages.environment`),
     else without it, even if this shell sets it."""
-    from flaxlm import hugepages
-
     tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and "malloc.hugetlb" not in t]
     env = {k: v for k, v in env.items() if k != "GLIBC_TUNABLES"}
     if tunables:
@@ -666,7 +666,7 @@ class Worker:
         """Starts `script` (this tool or a sibling that speaks the same protocol) as a worker."""
         self.framework = framework
         cmd = [sys.executable, os.path.abspath(script), *argv, "--worker", framework]
-        self.hugepages = "glibc.malloc.hugetlb=1" in env.get("GLIBC_TUNABLES", "")
+        self.hugepages = hugepages.TUNABLE in env.get("GLIBC_TUNABLES", "").split(":")
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
