@@ -15,6 +15,10 @@ from ml_collections import config_flags
 
 from flaxlm import hugepages
 
+ENVIRONMENT = """\
+environment: FLAXLM_DATA_DIR prepared data and tokenizers (default ~/.cache/flaxlm); FLAXLM_HUGEPAGES=0
+runs without glibc's transparent huge pages, which the command asks for by default (GLIBC_TUNABLES).
+"""
 EXIT_CODES = """\
 exit codes: 0 done (or stopped by SIGTERM/SIGINT after saving a checkpoint: rerun to resume),
 2 a problem the message says how to fix (command line, config, data, workdir, checkpoint), 3 training
@@ -176,7 +180,7 @@ def overview() -> str:
     lines = ["usage: flaxlm SUBCOMMAND [flags]", "", "subcommands:"]
     lines += [f"  {name:<{width}}  {sub.summary}" for name, sub in SUBCOMMANDS.items()]
     lines += ["", "flaxlm SUBCOMMAND --help: its flags and an example; flaxlm --version: the version", ""]
-    return "\n".join(lines + [EXIT_CODES]) + "\n"
+    return "\n".join(lines + [ENVIRONMENT, EXIT_CODES]) + "\n"
 
 
 def _metavar(name: str, flag) -> str:

@@ -123,3 +123,9 @@ def test_benchmark_workers_get_huge_pages_as_asked():
     assert benchmark.worker_env("hf_flax", shell, "all") == with_
     assert benchmark.worker_env("flaxlm", shell, "none") == without
     assert benchmark.worker_env("hf_torch", {"PATH": "/bin"}, "none") == {"PATH": "/bin"}
+
+
+def test_help_names_the_switch():
+    from flaxlm import cli
+
+    assert f"{hugepages.OPT_OUT}=0" in cli.overview()
