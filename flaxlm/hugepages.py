@@ -7,7 +7,7 @@ kernel time in a 0.18 s step on a 2-core AMD EPYC), a million for GPT-2 small at
 (1.7 s of kernel time in 6.3 s). glibc's `glibc.malloc.hugetlb=1` tunable (glibc >= 2.35) asks
 for transparent huge pages (`madvise(MADV_HUGEPAGE)`) on the memory malloc maps, 2 MiB a fault:
 on that CPU BERT-tiny's step took 0.12 s instead of 0.18 and GPT-2 small's 5.1 s instead of 6.3,
-with the same peak memory (docs/performance.md, "Huge pages"). Accelerator memory is not malloc's;
+with peak memory within 3% (docs/performance.md, "Huge pages"). Accelerator memory is not malloc's;
 there it only speeds up the host side.
 
 glibc reads its tunables once, when the process starts, so the `flaxlm` command starts itself
