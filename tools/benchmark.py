@@ -167,7 +167,9 @@ def worker_env(framework: str, env: dict, mode: str) -> dict:
     """One framework's worker environment under --hugepages=mode: with glibc's huge-page tunable where
     the mode gives it to that framework (and the machine has it: `flaxlm.hugepages.environment`),
     else without it, even if this shell sets it."""
-    tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and "malloc.hugetlb" not in t]
+    tunables = [
+        t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and not t.startswith("glibc.malloc.hugetlb=")
+    ]
     env = {k: v for k, v in env.items() if k != "GLIBC_TUNABLES"}
     if tunables:
         env["GLIBC_TUNABLES"] = ":".join(tunables)

@@ -222,17 +222,15 @@ class FlaxlmSide:
         hf.save_hf(args.init_dir, model_cfg.to_dict(), self.state.params)  # the peers start from these
         # Compile the train step on a copy of the state (the step donates it) and a batch of zeros.
         t = time.perf_counter()
-        copy = jax.tree.map(lambda x: x.copy(), self.state)
-        jax.block_until_ready(
-            self.runner.train_step(copy, train_lib.dummy_batch(config, config.train.batch_size), self.rng)
-        )
+        self.warm(train_lib.dummy_batch(config, config.train.batch_size))
         self.compile_s = time.perf_counter() - t
 
     def prepare(self, batches) -> list:
         return batches  # placed on the device by train_step, as in `flaxlm train`
 
     def warm(self, batch) -> None:
-        """One train step on a copy of the state, thrown away: the run's state does not change."""
+        """One train step on a copy of the state (the step donates it), thrown away: the run's state
+        does not change."""
         copy = self.jax.tree.map(lambda x: x.copy(), self.state)
         self.jax.block_until_ready(self.runner.train_step(copy, batch, self.rng))
 
