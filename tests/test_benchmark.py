@@ -127,6 +127,7 @@ def test_quick_run_against_both_peers_prints_json_lines_and_a_table():
         "--quick",
         "--rounds=2",  # flaxlm, hf_torch, hf_flax, flaxlm, hf_torch, hf_flax: one step each
         "--compare=hf_torch,hf_flax",
+        "--flaxlm_env=FLAXLM_TEST_MARK=flaxlm's alone",
         *("--set=model.num_layers=1", "--set=model.hidden_size=32", "--set=model.num_heads=2"),
         *("--set=model.mlp_dim=64", "--set=model.vocab_size=1000"),
     ]
@@ -148,6 +149,8 @@ def test_quick_run_against_both_peers_prints_json_lines_and_a_table():
         assert r["mfu"] == pytest.approx(r["flops_per_s"] / peaks["float32"]["flops_per_s"])
         assert r["peak_memory_bytes"] > r["import_rss_bytes"] > 0
         assert 0 < r["loss_last"] < 10
+    assert steps["flaxlm"]["flaxlm_env"] == {"FLAXLM_TEST_MARK": "flaxlm's alone"}  # as its worker saw it
+    assert steps["hf_torch"]["flaxlm_env"] == steps["hf_flax"]["flaxlm_env"] == {}
     # Same architecture: the same number of parameters in all three frameworks.
     assert steps["flaxlm"]["params"] == steps["hf_torch"]["params"] == steps["hf_flax"]["params"]
     ratios = {r["flaxlm_over"]: r for r in by_what["ratio"]}

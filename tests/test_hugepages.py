@@ -1,5 +1,6 @@
 """glibc's huge pages for the `flaxlm` command (flaxlm.hugepages) and the benchmark workers."""
 
+import argparse
 import os
 import subprocess
 import sys
@@ -123,6 +124,26 @@ def test_benchmark_workers_get_huge_pages_as_asked():
     assert benchmark.worker_env("hf_flax", shell, "all") == with_
     assert benchmark.worker_env("flaxlm", shell, "none") == without
     assert benchmark.worker_env("hf_torch", {"PATH": "/bin"}, "none") == {"PATH": "/bin"}
+
+
+def test_flaxlm_env_goes_to_flaxlm_workers_alone_and_keeps_the_huge_pages():
+    shell = {"PATH": "/bin", "XLA_FLAGS": "--shell"}
+    mine = {"XLA_FLAGS": "--mine", "GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}
+    tunables = f"glibc.malloc.arena_max=1:{TUNABLE}" if HERE else "glibc.malloc.arena_max=1"
+    for f in ("flaxlm", "flaxlm_data"):
+        assert benchmark.worker_env(f, shell, "flaxlm", mine) == {
+            "PATH": "/bin",
+            "XLA_FLAGS": "--mine",
+            "GLIBC_TUNABLES": tunables,
+        }
+    assert benchmark.worker_env("flaxlm", shell, "none", mine) == {**shell, **mine}
+    assert benchmark.worker_env("hf_flax", shell, "none", mine) == shell
+    assert benchmark.worker_env("flaxlm", shell, "none", {}) == shell
+    parser = argparse.ArgumentParser()
+    assert benchmark.flaxlm_env(parser, ["A=1", "B_2=x=y", "C="]) == {"A": "1", "B_2": "x=y", "C": ""}
+    for bad in ("A", "=1", "1A=2", "A-B=1"):
+        with pytest.raises(SystemExit):
+            benchmark.flaxlm_env(parser, [bad])
 
 
 def test_help_names_the_switch():

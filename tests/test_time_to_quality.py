@@ -33,11 +33,15 @@ def test_both_sides_train_alike_on_the_same_batches(model):
         "--steps=3",
         "--eval_every=1",
         "--torch_threads=1",
+        "--flaxlm_env=FLAXLM_TEST_MARK=flaxlm's alone",
         *SMALL,
     ]
     by_what, stderr = run_json_tool(cmd, env)
     workers = {r["framework"]: r for r in by_what["worker"]}
     assert list(workers) == ["flaxlm", "hf_torch"]
+    # --flaxlm_env reached flaxlm's worker (as it reports) and not the peer's.
+    assert workers["flaxlm"]["flaxlm_env"] == {"FLAXLM_TEST_MARK": "flaxlm's alone"}
+    assert workers["hf_torch"]["flaxlm_env"] == {}
     assert workers["flaxlm"]["params"] == workers["hf_torch"]["params"]
     assert workers["flaxlm"]["eval_batches_sha256"] == workers["hf_torch"]["eval_batches_sha256"]
     assert workers["flaxlm"]["eval_batches"] == 2
@@ -130,3 +134,5 @@ def test_help_and_a_bad_model():
     proc = subprocess.run([*tool, "--model=t5_tiny"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 1 and "no HF torch twin" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+    proc = subprocess.run([*tool, "--flaxlm_env=XLA_FLAGS"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and "expected NAME=VALUE" in proc.stderr.strip().splitlines()[-1]

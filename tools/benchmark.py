@@ -36,6 +36,9 @@ step of a turn 3.9-8.6 s against 2.9 s for the next one (docs/performance.md); a
 runs its steps back to back, never pays it. --hugepages picks the workers that run with glibc's
 transparent huge pages (flaxlm.hugepages): by default flaxlm's, as the `flaxlm` command runs, and
 not the peers', as their own scripts run; `all` compares the graphs and kernels alone.
+--flaxlm_env NAME=VALUE (repeatable) sets a variable in flaxlm's worker alone, to try a setting
+against the same peers in one run (an XLA flag, a glibc tunable); each row reports the values its
+worker saw ("flaxlm_env").
 
 Ratios: each round gives one ratio per peer (the peer's median step time in that round over
 flaxlm's in the same round, i.e. flaxlm's tokens/s over the peer's), so a slow spell that hits
@@ -74,6 +77,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -135,8 +139,10 @@ def parse_args(argv=None):
         "--quick", action="store_true", help="2 steps, 1 warmup, 1 round (or --rounds 2), small matmuls"
     )
     add_hugepages_flag(p)
+    add_flaxlm_env_flag(p)
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.flaxlm_env = flaxlm_env(p, args.flaxlm_env)
     if args.quick:
         args.steps, args.warmup, args.rounds, args.matmul_size = 2, 1, min(args.rounds, 2) or 1, 256
     args.compare = [f for f in args.compare.split(",") if f]
@@ -163,10 +169,41 @@ def add_hugepages_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
-def worker_env(framework: str, env: dict, mode: str) -> dict:
+def add_flaxlm_env_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--flaxlm_env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for flaxlm's worker alone (repeatable; recorded in its JSON rows), "
+        "to try a setting against the same peers in the same run: e.g. XLA_FLAGS=... or "
+        "GLIBC_TUNABLES=... (merged with --hugepages' tunable)",
+    )
+
+
+def flaxlm_env(p: argparse.ArgumentParser, items: list[str]) -> dict:
+    """--flaxlm_env NAME=VALUE items as a dict; a malformed item is a one-line usage error."""
+    env = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            p.error(f"--flaxlm_env {item!r}: expected NAME=VALUE, e.g. XLA_FLAGS=--xla_cpu_use_xnnpack=true")
+        env[name] = value
+    return env
+
+
+def seen_env(args) -> dict:
+    """In a worker: the --flaxlm_env variables as this process sees them (a flaxlm worker), or {}."""
+    return {k: os.environ.get(k) for k in args.flaxlm_env} if args.worker.startswith("flaxlm") else {}
+
+
+def worker_env(framework: str, env: dict, mode: str, flaxlm_env: dict | None = None) -> dict:
     """One framework's worker environment under --hugepages=mode: with glibc's huge-page tunable where
     the mode gives it to that framework (and the machine has it: `flaxlm.hugepages.environment`),
-    else without it, even if this shell sets it."""
+    else without it, even if this shell sets it. A flaxlm worker also gets `flaxlm_env`
+    (--flaxlm_env), before the huge-page rule, so its GLIBC_TUNABLES keep the mode's tunable."""
+    if framework.startswith("flaxlm") and flaxlm_env:
+        env = {**env, **flaxlm_env}
     tunables = [
         t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and not t.startswith("glibc.malloc.hugetlb=")
     ]
@@ -633,7 +670,14 @@ def worker_main(args):
     for _ in range(args.warmup):
         trainer.step()
         trainer.wait()
-    reply(ready=True, build_s=build_s, compile_s=compile_s, loss_first=loss_first, params=trainer.params)
+    reply(
+        ready=True,
+        build_s=build_s,
+        compile_s=compile_s,
+        loss_first=loss_first,
+        params=trainer.params,
+        env=seen_env(args),
+    )
     steps_run = 1 + args.warmup  # every step this worker ran, timed or not
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -776,6 +820,7 @@ def summarize(w: Worker, finish: dict, args, config, peak, on_cpu: bool) -> dict
         "loss_first": w.ready["loss_first"],
         "loss_last": w.loss_last,
         "malloc_hugepages": w.hugepages,
+        "flaxlm_env": w.ready["env"],
         **finish,
     }
     if on_cpu:
@@ -885,7 +930,7 @@ def run_workers(frameworks, args, env, rounds, on_cpu):
                 measured[dtype].append(value)
 
     def start(f):
-        w = workers[f] = Worker(f, argv, worker_env(f, env, args.hugepages))
+        w = workers[f] = Worker(f, argv, worker_env(f, env, args.hugepages, args.flaxlm_env))
         log(f"{f}: ready, {w.ready['params']:,} parameters, first step {w.ready['compile_s']:.1f} s")
 
     def run(w, n):

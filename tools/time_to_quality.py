@@ -48,7 +48,8 @@ pay to get it back, which a training run, whose steps follow each other, never d
 huge pages, BERT-tiny's step took 0.113 s back to back and 0.142 s after 3.7-s pauses on a 2-core
 AMD EPYC (docs/performance.md, "Huge pages"). --hugepages as in tools/benchmark.py: by default
 flaxlm's worker runs with glibc's transparent huge pages, as the `flaxlm` command does, and torch's
-as a torch script does, without.
+as a torch script does, without. --flaxlm_env NAME=VALUE (repeatable) sets a variable in
+flaxlm's worker alone, as in tools/benchmark.py.
 
 Target and ratio: the common target is the worst final held-out loss among the frameworks. Each
 framework's time to it is its cumulative train seconds at the first evaluation at or below it,
@@ -108,9 +109,11 @@ def parse_args(argv=None):
     )
     p.add_argument("--quick", action="store_true", help="4 steps, evaluated every 2, 2 held-out batches")
     benchmark.add_hugepages_flag(p)
+    benchmark.add_flaxlm_env_flag(p)
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     p.add_argument("--init_dir", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.flaxlm_env = benchmark.flaxlm_env(p, args.flaxlm_env)
     if args.quick:
         args.steps, args.eval_every, args.chunk = args.steps or 4, args.eval_every or 2, min(args.chunk, 2)
         args.eval_batches = args.eval_batches or 2
@@ -358,6 +361,7 @@ def worker_main(args):
         compile_s=side.compile_s,
         eval_batches=len(data.eval),
         eval_batches_sha256=data.eval_sha256,
+        flaxlm_env=benchmark.seen_env(args),
     )
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -460,7 +464,7 @@ def main():
     try:
         for f in frameworks:  # flaxlm first: it writes the initial weights the peers load
             w = workers[f] = benchmark.Worker(
-                f, argv, benchmark.worker_env(f, env, args.hugepages), script=__file__
+                f, argv, benchmark.worker_env(f, env, args.hugepages, args.flaxlm_env), script=__file__
             )
             r = w.ready
             log(
