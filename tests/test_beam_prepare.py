@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from tensorflow_datasets.core import writer as writer_lib
 
 from conftest import REPO, load_config
 from flaxlm.data import corpus as corpus_lib
@@ -76,6 +77,33 @@ def test_beam_local_runner_writes_the_in_process_records(corpus, tmp_path, build
 
 def test_one_and_two_beam_workers_write_the_same_records(corpus, tmp_path):
     assert_same_examples(prepared(corpus, tmp_path / "one", 1), prepared(corpus, tmp_path / "two", 2))
+
+
+_WRITE_SHARD = writer_lib.BeamWriter._write_final_shard
+
+
+def _write_all_but_one(self, shardid_examples, non_empty_shard_ids):
+    """tfds's BeamWriter._write_final_shard, dropping the shard's last example (module-level: Beam
+    pickles it)."""
+    shard, examples = shardid_examples
+    return _WRITE_SHARD(self, (shard, list(examples)[:-1]), non_empty_shard_ids)
+
+
+def test_examples_lost_in_beams_shuffle_stop_the_preparation(corpus, tmp_path, monkeypatch):
+    """Beam's local multi-process runner was seen to drop part of a split inside tfds's shuffle with
+    no error (2 workers, 10 copies of the default corpus). Here tfds's shard writer drops one example
+    of each shard (Beam's in-process runner, so the patch reaches it): the preparation stops with one
+    line and leaves no dataset behind; a preparation after it writes every example."""
+    monkeypatch.setattr(writer_lib.BeamWriter, "_write_final_shard", _write_all_but_one)
+    data_dir = tmp_path / "data"
+    with pytest.raises(
+        DataError, match=r"^Apache Beam wrote \d+ of the \d+ examples built for the train split"
+    ):
+        prepared(corpus, data_dir, 0, beam_options="--runner=DirectRunner")
+    assert not list(data_dir.rglob("dataset_info.json"))  # nothing was kept as prepared
+    monkeypatch.undo()
+    beam = prepared(corpus, data_dir, 0, beam_options="--runner=DirectRunner")
+    assert_same_examples(prepared(corpus, tmp_path / "in_process", 0), beam)
 
 
 def test_beam_moves_a_document_when_hashing_leaves_validation_empty(tmp_path):

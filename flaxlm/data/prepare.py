@@ -343,8 +343,10 @@ def _tokenize_unit(index_unit, tok, validation_fraction, moved, folder):
 _OPEN_VIEWS: dict[tuple[str, ...], token_store.StoreView] = {}
 
 
-def _chunk_examples(task, settings: DataSettings, tok, folders: list[str], split: str):
-    """Beam task of pass 2: the examples of one (copy, chunk, number of chunks) of a split."""
+def _chunk_examples(task, settings: DataSettings, tok, folders: list[str], split: str, tally_dir: str):
+    """Beam task of pass 2: the examples of one (copy, chunk, number of chunks) of a split; once they
+    are all handed on, their count goes to ``tally_dir`` (`check_beam_counts` holds tfds's written
+    splits against these counts)."""
     dupe, chunk, k = task
     view = _OPEN_VIEWS.get(tuple(folders))
     if view is None:  # a worker opens a split's stores once
@@ -354,7 +356,32 @@ def _chunk_examples(task, settings: DataSettings, tok, folders: list[str], split
             [token_store.TokenStore(f) for f in folders]
         )
     docs, sources = chunk_documents(view, view.sources, chunk, k)
-    yield from build_chunk(settings, tok, docs, sources, split, dupe, chunk, builders.BuildStats())
+    built = 0
+    for key_example in build_chunk(settings, tok, docs, sources, split, dupe, chunk, builders.BuildStats()):
+        built += 1
+        yield key_example
+    path = os.path.join(tally_dir, f"{dupe}-{chunk}.json")  # a retried task writes the same file
+    _write_json(built, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def check_beam_counts(tally_dirs: dict[str, str], written: dict[str, int]) -> None:
+    """Raises DataError unless tfds wrote every example that pass 2's Beam tasks built, split by
+    split: Beam's local multi-process runner was seen to drop part of a split in tfds's shuffle
+    (2 workers, 10 copies of the default corpus), without an error. The dataset is then left
+    incomplete (tfds deletes its incomplete.* folder), never read as prepared."""
+    for split, folder in tally_dirs.items():
+        built = 0
+        for name in os.listdir(folder):
+            if name.endswith(".json"):
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    built += json.load(f)
+        if written.get(split) != built:
+            raise DataError(
+                f"Apache Beam wrote {written.get(split)} of the {built} examples built for the {split} "
+                "split (lost in its shuffle); nothing was kept. Prepare again, or in process with "
+                "--config.data.prepare_workers=0"
+            )
 
 
 @contextlib.contextmanager
@@ -458,9 +485,13 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
         # (in a local temporary folder when the data dir is remote, e.g. gs://, which os cannot write).
         local = "://" not in os.fspath(self.data_dir)
         self._token_dir = os.path.join(self.data_dir, "token_stores.tmp") if local else tempfile.mkdtemp()
+        self._tally_dirs = {}  # split: the folder of its Beam tasks' example counts
         try:
             with _shuffle_buffer(SHUFFLE_BUFFER_BYTES):
-                return super()._download_and_prepare(dl_manager, download_config)
+                super()._download_and_prepare(dl_manager, download_config)
+            if self._tally_dirs:
+                written = {name: self.info.splits[name].num_examples for name in self._tally_dirs}
+                check_beam_counts(self._tally_dirs, written)
         finally:
             shutil.rmtree(self._token_dir, ignore_errors=True)
 
@@ -499,10 +530,12 @@ class FlaxlmPretraining(tfds.core.GeneratorBasedBuilder):
         log.info("preparing %s split with Beam: %d chunks, tokenized %s", split, k, json.dumps(stats))
         tasks = [(dupe, chunk, k) for dupe in range(copies(self._settings, split)) for chunk in range(k)]
         folders = [store.folder for store in view.stores]
+        tally_dir = self._tally_dirs[split] = os.path.join(self._token_dir, f"built_{split}")
+        os.makedirs(tally_dir, exist_ok=True)
         return (
             beam.Create(tasks)
             | "Spread" >> beam.Reshuffle()
-            | "Build" >> beam.FlatMap(_chunk_examples, self._settings, self._tok, folders, split)
+            | "Build" >> beam.FlatMap(_chunk_examples, self._settings, self._tok, folders, split, tally_dir)
         )
 
     def _generate_examples(self, tok_docs, sources, stats, split):
