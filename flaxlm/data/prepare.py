@@ -380,7 +380,7 @@ def check_beam_counts(tally_dirs: dict[str, str], written: dict[str, int]) -> No
             raise DataError(
                 f"Apache Beam wrote {written.get(split)} of the {built} examples built for the {split} "
                 "split (lost in its shuffle); nothing was kept. Prepare again, or in process with "
-                "--config.data.prepare_workers=0"
+                "--config.data.prepare_workers=0 --config.data.beam_options=''"
             )
 
 
