@@ -89,11 +89,12 @@ def _write_all_but_one(self, shardid_examples, non_empty_shard_ids):
     return _WRITE_SHARD(self, (shard, list(examples)[:-1]), non_empty_shard_ids)
 
 
-def test_examples_lost_in_beams_shuffle_stop_the_preparation(corpus, tmp_path, monkeypatch):
-    """Beam's local multi-process runner was seen to drop part of a split inside tfds's shuffle with
-    no error (2 workers, 10 copies of the default corpus). Here tfds's shard writer drops one example
-    of each shard (Beam's in-process runner, so the patch reaches it): the preparation stops with one
-    line and leaves no dataset behind; a preparation after it writes every example."""
+def test_examples_lost_by_beam_stop_the_preparation(corpus, tmp_path, monkeypatch):
+    """Beam's local multi-process runner was seen to drop part of a split, between the build and
+    tfds's shard writer, with no error (2 workers, 10 copies of the default corpus). Here tfds's
+    shard writer drops one example of each shard (Beam's in-process runner, so the patch reaches
+    it): the preparation stops with one line and leaves no dataset behind; a preparation after it
+    writes every example."""
     monkeypatch.setattr(writer_lib.BeamWriter, "_write_final_shard", _write_all_but_one)
     data_dir = tmp_path / "data"
     with pytest.raises(

@@ -367,9 +367,9 @@ def _chunk_examples(task, settings: DataSettings, tok, folders: list[str], split
 
 def check_beam_counts(tally_dirs: dict[str, str], written: dict[str, int]) -> None:
     """Raises DataError unless tfds wrote every example that pass 2's Beam tasks built, split by
-    split: Beam's local multi-process runner was seen to drop part of a split in tfds's shuffle
-    (2 workers, 10 copies of the default corpus), without an error. The dataset is then left
-    incomplete (tfds deletes its incomplete.* folder), never read as prepared."""
+    split: Beam's local multi-process runner was seen to drop part of a split between the build and
+    tfds's shard assignment (2 workers, 10 copies of the default corpus), without an error. The
+    dataset is then left incomplete (tfds deletes its incomplete.* folder), never read as prepared."""
     for split, folder in tally_dirs.items():
         built = 0
         for name in os.listdir(folder):
@@ -379,7 +379,7 @@ def check_beam_counts(tally_dirs: dict[str, str], written: dict[str, int]) -> No
         if written.get(split) != built:
             raise DataError(
                 f"Apache Beam wrote {written.get(split)} of the {built} examples built for the {split} "
-                "split (lost in its shuffle); nothing was kept. Prepare again, or in process with "
+                "split (lost inside its runner); nothing was kept. Prepare again, or in process with "
                 "--config.data.prepare_workers=0 --config.data.beam_options=''"
             )
 
